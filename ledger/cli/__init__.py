@@ -1,0 +1,53 @@
+"""The ``provault`` command line.
+
+``main(argv)`` builds the parser from the command modules, runs one command,
+and turns every known error into a clear message and exit code:
+
+* 0 -- success;
+* 1 -- the command ran and found a problem (an error, a failed verification);
+* 2 -- the command line itself was wrong (argparse's convention);
+* 130 -- interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ledger.core.errors import ProvaultError
+
+from . import _common, _up
+
+# Each module adds its sub-commands with ``register(subparsers, common)``.
+_COMMAND_MODULES = (_up,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provault",
+        description="provault: a signed, append-only, provable lineage ledger for machine learning.",
+    )
+    parser.add_argument("--version", action="version", version=f"provault {_common.version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common.common_options()
+    for module in _COMMAND_MODULES:
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ProvaultError as e:
+        print(f"provault: error [{e.reason}]: {e.diagnostics()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("provault: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

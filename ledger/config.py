@@ -1,0 +1,280 @@
+"""One typed, frozen configuration for every provault process.
+
+Built once from (lowest to highest precedence) built-in defaults, an optional
+TOML file, and ``PROVAULT_<SECTION>_<KEY>`` environment variables, then passed
+down explicitly.  Every invalid or unknown key is reported in one
+:class:`~ledger.core.errors.ConfigError`, not just the first.
+
+The TOML file is named by ``--config`` or ``PROVAULT_CONFIG``.  Sections and
+keys mirror the dataclasses below; ``docs/configuration.md`` lists them.
+Secrets are never values here, only references (key file paths).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from ledger.core.errors import ConfigError
+
+ENV_PREFIX = "PROVAULT_"
+# Variables in our namespace that are not settings.
+_ENV_NOT_SETTINGS = ("PROVAULT_CONFIG",)
+_ENV_IGNORED_PREFIXES = ("PROVAULT_TEST_",)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_state_dir("provault", appauthor=False))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostgresSettings:
+    dsn: str | None = None
+    """External PostgreSQL DSN; unset means the embedded server in the data dir."""
+    port: int = 0
+    """Port for the embedded server on 127.0.0.1; 0 picks a free one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsSettings:
+    url: str | None = None
+    """External NATS URL; unset means the embedded JetStream server."""
+    port: int = 0
+    """Port for the embedded server on 127.0.0.1; 0 picks a free one."""
+    stream: str = "PROVAULT"
+    subject_prefix: str = "provault.events"
+    replicas: int = 1
+    max_msg_size: int = 1_048_576
+    duplicate_window_s: float = 600.0
+    max_bytes: int = -1
+    """Stream size limit in bytes; -1 means unlimited."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrpcSettings:
+    ledger_listen: str = "127.0.0.1:0"
+    query_listen: str = "127.0.0.1:0"
+    max_message_bytes: int = 4 * 1_048_576
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningSettings:
+    checkpoint_key: str | None = None
+    """Path of the checkpoint-signing private key; default <data_dir>/keys/checkpoint.key."""
+    origin: str = "provault.local/log"
+    """The checkpoint origin line: a unique name for this log."""
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestSettings:
+    batch_size: int = 1000
+    fetch_timeout_s: float = 0.5
+    max_payload_bytes: int = 1_048_576
+    max_clock_skew_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    dev_mode: bool = False
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    @property
+    def checkpoint_key_path(self) -> Path:
+        if self.signing.checkpoint_key:
+            return Path(self.signing.checkpoint_key).expanduser()
+        return self.data_dir / "keys" / "checkpoint.key"
+
+
+_SECTIONS: dict[str, type] = {
+    name: tp for name, tp in typing.get_type_hints(Settings).items() if dataclasses.is_dataclass(tp)
+}
+
+
+# --- conversion -----------------------------------------------------------
+
+
+def _base_type(tp: object) -> tuple[type, bool]:
+    """Return (type, optional) for ``T`` or ``T | None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False  # type: ignore[return-value]
+
+
+_BAD = object()  # marks a value that failed conversion (already reported)
+
+
+def _convert(value: object, tp: object, where: str, problems: list[str]) -> object:
+    base, optional = _base_type(tp)
+    if isinstance(value, str) and optional and value == "":
+        return None
+    try:
+        if base is bool:
+            return _to_bool(value)
+        if base is int and not isinstance(value, bool):
+            return int(value)  # type: ignore[arg-type]
+        if base is float and not isinstance(value, bool):
+            return float(value)  # type: ignore[arg-type]
+        if base is str and isinstance(value, str):
+            return value
+        if base is Path and isinstance(value, str):
+            return Path(value).expanduser()
+    except ValueError:
+        pass
+    problems.append(f"{where}: expected {base.__name__}, found {value!r}")
+    return _BAD
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _build_section(cls: type, raw: Mapping[str, tuple[object, str]], problems: list[str]) -> object:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, object] = {}
+    for key, (value, where) in raw.items():
+        if key not in names:
+            problems.append(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+            continue
+        kwargs[key] = _convert(value, hints[key], where, problems)
+    return cls(**{k: v for k, v in kwargs.items() if v is not _BAD})
+
+
+# --- gathering ------------------------------------------------------------
+
+
+def _from_toml(path: Path, problems: list[str]) -> dict[str, dict[str, tuple[object, str]]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"config file {path}: does not exist")
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        problems.append(f"config file {path}: not valid TOML ({e})")
+        return {}
+    out: dict[str, dict[str, tuple[object, str]]] = {"": {}}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.setdefault(key, {}).update({k: (v, f"{path}: [{key}] {k}") for k, v in value.items()})
+        else:
+            out[""][key] = (value, f"{path}: {key}")
+    return out
+
+
+def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, dict[str, tuple[object, str]]]:
+    out: dict[str, dict[str, tuple[object, str]]] = {"": {}}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_SETTINGS:
+            continue
+        if name.startswith(_ENV_IGNORED_PREFIXES):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), "")
+        key = rest[len(section) + 1:] if section else rest
+        out.setdefault(section, {})[key] = (value, f"environment {name}")
+    return out
+
+
+def load_settings(
+    *, config_file: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, **overrides: object
+) -> Settings:
+    """Build the settings; raise ConfigError listing every problem found.
+
+    ``overrides`` are top-level keys (e.g. ``data_dir``) given on a command
+    line; they win over environment and file.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    file_name = config_file or env.get("PROVAULT_CONFIG")
+    layers = [_from_toml(Path(file_name).expanduser(), problems)] if file_name else []
+    layers.append(_from_env(env, problems))
+    layers.append({"": {k: (v, f"option --{k.replace('_', '-')}") for k, v in overrides.items() if v is not None}})
+    merged: dict[str, dict[str, tuple[object, str]]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    settings = _assemble(merged, problems)
+    # Values that failed conversion were left at their (valid) defaults, so the
+    # range checks below add only new findings.
+    problems.extend(validate(settings))
+    if problems:
+        raise ConfigError(problems, hint="fix the keys above; see docs/configuration.md")
+    return settings
+
+
+def _assemble(merged: dict[str, dict[str, tuple[object, str]]], problems: list[str]) -> Settings:
+    top = dict(merged.pop("", {}))
+    sections: dict[str, object] = {}
+    for name, values in merged.items():
+        if name not in _SECTIONS:
+            where = next(iter(values.values()))[1]
+            problems.append(f"{where}: unknown section [{name}] (known: {', '.join(sorted(_SECTIONS))})")
+            continue
+        sections[name] = _build_section(_SECTIONS[name], values, problems)
+    top_fields = {"data_dir": Path, "dev_mode": bool}
+    kwargs: dict[str, object] = {}
+    for key, (value, where) in top.items():
+        if key not in top_fields:
+            problems.append(f"{where}: unknown key (known sections: {', '.join(sorted(_SECTIONS))})")
+            continue
+        if isinstance(value, Path):
+            kwargs[key] = value
+        else:
+            kwargs[key] = _convert(value, top_fields[key], where, problems)
+    kwargs = {k: v for k, v in kwargs.items() if v is not _BAD}
+    return Settings(**kwargs, **sections)  # type: ignore[arg-type]
+
+
+def validate(s: Settings) -> list[str]:
+    """Range and consistency checks that types alone cannot express."""
+    p: list[str] = []
+    for where, port in (("postgres.port", s.postgres.port), ("nats.port", s.nats.port)):
+        if not 0 <= port <= 65535:
+            p.append(f"{where}: expected 0..65535, found {port}")
+    if s.nats.replicas not in (1, 3, 5):
+        p.append(f"nats.replicas: expected 1, 3 or 5, found {s.nats.replicas}")
+    if s.nats.max_msg_size < 1024:
+        p.append(f"nats.max_msg_size: expected at least 1024 bytes, found {s.nats.max_msg_size}")
+    if s.nats.duplicate_window_s <= 0:
+        p.append(f"nats.duplicate_window_s: expected > 0, found {s.nats.duplicate_window_s}")
+    if not s.nats.stream.isidentifier() and not s.nats.stream.replace("-", "_").isidentifier():
+        p.append(f"nats.stream: expected a name of letters, digits, '_' or '-', found {s.nats.stream!r}")
+    if s.signing.checkpoint_every < 1:
+        p.append(f"signing.checkpoint_every: expected >= 1, found {s.signing.checkpoint_every}")
+    if s.signing.checkpoint_interval_s <= 0:
+        p.append(f"signing.checkpoint_interval_s: expected > 0, found {s.signing.checkpoint_interval_s}")
+    if not s.signing.origin or any(c.isspace() for c in s.signing.origin):
+        p.append(f"signing.origin: expected a non-empty name without spaces, found {s.signing.origin!r}")
+    if not 1 <= s.ingest.batch_size <= 100_000:
+        p.append(f"ingest.batch_size: expected 1..100000, found {s.ingest.batch_size}")
+    if s.ingest.max_payload_bytes > s.nats.max_msg_size:
+        p.append(
+            f"ingest.max_payload_bytes: expected at most nats.max_msg_size ({s.nats.max_msg_size}), "
+            f"found {s.ingest.max_payload_bytes}"
+        )
+    for where, addr in (("grpc.ledger_listen", s.grpc.ledger_listen), ("grpc.query_listen", s.grpc.query_listen)):
+        if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():
+            p.append(f"{where}: expected HOST:PORT, found {addr!r}")
+    return p

@@ -1,0 +1,152 @@
+"""The one-machine stack behind ``provault up``.
+
+Starts embedded PostgreSQL and NATS JetStream under the data directory unless
+an external DSN / URL is configured, records where everything listens in
+``<data_dir>/stack.json`` (so other ``provault`` commands on this machine find
+it), and stops everything it started, in reverse order, through the handles
+that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ledger.config import Settings
+from ledger.core.errors import ServerStartError
+from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+
+STACK_FILE = "stack.json"
+
+
+class Service(Protocol):
+    """Something the stack starts and stops (servers, ledger, projector...)."""
+
+    name: str
+    log: Path
+
+    def running(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoints:
+    postgres_dsn: str
+    nats_url: str
+    ledger_grpc: str | None = None
+    query_grpc: str | None = None
+    embedded: tuple[str, ...] = ()
+    """Which of postgres / nats this stack started itself."""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "postgres_dsn": self.postgres_dsn,
+            "nats_url": self.nats_url,
+            "ledger_grpc": self.ledger_grpc,
+            "query_grpc": self.query_grpc,
+            "embedded": list(self.embedded),
+            "pid": os.getpid(),
+            "started": time.time(),
+        }
+
+
+@dataclass
+class Stack:
+    """Running pieces of ``provault up``; ``stop()`` undoes ``start()``."""
+
+    settings: Settings
+    endpoints: Endpoints | None = None
+    _started: list[Service] = field(default_factory=list)
+
+    def start(self) -> Endpoints:
+        data = self.settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        embedded: list[str] = []
+        try:
+            dsn = self.settings.postgres.dsn
+            if dsn is None:
+                pg = EmbeddedPostgres(data / "postgres", port=self.settings.postgres.port)
+                dsn = pg.start()
+                self._started.append(pg)
+                embedded.append("postgres")
+            url = self.settings.nats.url
+            if url is None:
+                nats = EmbeddedNats(data / "nats", port=self.settings.nats.port)
+                url = nats.start()
+                self._started.append(nats)
+                embedded.append("nats")
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = Endpoints(postgres_dsn=dsn, nats_url=url, embedded=tuple(embedded))
+        write_stack_file(data, self.endpoints)
+        return self.endpoints
+
+    def add(self, service: Service) -> None:
+        """Hand a started service to the stack so ``stop()`` stops it first."""
+        self._started.append(service)
+
+    def services(self) -> tuple[Service, ...]:
+        return tuple(self._started)
+
+    def stop(self) -> None:
+        errors: list[str] = []
+        while self._started:
+            svc = self._started.pop()
+            try:
+                svc.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                errors.append(f"{type(svc).__name__}: {e}")
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.data_dir / STACK_FILE).unlink()
+        if errors:
+            raise ServerStartError("some services did not stop cleanly: " + "; ".join(errors))
+
+
+def write_stack_file(data_dir: Path, endpoints: Endpoints) -> None:
+    path = data_dir / STACK_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(endpoints.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_stack_file(data_dir: Path) -> dict[str, object] | None:
+    """The running stack's endpoints, or None when no live ``provault up`` owns the dir."""
+    path = data_dir / STACK_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(info["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, ProcessLookupError, PermissionError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def resolve_postgres_dsn(settings: Settings) -> str:
+    """The configured DSN, else the one of a running ``provault up``; else a clear error."""
+    if settings.postgres.dsn:
+        return settings.postgres.dsn
+    info = read_stack_file(settings.data_dir)
+    if info and isinstance(info.get("postgres_dsn"), str):
+        return str(info["postgres_dsn"])
+    raise ServerStartError(
+        f"no PostgreSQL configured and no running `provault up` found in {settings.data_dir}",
+        hint="start `provault up` (same --data-dir), or set PROVAULT_POSTGRES_DSN",
+    )
+
+
+def resolve_nats_url(settings: Settings) -> str:
+    if settings.nats.url:
+        return settings.nats.url
+    info = read_stack_file(settings.data_dir)
+    if info and isinstance(info.get("nats_url"), str):
+        return str(info["nats_url"])
+    raise ServerStartError(
+        f"no NATS configured and no running `provault up` found in {settings.data_dir}",
+        hint="start `provault up` (same --data-dir), or set PROVAULT_NATS_URL",
+    )

