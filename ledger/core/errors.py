@@ -62,6 +62,10 @@ class MalformedEnvelope(DecodeError):
     reason = "malformed_envelope"
 
 
+class UnsupportedPayloadType(MalformedEnvelope):
+    reason = "unsupported_payload_type"
+
+
 class InvalidEvent(DecodeError):
     """The signed payload violates the event contract (docs/events.md)."""
 
@@ -76,12 +80,24 @@ class InvalidProvDocument(InvalidEvent):
     reason = "invalid_prov"
 
 
+class InvalidIdentifier(DecodeError):
+    """A UUIDv7 event id or a ``sha256:<hex>`` content id is not well formed."""
+
+    reason = "invalid_identifier"
+
+
 class MalformedCheckpoint(DecodeError):
     reason = "malformed_checkpoint"
 
 
 class MalformedProof(DecodeError):
     reason = "malformed_proof"
+
+
+class InvalidArgument(ProvaultError, ValueError):
+    """A caller asked for something that cannot exist (e.g. a proof for index >= size)."""
+
+    reason = "invalid_argument"
 
 
 # --- verification ---------------------------------------------------------
