@@ -1,5 +1,9 @@
 """Ed25519 keys, key ids, key files, and the Signer / Verifier seam.
 
+Signing uses ``cryptography``; verification, the ledger's hot path, uses
+libsodium through PyNaCl, which verifies about twice as fast and rejects
+non-canonical encodings and small-order keys.
+
 A key id is the lowercase hex SHA-256 of the raw 32-byte public key
 (DESIGN contract 2).  Signing goes through the :class:`Signer` protocol and
 verification through :class:`Verifier`, so a KMS or HSM backend can be added
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -89,8 +94,8 @@ class Ed25519Verifier:
                 expected_found(f"Ed25519 signature length for key {self.keyid[:16]}", SIGNATURE_SIZE, len(signature))
             )
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
-        except InvalidSignature:
+            crypto_sign_open(signature + message, self.public_key)
+        except BadSignatureError:
             raise SignatureInvalid(
                 f"Ed25519 signature does not verify under key {self.keyid}",
                 hint="the signed bytes were altered, or a different key signed them",

@@ -1,0 +1,1 @@
+"""PostgreSQL adapter for the ledger: migrations, the log store, proofs."""

@@ -1,0 +1,70 @@
+"""Connections, with driver errors translated at the edge.
+
+Raw driver text never reaches a client: callers get StorageUnavailable with a
+message that names the server (never the password) and what to do.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ledger.core.errors import StorageUnavailable
+
+CONNECT_TIMEOUT_S = 10
+
+
+def describe(dsn: str) -> str:
+    """host:port/dbname of a DSN, without credentials."""
+    try:
+        info = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparseable DSN)"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '?')}"
+
+
+def connect(dsn: str, *, autocommit: bool = False, role: str | None = None) -> psycopg.Connection:
+    """Open a connection; optionally drop to a least-privilege role."""
+    try:
+        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as e:
+        raise StorageUnavailable(
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {_first_line(e)}",
+            hint="is the server running? check PROVAULT_POSTGRES_DSN, or start `provault up`",
+        ) from None
+    if role:
+        _set_role(conn, role)
+    return conn
+
+
+async def connect_async(dsn: str, *, autocommit: bool = False, role: str | None = None) -> psycopg.AsyncConnection:
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.OperationalError as e:
+        raise StorageUnavailable(
+            f"cannot connect to PostgreSQL at {describe(dsn)}: {_first_line(e)}",
+            hint="is the server running? check PROVAULT_POSTGRES_DSN, or start `provault up`",
+        ) from None
+    if role:
+        await conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
+        if not autocommit:
+            await conn.commit()
+    return conn
+
+
+def _set_role(conn: psycopg.Connection, role: str) -> None:
+    try:
+        conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
+        if not conn.autocommit:
+            conn.commit()
+    except psycopg.Error as e:
+        conn.close()
+        raise StorageUnavailable(
+            f"cannot switch to database role {role!r}: {_first_line(e)}",
+            hint=f"run `provault db migrate` (it creates the role) and GRANT {role} to the connecting user",
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
