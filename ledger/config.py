@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -60,8 +61,8 @@ class NatsSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrpcSettings:
-    ledger_listen: str = "127.0.0.1:0"
-    query_listen: str = "127.0.0.1:0"
+    ledger_listen: str = "127.0.0.1:7430"
+    query_listen: str = "127.0.0.1:7431"
     max_message_bytes: int = 4 * 1_048_576
 
 
@@ -79,8 +80,13 @@ class SigningSettings:
 class IngestSettings:
     batch_size: int = 1000
     fetch_timeout_s: float = 0.5
-    max_payload_bytes: int = 1_048_576
+    max_payload_bytes: int = 784_384
+    """Largest event payload; its base64 must fit in nats.max_msg_size."""
     max_clock_skew_s: float = 300.0
+    ack_wait_s: float = 30.0
+    """How long JetStream waits for the ledger's ack before redelivering."""
+    workers: int = 0
+    """Verification worker processes; 0 means one per CPU."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,13 +132,15 @@ def _convert(value: object, tp: object, where: str, problems: list[str]) -> obje
     try:
         if base is bool:
             return _to_bool(value)
-        if base is int and not isinstance(value, bool):
-            return int(value)  # type: ignore[arg-type]
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base is int and isinstance(value, str):
+            return int(value)
         if base is float and not isinstance(value, bool):
             return float(value)  # type: ignore[arg-type]
         if base is str and isinstance(value, str):
             return value
-        if base is Path and isinstance(value, str):
+        if base is Path and isinstance(value, str) and value.strip():
             return Path(value).expanduser()
     except ValueError:
         pass
@@ -237,7 +245,10 @@ def _assemble(merged: dict[str, dict[str, tuple[object, str]]], problems: list[s
     kwargs: dict[str, object] = {}
     for key, (value, where) in top.items():
         if key not in top_fields:
-            problems.append(f"{where}: unknown key (known sections: {', '.join(sorted(_SECTIONS))})")
+            problems.append(
+                f"{where}: unknown key (known: {', '.join(sorted(top_fields))}, "
+                f"and the sections {', '.join(sorted(_SECTIONS))})"
+            )
             continue
         if isinstance(value, Path):
             kwargs[key] = value
@@ -259,7 +270,7 @@ def validate(s: Settings) -> list[str]:
         p.append(f"nats.max_msg_size: expected at least 1024 bytes, found {s.nats.max_msg_size}")
     if s.nats.duplicate_window_s <= 0:
         p.append(f"nats.duplicate_window_s: expected > 0, found {s.nats.duplicate_window_s}")
-    if not s.nats.stream.isidentifier() and not s.nats.stream.replace("-", "_").isidentifier():
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", s.nats.stream):
         p.append(f"nats.stream: expected a name of letters, digits, '_' or '-', found {s.nats.stream!r}")
     if s.signing.checkpoint_every < 1:
         p.append(f"signing.checkpoint_every: expected >= 1, found {s.signing.checkpoint_every}")
@@ -267,12 +278,26 @@ def validate(s: Settings) -> list[str]:
         p.append(f"signing.checkpoint_interval_s: expected > 0, found {s.signing.checkpoint_interval_s}")
     if not s.signing.origin or any(c.isspace() for c in s.signing.origin):
         p.append(f"signing.origin: expected a non-empty name without spaces, found {s.signing.origin!r}")
+    for where, value in (
+        ("ingest.fetch_timeout_s", s.ingest.fetch_timeout_s),
+        ("ingest.max_clock_skew_s", s.ingest.max_clock_skew_s),
+        ("grpc.max_message_bytes", s.grpc.max_message_bytes),
+        ("ingest.max_payload_bytes", s.ingest.max_payload_bytes),
+    ):
+        if value <= 0:
+            p.append(f"{where}: expected > 0, found {value}")
+    if s.nats.max_bytes < -1 or s.nats.max_bytes == 0:
+        p.append(f"nats.max_bytes: expected -1 (unlimited) or a positive size, found {s.nats.max_bytes}")
+    if s.ingest.workers < 0:
+        p.append(f"ingest.workers: expected >= 0 (0 = one per CPU), found {s.ingest.workers}")
+    if s.ingest.ack_wait_s <= 0:
+        p.append(f"ingest.ack_wait_s: expected > 0, found {s.ingest.ack_wait_s}")
     if not 1 <= s.ingest.batch_size <= 100_000:
         p.append(f"ingest.batch_size: expected 1..100000, found {s.ingest.batch_size}")
-    if s.ingest.max_payload_bytes > s.nats.max_msg_size:
+    if s.ingest.max_payload_bytes > s.nats.max_msg_size * 3 // 4 - 1024:
         p.append(
-            f"ingest.max_payload_bytes: expected at most nats.max_msg_size ({s.nats.max_msg_size}), "
-            f"found {s.ingest.max_payload_bytes}"
+            f"ingest.max_payload_bytes: expected at most {s.nats.max_msg_size * 3 // 4 - 1024} (its base64 plus "
+            f"signatures must fit nats.max_msg_size {s.nats.max_msg_size}), found {s.ingest.max_payload_bytes}"
         )
     for where, addr in (("grpc.ledger_listen", s.grpc.ledger_listen), ("grpc.query_listen", s.grpc.query_listen)):
         if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():

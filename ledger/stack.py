@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +111,18 @@ class Stack:
 
 
 def write_stack_file(data_dir: Path, endpoints: Endpoints) -> None:
+    """Write where the stack listens; owner-only, since an external DSN may hold a password."""
     path = data_dir / STACK_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(endpoints.to_json(), indent=2) + "\n", encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(endpoints.to_json(), indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN safe to print: any password replaced by '***'."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
 
 
 def read_stack_file(data_dir: Path) -> dict[str, object] | None:

@@ -14,6 +14,8 @@ Each test gets its own database; each test gets its own JetStream server
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ DOCKER = _docker_answers()
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     """DSN of a superuser connection to a server shared by the session."""
     if dsn := os.environ.get("PROVAULT_TEST_PG_DSN"):
         yield dsn
@@ -53,12 +55,16 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("postgres:17", driver=None) as pg:
             yield pg.get_connection_url()
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), durable=False, database="postgres")
-    server.start()
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the
+    # data directory from under a server that a concurrent run still uses.
+    root = Path(tempfile.mkdtemp(prefix="provault-test-pg-"))
+    server = EmbeddedPostgres(root, durable=False, database="postgres")
     try:
+        server.start()
         yield server.dsn()
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_every_problem_is_reported_together(tmp_path: Path) -> None:
         ("[ingest]\nbatch_size = 0\n", "ingest.batch_size: expected 1..100000, found 0"),
         ("dev_mode = \"maybe\"\n", "expected bool, found 'maybe'"),
         ("[signing]\norigin = \"has space\"\n", "signing.origin"),
-        ("[ingest]\nmax_payload_bytes = 99999999\n", "at most nats.max_msg_size"),
+        ("[ingest]\nmax_payload_bytes = 99999999\n", "its base64 plus signatures must fit nats.max_msg_size"),
     ],
 )
 def test_bad_files_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -79,3 +79,27 @@ def test_settings_are_frozen() -> None:
     s = load_settings(env={})
     with pytest.raises(AttributeError):
         s.dev_mode = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"PROVAULT_POSTGRES_PORT": "5432.9"}, "expected int, found '5432.9'"),
+        ({"PROVAULT_DATA_DIR": ""}, "expected Path, found ''"),
+        ({"PROVAULT_INGEST_FETCH_TIMEOUT_S": "-1"}, "ingest.fetch_timeout_s: expected > 0"),
+        ({"PROVAULT_NATS_MAX_BYTES": "0"}, "nats.max_bytes: expected -1 (unlimited) or a positive size"),
+        ({"PROVAULT_NATS_STREAM": "PRÖV"}, "nats.stream"),
+        ({"PROVAULT_COLOUR": "x"}, "known: data_dir, dev_mode"),
+    ],
+)
+def test_bad_environment_values_are_named(env: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    assert fragment in str(err.value)
+
+
+def test_a_float_for_an_integer_key_in_toml_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[postgres]\nport = 5432.9\n")
+    with pytest.raises(ConfigError, match="expected int, found 5432.9"):
+        load_settings(config_file=cfg, env={})

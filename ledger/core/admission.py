@@ -35,8 +35,9 @@ TOO_LARGE = "envelope_too_large"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    max_envelope_bytes: int = 1_048_576 * 2
-    max_payload_bytes: int = 1_048_576
+    max_envelope_bytes: int = 1_048_576
+    max_payload_bytes: int = 784_384
+    """Base64 makes the envelope about 4/3 of the payload, plus signatures."""
     max_clock_skew: timedelta = timedelta(minutes=5)
 
 
@@ -263,6 +264,12 @@ class _Planner:
             return self.refuse(it, e.reason, e.message)
         fork = self._chain_problem(it)
         if fork:
+            p = it.event.producer
+            last = self.producers.get(p.id)
+            self.plan.anomalies.append(Anomaly(
+                producer_id=p.id, kind="fork", expected_seq=last.last_seq + 1 if last else None,
+                found_seq=p.seq, event_id=ev.id, log_seq=None, detail=fork,
+            ))  # fmt: skip
             return self.refuse(it, PRODUCER_CHAIN_BROKEN, fork)
         return self._accept(it, rec)
 

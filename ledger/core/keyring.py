@@ -213,8 +213,12 @@ class KeyRegistry:
         return tuple(self._keys.values())
 
     def public_keys(self) -> dict[str, bytes]:
-        """keyid -> raw public key of every key not yet revoked (a verification snapshot)."""
-        return {k: r.public_key for k, r in self._keys.items() if not r.revoked}
+        """keyid -> raw public key of every known key, revoked ones included.
+
+        Revoked keys stay in the verification snapshot so a signature by one
+        is refused as ``key_revoked`` (by :meth:`authorize`), not as unknown.
+        """
+        return {k: r.public_key for k, r in self._keys.items()}
 
     def verifiers(self) -> dict[str, Ed25519Verifier]:
         return {k: Ed25519Verifier(pk) for k, pk in self.public_keys().items()}
@@ -267,7 +271,7 @@ class KeyRegistry:
                 raise InvalidEvent(
                     f"key {rev.keyid} is a trust-root key; it cannot be revoked through the log",
                     field="data.keyid",
-                    hint="re-initialise trust with `provault ledger init` procedures (see docs/security.md)",
+                    hint="trust-root keys change only through `provault ledger init` on the database",
                 )
             rec = replace(old, revoked_seq=seq, revoked_from=rev.effective_from, revoked_reason=rev.reason)
         else:

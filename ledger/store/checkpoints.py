@@ -48,6 +48,11 @@ def initialize(
                 f"this ledger's checkpoints are signed by key {row[0]} ({row[1]}); refusing another key {checkpoint_signer.keyid}",
                 hint="use the original checkpoint key file (signing.checkpoint_key), or start a new ledger",
             )
+        if row and row[1] != origin:
+            raise TrustConflict(
+                f"this ledger's origin is {row[1]!r}; refusing to sign checkpoints as {origin!r}",
+                hint="set signing.origin back to the origin the ledger was initialised with",
+            )
         if not row:
             conn.execute(
                 "INSERT INTO ledger.trust_root (keyid, public_key, purpose, name) VALUES (%s, %s, 'checkpoint', %s)",

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.core import merkle
@@ -73,8 +74,9 @@ class StoredEntry:
     source: str
 
 
-ENTRY_COLUMNS = (
-    "seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash, received_at, source"
+_SELECT_ENTRIES = sql.SQL(
+    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash,"
+    " received_at, source FROM ledger.entries "
 )
 
 
@@ -288,26 +290,28 @@ def _row_to_entry(r: tuple) -> StoredEntry:
 @translate_errors
 def get_entry(conn: psycopg.Connection, *, seq: int | None = None, event_id: str | None = None) -> StoredEntry | None:
     if seq is not None:
-        row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger.entries WHERE seq = %s", (seq,)).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE seq = %s"), (seq,)).fetchone()
     else:
-        row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM ledger.entries WHERE event_id = %s", (uuid.UUID(event_id),)).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE event_id = %s"), (uuid.UUID(event_id),)).fetchone()
     return _row_to_entry(row) if row else None
 
 
-@translate_errors
 def iter_entries(conn: psycopg.Connection, *, start: int = 0, chunk: int = 2000) -> Iterable[StoredEntry]:
     """All entries from ``start`` in seq order, read in chunks (bounded memory)."""
     seq = start
     while True:
-        rows = conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM ledger.entries WHERE seq >= %s ORDER BY seq LIMIT %s",  # type: ignore[arg-type]
-            (seq, chunk),
-        ).fetchall()
+        rows = _entry_chunk(conn, seq, chunk)
         if not rows:
             return
-        for r in rows:
-            yield _row_to_entry(r)
-        seq = rows[-1][0] + 1
+        yield from rows
+        seq = rows[-1].seq + 1
+
+
+@translate_errors
+def _entry_chunk(conn: psycopg.Connection, seq: int, chunk: int) -> list[StoredEntry]:
+    """One chunk of entries (a plain function, so driver errors are translated)."""
+    rows = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE seq >= %s ORDER BY seq LIMIT %s"), (seq, chunk)).fetchall()
+    return [_row_to_entry(r) for r in rows]
 
 
 def _fetch_nodes(conn: psycopg.Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

@@ -159,7 +159,7 @@ def test_producer_gap_late_fill_and_fork(ledger: Ledger) -> None:
     kinds = [getattr(o, "reason", type(o).__name__) for o in plan.outcomes]
     assert kinds == ["Accepted", "Accepted", "Accepted", "Accepted", "producer_chain_broken"]
     anomalies = ledger.conn.execute("SELECT kind, expected_seq, found_seq FROM ledger.producer_anomalies ORDER BY id").fetchall()
-    assert anomalies == [("gap", 2, 3), ("late", None, 2)]
+    assert anomalies == [("gap", 2, 3), ("late", None, 2), ("fork", 4, 3)]
     last = ledger.conn.execute("SELECT last_seq, entries FROM ledger.producers WHERE producer_id = %s", (chain.producer_id,)).fetchone()
     assert last == (3, 3)
 

@@ -17,6 +17,8 @@ CREATE TABLE ledger.trust_root (
     name         text NOT NULL,
     added_at     timestamptz NOT NULL DEFAULT now()
 );
+-- A log has exactly one checkpoint identity for its whole life.
+CREATE UNIQUE INDEX trust_root_one_checkpoint_key ON ledger.trust_root (purpose) WHERE purpose = 'checkpoint';
 
 -- The log.  seq is the 0-based leaf index in the Merkle tree.
 CREATE TABLE ledger.entries (
