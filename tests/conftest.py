@@ -121,6 +121,21 @@ def nats_target(tmp_path: Path) -> Iterator[NatsTarget]:
         server.stop()
 
 
+# --- a ledger database -----------------------------------------------------
+
+
+@pytest.fixture
+def ledger(pg_dsn: str):
+    """A migrated, initialised ledger in this test's own database (see tests/ledgerkit.py)."""
+    from tests.ledgerkit import Ledger  # noqa: PLC0415 - imports the store
+
+    lg = Ledger(pg_dsn)
+    try:
+        yield lg
+    finally:
+        lg.close()
+
+
 # --- settings -------------------------------------------------------------
 
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from ledger.core.errors import ProvaultError
 
-from . import _common, _up
+from . import _common, _keys, _ledger, _up, _verify
 
 # Each module adds its sub-commands with ``register(subparsers, common)``.
-_COMMAND_MODULES = (_up,)
+_COMMAND_MODULES = (_up, _ledger, _keys, _verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
 
 from ledger.core.errors import ServerStartError
-from ledger.stack import Stack
+from ledger.service.runtime import LedgerRuntime
+from ledger.stack import Endpoints, Stack, redact_dsn, write_stack_file
 
 from ._common import settings_from
+from ._ledger import initialise
 
 POLL_S = 0.5
 
@@ -22,8 +25,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="run the whole stack on this machine (embedded PostgreSQL and NATS unless configured)",
         description=(
             "Start PostgreSQL and NATS JetStream (embedded, under the data directory, on 127.0.0.1) "
-            "unless PROVAULT_POSTGRES_DSN / PROVAULT_NATS_URL name external ones, print where they "
-            "listen, and run until Ctrl-C or SIGTERM, then stop everything that was started. "
+            "unless PROVAULT_POSTGRES_DSN / PROVAULT_NATS_URL name external ones, migrate and initialise "
+            "the ledger (keys under <data-dir>/keys), run the ledger service, print where everything "
+            "listens, and run until Ctrl-C or SIGTERM, then stop everything that was started. "
             "A second run reuses the same data."
         ),
     )
@@ -37,7 +41,16 @@ def run(args: argparse.Namespace) -> int:
     stack = Stack(settings)
     try:
         endpoints = stack.start()
-        _print_banner(settings.data_dir, endpoints)
+        changes = initialise(settings, endpoints.postgres_dsn, [])
+        runtime = LedgerRuntime(settings, dsn=endpoints.postgres_dsn, nats_url=endpoints.nats_url)
+        try:
+            runtime.start()
+        finally:
+            for svc in runtime.services():
+                stack.add(svc)
+        endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address)
+        write_stack_file(settings.data_dir, endpoints)
+        _print_banner(settings, endpoints, changes)
         return _wait(stack, stop)
     finally:
         print("provault: stopping...", file=sys.stderr)
@@ -55,12 +68,15 @@ def _wait(stack: Stack, stop: threading.Event) -> int:
     return 0
 
 
-def _print_banner(data_dir, endpoints) -> None:
+def _print_banner(settings, endpoints: Endpoints, changes: list[str]) -> None:
     lines = [
         "provault is up (DEV MODE: no authentication, loopback only)",
-        f"  data dir    {data_dir}",
-        f"  postgres    {endpoints.postgres_dsn}" + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
+        f"  data dir    {settings.data_dir}",
+        f"  postgres    {redact_dsn(endpoints.postgres_dsn)}" + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
         f"  nats        {endpoints.nats_url}" + ("  (embedded)" if "nats" in endpoints.embedded else ""),
+        f"  ledger      grpc://{endpoints.ledger_grpc}  (LedgerService)",
+        *([f"  admin key   {admin}"] if (admin := settings.data_dir / "keys" / "admin.key").exists() else []),
+        *(f"  setup       {c}" for c in changes),
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)

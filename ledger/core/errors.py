@@ -163,6 +163,12 @@ class StorageUnavailable(ProvaultError):
     reason = "storage_unavailable"
 
 
+class LedgerCorrupted(ProvaultError):
+    """Stored ledger data is missing or inconsistent: damage, not an outage."""
+
+    reason = "ledger_corrupted"
+
+
 class TransportUnavailable(ProvaultError):
     reason = "transport_unavailable"
 

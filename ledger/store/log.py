@@ -31,7 +31,7 @@ from ledger.core.admission import (
     chain_lookups,
     plan_batch,
 )
-from ledger.core.errors import InvalidArgument, ProvaultError, StorageUnavailable
+from ledger.core.errors import InvalidArgument, LedgerCorrupted, ProvaultError, StorageUnavailable
 from ledger.core.frontier import append_leaves, frontier_root
 from ledger.core.keyring import KeyRecord, KeyRegistry, root_key
 
@@ -292,7 +292,11 @@ def get_entry(conn: psycopg.Connection, *, seq: int | None = None, event_id: str
     if seq is not None:
         row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE seq = %s"), (seq,)).fetchone()
     else:
-        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE event_id = %s"), (uuid.UUID(event_id),)).fetchone()
+        try:
+            key = uuid.UUID(event_id)
+        except (ValueError, TypeError):
+            raise InvalidArgument(f"event id: expected a UUID, found {event_id!r:.80}") from None
+        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE event_id = %s"), (key,)).fetchone()
     return _row_to_entry(row) if row else None
 
 
@@ -326,7 +330,7 @@ def _fetch_nodes(conn: psycopg.Connection, wanted: Sequence[tuple[int, int]]) ->
     found = {(lv, ix): bytes(h) for lv, ix, h in rows}
     missing = [w for w in wanted if w not in found]
     if missing:
-        raise StorageUnavailable(
+        raise LedgerCorrupted(
             f"Merkle nodes {missing[:3]} are missing from storage",
             hint="the node table is incomplete: run `provault verify` to locate the damage",
         )

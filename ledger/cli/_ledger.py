@@ -1,0 +1,111 @@
+"""``provault db migrate``, ``provault ledger init|serve``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from ledger.config import Settings
+from ledger.core.errors import ServerStartError
+from ledger.core.keys import Ed25519Signer, load_private_key, load_public_key, save_private_key, save_public_key
+from ledger.service.runtime import LedgerRuntime
+from ledger.stack import resolve_nats_url, resolve_postgres_dsn
+from ledger.store import checkpoints
+from ledger.store._db import connect
+from ledger.store.migrate import migrate
+
+from ._common import settings_from
+
+POLL_S = 0.5
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    p = db.add_parser("migrate", parents=[common], help="apply pending schema migrations (idempotent)")
+    p.set_defaults(run=run_migrate)
+
+    led = sub.add_parser("ledger", help="initialise or run the ledger service")
+    led_sub = led.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
+    p = led_sub.add_parser(
+        "init", parents=[common],
+        help="create the checkpoint-signing key and record the admin public key(s) (idempotent)",
+        description=(
+            "Migrate the schema, create the checkpoint-signing key (signing.checkpoint_key, default "
+            "<data-dir>/keys/checkpoint.key) if missing, record it and the admin public keys as the "
+            "ledger's trust root, and sign the empty tree. Without --admin-key, an admin key is created "
+            "at <data-dir>/keys/admin.key."
+        ),
+    )  # fmt: skip
+    p.add_argument("--admin-key", action="append", default=[], metavar="PUBKEY_FILE",
+                   help="an admin public key (PEM or raw 32 bytes); repeat for several")  # fmt: skip
+    p.set_defaults(run=run_init)
+    p = led_sub.add_parser("serve", parents=[common], help="run the ledger service (ingest, checkpoints, gRPC) until stopped")
+    p.set_defaults(run=run_serve)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    applied = migrate(resolve_postgres_dsn(settings))
+    print("\n".join(f"applied {a}" for a in applied) if applied else "schema is up to date")
+    return 0
+
+
+def default_admin_key_path(settings: Settings) -> Path:
+    return settings.data_dir / "keys" / "admin.key"
+
+
+def initialise(settings: Settings, dsn: str, admin_key_files: list[str]) -> list[str]:
+    """Migrate, create keys as needed, record the trust root. Returns what changed."""
+    changes = [f"applied {a}" for a in migrate(dsn)]
+    ck = settings.checkpoint_key_path
+    if ck.exists():
+        signer = load_private_key(ck)
+    else:
+        signer = Ed25519Signer.generate()
+        save_private_key(signer, ck)
+        save_public_key(signer.public_key, ck.with_suffix(".pub"))
+        changes.append(f"created checkpoint key {ck}")
+    admins = [(load_public_key(f), Path(f).stem) for f in admin_key_files]
+    if not admins:
+        path = default_admin_key_path(settings)
+        if path.exists():
+            admin = load_private_key(path)
+        else:
+            admin = Ed25519Signer.generate()
+            save_private_key(admin, path)
+            save_public_key(admin.public_key, path.with_suffix(".pub"))
+            changes.append(f"created admin key {path}")
+        admins = [(admin.public_key, "admin")]
+    with connect(dsn, autocommit=True) as conn:
+        changes += checkpoints.initialize(conn, checkpoint_signer=signer, origin=settings.signing.origin, admins=admins)
+    return changes
+
+
+def run_init(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    changes = initialise(settings, resolve_postgres_dsn(settings), args.admin_key)
+    print("\n".join(changes) if changes else "ledger already initialised; nothing changed")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    runtime = LedgerRuntime(settings, dsn=resolve_postgres_dsn(settings), nats_url=resolve_nats_url(settings))
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runtime.start()
+        print(f"provault ledger serving: gRPC {runtime.grpc_address}, ingesting from {runtime.nats_url}", flush=True)
+        while not stop.wait(POLL_S):
+            for svc in runtime.services():
+                if not svc.running():
+                    raise ServerStartError(f"ledger {svc.name} stopped unexpectedly")
+        return 0
+    finally:
+        runtime.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        print("provault ledger stopped", file=sys.stderr)

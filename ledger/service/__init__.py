@@ -1,0 +1,1 @@
+"""The ledger service: ingest from JetStream, gRPC LedgerService, checkpoints."""

@@ -1,0 +1,505 @@
+"""gRPC LedgerService: Append through the Appender, reads from a connection pool.
+
+Decisions the proto (docs/api.md) leaves open, made here:
+
+* **Append / AppendStream.** An empty ``envelope_json`` is a malformed
+  request (INVALID_ARGUMENT, nothing recorded), not a rejection: proto3
+  cannot tell an empty field from an unset one.  AppendStream appends in
+  batches of :data:`APPEND_BATCH` messages as they arrive, so when a stream
+  is refused part-way (an empty message, or more than
+  :attr:`LedgerServicer.max_stream_messages` messages, RESOURCE_EXHAUSTED)
+  the batches before it stay committed; resending is safe.  The message cap
+  keeps the one response within the gRPC message limit: every result is
+  bounded by :data:`RESULT_BYTES_BOUND`, for which ``rejection_message`` is
+  cut to :data:`MAX_REJECTION_MESSAGE_BYTES` (the full text is in the
+  rejections table).
+* **Sizes.** ``GetCheckpoint(tree_size=0)`` returns the empty tree's
+  checkpoint (the ledger signs it at init).  GetInclusionProof's
+  ``tree_size`` and both consistency sizes must be at least 1.  Seqs and sizes
+  above 2^63-1 are INVALID_ARGUMENT (PostgreSQL bigint).
+* **Consistency.** ``new_size`` must be the size of a signed checkpoint
+  (NOT_FOUND otherwise); ``old_size`` may be any size from 1 to ``new_size``
+  (a client may hold a root it computed or got elsewhere).  Without
+  ``new_size``, an ``old_size`` beyond the latest checkpoint is
+  FAILED_PRECONDITION (retry after the next checkpoint), not INVALID_ARGUMENT.
+* **Inclusion.** The entry must be covered by the checkpoint
+  (FAILED_PRECONDITION otherwise, saying it is newer and to retry shortly).
+* **Auth.** :class:`LedgerGrpcService` installs :class:`~.auth.AuthInterceptor`
+  with :class:`~.auth.DevModeAuthenticator` unless given another
+  authenticator; :func:`build_ledger_server` installs only what it is given.
+* **Health.** SERVING for ``""`` and ``provault.v1.LedgerService`` while the
+  server runs (NOT_SERVING once stopping); it does not track the database,
+  whose outages show as UNAVAILABLE on each call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from ledger.core.admission import Accepted, Duplicate, Refused
+from ledger.core.errors import InvalidArgument, InvalidIdentifier, ServerStartError, StorageUnavailable
+from ledger.core.ids import parse_uuid7
+from ledger.store import checkpoints, log
+from ledger.store._db import CONNECT_TIMEOUT_S, describe
+
+from .appender import SERVICE_ROLE, Appender
+from .auth import LEDGER_METHOD_ROLES, AuthInterceptor, Authenticator, DevModeAuthenticator
+from .status import NotCovered, NotFound, TooManyMessages, abort_with, rejection_reason
+
+logger = logging.getLogger("provault.grpc")
+
+SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+APPEND_BATCH = 500
+MAX_REJECTION_MESSAGE_BYTES = 320
+RESULT_BYTES_BOUND = 512
+"""An upper bound on one serialized AppendResult (with its repeated-field framing)."""
+MAX_DB_INT = 2**63 - 1
+_S = ledger_pb2.AppendStatus
+
+# --- reads ---------------------------------------------------------------------------
+
+
+class ReadPool:
+    """Pooled read connections as the ledger's role; driver errors become StorageUnavailable."""
+
+    def __init__(self, dsn: str, *, timeout_s: float = 5.0, max_size: int = 8, role: str = SERVICE_ROLE) -> None:
+        self.where = describe(dsn)
+        self._role = role
+        self.pool = ConnectionPool(
+            dsn, min_size=1, max_size=max_size, open=False, timeout=timeout_s, name="provault-ledger-reads",
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=self._configure, check=ConnectionPool.check_connection,
+        )  # fmt: skip
+        self.pool.open(wait=False)  # serve (and answer UNAVAILABLE) even while the database is down
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.Error as e:
+            raise StorageUnavailable(
+                f"cannot read from PostgreSQL at {self.where}: {type(e).__name__}: {e}",
+                hint="is the server running and migrated?",
+            ) from e
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+# --- request validation --------------------------------------------------------------
+
+
+def _db_int(value: int, what: str, *, minimum: int = 0) -> int:
+    if not minimum <= value <= MAX_DB_INT:
+        raise InvalidArgument(f"{what}: expected an integer in {minimum}..{MAX_DB_INT}, found {value}")
+    return value
+
+
+def _entry_selector(request: Any) -> dict[str, Any]:
+    """``{"seq": n}`` or ``{"event_id": text}`` from the request's ``entry`` oneof."""
+    which = request.WhichOneof("entry")
+    if which is None:
+        raise InvalidArgument("entry: expected exactly one of seq or event_id, found neither")
+    if which == "seq":
+        return {"seq": _db_int(request.seq, "seq")}
+    try:
+        parse_uuid7(request.event_id)
+    except InvalidIdentifier as e:
+        raise InvalidArgument(f"event_id: {e.message}", hint=e.hint) from None
+    return {"event_id": request.event_id}
+
+
+def _describe_selector(selector: dict[str, Any]) -> str:
+    return f"seq {selector['seq']}" if "seq" in selector else f"event id {selector['event_id']}"
+
+
+def _envelope(data: bytes, what: str) -> bytes:
+    if not data:
+        raise InvalidArgument(f"{what}: expected the DSSE envelope JSON bytes, found an empty field")
+    return data
+
+
+# --- conversion to protobuf ---------------------------------------------------------
+
+
+def _timestamp(dt: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _checkpoint_pb(cp: checkpoints.StoredCheckpoint) -> ledger_pb2.Checkpoint:
+    return ledger_pb2.Checkpoint(
+        signed_note=cp.note, origin=cp.note.split("\n", 1)[0], tree_size=cp.tree_size,
+        root_hash=cp.root_hash, signed_time=_timestamp(cp.signed_at),
+    )  # fmt: skip
+
+
+def _entry_pb(e: log.StoredEntry) -> ledger_pb2.Entry:
+    return ledger_pb2.Entry(
+        seq=e.seq, event_id=e.event_id, keyid=e.keyid, envelope_json=e.envelope,
+        leaf_hash=e.leaf_hash, received_time=_timestamp(e.received_at),
+    )  # fmt: skip
+
+
+def _clip(text: str, limit: int = MAX_REJECTION_MESSAGE_BYTES) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", errors="ignore") + "…"
+
+
+def _result_pb(
+    outcome: Accepted | Duplicate | Refused, receipts: dict[str, tuple[int, datetime]], refused_at: datetime
+) -> ledger_pb2.AppendResult:
+    if isinstance(outcome, Refused):
+        return ledger_pb2.AppendResult(
+            status=_S.APPEND_STATUS_REJECTED, event_id=outcome.event_id or "", received_time=_timestamp(refused_at),
+            rejection_reason=rejection_reason(outcome.reason), rejection_message=_clip(outcome.message),
+        )  # fmt: skip
+    seq, received = receipts[outcome.item.event_id]
+    status = _S.APPEND_STATUS_ACCEPTED if isinstance(outcome, Accepted) else _S.APPEND_STATUS_DUPLICATE
+    return ledger_pb2.AppendResult(
+        status=status, seq=seq, event_id=outcome.item.event_id, leaf_hash=outcome.item.leaf_hash,
+        received_time=_timestamp(received),
+    )  # fmt: skip
+
+
+# --- the servicer ----------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _rpc(fn: F) -> F:
+    """Turn any error of a handler into a status via the one table in status.py."""
+
+    @functools.wraps(fn)
+    def handler(self: LedgerServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
+            if not context.is_active():
+                logger.info("%s: the client went away (%s)", fn.__name__, type(e).__name__)
+                raise
+            abort_with(context, e)
+
+    return handler  # type: ignore[return-value]
+
+
+class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
+    def __init__(self, *, reads: ReadPool, appender: Appender, max_message_bytes: int, batch_size: int = APPEND_BATCH) -> None:
+        self.reads = reads
+        self.appender = appender
+        self.batch_size = batch_size
+        self.max_stream_messages = max(1, (max_message_bytes - 64) // RESULT_BYTES_BOUND)
+
+    # -- appends --
+
+    @_rpc
+    def Append(self, request: ledger_pb2.AppendRequest, context: grpc.ServicerContext) -> ledger_pb2.AppendResponse:
+        (result,) = self._append([_envelope(request.envelope_json, "envelope_json")])
+        return ledger_pb2.AppendResponse(result=result)
+
+    @_rpc
+    def AppendStream(
+        self, request_iterator: Iterable[ledger_pb2.AppendStreamRequest], context: grpc.ServicerContext
+    ) -> ledger_pb2.AppendStreamResponse:
+        results: list[ledger_pb2.AppendResult] = []
+        batch: list[bytes] = []
+        for i, request in enumerate(request_iterator):
+            if i >= self.max_stream_messages:
+                raise TooManyMessages(
+                    f"stream message {i}: expected at most {self.max_stream_messages} messages per stream, found more; "
+                    f"the first {len(results)} were appended",
+                    hint="split the events over several streams; resending is safe (duplicates come back DUPLICATE)",
+                )
+            batch.append(_envelope(request.envelope_json, f"stream message {i}: envelope_json"))
+            if len(batch) >= self.batch_size:
+                results.extend(self._append(batch))
+                batch = []
+        if batch:
+            results.extend(self._append(batch))
+        counts = {s: sum(1 for r in results if r.status == s) for s in _S.values()}
+        return ledger_pb2.AppendStreamResponse(
+            results=results, accepted_count=counts[_S.APPEND_STATUS_ACCEPTED],
+            duplicate_count=counts[_S.APPEND_STATUS_DUPLICATE], rejected_count=counts[_S.APPEND_STATUS_REJECTED],
+        )  # fmt: skip
+
+    def _append(self, raws: Sequence[bytes]) -> list[ledger_pb2.AppendResult]:
+        plan = self.appender.append(raws, source="grpc")
+        refused_at = datetime.now(UTC)
+        receipts = self._receipts([o.item.event_id for o in plan.outcomes if not isinstance(o, Refused)])
+        return [_result_pb(o, receipts, refused_at) for o in plan.outcomes]
+
+    def _receipts(self, event_ids: list[str]) -> dict[str, tuple[int, datetime]]:
+        """event id -> (seq, received time) as stored: the original receipt for duplicates."""
+        if not event_ids:
+            return {}
+        with self.reads.connection() as conn:
+            rows = conn.execute(
+                "SELECT event_id::text, seq, received_at FROM ledger.entries WHERE event_id = ANY(%s::uuid[])",
+                (sorted(set(event_ids)),),
+            ).fetchall()
+        return {eid: (seq, received) for eid, seq, received in rows}
+
+    # -- reads --
+
+    @_rpc
+    def GetEntry(self, request: ledger_pb2.GetEntryRequest, context: grpc.ServicerContext) -> ledger_pb2.GetEntryResponse:
+        selector = _entry_selector(request)
+        with self.reads.connection() as conn:
+            entry = self._entry(conn, selector)
+        return ledger_pb2.GetEntryResponse(entry=_entry_pb(entry))
+
+    @_rpc
+    def GetCheckpoint(
+        self, request: ledger_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.GetCheckpointResponse:
+        size = _db_int(request.tree_size, "tree_size") if request.HasField("tree_size") else None
+        with self.reads.connection() as conn:
+            cp = self._checkpoint(conn, size)
+        return ledger_pb2.GetCheckpointResponse(checkpoint=_checkpoint_pb(cp))
+
+    @_rpc
+    def GetInclusionProof(
+        self, request: ledger_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.GetInclusionProofResponse:
+        selector = _entry_selector(request)
+        size = _db_int(request.tree_size, "tree_size", minimum=1) if request.HasField("tree_size") else None
+        with self.reads.connection() as conn:
+            entry = self._entry(conn, selector)
+            cp = self._checkpoint(conn, size)
+            if entry.seq >= cp.tree_size:
+                raise NotCovered(_not_covered(entry.seq, cp.tree_size, latest=size is None))
+            hashes = log.inclusion_proof(conn, entry.seq, cp.tree_size)
+        proof = ledger_pb2.InclusionProof(
+            seq=entry.seq, leaf_index=entry.seq, tree_size=cp.tree_size, leaf_hash=entry.leaf_hash, hashes=hashes
+        )
+        return ledger_pb2.GetInclusionProofResponse(proof=proof, checkpoint=_checkpoint_pb(cp))
+
+    @_rpc
+    def GetConsistencyProof(
+        self, request: ledger_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.GetConsistencyProofResponse:
+        old = _db_int(request.old_size, "old_size", minimum=1)
+        new = _db_int(request.new_size, "new_size", minimum=1) if request.HasField("new_size") else None
+        if new is not None and old > new:
+            raise InvalidArgument(f"old_size: expected at most new_size ({new}), found {old}")
+        with self.reads.connection() as conn:
+            cp = self._checkpoint(conn, new)
+            if old > cp.tree_size:
+                raise NotCovered(
+                    f"old_size {old} is beyond the latest checkpoint (tree size {cp.tree_size}); "
+                    "retry after the next checkpoint, or pass new_size"
+                )
+            hashes = [] if old == cp.tree_size else log.consistency_proof(conn, old, cp.tree_size)
+        return ledger_pb2.GetConsistencyProofResponse(
+            old_size=old, new_size=cp.tree_size, hashes=hashes, checkpoint=_checkpoint_pb(cp)
+        )
+
+    # -- shared lookups (NOT_FOUND with a message that says what exists) --
+
+    @staticmethod
+    def _entry(conn: psycopg.Connection, selector: dict[str, Any]) -> log.StoredEntry:
+        entry = log.get_entry(conn, **selector)
+        if entry is not None:
+            return entry
+        if "seq" in selector:
+            size = log.log_size(conn)
+            have = f"seqs 0..{size - 1}" if size else "no entries yet"
+            raise NotFound(f"no entry with seq {selector['seq']}: the log has {size} entries ({have})")
+        raise NotFound(
+            f"no entry with {_describe_selector(selector)}",
+            hint="the event was not appended yet, or it was rejected (Append answers REJECTED with the reason)",
+        )
+
+    @staticmethod
+    def _checkpoint(conn: psycopg.Connection, size: int | None) -> checkpoints.StoredCheckpoint:
+        cp = checkpoints.latest(conn) if size is None else checkpoints.at_size(conn, size)
+        if cp is not None:
+            return cp
+        if size is None:
+            raise NotFound("the ledger has signed no checkpoint yet", hint="run `provault ledger init`")
+        latest = checkpoints.latest(conn)
+        where = f"the latest is at tree size {latest.tree_size}" if latest else "none is signed yet"
+        raise NotFound(
+            f"no checkpoint at tree size {size}: {where}",
+            hint="ask for a size you saw in a checkpoint, or omit the size for the latest",
+        )
+
+
+def _not_covered(seq: int, tree_size: int, *, latest: bool) -> str:
+    if latest:
+        return (
+            f"entry seq {seq} is newer than the latest checkpoint (tree size {tree_size}); "
+            "it is covered by the next checkpoint, retry shortly"
+        )
+    return (
+        f"the checkpoint at tree size {tree_size} does not cover entry seq {seq} "
+        f"(expected a tree size of at least {seq + 1}); ask for a later checkpoint or omit tree_size"
+    )
+
+
+# --- the server ------------------------------------------------------------------------
+
+
+class LedgerServer(grpc.Server):
+    """A grpc.Server that also releases the read pool and threads once it has stopped."""
+
+    def __init__(
+        self, server: grpc.Server, *, reads: ReadPool, health_servicer: health.HealthServicer, executor: ThreadPoolExecutor
+    ) -> None:
+        self._server = server
+        self.reads = reads
+        self.health = health_servicer
+        self._executor = executor
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self._server.add_registered_method_handlers(service_name, method_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout)
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop serving; the returned event is set once calls ended and the pool is closed."""
+        self.health.enter_graceful_shutdown()
+        stopped = self._server.stop(grace)
+        done = threading.Event()
+
+        def release() -> None:
+            stopped.wait()
+            try:
+                self.reads.close()
+                self._executor.shutdown(wait=False)
+            finally:
+                done.set()
+
+        threading.Thread(target=release, name="provault-grpc-release", daemon=True).start()
+        return done
+
+
+def build_ledger_server(
+    *,
+    dsn: str,
+    appender: Appender,
+    listen: str,
+    max_message_bytes: int,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    max_workers: int = 16,
+    read_timeout_s: float = 5.0,
+    append_batch: int = APPEND_BATCH,
+) -> tuple[grpc.Server, int]:
+    """A LedgerService server with health and reflection, bound to ``listen``; not started.
+
+    Returns the server and the bound port (useful with port 0).
+    """
+    reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
+    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-grpc")
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    server = grpc.server(executor, interceptors=list(interceptors), options=options)
+    servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
+    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as e:
+        port, cause = 0, e
+    else:
+        cause = None
+    if not port:
+        server.stop(None)
+        reads.close()
+        executor.shutdown(wait=False)
+        raise ServerStartError(
+            f"cannot listen for gRPC on {listen}", hint="is the port in use? set grpc.ledger_listen"
+        ) from cause
+    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
+
+
+class LedgerGrpcService:
+    """The LedgerService server as a stack service (``provault up`` / ``ledger serve``)."""
+
+    name = "ledger-grpc"
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        appender: Appender,
+        listen: str,
+        max_message_bytes: int,
+        authenticator: Authenticator | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.appender = appender
+        self.listen = listen
+        self.max_message_bytes = max_message_bytes
+        self.authenticator = authenticator or DevModeAuthenticator()
+        self.log = log_path or Path("(stderr)")
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str | None:
+        """HOST:PORT actually bound, once started."""
+        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}" if self.port else None
+
+    def start(self) -> None:
+        self._server, self.port = build_ledger_server(
+            dsn=self.dsn, appender=self.appender, listen=self.listen, max_message_bytes=self.max_message_bytes,
+            interceptors=(AuthInterceptor(self.authenticator, LEDGER_METHOD_ROLES),),
+        )  # fmt: skip
+        self._server.start()
+        logger.info("LedgerService listening on %s", self.address)
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        if isinstance(self.authenticator, DevModeAuthenticator) and host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning("DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen)
+
+    def running(self) -> bool:
+        return self._server is not None and not self._stopped.is_set()
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        if self._server is None or self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._server.stop(grace).wait()

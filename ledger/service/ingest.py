@@ -1,0 +1,261 @@
+"""JetStream ingest: fetch, verify in parallel, append in one transaction, then ack.
+
+Per batch, in this order:
+
+1. fetch up to ``batch_size`` messages from the durable pull consumer;
+2. check them (parse, signature, event contract) on worker processes with a
+   snapshot of the public keys;
+3. plan and write the batch in one PostgreSQL transaction (entries, Merkle
+   nodes, rejections, producer chains, key changes) and commit;
+4. only then acknowledge every message of the batch.
+
+A crash before 3 commits loses nothing (JetStream redelivers); a crash between
+3 and 4 duplicates nothing (the redelivered events are already in the log by
+event id, and rejections are unique by stream sequence).  Stage 2 of the next
+batch overlaps stage 3 of the current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import FetchTimeoutError
+
+from ledger.config import Settings
+from ledger.core.admission import Checked, Limits, Refused, check_submission
+from ledger.core.errors import ProvaultError, StorageUnavailable
+from ledger.transport import CONSUMER, consumer_config, ensure_stream
+
+from . import failpoints
+from .appender import Appender
+
+log = logging.getLogger("provault.ingest")
+
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, ask the kernel to kill us if the ledger process dies.
+
+    Without it a crashed (SIGKILLed) ledger leaves its verification workers behind.
+    """
+    try:
+        import ctypes  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers exit when their pipe closes
+        pass
+
+
+def check_chunk(raws: Sequence[bytes], public_keys: dict[str, bytes], now: datetime, limits: Limits) -> list[Checked | Refused]:
+    """Worker-process entry point: stateless checks of a chunk of messages."""
+    return [check_submission(r, public_keys, now=now, limits=limits) for r in raws]
+
+
+def limits_from(settings: Settings) -> Limits:
+    from datetime import timedelta  # noqa: PLC0415
+
+    return Limits(
+        max_envelope_bytes=settings.nats.max_msg_size,
+        max_payload_bytes=settings.ingest.max_payload_bytes,
+        max_clock_skew=timedelta(seconds=settings.ingest.max_clock_skew_s),
+    )
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, accepted: int, duplicates: int, rejected: int) -> None:
+        with self.lock:
+            self.batches += 1
+            self.accepted += accepted
+            self.duplicates += duplicates
+            self.rejected += rejected
+
+
+class JetStreamIngest:
+    """The ingest loop; run it with :meth:`run` inside an event loop."""
+
+    def __init__(self, settings: Settings, appender: Appender, nats_url: str, *, workers: int | None = None) -> None:
+        self.settings = settings
+        self.appender = appender
+        self.url = nats_url
+        self.limits = limits_from(settings)
+        n = settings.ingest.workers if workers is None else workers
+        self.workers = n or (os.cpu_count() or 1)
+        self.stats = IngestStats()
+        self.ready = threading.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+            nc = await nats.connect(
+                self.url, name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                connect_timeout=5, allow_reconnect=True,
+            )  # fmt: skip
+            try:
+                js = nc.jetstream()
+                await ensure_stream(js, self.settings.nats)
+                sub = await js.pull_subscribe(
+                    f"{self.settings.nats.subject_prefix}.>",
+                    durable=CONSUMER,
+                    stream=self.settings.nats.stream,
+                    config=consumer_config(
+                        ack_wait_s=self.settings.ingest.ack_wait_s,
+                        max_ack_pending=self.settings.ingest.batch_size * 4,
+                    ),
+                )
+                self.ready.set()
+                await self._pipeline(sub, pool, stop)
+            finally:
+                await self._close(nc)
+
+    @staticmethod
+    async def _close(nc) -> None:
+        """Flush the acks already sent, then close (a drain would wait for the pull subscription)."""
+        if nc.is_connected:
+            try:
+                await nc.flush(timeout=5)
+            except (nats.errors.Error, asyncio.TimeoutError) as e:
+                log.warning("could not flush acknowledgements before closing: %s", e)
+        await nc.close()
+
+    async def _pipeline(self, sub, pool: ProcessPoolExecutor, stop: asyncio.Event) -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+        writer = asyncio.create_task(self._write_loop(queue, stop))
+        try:
+            while not stop.is_set() and not writer.done():
+                msgs = await self._fetch(sub)
+                if msgs:
+                    checked = await self._check(pool, [m.data for m in msgs])
+                    await queue.put((msgs, checked))
+        finally:
+            await queue.put(None)
+            await writer
+
+    async def _fetch(self, sub) -> list:
+        try:
+            return await sub.fetch(self.settings.ingest.batch_size, timeout=self.settings.ingest.fetch_timeout_s)
+        except (FetchTimeoutError, NatsTimeout, asyncio.TimeoutError):
+            return []
+        except nats.errors.Error as e:
+            log.warning("fetch from JetStream failed: %s; retrying", e)
+            await asyncio.sleep(RETRY_MIN_S)
+            return []
+
+    async def _check(self, pool: ProcessPoolExecutor, raws: list[bytes]) -> list[Checked | Refused]:
+        loop = asyncio.get_running_loop()
+        keys = await asyncio.to_thread(self._public_keys_with_retry)
+        now = datetime.now(UTC)
+        size = -(-len(raws) // self.workers)
+        chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, check_chunk, c, keys, now, self.limits) for c in chunks))
+        return [item for part in parts for item in part]
+
+    def _public_keys_with_retry(self) -> dict[str, bytes]:
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                return self.appender.public_keys()
+            except StorageUnavailable as e:
+                self._note_retry(e, delay)
+                threading.Event().wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _write_loop(self, queue: asyncio.Queue, stop: asyncio.Event) -> None:
+        while (job := await queue.get()) is not None:
+            msgs, checked = job
+            seqs = [m.metadata.sequence.stream for m in msgs]
+            plan = await self._append_with_retry(checked, seqs, stop)
+            if plan is None:
+                return  # stopping before the batch committed: JetStream redelivers it
+            failpoints.hit("ingest.after_commit")
+            for m in msgs:
+                await m.ack()
+            failpoints.hit("ingest.after_ack")
+            self.stats.add(len(plan.accepted), len(plan.duplicates), len(plan.refused))
+
+    async def _append_with_retry(self, checked, seqs, stop: asyncio.Event):
+        delay = RETRY_MIN_S
+        while not stop.is_set():
+            failpoints.hit("ingest.before_commit")
+            try:
+                return await asyncio.to_thread(self.appender.append_checked, checked, source="nats", stream_seqs=seqs)
+            except StorageUnavailable as e:
+                self._note_retry(e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+        return None
+
+    def _note_retry(self, e: ProvaultError, delay: float) -> None:
+        self.stats.retries += 1
+        self.stats.last_error = e.message
+        log.warning("ledger write failed (%s); retrying in %.1f s", e.message, delay)
+
+
+class IngestService:
+    """Runs :class:`JetStreamIngest` on its own thread and event loop."""
+
+    name = "ingest"
+
+    def __init__(self, ingest: JetStreamIngest, log_path: Path | None = None) -> None:
+        self.ingest = ingest
+        self.log = log_path or Path("(stderr)")
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.error: BaseException | None = None
+
+    def start(self, *, ready_timeout: float = 60.0) -> None:
+        self._thread = threading.Thread(target=self._main, name="provault-ingest", daemon=True)
+        self._thread.start()
+        deadline = ready_timeout
+        while not self.ingest.ready.wait(0.1):
+            deadline -= 0.1
+            if self.error is not None or deadline <= 0 or not self._thread.is_alive():
+                self.stop()
+                raise self.error if isinstance(self.error, ProvaultError) else StorageUnavailable(
+                    f"ingest did not start: {self.error or 'timed out'}"
+                )
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await self.ingest.run(self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001 - reported through running() / start()
+            self.error = e
+            log.error("ingest stopped: %s", e)
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self.running():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=30)

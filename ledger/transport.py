@@ -1,0 +1,94 @@
+"""JetStream naming and stream limits, shared by agents and the ledger.
+
+Every event travels on ``<subject_prefix>.<producer token>`` of the stream
+``PROVAULT`` with ``Nats-Msg-Id`` = event id, so JetStream drops a re-publish
+inside its duplicate window and the ledger drops any later one by event id.
+Per-producer subjects let NATS permissions confine an agent to its own
+subjects.
+
+The stream is a work queue: a message leaves the stream only when the ledger
+acknowledges it, which it does only after the transaction that recorded it
+(as an entry or as a rejection) committed.  ``discard=new`` makes a full
+stream refuse new messages (agents then spool locally) rather than drop old
+ones that the ledger has not recorded yet.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nats.js import api
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ledger.config import NatsSettings
+from ledger.core.errors import ConfigError, TransportUnavailable
+
+CONSUMER = "provault-ledger"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def subject_token(producer_id: str) -> str:
+    """A NATS-safe, injective token for a producer id ('.', '*', '>' and the rest escaped)."""
+    return _UNSAFE.sub(lambda m: "~" + m.group().encode().hex(), producer_id.replace("~", "~7e"))
+
+
+def subject_for(settings: NatsSettings, producer_id: str) -> str:
+    return f"{settings.subject_prefix}.{subject_token(producer_id)}"
+
+
+def stream_config(settings: NatsSettings) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=settings.stream,
+        subjects=[f"{settings.subject_prefix}.>"],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        discard=api.DiscardPolicy.NEW,
+        max_msg_size=settings.max_msg_size,
+        max_bytes=settings.max_bytes,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+_FIXED = ("retention", "storage")
+_TUNABLE = ("subjects", "discard", "max_msg_size", "max_bytes", "duplicate_window", "num_replicas", "deny_delete", "deny_purge")
+
+
+async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> api.StreamInfo:
+    """Create the stream, or bring an existing one to the configured limits."""
+    want = stream_config(settings)
+    try:
+        info = await js.stream_info(settings.stream)
+    except NotFoundError:
+        return await js.add_stream(want)
+    have = info.config
+    fixed = [f for f in _FIXED if getattr(have, f) != getattr(want, f)]
+    if fixed:
+        raise ConfigError(
+            [f"stream {settings.stream}: {f} is {getattr(have, f)}, provault needs {getattr(want, f)}" for f in fixed],
+            hint="these cannot change on a live stream; create it anew (after the ledger has drained it)",
+        )
+    if any(getattr(have, f) != getattr(want, f) for f in _TUNABLE):
+        return await js.update_stream(want)
+    return info
+
+
+def consumer_config(*, ack_wait_s: float, max_ack_pending: int) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=CONSUMER,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_ack_pending=max_ack_pending,
+        max_deliver=-1,
+    )
+
+
+def unavailable(url: str, e: BaseException) -> TransportUnavailable:
+    return TransportUnavailable(
+        f"NATS at {url} is not reachable: {type(e).__name__}",
+        hint="is the server running? check PROVAULT_NATS_URL, or start `provault up`",
+    )
