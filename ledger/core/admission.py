@@ -68,7 +68,6 @@ class Checked:
 
     raw: bytes
     event: EventHead
-    payload: bytes
     signer_keyids: tuple[str, ...]
     leaf_hash: bytes
     chain_hash: str
@@ -137,7 +136,7 @@ def check_submission(
             message=f"event time {event.time.isoformat()} is more than {limits.max_clock_skew} ahead of the ledger clock ({now.isoformat()})",
         )  # fmt: skip
     return Checked(
-        raw=raw, event=EventHead.of(event), payload=env.payload, signer_keyids=signers,
+        raw=raw, event=EventHead.of(event), signer_keyids=signers,
         leaf_hash=leaf_hash(raw), chain_hash=chain_hash(env.payload),
     )  # fmt: skip
 

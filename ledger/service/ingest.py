@@ -95,6 +95,18 @@ class IngestStats:
             self.rejected += rejected
 
 
+async def _close(queue: asyncio.Queue, consumer: asyncio.Task | None) -> None:
+    """Send the end-of-stream marker unless the consumer already ended (a full queue must not hang us)."""
+    while True:
+        try:
+            queue.put_nowait(None)
+            return
+        except asyncio.QueueFull:
+            if consumer is None or consumer.done():
+                return
+            await asyncio.sleep(0.01)
+
+
 class JetStreamIngest:
     """The ingest loop; run it with :meth:`run` inside an event loop."""
 
@@ -142,17 +154,33 @@ class JetStreamIngest:
         await nc.close()
 
     async def _pipeline(self, sub, pool: ProcessPoolExecutor, stop: asyncio.Event) -> None:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
-        writer = asyncio.create_task(self._write_loop(queue, stop))
+        """Three stages joined by small queues: fetch -> check -> write and ack.
+
+        Fetching the next batch, checking another and committing a third
+        overlap; order is kept because each stage handles batches in turn.
+        """
+        fetched: asyncio.Queue = asyncio.Queue(maxsize=2)
+        checked: asyncio.Queue = asyncio.Queue(maxsize=2)
+        writer = asyncio.create_task(self._write_loop(checked, stop))
+        checker = asyncio.create_task(self._check_loop(pool, fetched, checked, writer))
         try:
-            while not stop.is_set() and not writer.done():
+            while not stop.is_set() and not writer.done() and not checker.done():
                 msgs = await self._fetch(sub)
                 if msgs:
-                    checked = await self._check(pool, [m.data for m in msgs])
-                    await queue.put((msgs, checked))
+                    await fetched.put(msgs)
         finally:
-            await queue.put(None)
+            await _close(fetched, checker)
+            await checker
             await writer
+
+    async def _check_loop(
+        self, pool: ProcessPoolExecutor, inbox: asyncio.Queue, outbox: asyncio.Queue, writer: asyncio.Task
+    ) -> None:
+        try:
+            while (msgs := await inbox.get()) is not None:
+                await outbox.put((msgs, await self._check(pool, [m.data for m in msgs])))
+        finally:
+            await _close(outbox, writer)
 
     async def _fetch(self, sub) -> list:
         try:
