@@ -66,7 +66,7 @@ def initialise(settings: Settings, dsn: str, admin_key_files: list[str]) -> list
     else:
         signer = Ed25519Signer.generate()
         save_private_key(signer, ck)
-        save_public_key(signer.public_key, ck.with_suffix(".pub"))
+        save_public_key(signer.public_key, f"{ck}.pub")
         changes.append(f"created checkpoint key {ck}")
     admins = [(load_public_key(f), Path(f).stem) for f in admin_key_files]
     if not admins:
@@ -76,7 +76,7 @@ def initialise(settings: Settings, dsn: str, admin_key_files: list[str]) -> list
         else:
             admin = Ed25519Signer.generate()
             save_private_key(admin, path)
-            save_public_key(admin.public_key, path.with_suffix(".pub"))
+            save_public_key(admin.public_key, f"{path}.pub")
             changes.append(f"created admin key {path}")
         admins = [(admin.public_key, "admin")]
     with connect(dsn, autocommit=True) as conn:

@@ -39,8 +39,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_up(data_dir: Path) -> tuple[subprocess.Popen[str], dict]:
+def _start_up(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
+    env["PROVAULT_GRPC_LEDGER_LISTEN"] = "127.0.0.1:0"
+    env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

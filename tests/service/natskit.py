@@ -19,7 +19,8 @@ async def _publish(url: str, settings: NatsSettings, items: Sequence[tuple[str, 
         js = nc.jetstream()
         await ensure_stream(js, settings)
         for producer_id, data, msg_id in items:
-            await js.publish(subject_for(settings, producer_id), data, headers={"Nats-Msg-Id": msg_id})
+            await js.publish_async(subject_for(settings, producer_id), data, headers={"Nats-Msg-Id": msg_id})
+        await js.publish_async_completed()
     finally:
         await nc.close()
 
