@@ -1,11 +1,64 @@
-"""Names every producer must spell the same way.
+"""Names every producer must spell the same way, and the PROV shape of each kind.
 
 Two agents that touch the same bytes must name the same entity without
-talking to each other, so the PROV prefixes for content-addressed ids and for
-provault's own attributes are fixed here and declared in every event.
+talking to each other, so the PROV prefixes and the identifier scheme are
+fixed here, used by the agents when they build events and by the projector
+when it reads them.
+
+Identifiers (PROV qualified names):
+
+=========================  ====================================================
+``sha256:<hex>``           content: a data file or directory, a model artifact,
+                           an environment description -- same bytes, same id
+``provault:run/<uuid>``    a training run or pipeline step (an activity)
+``provault:git/<commit>``  a code commit (an entity; remote and dirty-diff
+                           digest as attributes)
+``provault:person/<id>``   a person (an agent), usually an e-mail address
+``provault:service/<id>``  a service or pipeline identity (an agent)
+``provault:host/<name>``   a machine (an agent)
+``provault:deployment/<name>/<uuid>``  one deployment of a model (an entity)
+``provault:deploy/<uuid>``             the act of deploying (an activity)
+``provault:predict/<uuid>``            one batch of served predictions (an activity)
+``provault:prediction/<id>``           one prediction (indexed by the projector)
+=========================  ====================================================
+
+Event kinds and their PROV documents:
+
+``dataset.registered``
+    entity ``sha256:`` (``prov:type`` ``provault:Dataset``, ``prov:label``,
+    ``provault:uri``, ``provault:bytes``), ``wasAttributedTo`` its registrant,
+    optionally ``wasDerivedFrom`` the datasets it was made from.
+``run.started``
+    activity ``provault:run/`` (``prov:startTime``, ``provault:name``,
+    ``provault:params`` as JSON text, ``provault:command``), ``used`` each
+    input (datasets, the code commit, the environment), ``wasAssociatedWith``
+    the author and the host, ``wasInformedBy`` a parent run for pipeline steps.
+``run.completed`` / ``run.failed``
+    the same activity with ``prov:endTime`` and ``provault:metrics`` (JSON
+    text) or ``provault:error``; ``wasGeneratedBy`` for each output and
+    ``wasDerivedFrom`` from each output to each data input.
+``model.registered``
+    entity ``sha256:`` (``prov:type`` ``provault:Model``, ``prov:label``,
+    ``provault:version``), ``wasGeneratedBy`` its run when known,
+    ``wasAttributedTo`` its registrant.
+``model.deployed``
+    activity ``provault:deploy/`` that ``used`` the model, generated the
+    entity ``provault:deployment/<name>/<uuid>`` (``wasDerivedFrom`` the
+    model), ``wasAssociatedWith`` the deployer and, with ``prov:role``
+    ``provault:approver``, the approver.
+``predictions.logged``
+    activity ``provault:predict/`` that ``used`` the deployment and the model,
+    ``wasAssociatedWith`` the serving service; the predictions themselves are
+    in ``data`` (see :data:`PREDICTIONS_DATA`), one row each, so a batch of
+    thousands stays one small signed event and every prediction id stays
+    traceable through the projector's index.
+``key.registered`` / ``key.revoked``
+    interpreted by the ledger itself (``ledger.core.keyring``).
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 PROVAULT_NS = "https://provault.dev/ns#"
 SHA256_NS = "urn:provault:sha256:"
@@ -15,3 +68,57 @@ PREFIXES: dict[str, str] = {
     "sha256": SHA256_NS,
 }
 """The prefix block every provault-made PROV document declares."""
+
+KINDS = (
+    "dataset.registered", "run.started", "run.completed", "run.failed", "model.registered",
+    "model.deployed", "predictions.logged", "key.registered", "key.revoked", "openlineage.run",
+)  # fmt: skip
+
+PREDICTIONS_DATA = {
+    "deployment": "provault:deployment/<name>/<uuid> (the deployment served from)",
+    "model": "sha256:<hex> (the model served)",
+    "columns": ["id", "time", "input", "output"],
+    "rows": "[[prediction id, RFC 3339 time, input digest sha256:<hex>, output digest sha256:<hex> or a short JSON value], ...]",
+}
+"""Shape of ``data`` in a ``predictions.logged`` event (documentation)."""
+
+
+def _local(text: str) -> str:
+    """A local name safe in a PROV qualified name (spaces and the like escaped)."""
+    return quote(text, safe="@._-~/=+")
+
+
+def run_id(run_uuid: str) -> str:
+    return f"provault:run/{run_uuid}"
+
+
+def git_id(commit: str) -> str:
+    return f"provault:git/{commit}"
+
+
+def person_id(who: str) -> str:
+    return f"provault:person/{_local(who)}"
+
+
+def service_id(name: str) -> str:
+    return f"provault:service/{_local(name)}"
+
+
+def host_id(name: str) -> str:
+    return f"provault:host/{_local(name)}"
+
+
+def deployment_id(name: str, deploy_uuid: str) -> str:
+    return f"provault:deployment/{_local(name)}/{deploy_uuid}"
+
+
+def deploy_activity_id(deploy_uuid: str) -> str:
+    return f"provault:deploy/{deploy_uuid}"
+
+
+def predict_batch_id(batch_uuid: str) -> str:
+    return f"provault:predict/{batch_uuid}"
+
+
+def prediction_id(pid: str) -> str:
+    return f"provault:prediction/{_local(pid)}"
