@@ -90,6 +90,30 @@ class IngestSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSettings:
+    producer_id: str | None = None
+    """This producer's id; default '<user>@<host>/<program>'."""
+    key_file: str | None = None
+    """Path of the producer's private key; default <data_dir>/keys/producer.key."""
+    transport: str = "nats"
+    """'nats' (JetStream, the default) or 'grpc' (LedgerService.Append) where NATS is not allowed."""
+    ledger_target: str | None = None
+    """LedgerService HOST:PORT for the grpc transport; default: the running stack's."""
+    spool_dir: str | None = None
+    """Durable outbox; default <data_dir>/spool/<producer>."""
+    spool_max_bytes: int = 1 << 30
+    queue_size: int = 10_000
+    """Events held in memory before the back-pressure policy applies."""
+    backpressure: str = "block"
+    """When the queue is full: 'block' (bounded wait), 'spool' (write on the caller's thread) or 'drop' (counted, warned)."""
+    batch_max: int = 1000
+    """Predictions per predictions.logged event."""
+    batch_interval_s: float = 1.0
+    """Longest a logged prediction waits before its batch is sealed."""
+    publish_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     dev_mode: bool = False
@@ -98,6 +122,7 @@ class Settings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
 
     @property
     def checkpoint_key_path(self) -> Path:
@@ -299,6 +324,17 @@ def validate(s: Settings) -> list[str]:
             f"ingest.max_payload_bytes: expected at most {s.nats.max_msg_size * 3 // 4 - 1024} (its base64 plus "
             f"signatures must fit nats.max_msg_size {s.nats.max_msg_size}), found {s.ingest.max_payload_bytes}"
         )
+    if s.agent.transport not in ("nats", "grpc"):
+        p.append(f"agent.transport: expected 'nats' or 'grpc', found {s.agent.transport!r}")
+    if s.agent.backpressure not in ("block", "spool", "drop"):
+        p.append(f"agent.backpressure: expected 'block', 'spool' or 'drop', found {s.agent.backpressure!r}")
+    for where, value in (("agent.queue_size", s.agent.queue_size), ("agent.batch_max", s.agent.batch_max),
+                         ("agent.spool_max_bytes", s.agent.spool_max_bytes)):
+        if value < 1:
+            p.append(f"{where}: expected >= 1, found {value}")
+    for where, value in (("agent.batch_interval_s", s.agent.batch_interval_s), ("agent.publish_timeout_s", s.agent.publish_timeout_s)):
+        if value <= 0:
+            p.append(f"{where}: expected > 0, found {value}")
     for where, addr in (("grpc.ledger_listen", s.grpc.ledger_listen), ("grpc.query_listen", s.grpc.query_listen)):
         if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():
             p.append(f"{where}: expected HOST:PORT, found {addr!r}")
