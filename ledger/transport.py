@@ -30,7 +30,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 def subject_token(producer_id: str) -> str:
     """A NATS-safe, injective token for a producer id ('.', '*', '>' and the rest escaped)."""
-    return _UNSAFE.sub(lambda m: "~" + m.group().encode().hex(), producer_id.replace("~", "~7e"))
+    return _UNSAFE.sub(lambda m: "~" + m.group().encode().hex(), producer_id)
 
 
 def subject_for(settings: NatsSettings, producer_id: str) -> str:

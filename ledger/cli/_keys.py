@@ -120,7 +120,10 @@ def run_register(args: argparse.Namespace) -> int:
 def run_revoke(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     when = parse_time(args.effective_from) if args.effective_from else datetime.now(UTC)
-    rev = KeyRevocation(keyid=args.keyid.lower(), effective_from=when, reason=args.reason)
+    keyid = args.keyid.lower()
+    if len(keyid) != 64 or any(c not in "0123456789abcdef" for c in keyid):
+        raise CommandFailed(f"KEYID: expected 64 hex digits (see `provault keys list`), found {args.keyid!r}")
+    rev = KeyRevocation(keyid=keyid, effective_from=when, reason=args.reason)
     prov = {"agent": {f"provault:key-{rev.keyid[:16]}": {"prov:type": "provault:SigningKey"}}}
     return _send_admin_event(args, settings, KEY_REVOKED, prov, rev.to_data(), f"revoked key {rev.keyid}")
 
@@ -146,7 +149,14 @@ def _send_admin_event(args: argparse.Namespace, settings: Settings, kind: str, p
         pending = outbox / f"{sealed.event.producer.seq:020d}-{sealed.event_id}.json"
         pending.write_bytes(sealed.envelope)
         state.save(chain.position)
-        outcome = client.append(sealed.envelope)
+        try:
+            outcome = client.append(sealed.envelope)
+        except ProvaultError as e:
+            raise CommandFailed(
+                f"could not reach the ledger: {e.message}",
+                hint=f"the signed event is kept in {pending} and is sent first by the next `provault keys` "
+                f"command; delete that file to cancel it",
+            ) from None
         pending.unlink()
     if outcome.status == "rejected":
         raise CommandFailed(f"the ledger refused the event [{outcome.reason}]: {outcome.message}")

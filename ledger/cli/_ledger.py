@@ -45,6 +45,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = led_sub.add_parser("serve", parents=[common], help="run the ledger service (ingest, checkpoints, gRPC) until stopped")
     p.set_defaults(run=run_serve)
 
+    p = sub.add_parser(
+        "checkpoint", parents=[common],
+        help="print the latest signed checkpoint (save it to prove later that the log was not rewritten)",
+        description="Print the ledger's latest signed checkpoint (C2SP signed note). Keep it: "
+        "`provault verify --checkpoint FILE` later proves the log still extends it. "
+        "With --vkey, print the checkpoint verifier key instead, for `provault verify --key`.",
+    )  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--vkey", action="store_true", help="print the checkpoint verifier key (C2SP vkey)")
+    p.set_defaults(run=run_checkpoint)
+
 
 def run_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
@@ -88,6 +99,27 @@ def run_init(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     changes = initialise(settings, resolve_postgres_dsn(settings), args.admin_key)
     print("\n".join(changes) if changes else "ledger already initialised; nothing changed")
+    return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    from ledger.core.checkpoint import format_vkey  # noqa: PLC0415
+
+    settings = settings_from(args)
+    with connect(resolve_postgres_dsn(settings), autocommit=True, role="provault_auditor") as conn:
+        verifier = checkpoints.checkpoint_verifier(conn)
+        latest = checkpoints.latest(conn)
+    if args.vkey:
+        text = format_vkey(verifier.name, verifier.verifier.public_key) + "\n"
+    elif latest is None:
+        raise checkpoints.NotInitialized("the ledger has no checkpoint yet", hint="run `provault ledger init`")
+    else:
+        text = latest.note
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {'verifier key' if args.vkey else f'checkpoint of size {latest.tree_size}'} to {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 

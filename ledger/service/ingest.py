@@ -34,7 +34,7 @@ from nats.js.errors import FetchTimeoutError
 
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
-from ledger.core.errors import ProvaultError, StorageUnavailable
+from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable
 from ledger.transport import CONSUMER, consumer_config, ensure_stream
 
 from . import failpoints
@@ -42,6 +42,7 @@ from .appender import Appender
 
 log = logging.getLogger("provault.ingest")
 
+CONNECT_TIMEOUT_S = 15.0
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 
@@ -122,10 +123,7 @@ class JetStreamIngest:
 
     async def run(self, stop: asyncio.Event) -> None:
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-            nc = await nats.connect(
-                self.url, name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                connect_timeout=5, allow_reconnect=True,
-            )  # fmt: skip
+            nc = await self._connect()
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self.settings.nats)
@@ -142,6 +140,24 @@ class JetStreamIngest:
                 await self._pipeline(sub, pool, stop)
             finally:
                 await self._close(nc)
+
+    async def _connect(self):
+        """Connect once within CONNECT_TIMEOUT_S (a clear error), then reconnect forever."""
+
+        async def quiet(e: Exception) -> None:
+            log.warning("NATS connection problem: %s", e)
+
+        try:
+            return await asyncio.wait_for(
+                nats.connect(self.url, name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                             connect_timeout=2, allow_reconnect=True, error_cb=quiet),
+                timeout=CONNECT_TIMEOUT_S,
+            )  # fmt: skip
+        except (asyncio.TimeoutError, OSError, nats.errors.Error) as e:
+            raise TransportUnavailable(
+                f"NATS at {self.url} is not reachable ({type(e).__name__}); the ledger cannot ingest",
+                hint="start NATS (or `provault up`), or fix nats.url",
+            ) from None
 
     @staticmethod
     async def _close(nc) -> None:
@@ -263,9 +279,9 @@ class IngestService:
             deadline -= 0.1
             if self.error is not None or deadline <= 0 or not self._thread.is_alive():
                 self.stop()
-                raise self.error if isinstance(self.error, ProvaultError) else StorageUnavailable(
-                    f"ingest did not start: {self.error or 'timed out'}"
-                )
+                if isinstance(self.error, ProvaultError):
+                    raise self.error
+                raise ServerStartError(f"ingest did not start within {ready_timeout:.0f} s: {self.error or 'timed out'}")
 
     def _main(self) -> None:
         async def main() -> None:

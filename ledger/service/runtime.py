@@ -97,6 +97,11 @@ class LedgerRuntime:
                     svc.stop()
                 except Exception as e:  # noqa: BLE001 - keep stopping the rest
                     logger.warning("stopping %s failed: %s", svc.name, e)
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.sign_now()  # cover the last entries before going away
+            except ProvaultError as e:
+                logger.warning("final checkpoint failed: %s", e.message)
         if self.appender is not None:
             self.appender.close()
             self.appender = None

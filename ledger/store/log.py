@@ -94,6 +94,7 @@ class RegistryCache:
         return self.registry
 
 
+@translate_errors
 def load_registry(conn: psycopg.Connection) -> KeyRegistry:
     records = [root_key(bytes(pk), name) for pk, name in conn.execute(
         "SELECT public_key, name FROM ledger.trust_root WHERE purpose = 'admin'"
