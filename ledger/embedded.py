@@ -324,6 +324,11 @@ class EmbeddedNats:
         _stop_process(self._proc, signal.SIGTERM)
         self._proc = None
 
+    def restart(self) -> str:
+        """Start again on the same port and store (after stop() or kill())."""
+        self.requested_port = self.port
+        return self.start()
+
     def kill(self) -> None:
         """Hard-kill (fault tests): no flush, like a machine losing power."""
         _stop_process(self._proc, signal.SIGKILL)

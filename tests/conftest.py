@@ -136,6 +136,29 @@ def ledger(pg_dsn: str):
         lg.close()
 
 
+# --- a running ingest -----------------------------------------------------
+
+
+@pytest.fixture
+def ingest(settings: Settings, ledger, nats_target: NatsTarget):
+    """The ledger's JetStream ingest, in-process, for this test's database and JetStream."""
+    import dataclasses  # noqa: PLC0415
+
+    from ledger.config import IngestSettings  # noqa: PLC0415
+    from ledger.service.appender import Appender  # noqa: PLC0415
+    from ledger.service.ingest import IngestService, JetStreamIngest, limits_from  # noqa: PLC0415
+
+    s = dataclasses.replace(settings, ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2))
+    appender = Appender(ledger.dsn, limits=limits_from(s))
+    svc = IngestService(JetStreamIngest(s, appender, nats_target.url))
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        appender.close()
+
+
 # --- settings -------------------------------------------------------------
 
 

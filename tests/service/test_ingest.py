@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
-from ledger.config import IngestSettings, Settings
+from ledger.config import Settings
 from ledger.core import merkle
-from ledger.service.appender import Appender
-from ledger.service.ingest import IngestService, JetStreamIngest, limits_from
+from ledger.service.ingest import IngestService
 from ledger.store import log
 from tests.ledgerkit import Ledger, dataset_prov
 
@@ -19,19 +16,6 @@ from .natskit import publish, publish_raw, wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 
-
-
-@pytest.fixture
-def ingest(settings: Settings, ledger: Ledger, nats_target) -> Iterator[IngestService]:
-    s = dataclasses.replace(settings, ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2))
-    appender = Appender(ledger.dsn, limits=limits_from(s))
-    svc = IngestService(JetStreamIngest(s, appender, nats_target.url))
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-        appender.close()
 
 
 def _size(lg: Ledger) -> int:

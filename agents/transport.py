@@ -1,0 +1,124 @@
+"""How an agent's spooled events reach the ledger: JetStream, or gRPC where NATS is not allowed.
+
+Both take a batch of (event id, envelope) in spool order and return how many
+from the front were delivered; the sender acknowledges exactly those in the
+spool.  A transport raises TransportUnavailable when it cannot deliver at all
+(the events stay spooled and are retried with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import nats
+import nats.errors
+import nats.js.errors
+
+from ledger.client import LedgerClient
+from ledger.config import NatsSettings
+from ledger.core.errors import TransportUnavailable
+from ledger.transport import subject_for
+
+from .spool import Record
+
+log = logging.getLogger("provault.agent")
+
+
+class Transport(Protocol):
+    name: str
+
+    async def send(self, records: Sequence[Record]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class NatsTransport:
+    """Publish to JetStream with ``Nats-Msg-Id`` = event id and wait for the stream's acks."""
+
+    name = "nats"
+
+    def __init__(self, url: str, settings: NatsSettings, producer_id: str, *, timeout_s: float) -> None:
+        self.url = url
+        self.subject = subject_for(settings, producer_id)
+        self.stream = settings.stream
+        self.timeout_s = timeout_s
+        self._nc: nats.NATS | None = None
+
+    async def _connect(self) -> nats.NATS:
+        if self._nc is not None and self._nc.is_connected:
+            return self._nc
+        if self._nc is not None:
+            await self._drop()
+        try:
+            self._nc = await nats.connect(self.url, connect_timeout=self.timeout_s, max_reconnect_attempts=0,
+                                          allow_reconnect=False, name="provault-agent")  # fmt: skip
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
+            raise TransportUnavailable(f"NATS at {self.url} is not reachable ({type(e).__name__})") from None
+        return self._nc
+
+    async def send(self, records: Sequence[Record]) -> int:
+        nc = await self._connect()
+        js = nc.jetstream(publish_async_max_pending=max(len(records), 1))
+        futures = []
+        try:
+            for r in records:
+                futures.append(await js.publish_async(self.subject, r.envelope, stream=self.stream,
+                                                      headers={"Nats-Msg-Id": r.event_id}))  # fmt: skip
+            done = 0
+            for f in futures:
+                await asyncio.wait_for(f, timeout=self.timeout_s)
+                done += 1
+            return done
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError) as e:
+            await self._drop()
+            delivered = sum(1 for _ in _prefix_done(futures))
+            if delivered:
+                return delivered
+            raise TransportUnavailable(f"publishing to JetStream at {self.url} failed ({type(e).__name__}: {e})") from None
+
+    async def _drop(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+def _prefix_done(futures: list) -> list:
+    """The leading futures that completed with an ack (in order)."""
+    out = []
+    for f in futures:
+        if not f.done() or f.cancelled() or f.exception() is not None:
+            break
+        out.append(f)
+    return out
+
+
+class GrpcTransport:
+    """Append over LedgerService for hosts where NATS is not allowed."""
+
+    name = "grpc"
+
+    def __init__(self, target: str, *, timeout_s: float) -> None:
+        self.target = target
+        self._client = LedgerClient(target, timeout_s=timeout_s)
+        self.rejected: list[tuple[str, str, str]] = []
+
+    async def send(self, records: Sequence[Record]) -> int:
+        outcomes = await asyncio.to_thread(self._client.append_many, [r.envelope for r in records])
+        for r, o in zip(records, outcomes, strict=True):
+            if o.status == "rejected":
+                # The ledger recorded it in its rejections table; resending cannot help.
+                self.rejected.append((r.event_id, o.reason, o.message))
+                log.error("ledger refused event %s [%s]: %s", r.event_id, o.reason, o.message)
+        return len(outcomes)
+
+    async def close(self) -> None:
+        self._client.close()
