@@ -223,7 +223,7 @@ class Agent:
                 except (TransportUnavailable, OSError) as e:
                     self.spool.rewind()
                     self._note_failure(e)
-                    await asyncio.sleep(delay)
+                    await asyncio.to_thread(self._stop.wait, delay)  # a backoff that close() can cut short
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = RETRY_MIN_S

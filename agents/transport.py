@@ -52,9 +52,15 @@ class NatsTransport:
             return self._nc
         if self._nc is not None:
             await self._drop()
+        async def quiet(e: Exception) -> None:
+            log.debug("NATS connection problem: %s", e)
+
         try:
-            self._nc = await nats.connect(self.url, connect_timeout=self.timeout_s, max_reconnect_attempts=0,
-                                          allow_reconnect=False, name="provault-agent")  # fmt: skip
+            self._nc = await asyncio.wait_for(
+                nats.connect(self.url, connect_timeout=self.timeout_s, max_reconnect_attempts=0, allow_reconnect=False,
+                             name="provault-agent", error_cb=quiet),
+                timeout=self.timeout_s,
+            )  # fmt: skip
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
             raise TransportUnavailable(f"NATS at {self.url} is not reachable ({type(e).__name__})") from None
         return self._nc
