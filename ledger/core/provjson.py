@@ -100,7 +100,7 @@ _XSD_DATETIME = re.compile(
 
 
 def _at(path: str, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+    if key.isascii() and key.isidentifier():  # [A-Za-z_][A-Za-z0-9_]*
         return f"{path}.{key}"
     return f"{path}[{key!r}]"
 
