@@ -1,0 +1,370 @@
+"""The projector: the log, in seq order, into the PROV tables (DESIGN contract 6).
+
+:func:`project` reads the entries after ``prov.position`` in chunks, maps each
+with the pure :mod:`query._mapping` and writes the chunk's rows together with
+the new position in one transaction, so readers never see a half-projected
+entry and a crash loses nothing.  The position row is locked first, which
+serialises concurrent projectors.
+
+An entry the mapping cannot represent (a :class:`~ledger.core.errors.DecodeError`)
+is recorded in ``prov.skipped`` with its reason and logged as an error; the
+projector moves on.  Anything else (storage down, a bug) fails the chunk,
+commits nothing, and the :class:`Projector` service retries it.
+
+:func:`rebuild` truncates the projection (never the ledger) and replays the
+log; :func:`checksum` digests every projected table in a canonical order, so a
+rebuild can be shown to give identical tables.  Pass connections with no open
+transaction (autocommit, as :func:`ledger.store._db.connect` gives them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
+from ledger.store._db import connect
+from ledger.store.log import translate_errors
+from ledger.store.migrate import migrate
+
+from ._mapping import EntryRows, fold_nodes, map_entry
+
+logger = logging.getLogger("provault.projector")
+
+PROJECTOR_ROLE = "provault_projector"
+PROV_MIGRATIONS = Path(__file__).with_name("migrations")
+CHANNEL = "provault_log"
+"""Channel the service LISTENs on; a NOTIFY there wakes it before its next poll."""
+DEFAULT_BATCH = 1000
+MAX_CHUNK_BYTES = 64 << 20
+"""A chunk stops early once its envelopes reach this many bytes (large prediction batches)."""
+
+TABLES = ("entries", "skipped", "nodes", "node_versions", "edges", "predictions", "position")
+"""The projected tables, in the order :func:`checksum` digests them."""
+
+_SELECT_ENTRIES = sql.SQL(
+    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, received_at, envelope"
+    " FROM ledger.entries WHERE seq > %s ORDER BY seq LIMIT %s"
+)
+_UPSERT_NODE = sql.SQL(
+    "INSERT INTO prov.nodes AS n (id, iri, node_type, label, kind, attributes, first_seq, last_seq)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+    " node_type = coalesce(n.node_type, EXCLUDED.node_type),"
+    " label = coalesce(EXCLUDED.label, n.label),"
+    " kind = coalesce(EXCLUDED.kind, n.kind),"
+    " attributes = n.attributes || EXCLUDED.attributes,"
+    " last_seq = EXCLUDED.last_seq"
+)
+
+
+def migrate_prov(dsn: str) -> list[str]:
+    """Apply the projection's migrations (after the ledger's); return the names applied."""
+    return migrate(dsn, "prov", PROV_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    """The columns of a ledger entry the projection needs."""
+
+    seq: int
+    event_id: str
+    keyid: str
+    producer_id: str
+    producer_seq: int
+    kind: str
+    event_time: datetime
+    received_at: datetime
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Skipped:
+    """An entry the projection could not map, and why."""
+
+    seq: int
+    reason: str
+    message: str
+
+
+def map_log_entry(entry: LogEntry) -> EntryRows | Skipped:
+    """The rows of one entry, or the reason it is skipped (logged loudly)."""
+    try:
+        return map_entry(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind)
+    except DecodeError as e:
+        logger.error("log entry %d (%s) is not projected: %s [%s]", entry.seq, entry.kind, e.message, e.reason)
+        return Skipped(seq=entry.seq, reason=e.reason, message=e.message)
+
+
+# --- projecting ------------------------------------------------------------------------
+
+
+@translate_errors
+def project(conn: psycopg.Connection, *, batch: int = DEFAULT_BATCH, max_chunks: int | None = None) -> int:
+    """Project every entry after the position (at most ``max_chunks`` chunks); return how many."""
+    if batch < 1:
+        raise InvalidArgument(f"batch: expected at least 1 entry per chunk, found {batch}")
+    total, chunks = 0, 0
+    while max_chunks is None or chunks < max_chunks:
+        n = _project_chunk(conn, batch)
+        if n == 0:
+            break
+        total += n
+        chunks += 1
+    return total
+
+
+def _project_chunk(conn: psycopg.Connection, batch: int) -> int:
+    with conn.transaction():
+        last = conn.execute("SELECT last_seq FROM prov.position FOR UPDATE").fetchone()[0]
+        entries = _read_entries(conn, last, batch)
+        if not entries:
+            return 0
+        _check_contiguous(last, entries)
+        mapped = [map_log_entry(e) for e in entries]
+        _write(conn, entries, mapped)
+        conn.execute("UPDATE prov.position SET last_seq = %s", (entries[-1].seq,))
+    return len(entries)
+
+
+def _read_entries(conn: psycopg.Connection, last: int, batch: int) -> list[LogEntry]:
+    out: list[LogEntry] = []
+    size = 0
+    with conn.cursor(name="provault_projector_chunk") as cur:
+        cur.itersize = min(batch, 100)
+        cur.execute(_SELECT_ENTRIES, (last, batch))
+        for r in cur:
+            out.append(LogEntry(
+                seq=r[0], event_id=r[1], keyid=r[2], producer_id=r[3], producer_seq=r[4], kind=r[5],
+                event_time=r[6], received_at=r[7], envelope=bytes(r[8]),
+            ))  # fmt: skip
+            size += len(out[-1].envelope)
+            if size >= MAX_CHUNK_BYTES:
+                break
+    return out
+
+
+def _check_contiguous(last: int, entries: Sequence[LogEntry]) -> None:
+    for expected, e in enumerate(entries, start=last + 1):
+        if e.seq != expected:
+            raise LedgerCorrupted(
+                f"log entry {expected} is missing: the entry after seq {expected - 1} is seq {e.seq}",
+                hint="the log has a hole; run `provault verify` (the projector will not skip a seq)",
+            )
+
+
+def _write(conn: psycopg.Connection, entries: Sequence[LogEntry], mapped: Sequence[EntryRows | Skipped]) -> None:
+    cur = conn.cursor()
+    with cur.copy(
+        "COPY prov.entries (seq, event_id, kind, keyid, producer_id, producer_seq, event_time, received_at) FROM STDIN"
+    ) as cp:
+        for e in entries:
+            cp.write_row((e.seq, e.event_id, e.kind, e.keyid, e.producer_id, e.producer_seq, e.event_time, e.received_at))
+    skipped = [m for m in mapped if isinstance(m, Skipped)]
+    if skipped:
+        cur.executemany(
+            "INSERT INTO prov.skipped (seq, reason, message) VALUES (%s, %s, %s)",
+            [(s.seq, s.reason, s.message) for s in skipped],
+        )
+    rows = [m for m in mapped if isinstance(m, EntryRows)]
+    _write_nodes(cur, rows)
+    _write_edges(cur, rows)
+    _write_predictions(cur, rows)
+
+
+def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
+    changes = fold_nodes(rows).values()
+    if changes:
+        cur.executemany(_UPSERT_NODE, [
+            (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes), c.first_seq, c.last_seq) for c in changes
+        ])  # fmt: skip
+    with cur.copy("COPY prov.node_versions (node_id, seq, node_type, attributes) FROM STDIN") as cp:
+        for r in rows:
+            for n in r.nodes:
+                cp.write_row((n.id, r.seq, n.node_type, Jsonb(dict(n.attributes))))
+
+
+def _write_edges(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
+    with cur.copy("COPY prov.edges (seq, ordinal, relation, src, dst, stmt_id, origin, attributes) FROM STDIN") as cp:
+        for r in rows:
+            for e in r.edges:
+                cp.write_row((r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes))))
+
+
+def _jsonb(value: object) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def _write_predictions(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
+    with cur.copy("COPY prov.predictions (id, seq, activity, time, input, output) FROM STDIN") as cp:
+        for r in rows:
+            for p in r.predictions:
+                cp.write_row((p.id, r.seq, p.activity, p.time, _jsonb(p.input), _jsonb(p.output)))
+
+
+# --- rebuild, checksum, lag ------------------------------------------------------------
+
+
+@translate_errors
+def rebuild(conn: psycopg.Connection, *, batch: int = DEFAULT_BATCH) -> int:
+    """Empty the projection (not the ledger) and replay the whole log; return the entries projected.
+
+    The truncation commits with the position reset to -1, so while the
+    replay runs readers see a consistent, shorter projection.
+    """
+    with conn.transaction():
+        conn.execute("SELECT last_seq FROM prov.position FOR UPDATE")
+        conn.execute("TRUNCATE prov.edges, prov.predictions, prov.node_versions, prov.nodes, prov.skipped, prov.entries")
+        conn.execute("UPDATE prov.position SET last_seq = -1")
+    return project(conn, batch=batch)
+
+
+@translate_errors
+def checksum(conn: psycopg.Connection) -> str:
+    """``sha256:<hex>`` over every projected table, rows in a canonical order.
+
+    Each table's rows are ordered by all their columns (text in the "C"
+    collation) and hashed in their text form under fixed output settings, in
+    one read-only snapshot; equal checksums mean equal tables.
+    """
+    h = hashlib.sha256()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute("SET LOCAL TimeZone = 'UTC'")
+        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+        conn.execute("SET LOCAL extra_float_digits = 3")
+        for table in TABLES:
+            h.update(f"-- prov.{table}\n".encode())
+            for (line,) in conn.cursor().stream(_canonical_select(conn, table)):
+                h.update(line.encode())
+                h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+def _canonical_select(conn: psycopg.Connection, table: str) -> sql.Composed:
+    columns = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'prov' AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    if not columns:
+        raise LedgerCorrupted(f"table prov.{table} is missing", hint="run `provault db migrate`")
+    order = [
+        sql.SQL('{} COLLATE "C"').format(sql.Identifier(name)) if dtype == "text" else sql.Identifier(name)
+        for name, dtype in columns
+    ]
+    return sql.SQL("SELECT t::text FROM prov.{} AS t ORDER BY {}").format(sql.Identifier(table), sql.SQL(", ").join(order))
+
+
+@translate_errors
+def lag(conn: psycopg.Connection) -> tuple[int, int]:
+    """(last projected seq, ledger size): caught up when the first is the second minus one."""
+    projected, size = conn.execute(
+        "SELECT (SELECT last_seq FROM prov.position), (SELECT coalesce(max(seq) + 1, 0) FROM ledger.entries)"
+    ).fetchone()
+    return int(projected), int(size)
+
+
+# --- the service ------------------------------------------------------------------------
+
+
+class Projector:
+    """Keeps the projection caught up with the log, in a thread.
+
+    Projects one chunk at a time while entries are waiting; when caught up,
+    waits up to ``poll_s`` for a NOTIFY on :data:`CHANNEL` (the ledger sends
+    none today, so in practice it polls every ``poll_s``).  Failures are
+    logged and retried with backoff; the thread does not die of them.
+    """
+
+    name = "projector"
+
+    def __init__(self, dsn: str, *, batch: int = DEFAULT_BATCH, poll_s: float = 0.2, role: str = PROJECTOR_ROLE) -> None:
+        self.dsn = dsn
+        self.batch = batch
+        self.poll_s = poll_s
+        self.role = role
+        self.log = Path("(stderr)")
+        self.projected = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._main, name="provault-projector", daemon=True)
+        self._thread.start()
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _main(self) -> None:
+        conn: psycopg.Connection | None = None
+        backoff = self.poll_s
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = self._connect()
+                n = project(conn, batch=self.batch, max_chunks=1)
+                self.projected += n
+                self.last_error = None
+                backoff = self.poll_s
+                if n == 0:
+                    self._wait(conn)
+            except (ProvaultError, psycopg.Error) as e:
+                self.last_error = getattr(e, "message", None) or type(e).__name__
+                logger.warning("projection failed: %s; retrying in %.1f s", self.last_error, backoff)
+                conn = _close(conn)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug must not end the service silently: log it whole and retry
+                self.last_error = "internal error (see the log)"
+                logger.exception("projection failed unexpectedly; retrying in %.1f s", backoff)
+                conn = _close(conn)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        _close(conn)
+
+    def _connect(self) -> psycopg.Connection:
+        conn = connect(self.dsn, autocommit=True, role=self.role)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        return conn
+
+    def _wait(self, conn: psycopg.Connection) -> None:
+        for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+            pass
+
+
+def _close(conn: psycopg.Connection | None) -> None:
+    if conn is not None:
+        conn.close()
+
+
+__all__ = [
+    "CHANNEL",
+    "PROJECTOR_ROLE",
+    "PROV_MIGRATIONS",
+    "TABLES",
+    "LogEntry",
+    "Projector",
+    "Skipped",
+    "checksum",
+    "lag",
+    "map_log_entry",
+    "migrate_prov",
+    "project",
+    "rebuild",
+]
