@@ -57,9 +57,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(run=run_checkpoint)
 
 
+def migrate_all(dsn: str) -> list[str]:
+    """The ledger's schema, then the PROV projection's (which reads the ledger's)."""
+    from query.projector import migrate_prov  # noqa: PLC0415 - the CLI composes ledger and query
+
+    return migrate(dsn) + migrate_prov(dsn)
+
+
 def run_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    applied = migrate(resolve_postgres_dsn(settings))
+    applied = migrate_all(resolve_postgres_dsn(settings))
     print("\n".join(f"applied {a}" for a in applied) if applied else "schema is up to date")
     return 0
 
@@ -70,7 +77,7 @@ def default_admin_key_path(settings: Settings) -> Path:
 
 def initialise(settings: Settings, dsn: str, admin_key_files: list[str]) -> list[str]:
     """Migrate, create keys as needed, record the trust root. Returns what changed."""
-    changes = [f"applied {a}" for a in migrate(dsn)]
+    changes = [f"applied {a}" for a in migrate_all(dsn)]
     ck = settings.checkpoint_key_path
     if ck.exists():
         signer = load_private_key(ck)

@@ -10,6 +10,7 @@ import threading
 
 from ledger.core.errors import ServerStartError
 from ledger.service.runtime import LedgerRuntime
+from query.projector import Projector
 from ledger.stack import Endpoints, Stack, redact_dsn, write_stack_file
 
 from ._common import settings_from
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for svc in runtime.services():
                 stack.add(svc)
+        projector = Projector(endpoints.postgres_dsn)
+        projector.start()
+        stack.add(projector)
         endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address)
         write_stack_file(settings.data_dir, endpoints)
         _print_banner(settings, endpoints, changes)
