@@ -46,6 +46,7 @@ from .errors import (
     expected_found,
 )
 from .keys import Signer, Verifier
+from .provjson import json_type as _json_type
 
 PAYLOAD_TYPE = "application/vnd.provault.event+json;version=1"
 MAX_ENVELOPE_SIZE = 1 << 20  # 1 MiB
@@ -177,11 +178,6 @@ def _member(obj: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
 
 
 _JSON_TYPE = {str: "string", list: "array", dict: "object"}
-
-
-def _json_type(value: Any) -> str:
-    names = {str: "string", list: "array", dict: "object", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def decode_base64(text: str, *, what: str) -> bytes:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import InvalidEvent, InvalidIdentifier, expected_found
 from .ids import content_id, parse_content_id, parse_uuid7
+from .provjson import json_type as _json_type
 from .provjson import validate_prov
 
 GENESIS = "sha256:" + "0" * 64
@@ -57,22 +58,6 @@ def chain_hash(payload: bytes) -> str:
 
 
 # --- JSON helpers -------------------------------------------------------------------
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return type(value).__name__
 
 
 def _check_json(value: Any, path: str, depth: int = 0) -> None:

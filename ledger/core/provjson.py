@@ -109,7 +109,8 @@ def _fail(path: str, message: str, hint: str | None = None) -> InvalidProvDocume
     return InvalidProvDocument(f"{path}: {message}", field=path, hint=hint)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -127,7 +128,7 @@ def _json_type(value: Any) -> str:
 
 def _object(value: Any, path: str, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise _fail(path, expected_found(what, "a JSON object", _json_type(value)))
+        raise _fail(path, expected_found(what, "a JSON object", json_type(value)))
     return value
 
 
@@ -143,7 +144,7 @@ class _Names:
 
     def check(self, name: Any, path: str, what: str, *, blank_ok: bool = False) -> str:
         if not isinstance(name, str):
-            raise _fail(path, expected_found(what, "a qualified name string", _json_type(name)))
+            raise _fail(path, expected_found(what, "a qualified name string", json_type(name)))
         if name.startswith("_:"):
             if blank_ok and _LOCAL.fullmatch(name[2:]):
                 return name
@@ -206,7 +207,7 @@ def _check_literal(value: Any, names: _Names, path: str) -> None:
     if isinstance(value, Mapping):
         _check_value_object(value, names, path)
         return
-    raise _fail(path, expected_found("attribute value", "string, number, boolean or {\"$\": ...} object", _json_type(value)))
+    raise _fail(path, expected_found("attribute value", "string, number, boolean or {\"$\": ...} object", json_type(value)))
 
 
 def _check_value_object(value: Mapping[str, Any], names: _Names, path: str) -> None:
@@ -215,7 +216,7 @@ def _check_value_object(value: Mapping[str, Any], names: _Names, path: str) -> N
         raise _fail(path, expected_found("value object members", '{"$", "type"} or {"$", "lang"}', sorted(map(str, keys))))
     text = value["$"]
     if not isinstance(text, str):
-        raise _fail(_at(path, "$"), expected_found('value object "$"', "a string", _json_type(text)))
+        raise _fail(_at(path, "$"), expected_found('value object "$"', "a string", json_type(text)))
     if "lang" in keys:
         lang = value["lang"]
         if not isinstance(lang, str) or not _LANG.fullmatch(lang):
