@@ -1,0 +1,647 @@
+"""gRPC QueryService: traceback, impact, lookup and search over the PROV projection.
+
+Decisions the proto (``proto/provault/v1/query.proto``) leaves open, made here:
+
+* **Reads** go through a :class:`~ledger.service.grpc_ledger.ReadPool` as the
+  role ``provault_auditor``, which may only SELECT.  Every method needs the
+  ``auditor`` or ``admin`` role (:data:`QUERY_METHOD_ROLES`).
+* **As of.**  Absent: the projection's position.  A seq or time beyond it is
+  FAILED_PRECONDITION (retry later); a time before the first entry is
+  NOT_FOUND (nothing existed yet).
+* **Limits.**  0 means the default; above the cap is INVALID_ARGUMENT naming
+  the cap: ``max_depth`` :data:`DEFAULT_MAX_DEPTH` / :data:`MAX_DEPTH_CAP`,
+  ``max_nodes`` :data:`DEFAULT_MAX_NODES` / :data:`MAX_NODES_CAP`,
+  Trace ``page_size`` :data:`DEFAULT_PAGE_SIZE` / :data:`MAX_PAGE_SIZE`,
+  Search ``page_size`` :data:`DEFAULT_SEARCH_PAGE` / :data:`MAX_SEARCH_PAGE`.
+  A page that would not fit in one message is RESOURCE_EXHAUSTED (ask for a
+  smaller page).
+* **Trace pages.**  The answer is the walk's nodes in breadth-first order
+  (start first), then -- downstream -- the predictions of the batch
+  activities reached, as entities ``provault:prediction/<id>`` (kind
+  ``provault:Prediction``) each ``wasGeneratedBy`` its batch, ordered by id.
+  Predictions are index rows, not graph nodes: they do not count against
+  ``max_nodes`` (which bounds the walk) and are bounded by paging only, so
+  an impact answer can list millions of them.  The page token pins the
+  answer's ``as_of_seq``, the offset into the walk's nodes and the last
+  prediction id returned, plus a digest of every other request field
+  (INVALID_ARGUMENT when they differ); every page of one answer is therefore
+  computed on the same log prefix, however much the ledger grows meanwhile.
+  Edges go out on the page where their second end appears.
+* **Keys** are followed downstream through their signatures
+  (``query.traverse``): the edge from a node to the key is
+  ``wasInfluencedBy`` with ``prov:type`` ``provault:SignedBy``.
+* **Export, Sparql, Bundle, include_proofs** delegate to
+  ``query.export`` / ``query.sparql`` / ``query.bundle``, imported when first
+  called; UNIMPLEMENTED while a module is not installed.
+* **Health.** SERVING for ``""`` and ``provault.v1.QueryService`` while the
+  server runs; storage outages show as UNAVAILABLE on each call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import importlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from provault.v1 import query_pb2, query_pb2_grpc
+
+from ledger.core.errors import InvalidArgument, ProvaultError, ServerStartError, expected_found
+from ledger.service.auth import ADMIN, AUDITOR, AuthInterceptor, Authenticator, DevModeAuthenticator
+from ledger.service.grpc_ledger import MAX_DB_INT, LedgerServer, ReadPool
+from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
+
+from . import traverse
+from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, TraceEdge, TraceNode
+
+logger = logging.getLogger("provault.grpc.query")
+
+SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+AUDITOR_ROLE = "provault_auditor"
+
+_Q = f"/{SERVICE_NAME}/"
+QUERY_METHOD_ROLES: Mapping[str, frozenset[str]] = {
+    _Q + m: frozenset({AUDITOR, ADMIN}) for m in ("Trace", "GetNode", "Search", "Export", "Sparql", "Bundle")
+}
+
+DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP = traverse.DEFAULT_MAX_DEPTH, 100
+DEFAULT_MAX_NODES, MAX_NODES_CAP = traverse.DEFAULT_MAX_NODES, 100_000
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 500, 5_000
+DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE = 50, 1_000
+DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS = 1_000, 100_000
+SPARQL_TIMEOUT_S = 10.0
+MAX_ID_CHARS = 4_096
+MAX_SPARQL_CHARS = 100_000
+_MESSAGE_MARGIN = 4_096
+
+# --- enums ---------------------------------------------------------------------------------
+
+DIRECTIONS: Mapping[int, str] = {
+    query_pb2.DIRECTION_UPSTREAM: traverse.UPSTREAM,
+    query_pb2.DIRECTION_DOWNSTREAM: traverse.DOWNSTREAM,
+    query_pb2.DIRECTION_BOTH: traverse.BOTH,
+}
+NODE_TYPES: Mapping[str | None, int] = {
+    None: query_pb2.NODE_TYPE_UNSPECIFIED,
+    "entity": query_pb2.NODE_TYPE_ENTITY,
+    "activity": query_pb2.NODE_TYPE_ACTIVITY,
+    "agent": query_pb2.NODE_TYPE_AGENT,
+}
+RELATIONS: Mapping[str, int] = {
+    name: query_pb2.Relation.Value("RELATION_" + re.sub(r"([A-Z])", r"_\1", name).upper()) for name in traverse.RELATIONS
+}
+RELATION_NAMES: Mapping[int, str] = {v: k for k, v in RELATIONS.items()}
+EXPORT_FORMATS: Mapping[int, str] = {
+    query_pb2.EXPORT_FORMAT_TURTLE: "turtle",
+    query_pb2.EXPORT_FORMAT_JSONLD: "jsonld",
+    query_pb2.EXPORT_FORMAT_PROV_JSON: "provjson",
+    query_pb2.EXPORT_FORMAT_NTRIPLES: "ntriples",
+}
+
+# --- errors --------------------------------------------------------------------------------
+
+
+class Unimplemented(Exception):
+    """A part of the API whose module is not installed (UNIMPLEMENTED)."""
+
+
+def _optional(module: str, name: str, what: str) -> Callable[..., Any]:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise Unimplemented(f"{what} is not available on this server yet ({module}.{name} is not installed)") from None
+
+
+class LimitExceeded(TooManyMessages):
+    """An answer exceeds a server limit: time, graph size, message size (RESOURCE_EXHAUSTED; narrow it)."""
+
+    reason = "limit_exceeded"
+
+
+_OVER_LIMIT = frozenset({"graph_too_large", "query_timeout"})
+"""Reasons of query.export / query.sparql errors that mean "an answer exceeds a server limit"."""
+
+
+def _translate(e: BaseException) -> BaseException:
+    """The query layer's errors as the service-level ones the status table maps."""
+    if isinstance(e, NodeNotFound):
+        return NotFound(e.message, hint=e.hint)
+    if isinstance(e, AsOfNotProjected):
+        return NotCovered(e.message, hint=e.hint)
+    if isinstance(e, ProvaultError) and e.reason in _OVER_LIMIT:
+        return LimitExceeded(e.message, hint=e.hint)
+    return e
+
+
+def _fail(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
+    if not context.is_active():
+        logger.info("%s: the client went away (%s)", name, type(e).__name__)
+        raise e
+    if isinstance(e, Unimplemented):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, str(e))
+    abort_with(context, _translate(e))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _rpc(fn: F) -> F:
+    """Turn any error of a unary handler into a status via the one table in ledger/service/status.py."""
+
+    @functools.wraps(fn)
+    def handler(self: QueryServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
+            _fail(context, e, fn.__name__)
+
+    return handler  # type: ignore[return-value]
+
+
+def _rpc_stream(fn: F) -> F:
+    """The same for a response-streaming handler: errors raised while streaming too."""
+
+    @functools.wraps(fn)
+    def handler(self: QueryServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except Exception as e:  # noqa: BLE001
+            _fail(context, e, fn.__name__)
+
+    return handler  # type: ignore[return-value]
+
+
+# --- request fields ------------------------------------------------------------------------
+
+
+def _text(value: str, what: str, limit: int = MAX_ID_CHARS) -> str:
+    if not value:
+        raise InvalidArgument(f"{what}: expected a non-empty string, found an empty field")
+    if len(value) > limit:
+        raise InvalidArgument(expected_found(what, f"at most {limit} characters (the cap)", f"{len(value)} characters"))
+    return value
+
+
+def _capped(value: int, what: str, default: int, cap: int) -> int:
+    if value == 0:
+        return default
+    if value > cap:
+        raise InvalidArgument(expected_found(what, f"at most {cap} (the server's cap; 0 for the default {default})", value))
+    return value
+
+
+def _direction(value: int, what: str = "direction") -> str:
+    if value not in DIRECTIONS:
+        names = ", ".join(query_pb2.Direction.Name(v) for v in DIRECTIONS)
+        raise InvalidArgument(expected_found(what, f"one of {names}", _enum_name(query_pb2.Direction, value)))
+    return DIRECTIONS[value]
+
+
+def _relations(values: Sequence[int], what: str = "relations") -> tuple[str, ...]:
+    out = []
+    for i, v in enumerate(values):
+        if v not in RELATION_NAMES:
+            raise InvalidArgument(expected_found(f"{what}[{i}]", "a PROV relation", _enum_name(query_pb2.Relation, v)))
+        out.append(RELATION_NAMES[v])
+    return tuple(sorted(set(out)))
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
+def _resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
+    """The seq a request's ``as_of`` names; the projection's position when absent."""
+    if not request.HasField("as_of"):
+        seq = traverse.position(conn)
+        if seq < 0:
+            raise NotCovered("nothing is projected yet", hint="retry once the projector has read the log")
+        return seq
+    point = request.as_of.WhichOneof("point")
+    if point is None:
+        raise InvalidArgument("as_of: expected exactly one of seq or time, found neither")
+    if point == "seq":
+        if request.as_of.seq > MAX_DB_INT:
+            raise InvalidArgument(expected_found("as_of.seq", f"a seq in 0..{MAX_DB_INT}", request.as_of.seq))
+        return traverse.pin_as_of(conn, request.as_of.seq)
+    when = request.as_of.time.ToDatetime(tzinfo=UTC)
+    seq = traverse.resolve_as_of(conn, time=when)
+    if seq is None or seq < 0:
+        raise NotFound(f"as_of.time {when.isoformat()} is before the first entry of the log: nothing existed yet")
+    return seq
+
+
+# --- page tokens ---------------------------------------------------------------------------
+
+_TOKEN_PREFIX = "pv1."
+
+
+def _fingerprint(request: Any) -> str:
+    """A digest of every request field but the page token."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("page_token")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:24]
+
+
+def encode_token(kind: str, fingerprint: str, **fields: Any) -> str:
+    body = json.dumps({"k": kind, "f": fingerprint, **fields}, separators=(",", ":"), sort_keys=True).encode()
+    return _TOKEN_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
+    """The fields of a page token of ``kind`` for a request with ``fingerprint``; INVALID_ARGUMENT otherwise."""
+    bad = InvalidArgument(
+        expected_found("page_token", "the next_page_token of a previous response", repr(token[:40])),
+        hint="start again with an empty page_token",
+    )
+    if not token.startswith(_TOKEN_PREFIX) or len(token) > 4096:
+        raise bad
+    body = token[len(_TOKEN_PREFIX):]
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, binascii.Error):
+        raise bad from None
+    if not isinstance(fields, dict) or fields.get("k") != kind or not isinstance(fields.get("s"), int):
+        raise bad
+    if fields["s"] < 0 or not isinstance(fields.get("a"), str | None):
+        raise bad
+    if fields.get("f") != fingerprint:
+        raise InvalidArgument(
+            "page_token: expected the same request fields as the page it came from, found different ones",
+            hint="pass the token back with otherwise identical fields, or start again without it",
+        )
+    return fields
+
+
+# --- conversion to protobuf ----------------------------------------------------------------
+
+
+def attributes_json(attributes: Mapping[str, Any]) -> str:
+    return json.dumps(dict(attributes), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def node_pb(n: TraceNode) -> query_pb2.Node:
+    return query_pb2.Node(
+        id=n.id, type=NODE_TYPES.get(n.type, query_pb2.NODE_TYPE_UNSPECIFIED), kind=n.kind or "", label=n.label or "",
+        attributes_json=attributes_json(n.attributes), introduced_seq=max(0, n.first_seq),
+    )  # fmt: skip
+
+
+def edge_pb(e: TraceEdge) -> query_pb2.Edge:
+    return query_pb2.Edge(
+        relation=RELATIONS[e.relation], from_id=e.src, to_id=e.dst, seq=e.seq, attributes_json=attributes_json(e.attributes)
+    )
+
+
+# --- Trace pages ---------------------------------------------------------------------------
+
+
+def _prediction_items(trace: Trace, rows: Sequence[PredictionRef]) -> tuple[list[TraceNode], list[TraceEdge]]:
+    depth = {n.id: n.depth for n in trace.nodes}
+    by_id: dict[str, list[PredictionRef]] = {}
+    for r in rows:
+        by_id.setdefault(r.id, []).append(r)
+    nodes = [traverse.prediction_node(rs, depth=min(depth.get(r.activity, 0) for r in rs) + 1) for rs in by_id.values()]
+    return nodes, [traverse.prediction_edge(r) for r in rows]
+
+
+def trace_page(
+    conn: psycopg.Connection, trace: Trace, *, offset: int, after: str | None, page_size: int
+) -> tuple[list[TraceNode], list[TraceEdge], dict[str, Any] | None]:
+    """One page of an answer: its nodes, its edges and the cursor of the next page (None on the last)."""
+    graph = trace.nodes
+    index = {n.id: i for i, n in enumerate(graph)}
+    nodes = list(graph[offset : offset + page_size])
+    end = offset + len(nodes)
+    edges = [e for e in trace.edges if offset <= max(index[e.src], index[e.dst]) < end]
+    if end < len(graph):
+        return nodes, edges, {"o": end, "a": None}
+    room = page_size - len(nodes)
+    if trace.direction == traverse.UPSTREAM or not trace.predictions_total:
+        return nodes, edges, None
+    if room == 0:
+        return nodes, edges, ({"o": len(graph), "a": None} if offset < len(graph) else None)
+    rows, more = traverse.predictions_page(
+        conn, trace.prediction_activities, trace.as_of_seq, limit=room,
+        after=after if offset >= len(graph) else None,
+    )  # fmt: skip
+    pnodes, pedges = _prediction_items(trace, rows)
+    return nodes + pnodes, edges + pedges, ({"o": len(graph), "a": more} if more else None)
+
+
+# --- the servicer --------------------------------------------------------------------------
+
+
+class QueryServicer(query_pb2_grpc.QueryServiceServicer):
+    def __init__(self, *, reads: ReadPool, max_message_bytes: int) -> None:
+        self.reads = reads
+        self.max_message_bytes = max_message_bytes
+
+    def _fits(self, response: Any, what: str) -> Any:
+        size = response.ByteSize()
+        if size > self.max_message_bytes - _MESSAGE_MARGIN:
+            raise LimitExceeded(
+                f"{what}: the answer is {size} bytes, above the server's message limit of {self.max_message_bytes}",
+                hint="ask for a smaller page_size",
+            )
+        return response
+
+    @_rpc
+    def Trace(self, request: query_pb2.TraceRequest, context: grpc.ServicerContext) -> query_pb2.TraceResponse:
+        start = _text(request.start_node_id, "start_node_id")
+        direction = _direction(request.direction)
+        max_depth = _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+        max_nodes = _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
+        page_size = _capped(request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        relations = _relations(request.relations)
+        fp = _fingerprint(request)
+        with self.reads.connection() as conn, traverse.snapshot(conn):
+            if request.page_token:
+                cursor = decode_token(request.page_token, "trace", fp)
+                seq, offset, after, tree = cursor["s"], _int(cursor.get("o")), cursor.get("a"), cursor.get("c")
+            else:
+                seq, offset, after, tree = _resolve_as_of(conn, request), 0, None, None
+            answer = traverse.trace(
+                conn, start, direction=direction, max_depth=max_depth, max_nodes=max_nodes, relations=relations,
+                as_of_seq=seq, predictions_limit=0,
+            )  # fmt: skip
+            nodes, edges, nxt = trace_page(conn, answer, offset=offset, after=after, page_size=page_size)
+            response = query_pb2.TraceResponse(
+                nodes=[node_pb(n) for n in nodes], edges=[edge_pb(e) for e in edges], truncated=answer.truncated,
+                as_of_seq=answer.as_of_seq,
+            )  # fmt: skip
+            if request.include_proofs:
+                seqs = sorted({s for n in nodes for s in n.seqs} | {e.seq for e in edges})
+                response.proofs.CopyFrom(_proofs(conn, seqs, tree))
+                tree = response.proofs.checkpoint.tree_size
+            if nxt:
+                pinned = {"c": tree} if request.include_proofs else {}
+                response.next_page_token = encode_token("trace", fp, s=answer.as_of_seq, **nxt, **pinned)
+        return self._fits(response, "Trace")
+
+    @_rpc
+    def GetNode(self, request: query_pb2.GetNodeRequest, context: grpc.ServicerContext) -> query_pb2.GetNodeResponse:
+        node_id = _text(request.node_id, "node_id")
+        with self.reads.connection() as conn:
+            seq = _resolve_as_of(conn, request)
+            node = traverse.get_node(conn, node_id, as_of_seq=seq)
+        return self._fits(query_pb2.GetNodeResponse(node=node_pb(node), as_of_seq=seq), "GetNode")
+
+    @_rpc
+    def Search(self, request: query_pb2.SearchRequest, context: grpc.ServicerContext) -> query_pb2.SearchResponse:
+        page_size = _capped(request.page_size, "page_size", DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE)
+        node_type = _node_type(request.type)
+        if len(request.text) > MAX_ID_CHARS:
+            raise InvalidArgument(expected_found("text", f"at most {MAX_ID_CHARS} characters (the cap)", f"{len(request.text)}"))
+        attributes = [(_text(a.name, f"attributes[{i}].name"), a.value) for i, a in enumerate(request.attributes)]
+        fp = _fingerprint(request)
+        with self.reads.connection() as conn:
+            if request.page_token:
+                cursor = decode_token(request.page_token, "search", fp)
+                seq, after = cursor["s"], cursor.get("a")
+                if not isinstance(after, str):
+                    raise InvalidArgument(expected_found("page_token", "a search token", "a token without a position"))
+            else:
+                seq, after = _resolve_as_of(conn, request), None
+            page = traverse.search(
+                conn, text=request.text or None, node_type=node_type, kind=request.kind or None, attributes=attributes,
+                as_of_seq=seq, limit=page_size, after=after,
+            )  # fmt: skip
+        token = encode_token("search", fp, s=page.as_of_seq, a=page.next_after) if page.next_after else ""
+        response = query_pb2.SearchResponse(nodes=[node_pb(n) for n in page.nodes], next_page_token=token, as_of_seq=page.as_of_seq)
+        return self._fits(response, "Search")
+
+    @_rpc_stream
+    def Export(self, request: query_pb2.ExportRequest, context: grpc.ServicerContext) -> Iterator[query_pb2.ExportResponse]:
+        if request.format not in EXPORT_FORMATS:
+            names = ", ".join(query_pb2.ExportFormat.Name(v) for v in EXPORT_FORMATS)
+            raise InvalidArgument(expected_found("format", f"one of {names}", _enum_name(query_pb2.ExportFormat, request.format)))
+        fmt = EXPORT_FORMATS[request.format]
+        scope = request.WhichOneof("scope")
+        if scope is None:
+            raise InvalidArgument("scope: expected exactly one of subgraph or full_graph, found neither")
+        export_stream = _optional("query.export", "export_stream", "Export")
+        content_type = _optional("query.export", "CONTENT_TYPES", "Export")[fmt]
+        with self.reads.connection() as conn:
+            seq = _resolve_as_of(conn, request)
+            node_ids = _subgraph_ids(conn, request.subgraph, seq) if scope == "subgraph" else None
+            first = True
+            for chunk in export_stream(conn, fmt=fmt, node_ids=node_ids, as_of_seq=seq):
+                yield query_pb2.ExportResponse(data=chunk, content_type=content_type if first else "", as_of_seq=seq if first else 0)
+                first = False
+            if first:
+                yield query_pb2.ExportResponse(content_type=content_type, as_of_seq=seq)
+
+    @_rpc
+    def Sparql(self, request: query_pb2.SparqlRequest, context: grpc.ServicerContext) -> query_pb2.SparqlResponse:
+        text = _text(request.query, "query", MAX_SPARQL_CHARS)
+        max_rows = _capped(request.max_rows, "max_rows", DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS)
+        run_sparql = _optional("query.sparql", "run_sparql", "Sparql")
+        with self.reads.connection() as conn:
+            seq = _resolve_as_of(conn, request)
+            result = run_sparql(conn, text, node_ids=None, as_of_seq=seq, max_rows=max_rows, timeout_s=SPARQL_TIMEOUT_S)
+        return self._fits(_sparql_response(result, seq), "Sparql")
+
+    @_rpc
+    def Bundle(self, request: query_pb2.BundleRequest, context: grpc.ServicerContext) -> query_pb2.BundleResponse:
+        _text(request.node_id, "node_id")
+        _direction(request.direction)
+        _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+        _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
+        _relations(request.relations)
+        bundle_rpc = _optional("query.bundle", "bundle_rpc", "Bundle")
+        with self.reads.connection() as conn:
+            response = bundle_rpc(conn, request)
+        return self._fits(response, "Bundle")
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise InvalidArgument(expected_found("page_token", "a trace token", "a token without a valid offset"))
+    return value
+
+
+def _node_type(value: int) -> str | None:
+    names = {v: k for k, v in NODE_TYPES.items()}
+    if value not in names:
+        raise InvalidArgument(expected_found("type", "a NodeType", _enum_name(query_pb2.NodeType, value)))
+    return names[value]
+
+
+def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:
+    start = _text(sub.start_node_id, "subgraph.start_node_id")
+    direction = _direction(sub.direction, "subgraph.direction")
+    max_depth = _capped(sub.max_depth, "subgraph.max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+    answer = traverse.trace(
+        conn, start, direction=direction, max_depth=max_depth, max_nodes=MAX_NODES_CAP,
+        relations=_relations(sub.relations, "subgraph.relations"), as_of_seq=seq, predictions_limit=0,
+    )  # fmt: skip
+    if answer.truncated and len(answer.nodes) >= MAX_NODES_CAP:
+        raise LimitExceeded(
+            f"subgraph: more than {MAX_NODES_CAP} nodes (the cap) are reachable from {start}",
+            hint="narrow it with max_depth or relations, or export the full graph as N-Triples",
+        )
+    return [n.id for n in answer.nodes]
+
+
+def _proofs(conn: psycopg.Connection, seqs: Sequence[int], tree_size: Any) -> query_pb2.EntryProofs:
+    """Inclusion proofs for ``seqs``: against the latest checkpoint, or the one the page token pinned."""
+    if tree_size is not None and (not isinstance(tree_size, int) or tree_size < 1):
+        raise InvalidArgument(expected_found("page_token", "a trace token", "a token without a valid checkpoint"))
+    proofs_for = _optional("query.bundle", "proofs_for", "include_proofs")
+    return proofs_for(conn, seqs, tree_size=tree_size).to_pb()
+
+
+_TERM_TYPES = {
+    "iri": query_pb2.RDF_TERM_TYPE_IRI,
+    "literal": query_pb2.RDF_TERM_TYPE_LITERAL,
+    "bnode": query_pb2.RDF_TERM_TYPE_BLANK_NODE,
+}
+
+
+def _term_pb(v: Any) -> query_pb2.RdfTerm:
+    return query_pb2.RdfTerm(type=_TERM_TYPES[v.type], value=v.value, datatype=v.datatype or "", language=v.lang or "")
+
+
+def _sparql_response(result: Any, seq: int) -> query_pb2.SparqlResponse:
+    """``query.sparql.SparqlResult`` as the response message."""
+    if result.kind == "ask":
+        return query_pb2.SparqlResponse(boolean=bool(result.boolean), as_of_seq=seq)
+    rows = [
+        query_pb2.SparqlRow(bindings={var: _term_pb(v) for var, v in zip(result.variables, row, strict=True) if v is not None})
+        for row in result.rows
+    ]
+    bindings = query_pb2.SparqlBindings(variables=list(result.variables), rows=rows, truncated=result.truncated)
+    return query_pb2.SparqlResponse(bindings=bindings, as_of_seq=seq)
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def build_query_server(
+    *,
+    dsn: str,
+    listen: str,
+    max_message_bytes: int,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    max_workers: int = 16,
+    read_timeout_s: float = 5.0,
+) -> tuple[grpc.Server, int]:
+    """A QueryService server with health and reflection, bound to ``listen``; not started.
+
+    Returns the server and the bound port (useful with port 0).  Stopping it
+    also closes its read pool.
+    """
+    reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
+    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-query-grpc")
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    server = grpc.server(executor, interceptors=list(interceptors), options=options)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(reads=reads, max_message_bytes=max_message_bytes), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as e:
+        port, cause = 0, e
+    else:
+        cause = None
+    if not port:
+        server.stop(None)
+        reads.close()
+        executor.shutdown(wait=False)
+        raise ServerStartError(f"cannot listen for gRPC on {listen}", hint="is the port in use? set grpc.query_listen") from cause
+    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
+
+
+class QueryGrpcService:
+    """The QueryService server as a stack service (``provault up``)."""
+
+    name = "query-grpc"
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        listen: str,
+        max_message_bytes: int,
+        authenticator: Authenticator | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.listen = listen
+        self.max_message_bytes = max_message_bytes
+        self.authenticator = authenticator or DevModeAuthenticator()
+        self.log = log_path or Path("(stderr)")
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str | None:
+        """HOST:PORT actually bound, once started."""
+        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}" if self.port else None
+
+    def start(self) -> None:
+        self._server, self.port = build_query_server(
+            dsn=self.dsn, listen=self.listen, max_message_bytes=self.max_message_bytes,
+            interceptors=(AuthInterceptor(self.authenticator, QUERY_METHOD_ROLES),),
+        )  # fmt: skip
+        self._server.start()
+        logger.info("QueryService listening on %s", self.address)
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        if isinstance(self.authenticator, DevModeAuthenticator) and host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning("DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen)
+
+    def running(self) -> bool:
+        return self._server is not None and not self._stopped.is_set()
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        if self._server is None or self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._server.stop(grace).wait()
+
+
+__all__ = [
+    "AUDITOR_ROLE",
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_NODES",
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_SEARCH_PAGE",
+    "MAX_DEPTH_CAP",
+    "MAX_NODES_CAP",
+    "MAX_PAGE_SIZE",
+    "MAX_SEARCH_PAGE",
+    "QUERY_METHOD_ROLES",
+    "SERVICE_NAME",
+    "QueryGrpcService",
+    "QueryServicer",
+    "build_query_server",
+    "decode_token",
+    "edge_pb",
+    "encode_token",
+    "node_pb",
+    "trace_page",
+]
