@@ -128,6 +128,8 @@ class Spool:
         with self._lock:
             if self._read is None or self._read[0] < self.cursor:
                 self._read = self._locate(self.cursor)
+            elif self._read[1] not in self._segments:  # acknowledge() deleted the segment we had read to the end of
+                self._read = self._locate(self._read[0])
             out: list[Record] = []
             while len(out) < limit:
                 index, first, offset = self._read

@@ -81,6 +81,10 @@ class NatsTransport:
         except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError) as e:
             await self._drop()
             delivered = sum(1 for _ in _prefix_done(futures))
+            for f in futures:  # collect the outcomes we will not use, so none is reported as lost
+                if not f.done():
+                    f.cancel()
+            await asyncio.gather(*futures, return_exceptions=True)
             if delivered:
                 return delivered
             raise TransportUnavailable(f"publishing to JetStream at {self.url} failed ({type(e).__name__}: {e})") from None

@@ -145,3 +145,16 @@ def test_a_large_record_is_read_whole(tmp_path: Path) -> None:
     rec = sp.take(1)[0]
     assert rec.event_id == eid and rec.envelope == big
     sp.close()
+
+
+def test_reading_continues_after_acknowledge_deletes_the_segment_read_to_its_end(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    first = [_eid(), _eid()]
+    for e in first:
+        sp.append(e, os.urandom(6 << 20))
+    assert [r.event_id for r in sp.take(10)] == first
+    third = _eid()
+    sp.append(third, os.urandom(6 << 20))  # does not fit: rotates, the first segment is complete
+    sp.acknowledge(2)  # ...and spent, so it is deleted
+    assert [r.event_id for r in sp.take(10)] == [third]
+    sp.close()
