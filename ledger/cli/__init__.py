@@ -19,13 +19,14 @@ from agents import cli as _agents
 from query import cli_export as _export
 from query import cli_bundle as _bundle
 from query import cli_project as _project
+from query import cli_serve as _query_serve
 from query import cli as _query
 from ledger.core.errors import ProvaultError
 
 from . import _common, _keys, _ledger, _up, _verify
 
 # Each module adds its sub-commands with ``register(subparsers, common)``.
-_COMMAND_MODULES = (_up, _ledger, _keys, _verify, _agents, _project, _export, _bundle, _query)
+_COMMAND_MODULES = (_up, _ledger, _keys, _verify, _agents, _project, _export, _bundle, _query, _query_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

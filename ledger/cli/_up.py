@@ -11,6 +11,7 @@ import threading
 from ledger.core.errors import ServerStartError
 from ledger.service.runtime import LedgerRuntime
 from query.projector import Projector
+from query.service import QueryGrpcService
 from ledger.stack import Endpoints, Stack, redact_dsn, write_stack_file
 
 from ._common import settings_from
@@ -52,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
         projector = Projector(endpoints.postgres_dsn)
         projector.start()
         stack.add(projector)
-        endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address)
+        query = QueryGrpcService(dsn=endpoints.postgres_dsn, listen=settings.grpc.query_listen,
+                                 max_message_bytes=settings.grpc.max_message_bytes)  # fmt: skip
+        query.start()
+        stack.add(query)
+        endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address, query_grpc=query.address)
         write_stack_file(settings.data_dir, endpoints)
         _print_banner(settings, endpoints, changes)
         return _wait(stack, stop)
@@ -79,6 +84,7 @@ def _print_banner(settings, endpoints: Endpoints, changes: list[str]) -> None:
         f"  postgres    {redact_dsn(endpoints.postgres_dsn)}" + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
         f"  nats        {endpoints.nats_url}" + ("  (embedded)" if "nats" in endpoints.embedded else ""),
         f"  ledger      grpc://{endpoints.ledger_grpc}  (LedgerService)",
+        f"  query       grpc://{endpoints.query_grpc}  (QueryService; the projector runs too)",
         *([f"  admin key   {admin}"] if (admin := settings.data_dir / "keys" / "admin.key").exists() else []),
         *(f"  setup       {c}" for c in changes),
         "Press Ctrl-C to stop.",

@@ -1,0 +1,61 @@
+"""``provault query serve``: the projector and QueryService, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from ledger.cli._common import settings_from
+from ledger.core.errors import ServerStartError
+from ledger.stack import resolve_postgres_dsn
+
+from .projector import Projector
+from .service import QueryGrpcService
+
+POLL_S = 0.5
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    q = sub.add_parser("query", help="run the query side (projector and QueryService)")
+    qs = q.add_subparsers(dest="query_command", metavar="ACTION", required=True)
+    p = qs.add_parser(
+        "serve", parents=[common],
+        help="run the projector and the gRPC QueryService until stopped",
+        description=(
+            "Keep the PROV projection up to date with the log and serve QueryService on grpc.query_listen. "
+            "With --no-projector only the QueryService runs (for replicas on a read-only database, "
+            "while one projector runs elsewhere)."
+        ),
+    )  # fmt: skip
+    p.add_argument("--no-projector", action="store_true", help="serve queries only; another process projects")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    dsn = resolve_postgres_dsn(settings)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    services: list = []
+    try:
+        if not args.no_projector:
+            services.append(Projector(dsn))
+        services.append(QueryGrpcService(dsn=dsn, listen=settings.grpc.query_listen,
+                                         max_message_bytes=settings.grpc.max_message_bytes))  # fmt: skip
+        for svc in services:
+            svc.start()
+        print(f"provault query serving: gRPC {services[-1].address}"
+              + ("" if args.no_projector else ", projector running"), flush=True)  # fmt: skip
+        while not stop.wait(POLL_S):
+            for svc in services:
+                if not svc.running():
+                    raise ServerStartError(f"{svc.name} stopped unexpectedly")
+        return 0
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        print("provault query stopped", file=sys.stderr)
