@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
+from ledger.service.background import BackgroundService
 from ledger.store._db import connect
 from ledger.store.log import translate_errors
 from ledger.store.migrate import migrate
@@ -276,7 +276,7 @@ def lag(conn: psycopg.Connection) -> tuple[int, int]:
 # --- the service ------------------------------------------------------------------------
 
 
-class Projector:
+class Projector(BackgroundService):
     """Keeps the projection caught up with the log, in a thread.
 
     Projects one chunk at a time while entries are waiting; when caught up,
@@ -288,28 +288,13 @@ class Projector:
     name = "projector"
 
     def __init__(self, dsn: str, *, batch: int = DEFAULT_BATCH, poll_s: float = 0.2, role: str = PROJECTOR_ROLE) -> None:
+        super().__init__()
         self.dsn = dsn
         self.batch = batch
         self.poll_s = poll_s
         self.role = role
-        self.log = Path("(stderr)")
         self.projected = 0
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._main, name="provault-projector", daemon=True)
-        self._thread.start()
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _main(self) -> None:
         conn: psycopg.Connection | None = None

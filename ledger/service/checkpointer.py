@@ -9,9 +9,7 @@ checkpoint is never more than about one second behind a growing log.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from pathlib import Path
 
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer
@@ -19,6 +17,7 @@ from ledger.store import checkpoints, log
 from ledger.store._db import connect
 
 from .appender import SERVICE_ROLE
+from .background import BackgroundService
 
 logger = logging.getLogger("provault.checkpointer")
 
@@ -29,31 +28,17 @@ def due(size: int, last_size: int, last_time: float, now: float, *, every: int, 
     return grown >= every or (grown > 0 and now - last_time >= interval_s)
 
 
-class Checkpointer:
+class Checkpointer(BackgroundService):
     name = "checkpointer"
 
     def __init__(self, dsn: str, signer: Ed25519Signer, origin: str, *, every: int, interval_s: float) -> None:
+        super().__init__()
         self.dsn = dsn
         self.signer = signer
         self.origin = origin
         self.every = every
         self.interval_s = interval_s
-        self.log = Path("(stderr)")
         self.signed = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="provault-checkpointer", daemon=True)
-        self._thread.start()
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _main(self) -> None:
         poll = min(0.2, self.interval_s / 4)
