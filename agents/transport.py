@@ -20,7 +20,7 @@ import nats.js.errors
 from ledger.client import LedgerClient
 from ledger.config import NatsSettings
 from ledger.core.errors import TransportUnavailable
-from ledger.transport import subject_for
+from ledger.transport import nats_servers, subject_for
 
 from .spool import Record
 
@@ -57,7 +57,7 @@ class NatsTransport:
 
         try:
             self._nc = await asyncio.wait_for(
-                nats.connect(self.url, connect_timeout=self.timeout_s, max_reconnect_attempts=0, allow_reconnect=False,
+                nats.connect(servers=nats_servers(self.url), connect_timeout=self.timeout_s, max_reconnect_attempts=0, allow_reconnect=False,
                              name="provault-agent", error_cb=quiet),
                 timeout=self.timeout_s,
             )  # fmt: skip

@@ -28,6 +28,11 @@ CONSUMER = "provault-ledger"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+def nats_servers(url: str) -> list[str]:
+    """The server URLs in ``nats.url`` (a cluster is named as a comma-separated list)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 def subject_token(producer_id: str) -> str:
     """A NATS-safe, injective token for a producer id ('.', '*', '>' and the rest escaped)."""
     return _UNSAFE.sub(lambda m: "~" + m.group().encode().hex(), producer_id)

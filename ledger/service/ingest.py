@@ -35,7 +35,7 @@ from nats.js.errors import FetchTimeoutError
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
 from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable
-from ledger.transport import CONSUMER, consumer_config, ensure_stream
+from ledger.transport import CONSUMER, consumer_config, ensure_stream, nats_servers
 
 from . import failpoints
 from .appender import Appender
@@ -149,7 +149,7 @@ class JetStreamIngest:
 
         try:
             return await asyncio.wait_for(
-                nats.connect(self.url, name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                nats.connect(servers=nats_servers(self.url), name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                              connect_timeout=2, allow_reconnect=True, error_cb=quiet),
                 timeout=CONNECT_TIMEOUT_S,
             )  # fmt: skip

@@ -63,7 +63,7 @@ class StatusRule:
     """A fixed message for the client; None sends the error's own diagnostics."""
 
 
-_UNAVAILABLE = "the ledger's storage is unavailable; retry with backoff (appends are idempotent by event id)"
+_UNAVAILABLE = "storage is unavailable; retry with backoff (appends are idempotent by event id)"
 _INTERNAL = "internal error in the ledger service"
 
 STATUS_TABLE: dict[type[BaseException], StatusRule] = {

@@ -152,3 +152,4 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE
     TO provault_projector;
 GRANT SELECT ON prov.entry_signers TO provault_projector;
 GRANT SELECT ON ALL TABLES IN SCHEMA prov TO provault_auditor;
+GRANT SELECT ON public.provault_migrations TO provault_projector;

@@ -166,3 +166,5 @@ GRANT SELECT, INSERT, UPDATE ON ledger.keys, ledger.producers TO provault_ledger
 GRANT SELECT, UPDATE ON ledger.log_state TO provault_ledger;
 GRANT USAGE ON SEQUENCE ledger.rejections_id_seq, ledger.producer_anomalies_id_seq TO provault_ledger;
 GRANT SELECT ON ALL TABLES IN SCHEMA ledger TO provault_auditor;
+-- Services check that the schema is current before they start.
+GRANT SELECT ON public.provault_migrations TO provault_ledger, provault_auditor;
