@@ -1,0 +1,43 @@
+"""A NATS cluster has several client URLs; a deployment names them all.
+
+``nats.url`` takes a comma-separated list, handed to nats-py as a server
+list, so a ledger or an agent that starts while the first server is down
+connects to another one (once connected, clients also learn the rest of the
+cluster from the server; tests/deploy/test_cluster.py shows the failover).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ledger.config import IngestSettings, Settings, load_settings
+from ledger.core.errors import TransportUnavailable
+from ledger.embedded import free_port
+from ledger.service.appender import Appender
+from ledger.service.ingest import IngestService, JetStreamIngest, limits_from
+
+pytestmark = [pytest.mark.postgres, pytest.mark.nats]
+
+
+def test_a_comma_separated_nats_url_is_a_valid_setting() -> None:
+    s = load_settings(env={"PROVAULT_NATS_URL": "nats://nats-0:4222,nats://nats-1:4222,nats://nats-2:4222"})
+    assert s.nats.url is not None and s.nats.url.count("nats://") == 3
+
+
+def test_the_ledger_connects_when_the_first_of_several_nats_urls_is_down(settings: Settings, ledger) -> None:
+    assert settings.nats.url is not None
+    urls = f"nats://127.0.0.1:{free_port()},{settings.nats.url}"
+    s = dataclasses.replace(
+        settings, nats=dataclasses.replace(settings.nats, url=urls),
+        ingest=IngestSettings(batch_size=10, workers=1, fetch_timeout_s=0.2),
+    )  # fmt: skip
+    appender = Appender(ledger.dsn, limits=limits_from(s))
+    svc = IngestService(JetStreamIngest(s, appender, urls))
+    try:
+        svc.start(ready_timeout=30)
+        assert svc.running()
+    finally:
+        svc.stop()
+        appender.close()
