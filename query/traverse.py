@@ -263,11 +263,13 @@ def pin_as_of(conn: psycopg.Connection, as_of_seq: int | None) -> int:
 _NODES = (
     "SELECT id, node_type, first_seq FROM prov.nodes WHERE id = ANY(%s) AND first_seq <= %s"
 )
-_VERSIONS = (
+_VERSIONS = (  # the versions that say something (a partial index), without the empty mentions of hubs
+    "SELECT node_id, seq, node_type, attributes FROM prov.node_versions"
+    " WHERE node_id = ANY(%s) AND seq <= %s AND attributes <> '{}'::jsonb"
+)
+_FIRST_VERSIONS = (  # plus each node's first mention, by primary key
     "SELECT v.node_id, v.seq, v.node_type, v.attributes FROM prov.node_versions AS v"
-    " JOIN prov.nodes AS n ON n.id = v.node_id"
-    " WHERE v.node_id = ANY(%s) AND v.seq <= %s AND (v.attributes <> '{}'::jsonb OR v.seq = n.first_seq)"
-    " ORDER BY v.node_id, v.seq"
+    " JOIN unnest(%s::text[], %s::bigint[]) AS f(id, seq) ON v.node_id = f.id AND v.seq = f.seq"
 )
 _FIRST_TYPES = (
     "SELECT DISTINCT ON (node_id) node_id, node_type FROM prov.node_versions"
@@ -280,8 +282,11 @@ def _load_nodes(conn: psycopg.Connection, ids: Sequence[str], seq: int) -> dict[
     if not ids:
         return {}
     heads = {nid: (ntype, first) for nid, ntype, first in conn.execute(_NODES, (list(ids), seq))}
+    rows = {(r[0], r[1]): r for r in conn.execute(_VERSIONS, (list(heads), seq))}
+    firsts = list(heads)
+    rows.update({(r[0], r[1]): r for r in conn.execute(_FIRST_VERSIONS, (firsts, [heads[n][1] for n in firsts]))})
     versions: dict[str, list[tuple[int, str | None, dict]]] = {}
-    for nid, vseq, vtype, attrs in conn.execute(_VERSIONS, (list(heads), seq)):
+    for nid, vseq, vtype, attrs in (rows[k] for k in sorted(rows)):
         versions.setdefault(nid, []).append((vseq, vtype, attrs))
     types = {nid: next((t for _, t, _ in versions.get(nid, ()) if t), None) for nid in heads}
     late = [nid for nid, t in types.items() if t is None and heads[nid][0] is not None]

@@ -61,6 +61,9 @@ CREATE TABLE prov.node_versions (
     PRIMARY KEY (node_id, seq)
 );
 CREATE INDEX node_versions_seq_idx ON prov.node_versions (seq);
+-- Hubs (a model every prediction batch uses) gain a version per mention, most
+-- of them empty; traversal reads only the versions that say something.
+CREATE INDEX node_versions_said_idx ON prov.node_versions (node_id, seq) WHERE attributes <> '{}'::jsonb;
 
 -- One row per relation statement (per member for hadMember), pointing from
 -- the dependent to what it depends on (PROV's own direction): upstream
