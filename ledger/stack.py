@@ -9,7 +9,6 @@ that started it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -104,8 +103,7 @@ class Stack:
                 svc.stop()
             except Exception as e:  # noqa: BLE001 - keep stopping the rest
                 errors.append(f"{type(svc).__name__}: {e}")
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.data_dir / STACK_FILE).unlink()
+        remove_own_stack_file(self.settings.data_dir)
         if errors:
             raise ServerStartError("some services did not stop cleanly: " + "; ".join(errors))
 
@@ -123,6 +121,17 @@ def write_stack_file(data_dir: Path, endpoints: Endpoints) -> None:
 def redact_dsn(dsn: str) -> str:
     """A DSN safe to print: any password replaced by '***'."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"(password=)\S+", r"\1***", dsn))
+
+
+def remove_own_stack_file(data_dir: Path) -> None:
+    """Remove ``stack.json`` if this process wrote it (never another live stack's)."""
+    path = data_dir / STACK_FILE
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8")).get("pid")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return
+    if owner == os.getpid():
+        path.unlink(missing_ok=True)
 
 
 def read_stack_file(data_dir: Path) -> dict[str, object] | None:

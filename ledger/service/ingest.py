@@ -96,6 +96,18 @@ class IngestStats:
             self.rejected += rejected
 
 
+async def _put(queue: asyncio.Queue, item: object, consumer: asyncio.Task) -> bool:
+    """Put ``item`` unless the consumer has ended (then a full queue would block forever)."""
+    while True:
+        try:
+            queue.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            if consumer.done():
+                return False
+            await asyncio.sleep(0.01)
+
+
 async def _close(queue: asyncio.Queue, consumer: asyncio.Task | None) -> None:
     """Send the end-of-stream marker unless the consumer already ended (a full queue must not hang us)."""
     while True:
@@ -182,8 +194,8 @@ class JetStreamIngest:
         try:
             while not stop.is_set() and not writer.done() and not checker.done():
                 msgs = await self._fetch(sub)
-                if msgs:
-                    await fetched.put(msgs)
+                if msgs and not await _put(fetched, msgs, checker):
+                    break
         finally:
             await _close(fetched, checker)
             await checker
@@ -194,7 +206,8 @@ class JetStreamIngest:
     ) -> None:
         try:
             while (msgs := await inbox.get()) is not None:
-                await outbox.put((msgs, await self._check(pool, [m.data for m in msgs])))
+                if not await _put(outbox, (msgs, await self._check(pool, [m.data for m in msgs])), writer):
+                    return  # the writer ended (stopping): unacknowledged batches are redelivered
         finally:
             await _close(outbox, writer)
 
