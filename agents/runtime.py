@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ledger.client import ClientCredentials
 from ledger.config import AgentSettings, Settings
 from ledger.core.envelope import parse_envelope
 from ledger.core.errors import KeyMaterialError, ProvaultError, TransportUnavailable
@@ -131,7 +132,7 @@ class Agent:
                 sealed = self._chain.emit(kind, prov, data=data, time=time)
                 try:
                     self.spool.append(sealed.event_id, sealed.envelope)
-                except SpoolFull:
+                except (SpoolFull, OSError):
                     self._chain.position = before  # nothing was emitted: no gap in the chain
                     if self.settings.backpressure == "drop":
                         return self._dropped(kind)
@@ -281,7 +282,7 @@ def transport_from(settings: Settings, producer_id: str) -> Transport:
         if not target:
             info = read_stack_file(settings.data_dir)
             target = str(info["ledger_grpc"]) if info and info.get("ledger_grpc") else settings.grpc.ledger_listen
-        return GrpcTransport(target, timeout_s=a.publish_timeout_s)
+        return GrpcTransport(target, timeout_s=a.publish_timeout_s, credentials=ClientCredentials.from_settings(settings.grpc))
     return NatsTransport(resolve_nats_url(settings), settings.nats, producer_id, timeout_s=a.publish_timeout_s)
 
 

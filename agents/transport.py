@@ -17,7 +17,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from ledger.client import LedgerClient
+from ledger.client import ClientCredentials, LedgerClient
 from ledger.config import NatsSettings
 from ledger.core.errors import TransportUnavailable
 from ledger.transport import nats_servers, subject_for
@@ -112,13 +112,18 @@ def _prefix_done(futures: list) -> list:
 
 
 class GrpcTransport:
-    """Append over LedgerService for hosts where NATS is not allowed."""
+    """Append over LedgerService for hosts where NATS is not allowed.
+
+    ``credentials`` (a producer token or client certificate, usually
+    ``ClientCredentials.from_settings(settings.grpc)``) are needed unless the
+    ledger runs in dev mode.
+    """
 
     name = "grpc"
 
-    def __init__(self, target: str, *, timeout_s: float) -> None:
+    def __init__(self, target: str, *, timeout_s: float, credentials: ClientCredentials | None = None) -> None:
         self.target = target
-        self._client = LedgerClient(target, timeout_s=timeout_s)
+        self._client = LedgerClient.with_credentials(target, credentials or ClientCredentials(), timeout_s=timeout_s)
         self.rejected: list[tuple[str, str, str]] = []
 
     async def send(self, records: Sequence[Record]) -> int:

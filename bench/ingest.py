@@ -165,6 +165,7 @@ def start_ledger_process(settings: Settings, dsn: str, url: str, log_path: Path)
         "PROVAULT_INGEST_BATCH_SIZE": str(settings.ingest.batch_size),
         "PROVAULT_INGEST_WORKERS": str(settings.ingest.workers),
         "PROVAULT_SIGNING_CHECKPOINT_EVERY": str(settings.signing.checkpoint_every),
+        "PROVAULT_DEV_MODE": "true",  # loopback benchmark: no gRPC authentication
     })  # fmt: skip
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,

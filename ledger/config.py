@@ -64,6 +64,22 @@ class GrpcSettings:
     ledger_listen: str = "127.0.0.1:7430"
     query_listen: str = "127.0.0.1:7431"
     max_message_bytes: int = 4 * 1_048_576
+    # Servers (ledger serve, query serve); see ledger/service/auth.py.
+    tokens_file: str | None = None
+    """Hashes of the bearer tokens the servers accept; default <data_dir>/auth/tokens.json."""
+    tls_cert: str | None = None
+    """The servers' TLS certificate chain (PEM); with tls_key, the servers speak TLS."""
+    tls_key: str | None = None
+    """The servers' TLS private key (PEM, mode 0600)."""
+    tls_client_ca: str | None = None
+    """CA certificates (PEM) that sign client certificates; set: mutual TLS, clients must present one."""
+    # Clients (agents' grpc transport, provault keys).
+    tls_ca: str | None = None
+    """CA certificates (PEM) that sign the servers' certificate; set: clients use TLS."""
+    client_cert: str | None = None
+    """A client's certificate chain and private key in one PEM file (mode 0600), for mutual TLS."""
+    client_token_file: str | None = None
+    """A file (mode 0600) holding the client's bearer token, from `provault auth token create --out`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,6 +9,7 @@ import threading
 
 from ledger.cli._common import settings_from
 from ledger.core.errors import ServerStartError
+from ledger.service.auth import server_security
 from ledger.stack import resolve_postgres_dsn
 
 from .projector import Projector
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
     dsn = resolve_postgres_dsn(settings)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_projector:
             services.append(Projector(dsn))
         services.append(QueryGrpcService(dsn=dsn, listen=settings.grpc.query_listen,
-                                         max_message_bytes=settings.grpc.max_message_bytes))  # fmt: skip
+                                         max_message_bytes=settings.grpc.max_message_bytes,
+                                         authenticator=security.authenticator,
+                                         server_credentials=security.credentials))  # fmt: skip
         for svc in services:
             svc.start()
         print(f"provault query serving: gRPC {services[-1].address}"

@@ -544,11 +544,13 @@ def build_query_server(
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     max_workers: int = 16,
     read_timeout_s: float = 5.0,
+    server_credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """A QueryService server with health and reflection, bound to ``listen``; not started.
 
-    Returns the server and the bound port (useful with port 0).  Stopping it
-    also closes its read pool.
+    With ``server_credentials`` it speaks TLS, else plaintext.  Returns the
+    server and the bound port (useful with port 0).  Stopping it also closes
+    its read pool.
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
     executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-query-grpc")
@@ -562,7 +564,7 @@ def build_query_server(
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(listen)
+        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
     except RuntimeError as e:
         port, cause = 0, e
     else:
@@ -587,12 +589,14 @@ class QueryGrpcService:
         listen: str,
         max_message_bytes: int,
         authenticator: Authenticator | None = None,
+        server_credentials: grpc.ServerCredentials | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.dsn = dsn
         self.listen = listen
         self.max_message_bytes = max_message_bytes
         self.authenticator = authenticator or DevModeAuthenticator()
+        self.server_credentials = server_credentials
         self.log = log_path or Path("(stderr)")
         self.port: int | None = None
         self._server: grpc.Server | None = None
@@ -607,6 +611,7 @@ class QueryGrpcService:
         self._server, self.port = build_query_server(
             dsn=self.dsn, listen=self.listen, max_message_bytes=self.max_message_bytes,
             interceptors=(AuthInterceptor(self.authenticator, QUERY_METHOD_ROLES),),
+            server_credentials=self.server_credentials,
         )  # fmt: skip
         self._server.start()
         logger.info("QueryService listening on %s", self.address)

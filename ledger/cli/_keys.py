@@ -142,7 +142,7 @@ def _send_admin_event(args: argparse.Namespace, settings: Settings, kind: str, p
     outbox = settings.data_dir / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
     with ChainFile(settings.data_dir / "producers", f"admin/{socket.gethostname()}/{admin.keyid[:16]}") as state, \
-            LedgerClient(_ledger_target(args, settings)) as client:  # fmt: skip
+            LedgerClient.from_settings(_ledger_target(args, settings), settings.grpc) as client:  # fmt: skip
         _resend_outbox(client, outbox)
         chain = ProducerChain(state.producer_id, admin, position=state.load())
         sealed = chain.emit(kind, prov, data=data)

@@ -9,6 +9,7 @@ import sys
 import threading
 
 from ledger.core.errors import ServerStartError
+from ledger.service.auth import server_security
 from ledger.service.runtime import LedgerRuntime
 from query.projector import Projector
 from query.service import QueryGrpcService
@@ -53,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
         projector = Projector(endpoints.postgres_dsn)
         projector.start()
         stack.add(projector)
+        security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
         query = QueryGrpcService(dsn=endpoints.postgres_dsn, listen=settings.grpc.query_listen,
-                                 max_message_bytes=settings.grpc.max_message_bytes)  # fmt: skip
+                                 max_message_bytes=settings.grpc.max_message_bytes,
+                                 authenticator=security.authenticator, server_credentials=security.credentials)  # fmt: skip
         query.start()
         stack.add(query)
         endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address, query_grpc=query.address)

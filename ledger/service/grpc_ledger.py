@@ -26,7 +26,16 @@ Decisions the proto (docs/api.md) leaves open, made here:
   (FAILED_PRECONDITION otherwise, saying it is newer and to retry shortly).
 * **Auth.** :class:`LedgerGrpcService` installs :class:`~.auth.AuthInterceptor`
   with :class:`~.auth.DevModeAuthenticator` unless given another
-  authenticator; :func:`build_ledger_server` installs only what it is given.
+  authenticator (``provault ledger serve`` passes the one
+  :func:`~.auth.server_security` builds, and TLS credentials);
+  :func:`build_ledger_server` installs only what it is given.  A caller
+  restricted to some producer ids (:func:`~.auth.restricted`) has every
+  envelope checked before anything is appended
+  (:func:`~.auth.append_refusal`; PERMISSION_DENIED naming the first refused
+  producer id).  Its AppendStream is read whole and checked before the first
+  batch is appended, so a refused stream appends nothing; such a stream may
+  hold at most :data:`MAX_CHECKED_STREAM_BYTES` of envelopes
+  (RESOURCE_EXHAUSTED beyond).
 * **Health.** SERVING for ``""`` and ``provault.v1.LedgerService`` while the
   server runs (NOT_SERVING once stopping); it does not track the database,
   whose outages show as UNAVAILABLE on each call.
@@ -60,7 +69,16 @@ from ledger.store import checkpoints, log
 from ledger.store._db import CONNECT_TIMEOUT_S, describe
 
 from .appender import SERVICE_ROLE, Appender
-from .auth import LEDGER_METHOD_ROLES, AuthInterceptor, Authenticator, DevModeAuthenticator
+from .auth import (
+    LEDGER_METHOD_ROLES,
+    AuthInterceptor,
+    Authenticator,
+    DevModeAuthenticator,
+    NotPermitted,
+    append_refusal,
+    current_identity,
+    restricted,
+)
 from .status import NotCovered, NotFound, TooManyMessages, abort_with, rejection_reason
 
 logger = logging.getLogger("provault.grpc")
@@ -70,6 +88,8 @@ APPEND_BATCH = 500
 MAX_REJECTION_MESSAGE_BYTES = 320
 RESULT_BYTES_BOUND = 512
 """An upper bound on one serialized AppendResult (with its repeated-field framing)."""
+MAX_CHECKED_STREAM_BYTES = 64 * 1_048_576
+"""Envelope bytes an AppendStream of a producer-restricted caller may carry (held until all are checked)."""
 MAX_DB_INT = 2**63 - 1
 _S = ledger_pb2.AppendStatus
 
@@ -198,6 +218,9 @@ def _rpc(fn: F) -> F:
     def handler(self: LedgerServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return fn(self, request, context)
+        except NotPermitted as e:
+            logger.info("%s: refused with PERMISSION_DENIED: %s", fn.__name__, e.message)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, e.diagnostics())
         except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
             if not context.is_active():
                 logger.info("%s: the client went away (%s)", fn.__name__, type(e).__name__)
@@ -218,7 +241,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     @_rpc
     def Append(self, request: ledger_pb2.AppendRequest, context: grpc.ServicerContext) -> ledger_pb2.AppendResponse:
-        (result,) = self._append([_envelope(request.envelope_json, "envelope_json")])
+        raw = _envelope(request.envelope_json, "envelope_json")
+        _authorize(raw, "envelope_json")
+        (result,) = self._append([raw])
         return ledger_pb2.AppendResponse(result=result)
 
     @_rpc
@@ -227,6 +252,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.AppendStreamResponse:
         results: list[ledger_pb2.AppendResult] = []
         batch: list[bytes] = []
+        if restricted(current_identity()):
+            request_iterator = self._checked_stream(request_iterator)
         for i, request in enumerate(request_iterator):
             if i >= self.max_stream_messages:
                 raise TooManyMessages(
@@ -245,6 +272,23 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             results=results, accepted_count=counts[_S.APPEND_STATUS_ACCEPTED],
             duplicate_count=counts[_S.APPEND_STATUS_DUPLICATE], rejected_count=counts[_S.APPEND_STATUS_REJECTED],
         )  # fmt: skip
+
+    def _checked_stream(self, requests: Iterable[ledger_pb2.AppendStreamRequest]) -> list[ledger_pb2.AppendStreamRequest]:
+        """The whole stream, once every message is known to be the caller's to append; nothing is appended before."""
+        held: list[ledger_pb2.AppendStreamRequest] = []
+        size = 0
+        for i, request in enumerate(requests):
+            if i >= self.max_stream_messages or size + len(request.envelope_json) > MAX_CHECKED_STREAM_BYTES:
+                raise TooManyMessages(
+                    f"stream message {i}: expected at most {self.max_stream_messages} messages and "
+                    f"{MAX_CHECKED_STREAM_BYTES} envelope bytes per stream, found more; nothing was appended",
+                    hint="split the events over several streams",
+                )
+            _authorize(_envelope(request.envelope_json, f"stream message {i}: envelope_json"), f"stream message {i}",
+                       suffix="; nothing of this stream was appended")  # fmt: skip
+            size += len(request.envelope_json)
+            held.append(request)
+        return held
 
     def _append(self, raws: Sequence[bytes]) -> list[ledger_pb2.AppendResult]:
         plan = self.appender.append(raws, source="grpc")
@@ -349,6 +393,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
 
+def _authorize(raw: bytes, what: str, *, suffix: str = "") -> None:
+    """NotPermitted when the caller may not append ``raw`` (see :func:`~.auth.append_refusal`)."""
+    refusal = append_refusal(current_identity(), raw)
+    if refusal:
+        raise NotPermitted(f"{what}: {refusal}{suffix}", hint="ask an admin for a credential that covers this producer id")
+
+
 def _not_covered(seq: int, tree_size: int, *, latest: bool) -> str:
     if latest:
         return (
@@ -421,10 +472,12 @@ def build_ledger_server(
     max_workers: int = 16,
     read_timeout_s: float = 5.0,
     append_batch: int = APPEND_BATCH,
+    server_credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """A LedgerService server with health and reflection, bound to ``listen``; not started.
 
-    Returns the server and the bound port (useful with port 0).
+    With ``server_credentials`` it speaks TLS, else plaintext.  Returns the
+    server and the bound port (useful with port 0).
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
     executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-grpc")
@@ -439,7 +492,7 @@ def build_ledger_server(
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(listen)
+        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
     except RuntimeError as e:
         port, cause = 0, e
     else:
@@ -467,6 +520,7 @@ class LedgerGrpcService:
         listen: str,
         max_message_bytes: int,
         authenticator: Authenticator | None = None,
+        server_credentials: grpc.ServerCredentials | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.dsn = dsn
@@ -474,6 +528,7 @@ class LedgerGrpcService:
         self.listen = listen
         self.max_message_bytes = max_message_bytes
         self.authenticator = authenticator or DevModeAuthenticator()
+        self.server_credentials = server_credentials
         self.log = log_path or Path("(stderr)")
         self.port: int | None = None
         self._server: grpc.Server | None = None
@@ -488,6 +543,7 @@ class LedgerGrpcService:
         self._server, self.port = build_ledger_server(
             dsn=self.dsn, appender=self.appender, listen=self.listen, max_message_bytes=self.max_message_bytes,
             interceptors=(AuthInterceptor(self.authenticator, LEDGER_METHOD_ROLES),),
+            server_credentials=self.server_credentials,
         )  # fmt: skip
         self._server.start()
         logger.info("LedgerService listening on %s", self.address)

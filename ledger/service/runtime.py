@@ -17,6 +17,7 @@ from ledger.store._db import connect
 from ledger.store.migrate import pending
 
 from .appender import Appender
+from .auth import server_security
 from .checkpointer import Checkpointer
 from .grpc_ledger import LedgerGrpcService
 from .ingest import IngestService, JetStreamIngest, limits_from
@@ -64,6 +65,7 @@ class LedgerRuntime:
 
     def start(self) -> None:
         s = self.settings
+        security = server_security(s, listen=s.grpc.ledger_listen, listen_key="grpc.ledger_listen")
         signer = load_checkpoint_signer(s, self.dsn)
         origin = checkpoints_origin(self.dsn)
         try:
@@ -77,6 +79,7 @@ class LedgerRuntime:
             self.grpc = LedgerGrpcService(
                 dsn=self.dsn, appender=self.appender, listen=s.grpc.ledger_listen,
                 max_message_bytes=s.grpc.max_message_bytes,
+                authenticator=security.authenticator, server_credentials=security.credentials,
             )  # fmt: skip
             self.grpc.start()
         except BaseException:

@@ -52,8 +52,8 @@ def _serve(ledger: Ledger, data_dir: Path, nats_url: str, log_file: Path) -> sub
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
     env.update({
         "PROVAULT_POSTGRES_DSN": ledger.dsn,
-        # One URL: nats.url takes a single server (see the limitation test in test_nats_urls.py);
-        # the client learns the other cluster members from the server and fails over to them.
+        # One URL on purpose: the client learns the other cluster members from the
+        # server and fails over to them (nats.url may also list every node).
         "PROVAULT_NATS_URL": nats_url,
         "PROVAULT_NATS_REPLICAS": "3",
         "PROVAULT_DATA_DIR": str(data_dir),
@@ -62,6 +62,7 @@ def _serve(ledger: Ledger, data_dir: Path, nats_url: str, log_file: Path) -> sub
         "PROVAULT_INGEST_WORKERS": "2",
         "PROVAULT_INGEST_ACK_WAIT_S": "2",
         "PROVAULT_INGEST_FETCH_TIMEOUT_S": "0.2",
+        "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
     })  # fmt: skip
     with open(log_file, "wb") as out:  # a file, not a pipe: reconnect warnings must never block the ledger
         return subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,

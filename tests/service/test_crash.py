@@ -37,6 +37,7 @@ def _serve(settings: Settings, ledger: Ledger, nats_url: str, failpoint: str | N
         "PROVAULT_INGEST_BATCH_SIZE": "20",
         "PROVAULT_INGEST_WORKERS": "1",
         "PROVAULT_INGEST_ACK_WAIT_S": "1",
+        "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
     })  # fmt: skip
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
