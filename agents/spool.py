@@ -105,12 +105,26 @@ class Spool:
                 )
             if self._tail_size + len(rec) > SEGMENT_BYTES and self._tail_size > len(MAGIC):
                 self._rotate()
-            _write_all(self._fd, rec)
+            try:
+                _write_all(self._fd, rec)
+            except OSError as e:
+                self._undo_partial_write()
+                raise SpoolFull(
+                    f"cannot write to spool {self.dir}: {e.strerror or e} (the event was not stored)",
+                    hint="free disk space (or raise the file-size limit); events already spooled are intact",
+                ) from None
             self._tail_size += len(rec)
             self.bytes += len(rec)
             index = self.next_index
             self.next_index += 1
             return index
+
+    def _undo_partial_write(self) -> None:
+        """Cut off whatever part of a failed record reached the file, so the segment stays readable."""
+        try:
+            os.ftruncate(self._fd, self._tail_size)
+        except OSError:  # nothing more can be done here; recovery sets a torn tail aside on the next open
+            pass
 
     def sync(self) -> None:
         """Make every appended record survive power loss (fsync of the tail segment)."""

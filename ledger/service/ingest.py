@@ -30,7 +30,7 @@ from pathlib import Path
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import FetchTimeoutError
+from nats.js.errors import FetchTimeoutError, NotFoundError
 
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
@@ -45,6 +45,23 @@ log = logging.getLogger("provault.ingest")
 CONNECT_TIMEOUT_S = 15.0
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
+
+
+async def fresh_consumer(js, stream: str) -> None:
+    """Start from the oldest unacknowledged message, in stream order.
+
+    After a crash JetStream would redeliver the unacknowledged messages of the
+    old consumer only when their ack wait expires, while new ones flow at once,
+    so a producer's later events could be committed before its earlier ones.
+    The stream is a work queue (acknowledged messages are gone), so a new
+    consumer simply starts at the first message not yet recorded.  One ingest
+    per stream (one sequencer per log) is the deployment rule that makes this
+    safe.
+    """
+    try:
+        await js.delete_consumer(stream, CONSUMER)
+    except NotFoundError:
+        pass
 
 
 def _die_with_parent() -> None:
@@ -139,6 +156,7 @@ class JetStreamIngest:
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self.settings.nats)
+                await fresh_consumer(js, self.settings.nats.stream)
                 sub = await js.pull_subscribe(
                     f"{self.settings.nats.subject_prefix}.>",
                     durable=CONSUMER,
