@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import sys
 import threading
 
-from ledger.core.errors import ServerStartError
-from ledger.service.auth import server_security
-from ledger.service.runtime import LedgerRuntime
-from query.projector import Projector
-from query.service import QueryGrpcService
-from ledger.stack import Endpoints, Stack, redact_dsn, write_stack_file
+from ledger.launch import check_running, refuse_if_up, start_stack
+from ledger.stack import Endpoints, Stack, redact_dsn
 
 from ._common import settings_from
-from ._ledger import initialise
 
 POLL_S = 0.5
 
@@ -39,29 +33,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, dev_mode=True)
+    refuse_if_up(settings)  # before the try: a refused start must not touch the running stack
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     stack = Stack(settings)
     try:
-        endpoints = stack.start()
-        changes = initialise(settings, endpoints.postgres_dsn, [])
-        runtime = LedgerRuntime(settings, dsn=endpoints.postgres_dsn, nats_url=endpoints.nats_url)
-        try:
-            runtime.start()
-        finally:
-            for svc in runtime.services():
-                stack.add(svc)
-        projector = Projector(endpoints.postgres_dsn)
-        projector.start()
-        stack.add(projector)
-        security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
-        query = QueryGrpcService(dsn=endpoints.postgres_dsn, listen=settings.grpc.query_listen,
-                                 max_message_bytes=settings.grpc.max_message_bytes,
-                                 authenticator=security.authenticator, server_credentials=security.credentials)  # fmt: skip
-        query.start()
-        stack.add(query)
-        endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address, query_grpc=query.address)
-        write_stack_file(settings.data_dir, endpoints)
+        endpoints, changes = start_stack(stack)
         _print_banner(settings, endpoints, changes)
         return _wait(stack, stop)
     finally:
@@ -74,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _wait(stack: Stack, stop: threading.Event) -> int:
     while not stop.wait(POLL_S):
-        for svc in stack.services():
-            if not svc.running():
-                raise ServerStartError(f"{svc.name} stopped unexpectedly", hint=f"see its log: {svc.log}")
+        check_running(stack)
     return 0
 
 

@@ -1,0 +1,78 @@
+"""Starting the whole one-machine stack: what ``provault up`` and ``provault demo`` share.
+
+Embedded PostgreSQL and NATS JetStream under the data directory (unless a DSN
+/ URL is configured), migration and ``ledger init``, the ledger service
+(ingest, checkpointer, LedgerService), the projector and QueryService, then
+``stack.json`` saying where everything listens.  Every started piece is handed
+to the :class:`~ledger.stack.Stack`, which stops them in reverse order; the
+ledger service is stopped through ``LedgerRuntime.stop()``, which signs a
+last checkpoint and closes the appender.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ledger.cli._ledger import initialise
+from ledger.core.errors import ServerStartError
+from ledger.service.auth import server_security
+from ledger.service.runtime import LedgerRuntime
+from ledger.stack import Endpoints, Stack, read_stack_file, write_stack_file
+from query.projector import Projector
+from query.service import QueryGrpcService
+
+
+class LedgerService:
+    """A started :class:`LedgerRuntime` as one stack service."""
+
+    name = "ledger"
+    log = Path("(stderr)")
+
+    def __init__(self, runtime: LedgerRuntime) -> None:
+        self.runtime = runtime
+
+    def running(self) -> bool:
+        return all(svc.running() for svc in self.runtime.services())
+
+    def stop(self) -> None:
+        self.runtime.stop()
+
+
+def refuse_if_up(settings) -> None:
+    """Refuse before starting anything when a live stack owns the data dir."""
+    info = read_stack_file(settings.data_dir)
+    if info is not None:
+        raise ServerStartError(
+            f"a provault stack (pid {info.get('pid')}) is already running on {settings.data_dir}",
+            hint="stop that `provault up` (Ctrl-C) first, or use another --data-dir",
+        )
+
+
+def start_stack(stack: Stack) -> tuple[Endpoints, list[str]]:
+    """Start everything; every started piece is in ``stack`` (stop it even on error)."""
+    settings = stack.settings
+    endpoints = stack.start()
+    changes = initialise(settings, endpoints.postgres_dsn, [])
+    runtime = LedgerRuntime(settings, dsn=endpoints.postgres_dsn, nats_url=endpoints.nats_url)
+    runtime.start()  # stops what it started when it fails
+    stack.add(LedgerService(runtime))
+    projector = Projector(endpoints.postgres_dsn)
+    projector.start()
+    stack.add(projector)
+    security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
+    query = QueryGrpcService(dsn=endpoints.postgres_dsn, listen=settings.grpc.query_listen,
+                             max_message_bytes=settings.grpc.max_message_bytes,
+                             authenticator=security.authenticator, server_credentials=security.credentials)  # fmt: skip
+    query.start()
+    stack.add(query)
+    endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address, query_grpc=query.address)
+    write_stack_file(settings.data_dir, endpoints)
+    return endpoints, changes
+
+
+def check_running(stack: Stack) -> None:
+    """Raise when a piece of the stack died."""
+    for svc in stack.services():
+        if not svc.running():
+            raise ServerStartError(f"{svc.name} stopped unexpectedly", hint=f"see its log: {svc.log}")
