@@ -60,7 +60,9 @@ class ChainFile:
         data = json.dumps({"id": position.id, "seq": position.seq, "prev": position.prev}).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # a short write (disk full) must never be renamed over the saved position
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -165,6 +165,7 @@ def _rpc(fn: F) -> F:
     @functools.wraps(fn)
     def handler(self: QueryServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            refuse_nul(request)
             return fn(self, request, context)
         except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
             _fail(context, e, fn.__name__)
@@ -178,11 +179,24 @@ def _rpc_stream(fn: F) -> F:
     @functools.wraps(fn)
     def handler(self: QueryServicer, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            refuse_nul(request)
             yield from fn(self, request, context)
         except Exception as e:  # noqa: BLE001
             _fail(context, e, fn.__name__)
 
     return handler  # type: ignore[return-value]
+
+
+def refuse_nul(message: Any, path: str = "request") -> None:
+    """INVALID_ARGUMENT for a U+0000 in any string field (no stored id or text can contain one)."""
+    for field, value in message.ListFields():
+        where = f"{path}.{field.name}"
+        values = value if field.is_repeated else [value]
+        for v in values:
+            if isinstance(v, str) and "\x00" in v:
+                raise InvalidArgument(f"{where}: contains a NUL character (U+0000); no id or text in the ledger does")
+            if hasattr(v, "ListFields"):
+                refuse_nul(v, where)
 
 
 # --- request fields ------------------------------------------------------------------------

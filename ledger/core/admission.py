@@ -130,6 +130,10 @@ def check_submission(
         ids = _peek_ids(env.payload if env else None)
         keyid = env.signatures[0].keyid if env and env.signatures else None
         return Refused(raw=raw, reason=e.reason, message=e.message, keyid=keyid, **ids)
+    except Exception as e:  # noqa: BLE001 - a checker bug must refuse (and record) the input, not stop ingest
+        keyid = env.signatures[0].keyid if env and env.signatures else None
+        return Refused(raw=raw, reason=CannotVerify.reason, keyid=keyid,
+                       message=f"the ledger could not check this envelope ({type(e).__name__}: {e!r:.200}); it was refused")  # fmt: skip
     if event.time > now + limits.max_clock_skew:
         return Refused(
             raw=raw, reason=CLOCK_SKEW, event_id=event.id, keyid=signers[0], producer_id=event.producer.id,
@@ -204,15 +208,30 @@ class BatchPlan:
     """One outcome per input item, in input order."""
 
 
-def chain_lookups(items: Sequence[Checked | Refused], producers: Mapping[str, ProducerState]) -> set[tuple[str, int]]:
-    """(producer, seq) pairs whose stored chain hash plan_batch may need."""
-    wanted: set[tuple[str, int]] = set()
+def heads_to_plan(items: Sequence[Checked | Refused]) -> list[EventHead]:
+    """The events plan_batch may accept: the checked ones, and those refused only for an
+    unknown key (a key registered earlier in the batch makes them acceptable), whose
+    state must be loaded too."""
+    heads = []
     for it in items:
         if isinstance(it, Checked):
-            p = it.event.producer
-            st = producers.get(p.id)
-            if st is not None and p.seq <= st.last_seq:
-                wanted.update({(p.id, p.seq), (p.id, p.seq - 1)})
+            heads.append(it.event)
+        elif it.reason == UnknownKey.reason:
+            try:
+                heads.append(EventHead.of(parse_event(parse_envelope(it.raw, max_size=len(it.raw) + 1).payload)))
+            except ProvaultError:
+                pass
+    return heads
+
+
+def chain_lookups(heads: Sequence[EventHead], producers: Mapping[str, ProducerState]) -> set[tuple[str, int]]:
+    """(producer, seq) pairs whose stored chain hash plan_batch may need."""
+    wanted: set[tuple[str, int]] = set()
+    for head in heads:
+        p = head.producer
+        st = producers.get(p.id)
+        if st is not None and p.seq <= st.last_seq:
+            wanted.update({(p.id, p.seq), (p.id, p.seq - 1)})
     return wanted
 
 

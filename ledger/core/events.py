@@ -65,6 +65,11 @@ def _check_json(value: Any, path: str, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise InvalidEvent(expected_found(f"{path} nesting", f"at most {MAX_DEPTH} levels", "deeper"), field=path)
     if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidEvent(
+                f"{path}: string contains a NUL character (U+0000)", field=path,
+                hint="the ledger stores text in PostgreSQL, which cannot hold U+0000; remove or escape it",
+            )
         if not value.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise InvalidEvent(f"{path}: string contains an unpaired UTF-16 surrogate escape", field=path)
     elif isinstance(value, float):
@@ -92,7 +97,7 @@ def _json_ok(value: Any, depth: int = 0) -> bool:
         return False
     t = type(value)
     if t is str:
-        return value.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+        return "\x00" not in value and (value.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in value))
     if t is dict:
         return all(type(k) is str and _json_ok(k, depth + 1) and _json_ok(v, depth + 1) for k, v in value.items())
     if t is list:

@@ -149,7 +149,7 @@ def parse_registration(event: SignedEvent) -> KeyRegistration:
     keyid = _str(data, "keyid", "data")
     try:
         public_key = base64.b64decode(_str(data, "public_key", "data"), validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise InvalidEvent("data.public_key: expected standard base64 of 32 bytes", field="data.public_key") from None
     if len(public_key) != 32:
         raise InvalidEvent(expected_found("data.public_key length", "32 bytes", f"{len(public_key)} bytes"), field="data.public_key")

@@ -29,6 +29,7 @@ from ledger.core.admission import (
     Refused,
     TailState,
     chain_lookups,
+    heads_to_plan,
     plan_batch,
 )
 from ledger.core.errors import InvalidArgument, LedgerCorrupted, ProvaultError, StorageUnavailable
@@ -145,15 +146,15 @@ def append_batch(
 
 
 def _load_tail(conn: psycopg.Connection, items: Sequence[Checked | Refused], size: int, cache: RegistryCache) -> TailState:
-    checked = [it for it in items if isinstance(it, Checked)]
-    ids = [uuid.UUID(it.event_id) for it in checked]
+    heads = heads_to_plan(items)
+    ids = [uuid.UUID(h.id) for h in heads]
     existing = {
         str(eid): (seq, bytes(leaf))
         for eid, seq, leaf in conn.execute(
             "SELECT event_id, seq, leaf_hash FROM ledger.entries WHERE event_id = ANY(%s)", (ids,)
         )
     }
-    pids = sorted({it.event.producer.id for it in checked})
+    pids = sorted({h.producer.id for h in heads})
     producers = {
         r[0]: ProducerState(last_seq=r[1], last_hash=r[2], entries=r[3], first_log_seq=r[4], last_log_seq=r[5])
         for r in conn.execute(
@@ -162,7 +163,7 @@ def _load_tail(conn: psycopg.Connection, items: Sequence[Checked | Refused], siz
             (pids,),
         )
     }
-    wanted = chain_lookups(items, producers)
+    wanted = chain_lookups(heads, producers)
     chain: dict[tuple[str, int], str] = {}
     if wanted:
         ps, ss = zip(*sorted(wanted), strict=True)
@@ -252,7 +253,7 @@ def _write_rejections(
 ) -> None:
     seqs = list(stream_seqs) if stream_seqs is not None else [None] * len(items)
     rows = [
-        (source, sseq, r.event_id, r.keyid, r.producer_id, r.reason, r.message,
+        (source, sseq, _storable(r.event_id), _storable(r.keyid), _storable(r.producer_id), r.reason, _storable(r.message),
          len(r.raw), hashlib.sha256(r.raw).digest(), r.raw)
         for r, sseq in zip(plan.outcomes, seqs, strict=True)
         if isinstance(r, Refused)
@@ -265,6 +266,11 @@ def _write_rejections(
         " ON CONFLICT (stream_seq) WHERE source = 'nats' DO NOTHING",
         rows,
     )
+
+
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL can hold: a NUL (which an attacker may put in a quoted value) written as \\x00."""
+    return text.replace("\x00", "\\x00") if text else text
 
 
 # --- reads --------------------------------------------------------------------------
