@@ -228,7 +228,13 @@ class Agent:
                     delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = RETRY_MIN_S
-                self._delivered(records[0].index + done)
+                try:
+                    self._delivered(records[0].index + done)
+                except OSError as e:  # saving the position or the cursor failed (disk full): resend later
+                    self.spool.rewind()
+                    self._note_failure(e)
+                    await asyncio.to_thread(self._stop.wait, delay)
+                    continue
                 if done < len(records):
                     self.spool.rewind()
         finally:

@@ -4,29 +4,30 @@ The ingest checks batch N+1 on its workers while batch N commits; when batch N
 registers a producer's key, the workers' key snapshot does not have it yet and
 refuse N+1's events of that producer as ``unknown_key``.  ``plan_batch`` then
 checks them again against the registry (``_retry_unknown_key``) and accepts
-them -- but the store loaded the producer's chain state and the known event
-ids only for the items that came in ``Checked``, so for the retried ones:
+them.  The store must load the chain state and the known event ids for those
+retried items too; when it loaded them only for items that came in
+``Checked``:
 
-* the producer's earlier entries are not seen: a 'gap' anomaly ("first event
-  seen ... seqs 1..k are missing") is recorded and ``ledger.producers`` is
+* the producer's earlier entries were not seen: a 'gap' anomaly ("first event
+  seen ... seqs 1..k are missing") was recorded and ``ledger.producers`` was
   overwritten with entries=1 and a wrong first_log_seq;
-* an event already in the log (a redelivery) is not recognised as a duplicate:
-  the insert violates ``entries_event_id_key`` and the batch fails with
-  StorageUnavailable -- which the ingest retries with the same stale items,
-  for ever.
+* an event already in the log (a redelivery) was not recognised as a
+  duplicate: the insert violated ``entries_event_id_key`` and the batch failed
+  with StorageUnavailable -- which the ingest retried with the same stale
+  items, for ever.
 
 Reproduced at the store, without timing (the stale check is made before the
-registration is appended), and end to end, where it shows in nearly every run.
+registration is appended), and end to end, where it showed in nearly every run.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from ledger.config import Settings
 from ledger.core.errors import StorageUnavailable
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.config import Settings
 from ledger.store import log
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
@@ -36,8 +37,6 @@ from .faultkit import assert_log_intact, save_checkpoint_key, serving, stream_me
 pytestmark = [pytest.mark.postgres]
 
 PRODUCER = "trainer@host-1/train"
-
-
 
 
 def _chain(ledger: Ledger):

@@ -135,7 +135,8 @@ def test_space_back_in_the_same_process_keeps_the_spool_readable(tmp_path, setti
 def test_disk_full_while_saving_the_chain_position_keeps_the_agent_startable(tmp_path, settings: Settings, ledger: Ledger,
                                                                              nats_target) -> None:  # fmt: skip
     # A 64-byte limit: the spool segment (written before it) is untouched, but the ~110-byte
-    # chain position the agent saves on delivery and on close no longer fits.
+    # chain position the agent saves on delivery and on close no longer fits.  A short write
+    # renamed over the saved position left truncated JSON the next agent refused to start on.
     key, base = _setup(tmp_path, settings, ledger)
     work = tmp_path / "agent"
     with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
