@@ -47,11 +47,9 @@ import importlib
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -61,8 +59,9 @@ from grpc_reflection.v1alpha import reflection
 from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.core.errors import InvalidArgument, ProvaultError, ServerStartError, expected_found
-from ledger.service.auth import ADMIN, AUDITOR, AuthInterceptor, Authenticator, DevModeAuthenticator
+from ledger.service.auth import ADMIN, AUDITOR
 from ledger.service.grpc_ledger import MAX_DB_INT, LedgerServer, ReadPool
+from ledger.service.grpc_service import GrpcServerService
 from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
 
 from . import traverse
@@ -591,56 +590,18 @@ def build_query_server(
     return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
 
 
-class QueryGrpcService:
-    """The QueryService server as a stack service (``provault up``)."""
+class QueryGrpcService(GrpcServerService):
+    """The QueryService server as a stack service (``provault up``, ``query serve``)."""
 
     name = "query-grpc"
+    service_label = "QueryService"
+    method_roles = QUERY_METHOD_ROLES
 
-    def __init__(
-        self,
-        *,
-        dsn: str,
-        listen: str,
-        max_message_bytes: int,
-        authenticator: Authenticator | None = None,
-        server_credentials: grpc.ServerCredentials | None = None,
-        log_path: Path | None = None,
-    ) -> None:
-        self.dsn = dsn
-        self.listen = listen
-        self.max_message_bytes = max_message_bytes
-        self.authenticator = authenticator or DevModeAuthenticator()
-        self.server_credentials = server_credentials
-        self.log = log_path or Path("(stderr)")
-        self.port: int | None = None
-        self._server: grpc.Server | None = None
-        self._stopped = threading.Event()
-
-    @property
-    def address(self) -> str | None:
-        """HOST:PORT actually bound, once started."""
-        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}" if self.port else None
-
-    def start(self) -> None:
-        self._server, self.port = build_query_server(
+    def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
+        return build_query_server(
             dsn=self.dsn, listen=self.listen, max_message_bytes=self.max_message_bytes,
-            interceptors=(AuthInterceptor(self.authenticator, QUERY_METHOD_ROLES),),
-            server_credentials=self.server_credentials,
+            interceptors=interceptors, server_credentials=self.server_credentials,
         )  # fmt: skip
-        self._server.start()
-        logger.info("QueryService listening on %s", self.address)
-        host = self.listen.rsplit(":", 1)[0].strip("[]")
-        if isinstance(self.authenticator, DevModeAuthenticator) and host not in ("127.0.0.1", "localhost", "::1"):
-            logger.warning("DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen)
-
-    def running(self) -> bool:
-        return self._server is not None and not self._stopped.is_set()
-
-    def stop(self, grace: float | None = 5.0) -> None:
-        if self._server is None or self._stopped.is_set():
-            return
-        self._stopped.set()
-        self._server.stop(grace).wait()
 
 
 __all__ = [

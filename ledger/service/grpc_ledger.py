@@ -50,7 +50,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -69,11 +68,9 @@ from ledger.store import checkpoints, log
 from ledger.store._db import CONNECT_TIMEOUT_S, describe
 
 from .appender import SERVICE_ROLE, Appender
+from .grpc_service import GrpcServerService
 from .auth import (
     LEDGER_METHOD_ROLES,
-    AuthInterceptor,
-    Authenticator,
-    DevModeAuthenticator,
     NotPermitted,
     append_refusal,
     current_identity,
@@ -507,55 +504,19 @@ def build_ledger_server(
     return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
 
 
-class LedgerGrpcService:
+class LedgerGrpcService(GrpcServerService):
     """The LedgerService server as a stack service (``provault up`` / ``ledger serve``)."""
 
     name = "ledger-grpc"
+    service_label = "LedgerService"
+    method_roles = LEDGER_METHOD_ROLES
 
-    def __init__(
-        self,
-        *,
-        dsn: str,
-        appender: Appender,
-        listen: str,
-        max_message_bytes: int,
-        authenticator: Authenticator | None = None,
-        server_credentials: grpc.ServerCredentials | None = None,
-        log_path: Path | None = None,
-    ) -> None:
-        self.dsn = dsn
+    def __init__(self, *, appender: Appender, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.appender = appender
-        self.listen = listen
-        self.max_message_bytes = max_message_bytes
-        self.authenticator = authenticator or DevModeAuthenticator()
-        self.server_credentials = server_credentials
-        self.log = log_path or Path("(stderr)")
-        self.port: int | None = None
-        self._server: grpc.Server | None = None
-        self._stopped = threading.Event()
 
-    @property
-    def address(self) -> str | None:
-        """HOST:PORT actually bound, once started."""
-        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}" if self.port else None
-
-    def start(self) -> None:
-        self._server, self.port = build_ledger_server(
+    def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
+        return build_ledger_server(
             dsn=self.dsn, appender=self.appender, listen=self.listen, max_message_bytes=self.max_message_bytes,
-            interceptors=(AuthInterceptor(self.authenticator, LEDGER_METHOD_ROLES),),
-            server_credentials=self.server_credentials,
+            interceptors=interceptors, server_credentials=self.server_credentials,
         )  # fmt: skip
-        self._server.start()
-        logger.info("LedgerService listening on %s", self.address)
-        host = self.listen.rsplit(":", 1)[0].strip("[]")
-        if isinstance(self.authenticator, DevModeAuthenticator) and host not in ("127.0.0.1", "localhost", "::1"):
-            logger.warning("DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen)
-
-    def running(self) -> bool:
-        return self._server is not None and not self._stopped.is_set()
-
-    def stop(self, grace: float | None = 5.0) -> None:
-        if self._server is None or self._stopped.is_set():
-            return
-        self._stopped.set()
-        self._server.stop(grace).wait()
