@@ -20,6 +20,7 @@ import nats.js.errors
 from ledger.client import ClientCredentials, LedgerClient
 from ledger.config import NatsSettings
 from ledger.core.errors import TransportUnavailable
+from ledger.natsauth import connect_options
 from ledger.transport import nats_servers, subject_for
 
 from .spool import Record
@@ -36,7 +37,14 @@ class Transport(Protocol):
 
 
 class NatsTransport:
-    """Publish to JetStream with ``Nats-Msg-Id`` = event id and wait for the stream's acks."""
+    """Publish to JetStream with ``Nats-Msg-Id`` = event id and wait for the stream's acks.
+
+    With ``nats.nkey_seed_file`` the agent connects as its own NATS user
+    (ledger/natsauth.py), which may publish only on its producers' subjects.
+    NATS reports a refused publish asynchronously and the acknowledgement then
+    never comes: the refusal is kept and named in the TransportUnavailable
+    raised for the timed-out batch, so a misconfigured agent says why.
+    """
 
     name = "nats"
 
@@ -45,6 +53,9 @@ class NatsTransport:
         self.subject = subject_for(settings, producer_id)
         self.stream = settings.stream
         self.timeout_s = timeout_s
+        self.connect_options = connect_options(settings)  # a bad seed file or CA is a ConfigError here, at start
+        self.refusal: str | None = None
+        """The last permissions / authorization error NATS sent this client."""
         self._nc: nats.NATS | None = None
 
     async def _connect(self) -> nats.NATS:
@@ -52,16 +63,25 @@ class NatsTransport:
             return self._nc
         if self._nc is not None:
             await self._drop()
-        async def quiet(e: Exception) -> None:
-            log.debug("NATS connection problem: %s", e)
+        async def note(e: Exception) -> None:
+            if _is_refusal(e):
+                self.refusal = str(e)
+                log.error("NATS refused this agent: %s", e)
+            else:
+                log.debug("NATS connection problem: %s", e)
 
         try:
             self._nc = await asyncio.wait_for(
                 nats.connect(servers=nats_servers(self.url), connect_timeout=self.timeout_s, max_reconnect_attempts=0, allow_reconnect=False,
-                             name="provault-agent", error_cb=quiet),
+                             name="provault-agent", error_cb=note, **self.connect_options),
                 timeout=self.timeout_s,
             )  # fmt: skip
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
+            if _is_refusal(e):
+                raise TransportUnavailable(
+                    f"NATS at {self.url} refused this agent's credentials ({e})",
+                    hint="check nats.nkey_seed_file and that its user is in the servers' authorization block (`provault nats server-config`)",
+                ) from None  # fmt: skip
             raise TransportUnavailable(f"NATS at {self.url} is not reachable ({type(e).__name__})") from None
         return self._nc
 
@@ -87,6 +107,13 @@ class NatsTransport:
             await asyncio.gather(*futures, return_exceptions=True)
             if delivered:
                 return delivered
+            if self.refusal is not None:
+                refusal, self.refusal = self.refusal, None
+                raise TransportUnavailable(
+                    f"NATS at {self.url} refused to let this agent publish on {self.subject} ({refusal})",
+                    hint=f"the agent's NATS user must be created for this producer: `provault nats user add NAME --role agent --producer ID` "
+                         f"publishes on {self.subject} only",
+                ) from None  # fmt: skip
             raise TransportUnavailable(f"publishing to JetStream at {self.url} failed ({type(e).__name__}: {e})") from None
 
     async def _drop(self) -> None:
@@ -99,6 +126,11 @@ class NatsTransport:
 
     async def close(self) -> None:
         await self._drop()
+
+
+def _is_refusal(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "permissions violation" in text or "authorization violation" in text or "authentication" in text
 
 
 def _prefix_done(futures: list) -> list:

@@ -57,6 +57,13 @@ class NatsSettings:
     duplicate_window_s: float = 600.0
     max_bytes: int = -1
     """Stream size limit in bytes; -1 means unlimited."""
+    # Credentials (ledger/natsauth.py, `provault nats user ...`).
+    nkey_seed_file: str | None = None
+    """The NATS user nkey seed (mode 0600) this process connects with; unset: no credentials."""
+    users_file: str | None = None
+    """The NATS users registry for `provault nats`; default <data_dir>/auth/nats-users.json."""
+    tls_ca: str | None = None
+    """CA certificates (PEM) that sign the NATS servers' certificates; set: connect with TLS."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -274,7 +275,12 @@ class EmbeddedNats:
     """A NATS server with JetStream, store under ``root/jetstream``, on 127.0.0.1.
 
     ``cluster`` (name, own route port, peer route URLs) makes it one node of a
-    cluster, which the multi-node tests use.
+    cluster, which the multi-node tests use.  ``include`` is a nats-server
+    config fragment pulled into the server's config (the ``authorization``
+    block of ``provault nats server-config``); :meth:`reload` re-reads it.
+
+    The whole configuration is written to ``root/nats-server.conf`` rather
+    than given as flags, because nats-server reloads only its config file.
     """
 
     def __init__(
@@ -284,6 +290,7 @@ class EmbeddedNats:
         port: int = 0,
         server_name: str = "provault-dev",
         cluster: tuple[str, int, tuple[str, ...]] | None = None,
+        include: Path | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.store = self.root / "jetstream"
@@ -292,6 +299,8 @@ class EmbeddedNats:
         self.port = 0
         self.server_name = server_name
         self.cluster = cluster
+        self.include = Path(include).resolve() if include else None
+        self.config = self.root / "nats-server.conf"
         self._proc: subprocess.Popen[bytes] | None = None
 
     name = "NATS"
@@ -334,6 +343,13 @@ class EmbeddedNats:
         _stop_process(self._proc, signal.SIGKILL)
         self._proc = None
 
+    def reload(self) -> None:
+        """Re-read the config and ``include`` (SIGHUP, as ``nats-server --signal reload``): new users, removed users."""
+        if not self.running():
+            raise ServerStartError("nats-server is not running; nothing to reload")
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)
+
     def __enter__(self) -> EmbeddedNats:
         self.start()
         return self
@@ -342,16 +358,21 @@ class EmbeddedNats:
         self.stop()
 
     def _command(self) -> list[str]:
-        cmd = [
-            str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(self.port),
-            "-js", "-sd", str(self.store), "-n", self.server_name,
-        ]  # fmt: skip
+        q = json.dumps  # nats-server reads JSON strings as plain strings
+        lines = [
+            "# Written by provault for its embedded server; rewritten at every start.",
+            f"server_name: {q(self.server_name)}",
+            f"listen: {q(f'127.0.0.1:{self.port}')}",
+            f"jetstream {{ store_dir: {q(str(self.store))} }}",
+        ]
         if self.cluster:
             name, route_port, routes = self.cluster
-            cmd += ["--cluster_name", name, "--cluster", f"nats://127.0.0.1:{route_port}"]
-            if routes:
-                cmd += ["--routes", ",".join(routes)]
-        return cmd
+            lines.append(f"cluster {{ name: {q(name)}, listen: {q(f'127.0.0.1:{route_port}')}, routes: {q(list(routes))} }}")
+        if self.include is not None:
+            # nats-server resolves an include relative to the including file, absolute or not.
+            lines.append(f"include {q(os.path.relpath(self.include, self.root))}")
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return [str(nats_server_binary()), "-c", str(self.config)]
 
     def _launch(self) -> None:
         with open(self.log, "ab") as log:

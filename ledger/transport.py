@@ -25,6 +25,8 @@ from ledger.config import NatsSettings
 from ledger.core.errors import ConfigError, TransportUnavailable
 
 CONSUMER = "provault-ledger"
+WRONG_SUBJECT = "wrong_subject"
+"""The rejection reason of an event that did not arrive on its own producer's subject."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 

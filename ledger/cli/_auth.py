@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from ledger.core.errors import ProvaultError
+from ledger.filestore import write_new_secret
 from ledger.service.tokens import ROLES, TokenEntry, TokenStore, tokens_path
 
 from ._common import settings_from
@@ -67,11 +67,9 @@ def _patterns(role: str, patterns: list[str]) -> tuple[str, ...]:
 
 def _write_new(path: Path, token: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new_secret(path, token + "\n")
     except FileExistsError:
         raise TokenCommandFailed(f"--out: {path} already exists; not overwriting a token file", hint="choose another file") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
 
 
 def run_create(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ def _wait(stack: Stack, stop: threading.Event) -> int:
 
 def _print_banner(settings, endpoints: Endpoints, changes: list[str]) -> None:
     lines = [
-        "provault is up (DEV MODE: no authentication, loopback only)",
+        "provault is up (DEV MODE: no authentication on gRPC or NATS, loopback only)",
         f"  data dir    {settings.data_dir}",
         f"  postgres    {redact_dsn(endpoints.postgres_dsn)}" + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
         f"  nats        {endpoints.nats_url}" + ("  (embedded)" if "nats" in endpoints.embedded else ""),

@@ -9,6 +9,12 @@ Per batch, in this order:
    nodes, rejections, producer chains, key changes) and commit;
 4. only then acknowledge every message of the batch.
 
+A checked event must have arrived on its producer's own subject
+(``<subject_prefix>.<producer token>``): NATS permissions confine each agent
+user to the subjects of its producer ids (ledger/natsauth.py), so an event
+signed for one producer but published by another's agent is refused as
+``wrong_subject``.
+
 A crash before 3 commits loses nothing (JetStream redelivers); a crash between
 3 and 4 duplicates nothing (the redelivered events are already in the log by
 event id, and rejections are unique by stream sequence).  Stage 2 of the next
@@ -35,7 +41,8 @@ from nats.js.errors import FetchTimeoutError, NotFoundError
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
 from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable
-from ledger.transport import CONSUMER, consumer_config, ensure_stream, nats_servers
+from ledger.natsauth import connect_options
+from ledger.transport import CONSUMER, WRONG_SUBJECT, consumer_config, ensure_stream, nats_servers, subject_for
 
 from . import failpoints
 from .appender import Appender
@@ -149,6 +156,7 @@ class JetStreamIngest:
         self.workers = n or (os.cpu_count() or 1)
         self.stats = IngestStats()
         self.ready = threading.Event()
+        self.connect_options = connect_options(settings.nats)  # a bad seed file or CA fails here, before any thread
 
     async def run(self, stop: asyncio.Event) -> None:
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
@@ -180,7 +188,7 @@ class JetStreamIngest:
         try:
             return await asyncio.wait_for(
                 nats.connect(servers=nats_servers(self.url), name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                             connect_timeout=2, allow_reconnect=True, error_cb=quiet),
+                             connect_timeout=2, allow_reconnect=True, error_cb=quiet, **self.connect_options),
                 timeout=CONNECT_TIMEOUT_S,
             )  # fmt: skip
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as e:
@@ -224,7 +232,8 @@ class JetStreamIngest:
     ) -> None:
         try:
             while (msgs := await inbox.get()) is not None:
-                if not await _put(outbox, (msgs, await self._check(pool, [m.data for m in msgs])), writer):
+                checked = self.bind_subjects([m.subject for m in msgs], await self._check(pool, [m.data for m in msgs]))
+                if not await _put(outbox, (msgs, checked), writer):
                     return  # the writer ended (stopping): unacknowledged batches are redelivered
         finally:
             await _close(outbox, writer)
@@ -247,6 +256,19 @@ class JetStreamIngest:
         chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
         parts = await asyncio.gather(*(loop.run_in_executor(pool, check_chunk, c, keys, now, self.limits) for c in chunks))
         return [item for part in parts for item in part]
+
+    def bind_subjects(self, subjects: Sequence[str], items: list[Checked | Refused]) -> list[Checked | Refused]:
+        """Refuse a checked event that did not arrive on its own producer's subject."""
+        out: list[Checked | Refused] = []
+        for subject, it in zip(subjects, items, strict=True):
+            if isinstance(it, Checked) and subject != (want := subject_for(self.settings.nats, it.event.producer.id)):
+                it = Refused(
+                    raw=it.raw, reason=WRONG_SUBJECT, event_id=it.event_id, keyid=it.keyid, producer_id=it.event.producer.id,
+                    message=f"an event of producer {it.event.producer.id!r} arrived on subject {subject!r}; "
+                            f"it must be published on its producer's subject {want!r}",
+                )  # fmt: skip
+            out.append(it)
+        return out
 
     def _public_keys_with_retry(self) -> dict[str, bytes]:
         delay = RETRY_MIN_S

@@ -12,6 +12,7 @@ import logging
 from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
+from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
 from ledger.store._db import connect
 from ledger.store.migrate import pending
@@ -66,6 +67,7 @@ class LedgerRuntime:
     def start(self) -> None:
         s = self.settings
         security = server_security(s, listen=s.grpc.ledger_listen, listen_key="grpc.ledger_listen")
+        require_ledger_user(s)
         signer = load_checkpoint_signer(s, self.dsn)
         origin = checkpoints_origin(self.dsn)
         try:

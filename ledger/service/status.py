@@ -29,6 +29,7 @@ from provault.v1 import ledger_pb2
 from ledger.core import admission
 from ledger.core import errors as e
 from ledger.store.checkpoints import NotInitialized, TrustConflict
+from ledger.transport import WRONG_SUBJECT
 
 logger = logging.getLogger("provault.grpc")
 
@@ -162,6 +163,7 @@ REJECTION_REASONS: dict[str, int] = {
     admission.TOO_LARGE: R.REJECTION_REASON_TOO_LARGE,
     e.CannotVerify.reason: R.REJECTION_REASON_CANNOT_VERIFY,
     admission.CLOCK_SKEW: R.REJECTION_REASON_CLOCK_SKEW,
+    WRONG_SUBJECT: R.REJECTION_REASON_WRONG_SUBJECT,
     # Closest values for the reasons the proto does not name.
     # A generic decode failure happens while reading the envelope bytes.
     e.DecodeError.reason: R.REJECTION_REASON_MALFORMED_ENVELOPE,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import ipaddress
@@ -30,7 +29,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.config import Settings
+from ledger.filestore import exclusive, replace_atomically
 from ledger.core.errors import ConfigError, ProvaultError
 
 ROLES = ("producer", "auditor", "admin")
@@ -187,25 +186,12 @@ class TokenStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, TokenEntry]]:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(f"{self.path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(self.path):
             yield self.load()
 
     def _write(self, entries: Sequence[TokenEntry]) -> None:
         body = json.dumps({"version": _FILE_VERSION, "tokens": [e.to_json() for e in entries]}, indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        replace_atomically(self.path, body)
 
     def create(self, *, role: str, producers: Sequence[str] = (), name: str = "") -> tuple[str, TokenEntry]:
         """Store a new token's hash; return the token (shown once, never stored) and its entry."""

@@ -33,6 +33,7 @@ class RejectionReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECTION_REASON_TOO_LARGE: _ClassVar[RejectionReason]
     REJECTION_REASON_CANNOT_VERIFY: _ClassVar[RejectionReason]
     REJECTION_REASON_CLOCK_SKEW: _ClassVar[RejectionReason]
+    REJECTION_REASON_WRONG_SUBJECT: _ClassVar[RejectionReason]
 APPEND_STATUS_UNSPECIFIED: AppendStatus
 APPEND_STATUS_ACCEPTED: AppendStatus
 APPEND_STATUS_DUPLICATE: AppendStatus
@@ -51,6 +52,7 @@ REJECTION_REASON_PRODUCER_CHAIN_BROKEN: RejectionReason
 REJECTION_REASON_TOO_LARGE: RejectionReason
 REJECTION_REASON_CANNOT_VERIFY: RejectionReason
 REJECTION_REASON_CLOCK_SKEW: RejectionReason
+REJECTION_REASON_WRONG_SUBJECT: RejectionReason
 
 class AppendRequest(_message.Message):
     __slots__ = ("envelope_json",)
