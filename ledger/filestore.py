@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ledger.core.errors import ConfigError
+
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
@@ -47,3 +49,24 @@ def write_new_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def read_registry(path: Path, *, key: str, what: str) -> bytes | None:
+    """The bytes of a registry file that servers trust (None when it does not exist).
+
+    ConfigError when it cannot be read, or when others may write it: whoever
+    can write it could add ``what`` (a token, a user).
+    """
+    try:
+        st = os.stat(path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError([f"{key}: cannot read {path} ({e.strerror})"]) from None
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            [f"{key}: {path} is writable by others (mode {st.st_mode & 0o777:o}): anyone could add {what}"],
+            hint=f"chmod 600 {path}",
+        )
+    return data

@@ -48,7 +48,7 @@ import nkeys
 
 from ledger.config import NatsSettings, Settings
 from ledger.core.errors import ConfigError, ProvaultError
-from ledger.filestore import exclusive, replace_atomically
+from ledger.filestore import exclusive, read_registry, replace_atomically
 from ledger.transport import CONSUMER, subject_for
 
 ROLES = ("agent", "ledger")
@@ -226,19 +226,9 @@ class NatsUsers:
         self.path = path
 
     def load(self) -> dict[str, NatsUser]:
-        try:
-            st = os.stat(self.path)
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as e:
-            raise ConfigError([f"nats.users_file: cannot read {self.path} ({e.strerror})"]) from None
-        if st.st_mode & 0o022:
-            raise ConfigError(
-                [f"nats.users_file: {self.path} is writable by others (mode {st.st_mode & 0o777:o}): anyone could add a user"],
-                hint=f"chmod 600 {self.path}",
-            )
-        return parse_users_file(data, str(self.path))
+        """Users by name ({} when the file does not exist); ConfigError when it is bad or others may write it."""
+        data = read_registry(self.path, key="nats.users_file", what="a user")
+        return {} if data is None else parse_users_file(data, str(self.path))
 
     def _write(self, users: Sequence[NatsUser]) -> None:
         body = json.dumps({"version": _FILE_VERSION, "users": [u.to_json() for u in users]}, indent=2) + "\n"

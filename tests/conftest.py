@@ -13,6 +13,7 @@ Each test gets its own database; each test gets its own JetStream server
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -139,9 +140,9 @@ def ledger(pg_dsn: str):
 # --- a running ingest -----------------------------------------------------
 
 
-@pytest.fixture
-def ingest(settings: Settings, ledger, nats_target: NatsTarget):
-    """The ledger's JetStream ingest, in-process, for this test's database and JetStream."""
+@contextlib.contextmanager
+def running_ingest(settings: Settings, dsn: str, nats_url: str):
+    """The ledger's JetStream ingest, in-process, with small batches and one worker."""
     import dataclasses  # noqa: PLC0415
 
     from ledger.config import IngestSettings  # noqa: PLC0415
@@ -149,14 +150,21 @@ def ingest(settings: Settings, ledger, nats_target: NatsTarget):
     from ledger.service.ingest import IngestService, JetStreamIngest, limits_from  # noqa: PLC0415
 
     s = dataclasses.replace(settings, ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2))
-    appender = Appender(ledger.dsn, limits=limits_from(s))
-    svc = IngestService(JetStreamIngest(s, appender, nats_target.url))
-    svc.start()
+    appender = Appender(dsn, limits=limits_from(s))
+    svc = IngestService(JetStreamIngest(s, appender, nats_url))
     try:
+        svc.start()
         yield svc
     finally:
         svc.stop()
         appender.close()
+
+
+@pytest.fixture
+def ingest(settings: Settings, ledger, nats_target: NatsTarget):
+    """The ledger's JetStream ingest, in-process, for this test's database and JetStream."""
+    with running_ingest(settings, ledger.dsn, nats_target.url) as svc:
+        yield svc
 
 
 # --- settings -------------------------------------------------------------

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.config import Settings
-from ledger.filestore import exclusive, replace_atomically
+from ledger.filestore import exclusive, read_registry, replace_atomically
 from ledger.core.errors import ConfigError, ProvaultError
 
 ROLES = ("producer", "auditor", "admin")
@@ -170,19 +170,8 @@ class TokenStore:
 
     def load(self) -> dict[str, TokenEntry]:
         """Entries by id ({} when the file does not exist); ConfigError when it is bad or others may write it."""
-        try:
-            st = os.stat(self.path)
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        except OSError as e:
-            raise ConfigError([f"grpc.tokens_file: cannot read {self.path} ({e.strerror})"]) from None
-        if st.st_mode & 0o022:
-            raise ConfigError(
-                [f"grpc.tokens_file: {self.path} is writable by others (mode {st.st_mode & 0o777:o}): anyone could add a token"],
-                hint=f"chmod 600 {self.path}",
-            )
-        return parse_tokens_file(data, str(self.path))
+        data = read_registry(self.path, key="grpc.tokens_file", what="a token")
+        return {} if data is None else parse_tokens_file(data, str(self.path))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, TokenEntry]]:

@@ -22,16 +22,16 @@ import pytest
 
 from agents.spool import Record
 from agents.transport import NatsTransport
-from ledger.config import IngestSettings, NatsSettings, PostgresSettings, Settings
+from ledger.config import NatsSettings, PostgresSettings, Settings
 from ledger.core.errors import ConfigError, TransportUnavailable
 from ledger.core.producing import Sealed
 from ledger.embedded import EmbeddedNats
 from ledger.filestore import write_new_secret
 from ledger.natsauth import NatsUsers, connect_options, new_user_seed, render_server_config, require_ledger_user
-from ledger.service.appender import Appender
-from ledger.service.ingest import IngestService, JetStreamIngest, limits_from
+from ledger.service.ingest import IngestService
 from ledger.store import log
 from ledger.transport import CONSUMER, subject_for
+from tests.conftest import running_ingest
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import wait_for
 
@@ -89,15 +89,8 @@ def secured(tmp_path: Path, pg_dsn: str) -> Iterator[SecuredNats]:
 @pytest.fixture
 def ledger_ingest(secured: SecuredNats, ledger: Ledger) -> Iterator[IngestService]:
     """The real ingest, connected as the ledger's NATS user."""
-    s = dataclasses.replace(secured.settings("ledger"), ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2))
-    appender = Appender(ledger.dsn, limits=limits_from(s))
-    svc = IngestService(JetStreamIngest(s, appender, secured.server.url))
-    svc.start()
-    try:
+    with running_ingest(secured.settings("ledger"), ledger.dsn, secured.server.url) as svc:
         yield svc
-    finally:
-        svc.stop()
-        appender.close()
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -305,12 +298,51 @@ def test_the_ledger_refuses_to_start_without_a_nats_user_outside_dev_mode(secure
 
 def test_an_ingest_with_an_agent_seed_cannot_consume(secured: SecuredNats, ledger: Ledger) -> None:
     """A ledger misconfigured with an agent's seed fails at start with the server's reason, and consumes nothing."""
-    s = dataclasses.replace(secured.settings("gpu-07"), ingest=IngestSettings(batch_size=50, workers=1, fetch_timeout_s=0.2))
-    appender = Appender(ledger.dsn, limits=limits_from(s))
-    svc = IngestService(JetStreamIngest(s, appender, secured.server.url))
-    try:
-        with pytest.raises(Exception, match="(?i)permission|timeout|authoriz"):
-            svc.start(ready_timeout=20)
-    finally:
-        svc.stop()
-        appender.close()
+    with pytest.raises(Exception, match="(?i)permission|timeout|authoriz"):  # noqa: PT012
+        with running_ingest(secured.settings("gpu-07"), ledger.dsn, secured.server.url):
+            pass
+    assert log.log_size(ledger.conn) == 0
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+
+def test_agents_connect_over_tls_when_nats_tls_ca_is_set(tmp_path: Path) -> None:
+    """With a TLS block on the server, nats.tls_ca makes the client verify it; without the CA the client refuses."""
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+
+    from tests.service.test_auth import Pki  # noqa: PLC0415
+
+    if os.environ.get("PROVAULT_TEST_NATS_URL"):
+        pytest.skip("needs a nats-server this test configures")
+    pki, other = Pki.new("nats-test-ca"), Pki.new("someone-else")
+    cert, key = pki.issue("nats", server=True, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    (tmp_path / "server.pem").write_bytes(cert)
+    (tmp_path / "server.key").write_bytes(key)
+    (tmp_path / "ca.pem").write_bytes(pki.ca_cert)
+    (tmp_path / "other-ca.pem").write_bytes(other.ca_cert)
+    seed, public = new_user_seed()
+    users = NatsUsers(tmp_path / "users.json")
+    users.add(name="ledger", role="ledger", public_key=new_user_seed()[1])
+    users.add(name="gpu-07", role="agent", public_key=public, producers=["trainer@gpu-07"])
+    write_new_secret(tmp_path / "gpu-07.nk", seed + "\n")
+    conf = tmp_path / "nats.conf"
+    conf.write_text(render_server_config(list(users.load().values()), NatsSettings())
+                    + f'tls {{ cert_file: "{tmp_path / "server.pem"}", key_file: "{tmp_path / "server.key"}" }}\n')  # fmt: skip
+    with EmbeddedNats(tmp_path / "nats", include=conf) as server:
+        url = f"tls://127.0.0.1:{server.port}"
+        good = NatsSettings(url=url, nkey_seed_file=str(tmp_path / "gpu-07.nk"), tls_ca=str(tmp_path / "ca.pem"))
+
+        async def connect(s: NatsSettings) -> str:
+            nc = await nats.connect(url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **connect_options(s))
+            try:
+                await nc.flush(timeout=3)
+                return "connected" if nc.is_connected and nc.connected_url and nc.connected_url.scheme == "tls" else "not tls"
+            finally:
+                await nc.close()
+
+        assert asyncio.run(connect(good)) == "connected"
+        with pytest.raises(Exception, match="(?i)certificate verify failed"):
+            asyncio.run(connect(dataclasses.replace(good, tls_ca=str(tmp_path / "other-ca.pem"))))
