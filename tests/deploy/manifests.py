@@ -1,9 +1,13 @@
-"""Reading deploy/: YAML documents, containers, PROVAULT_* settings and provault command lines."""
+"""Reading deploy/ (YAML documents, containers, PROVAULT_* settings, provault command lines, mounts, health
+checks), and what tests need to try it: certificates, a TLS health server, NATS users from the real CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,3 +75,270 @@ def dockerfile_env() -> dict[str, str]:
                 name, _, value = pair.partition("=")
                 env[name] = value
     return env
+
+
+# --- the processes deploy/ runs: environment, commands, mounts, health checks ---------------------
+
+PATH_SETTINGS = (
+    "PROVAULT_DATA_DIR",
+    "PROVAULT_SIGNING_CHECKPOINT_KEY",
+    "PROVAULT_GRPC_TLS_CERT",
+    "PROVAULT_GRPC_TLS_KEY",
+    "PROVAULT_GRPC_TLS_CLIENT_CA",
+    "PROVAULT_GRPC_TOKENS_FILE",
+    "PROVAULT_NATS_NKEY_SEED_FILE",
+    "PROVAULT_NATS_TLS_CA",
+    "PGPASSFILE",
+)
+"""Variables whose value is a file or folder in the container."""
+
+PRIVATE_SETTINGS = ("PROVAULT_SIGNING_CHECKPOINT_KEY", "PROVAULT_GRPC_TLS_KEY", "PROVAULT_NATS_NKEY_SEED_FILE", "PGPASSFILE")
+"""Files provault (or libpq) refuses when group or others may read them."""
+
+_INSTALL_0600 = re.compile(r"install -m 0600 (\S+) (\S+)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mount:
+    path: str
+    """Where the container sees it."""
+    kind: str
+    """compose: secret, bind, volume, tmpfs; Kubernetes: secret, configMap, emptyDir, other."""
+    source: str
+    """compose: the secret's name or the host path; Kubernetes: the Secret's or ConfigMap's name, or the volume's."""
+    sub_path: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Process:
+    """One provault container: what it runs and what it sees."""
+
+    where: str
+    env: dict[str, str]
+    commands: list[list[str]]
+    mounts: list[Mount]
+    health: list[list[str]]
+    """Health-check command lines (compose healthcheck, Kubernetes exec probes)."""
+    grpc_probes: list[str]
+    """Kubernetes probes that use the kubelet's own grpc check."""
+    init_copies: dict[str, tuple[str, list[Mount]]]
+    """Kubernetes: files an init container installs with mode 0600, destination -> (source, that container's mounts)."""
+
+    def mount_of(self, path: str) -> Mount | None:
+        """The mount a path is on (the deepest one), or None."""
+        hits = [m for m in self.mounts if path == m.path or path.startswith(m.path.rstrip("/") + "/")]
+        return max(hits, key=lambda m: len(m.path), default=None)
+
+    def server(self) -> tuple[str, str] | None:
+        """(listen setting key, variable) of the gRPC server this process runs, or None."""
+        for cmd in self.commands:
+            if cmd[1:3] == ["ledger", "serve"]:
+                return "grpc.ledger_listen", "PROVAULT_GRPC_LEDGER_LISTEN"
+            if cmd[1:3] == ["query", "serve"]:
+                return "grpc.query_listen", "PROVAULT_GRPC_QUERY_LISTEN"
+        return None
+
+
+def env_values(env: Any) -> dict[str, str]:
+    if isinstance(env, dict):
+        return {k: str(v) for k, v in env.items()}
+    return {e["name"]: str(e["value"]) for e in env or [] if "value" in e}
+
+
+def compose_processes() -> list[Process]:
+    """The services that run the provault image."""
+    c = compose()
+    base = dockerfile_env()
+    out = []
+    for name, svc in c["services"].items():
+        if "build" not in svc:
+            continue
+        argv = [*svc.get("entrypoint", []), *svc.get("command", [])]
+        mounts = [Mount(path=f"/run/secrets/{s}", kind="secret", source=s) for s in svc.get("secrets", [])]
+        for v in svc.get("volumes", []):
+            source, target = v.split(":")[:2]
+            mounts.append(Mount(path=target, kind="bind" if source.startswith(".") else "volume", source=source))
+        mounts += [Mount(path=t.split(":")[0], kind="tmpfs", source="") for t in svc.get("tmpfs", [])]
+        test = svc.get("healthcheck", {}).get("test")
+        out.append(Process(
+            where=f"compose {name}", env={**base, **env_values(svc.get("environment"))},
+            commands=provault_commands(argv, entrypoint_is_provault="entrypoint" not in svc), mounts=mounts,
+            health=[test[1:]] if test and test[0] == "CMD" else [], grpc_probes=[], init_copies={},
+        ))  # fmt: skip
+    return out
+
+
+def _kube_mounts(container: dict[str, Any], volumes: dict[str, dict[str, Any]]) -> list[Mount]:
+    out = []
+    for m in container.get("volumeMounts", []):
+        vol = volumes[m["name"]]
+        if "secret" in vol:
+            kind, source = "secret", vol["secret"]["secretName"]
+        elif "configMap" in vol:
+            kind, source = "configMap", vol["configMap"]["name"]
+        elif "emptyDir" in vol:
+            kind, source = "emptyDir", m["name"]
+        else:
+            kind, source = "other", m["name"]
+        out.append(Mount(path=m["mountPath"], kind=kind, source=source, sub_path="subPath" in m))
+    return out
+
+
+def kube_processes(docs: list[dict[str, Any]]) -> list[Process]:
+    """The main containers of the Deployments, with what their init containers prepare."""
+    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "provault-config")
+    base = dockerfile_env()
+    out = []
+    for d in docs:
+        if d.get("kind") != "Deployment":
+            continue
+        pod = d["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        copies: dict[str, tuple[str, list[Mount]]] = {}
+        for init in pod.get("initContainers", []):
+            for script in Container(where="", spec=init).argv():
+                for src, dst in _INSTALL_0600.findall(script):
+                    copies[dst] = (src, _kube_mounts(init, volumes))
+        for c in pod["containers"]:
+            uses_config = any(s.get("configMapRef", {}).get("name") == "provault-config" for s in c.get("envFrom", []))
+            env = {**base, **(config if uses_config else {}), **env_values(c.get("env"))}
+            probes = [c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in c]
+            out.append(Process(
+                where=f"Deployment/{d['metadata']['name']}/{c['name']}", env=env,
+                commands=provault_commands(Container(where="", spec=c).argv(), entrypoint_is_provault="command" not in c),
+                mounts=_kube_mounts(c, volumes), health=[p["exec"]["command"] for p in probes if "exec" in p],
+                grpc_probes=[f"port {p['grpc']['port']}" for p in probes if "grpc" in p], init_copies=copies,
+            ))  # fmt: skip
+    return out
+
+
+# --- certificates for tests ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path, names: list[str], *, cn: str = "provault-test") -> Tls:
+    """A private CA and a server certificate for ``names`` (DNS names or IP addresses), PEM files in ``folder``."""
+    import datetime  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provault test CA")])
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+
+    def san(n: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(n))
+        except ValueError:
+            return x509.DNSName(n)
+
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([san(n) for n in names]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    out = Tls(ca=folder / "ca.crt", cert=folder / "server.crt", key=folder / "server.key")
+    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))  # fmt: skip
+    out.key.chmod(0o600)
+    return out
+
+
+def san_names(cert: Path) -> set[str]:
+    """The DNS names and IP addresses a certificate is valid for."""
+    from cryptography import x509  # noqa: PLC0415
+
+    sans = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return {*sans.value.get_values_for_type(x509.DNSName), *(str(a) for a in sans.value.get_values_for_type(x509.IPAddress))}
+
+
+# --- a TLS gRPC health server, as the health checks see it ---------------------------------------------
+
+
+@contextlib.contextmanager
+def tls_health_server(credentials: Any) -> Iterator[tuple[int, Any]]:
+    """A gRPC server on 127.0.0.1 with the health service only, SERVING; yields (port, the health servicer)."""
+    from concurrent import futures  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        yield port, servicer
+    finally:
+        server.stop(grace=None)
+
+
+def run_health_check(argv: list[str], target: str, ca: Path) -> subprocess.CompletedProcess[str]:
+    """Run a deploy health check (``python -c SCRIPT HOST:PORT CA``) against ``target`` with ``ca``."""
+    assert argv[:2] == ["python", "-c"] and len(argv) == 5, argv
+    cmd = [sys.executable, "-c", argv[2], target, str(ca)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+# --- the real `provault nats` CLI -------------------------------------------------------------------
+
+
+def provault(*argv: str) -> str:
+    """Run a provault command in this process; its standard output, or AssertionError with its error."""
+    import io  # noqa: PLC0415
+    from contextlib import redirect_stderr, redirect_stdout  # noqa: PLC0415
+
+    from ledger.cli import main  # noqa: PLC0415
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as e:
+            code = e.code
+    assert code == 0, f"`provault {' '.join(argv)}` exited {code}: {err.getvalue()}"
+    return out.getvalue()
+
+
+def nats_users(folder: Path) -> dict[str, Path]:
+    """With the real CLI, in ``folder``: a ledger user and an agent user; returns their seed files and auth.conf."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = ["--data-dir", str(folder / "data")]
+    files = {"ledger": folder / "ledger.nk", "agent": folder / "gpu-07.nk", "auth.conf": folder / "auth.conf"}
+    provault("nats", "user", "add", "ledger", "--role", "ledger", "--seed-out", str(files["ledger"]), *data)
+    provault("nats", "user", "add", "gpu-07", "--role", "agent", "--producer", "trainer@gpu-07",
+             "--seed-out", str(files["agent"]), *data)  # fmt: skip
+    provault("nats", "server-config", "--out", str(files["auth.conf"]), *data)
+    return files

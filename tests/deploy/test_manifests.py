@@ -1,9 +1,21 @@
-"""deploy/ is consistent: YAML parses, references resolve, settings are real settings, commands parse."""
+"""deploy/ is consistent: YAML parses, references resolve, settings are real settings, commands parse.
+
+And deploy/ is secure as configured: the gRPC servers get TLS and tokens that
+``server_security`` accepts, every key and token file they name is mounted
+(private keys with mode 0600), health checks speak TLS, and the NATS servers
+include a users file made by the real ``provault nats`` CLI, pass
+``nats-server -t`` and admit the ledger's user over TLS, nobody anonymously.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import posixpath
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +23,35 @@ import pytest
 import yaml
 
 from ledger.cli import build_parser
-from ledger.config import load_settings
+from ledger.config import Settings, load_settings
 from ledger.core.errors import ConfigError
-from ledger.embedded import nats_server_binary
+from ledger.embedded import free_port, nats_server_binary
+from ledger.natsauth import connect_options, require_ledger_user
+from ledger.service.auth import server_security
+from ledger.service.tokens import TokenStore
 
 from .manifests import (
     COMPOSE,
     DEPLOY,
     DOCKERFILE,
     KUBE,
+    PATH_SETTINGS,
+    PRIVATE_SETTINGS,
     ROOT,
+    Process,
     compose,
+    compose_processes,
     dockerfile_env,
+    env_values,
     kube_containers,
     kube_documents,
+    kube_processes,
     load_all,
+    make_tls,
+    nats_users,
     provault_commands,
+    run_health_check,
+    tls_health_server,
     yaml_files,
 )
 
@@ -71,14 +96,8 @@ def test_kustomize_renders(kustomization: Path) -> None:
 # --- settings and commands --------------------------------------------------------------------------
 
 
-def _env_values(env: Any) -> dict[str, str]:
-    if isinstance(env, dict):
-        return {k: str(v) for k, v in env.items()}
-    return {e["name"]: str(e["value"]) for e in env or [] if "value" in e}
-
-
 def _compose_env() -> dict[str, dict[str, str]]:
-    return {name: _env_values(svc.get("environment")) for name, svc in compose()["services"].items()}
+    return {name: env_values(svc.get("environment")) for name, svc in compose()["services"].items()}
 
 
 def _kube_env() -> dict[str, dict[str, str]]:
@@ -87,7 +106,7 @@ def _kube_env() -> dict[str, dict[str, str]]:
     out = {}
     for c in kube_containers(docs):
         uses_config = any(s.get("configMapRef", {}).get("name") == "provault-config" for s in c.spec.get("envFrom", []))
-        out[c.where] = {**(config if uses_config else {}), **_env_values(c.spec.get("env"))}
+        out[c.where] = {**(config if uses_config else {}), **env_values(c.spec.get("env"))}
     return out
 
 
@@ -147,6 +166,8 @@ def test_compose_references_existing_files_services_and_secrets() -> None:
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
+            if source.startswith("./secrets/"):
+                continue  # the operator's (docs/operations.md), like the secrets below
             if source.startswith("."):
                 assert (here / source).is_file(), f"{name}: {source} does not exist"
             else:
@@ -182,23 +203,109 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
 
 
-def test_compose_grpc_healthchecks_are_valid_python() -> None:
-    checks = {name: svc["healthcheck"]["test"] for name, svc in compose()["services"].items()
-              if svc.get("healthcheck", {}).get("test", [None, None])[1] == "python"}  # fmt: skip
-    assert set(checks) == {"ledger", "query"}
-    for name, test in checks.items():
-        assert test[:3] == ["CMD", "python", "-c"]
-        compile(test[3], f"<{name} healthcheck>", "exec")
+NATS_CONFS = sorted((DEPLOY / "compose" / "nats").glob("*.conf"))
 
 
-@pytest.mark.parametrize("conf", sorted((DEPLOY / "compose" / "nats").glob("*.conf")), ids=lambda p: p.name)
-def test_nats_config_is_valid_for_nats_server(conf: Path, tmp_path: Path) -> None:
-    res = subprocess.run([str(nats_server_binary()), "-c", str(conf), "-t"], capture_output=True, text=True,
-                         cwd=tmp_path, check=False)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
+def _nats_service(conf: Path) -> dict[str, Any]:
+    return compose()["services"][conf.stem]
+
+
+def _compose_nats_tree(conf: Path, root: Path, users: dict[str, Path], tls_names: list[str]) -> Path:
+    """The service's /etc/nats under ``root``: its config, and secrets/nats as the operator makes it.
+
+    The config's absolute /etc/nats paths are moved under ``root``; everything
+    else, the include and its relative path included, is the file as shipped.
+    """
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in _nats_service(conf)["volumes"]}
+    assert mounts["/etc/nats/nats.conf"] == f"./nats/{conf.name}"
+    assert mounts["/etc/nats/secrets"] == "./secrets/nats", "the folder docs/operations.md fills"
+    etc = root / "etc" / "nats"
+    tls = make_tls(etc / "secrets", tls_names, cn="provault-nats")
+    shutil.copy(users["auth.conf"], etc / "secrets" / "auth.conf")
+    assert {p.name for p in (etc / "secrets").iterdir()} >= {"auth.conf", tls.cert.name, tls.key.name}
+    (etc / "nats.conf").write_text(conf.read_text().replace("/etc/nats/", f"{etc}/"))
+    return etc / "nats.conf"
+
+
+def _nats_test(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    argv = [str(nats_server_binary()), "-c", str(config), "-t"]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
+
+
+@pytest.fixture(scope="module")
+def users(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A ledger user and an agent user, made with the real `provault nats` CLI."""
+    return nats_users(tmp_path_factory.mktemp("nats-users"))
+
+
+@pytest.mark.parametrize("conf", NATS_CONFS, ids=lambda p: p.name)
+def test_compose_nats_config_with_a_generated_users_include_is_valid(conf: Path, users: dict[str, Path], tmp_path: Path) -> None:
     text = conf.read_text()
     assert f"server_name: {conf.stem}" in text
     assert all(f"nats-route://nats-{i}:6222" in text for i in (1, 2, 3))
+    assert re.search(r"^include \./secrets/auth\.conf$", text, re.M), "the users file, from `provault nats server-config`"
+    assert re.search(r"^tls \{", text, re.M) and "no_advertise: true" in text
+    config = _compose_nats_tree(conf, tmp_path, users, ["nats-1", "nats-2", "nats-3", "localhost"])
+    res = _nats_test(config, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # The include is not optional: without the users file the server does not start (no anonymous fallback).
+    (config.parent / "secrets" / "auth.conf").unlink()
+    res = _nats_test(config, tmp_path)
+    assert res.returncode != 0 and "auth.conf" in res.stdout + res.stderr
+
+
+def _compose_ledger() -> Process:
+    return next(p for p in compose_processes() if p.where == "compose ledger")
+
+
+def test_compose_nats_admits_the_ledger_over_tls_and_nobody_anonymously(users: dict[str, Path], tmp_path: Path) -> None:
+    """nats-1 as configured (ports and store moved to this machine) against the ledger's NATS settings from compose."""
+    config = _compose_nats_tree(NATS_CONFS[0], tmp_path, users, ["localhost"])
+    port, http, route = free_port(), free_port(), free_port()
+    text = config.read_text()
+    moves = {
+        "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{port}",
+        "http: 0.0.0.0:8222": f"http: 127.0.0.1:{http}",
+        "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{route}",
+        "store_dir: /data/jetstream": f"store_dir: {tmp_path / 'js'}",
+    }
+    for old, new in moves.items():
+        assert old in text
+        text = text.replace(old, new)
+    config.write_text(text)
+    env = _compose_ledger().env
+    assert env["PROVAULT_NATS_NKEY_SEED_FILE"].startswith("/run/secrets/") and env["PROVAULT_NATS_TLS_CA"].startswith("/run/secrets/")
+    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]),
+                                  "PROVAULT_NATS_TLS_CA": str(config.parent / "secrets" / "ca.crt")})  # fmt: skip
+    url = f"nats://localhost:{port}"
+    with open(tmp_path / "nats.log", "wb") as log:
+        server = subprocess.Popen([str(nats_server_binary()), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            asyncio.run(_connects_only_with_credentials(url, settings))
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+async def _connects_only_with_credentials(url: str, settings: Settings) -> None:
+    import nats  # noqa: PLC0415
+
+    opts = connect_options(settings.nats)
+    assert set(opts) >= {"tls", "nkeys_seed_str"}
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, **opts)
+            break
+        except (OSError, nats.errors.Error, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    assert nc.is_connected and nc.connected_url is not None
+    await nc.close()
+    anonymous = {"tls": opts["tls"]}
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, **anonymous)
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------------
@@ -233,7 +340,7 @@ def test_kubernetes_one_ledger_several_query_replicas() -> None:
     assert _by_kind("PodDisruptionBudget") and len(_by_kind("NetworkPolicy")) >= 2
 
 
-def test_kubernetes_containers_have_resources_and_grpc_probes() -> None:
+def test_kubernetes_containers_have_resources_and_health_probes() -> None:
     ports = {"ledger": 7430, "query": 7431, "projector": 7431}
     for c in kube_containers(kube_documents()):
         res = c.spec.get("resources", {})
@@ -241,7 +348,9 @@ def test_kubernetes_containers_have_resources_and_grpc_probes() -> None:
         assert c.spec["securityContext"]["readOnlyRootFilesystem"] is True, c.where
         if c.spec["name"] in ports:
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c.spec[probe]["grpc"]["port"] == ports[c.spec["name"]], f"{c.where}: {probe}"
+                command = c.spec[probe]["exec"]["command"]
+                assert command[3] == f"127.0.0.1:{ports[c.spec['name']]}", f"{c.where}: {probe}"
+                assert c.spec[probe]["timeoutSeconds"] >= 3, f"{c.where}: {probe}: python and grpc take a moment to start"
 
 
 def test_kubernetes_dsns_point_writers_at_the_primary_and_queries_at_replicas() -> None:
@@ -258,15 +367,51 @@ def test_kubernetes_secrets_are_referenced_never_contained() -> None:
     docs = kube_documents()
     assert not [d for d in docs if d["kind"] == "Secret"], "keys and passwords are created by the operator"
     text = "\n".join(p.read_text() for p in (KUBE / "base").glob("*.yaml"))
-    for name in ("provault-checkpoint-key", "provault-admin-keys", "provault-pg-ledger", "provault-pg-query"):
+    for name in ("provault-checkpoint-key", "provault-admin-keys", "provault-pg-ledger", "provault-pg-query",
+                 "provault-grpc-tls", "provault-grpc-tokens", "provault-ca", "provault-ledger-nats"):  # fmt: skip
         assert name in text
 
 
 def test_nats_helm_values_run_three_jetstream_servers_on_volumes() -> None:
     values = load_all(KUBE / "nats-values.yaml")[0]
-    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert values["config"]["cluster"]["enabled"] is True and values["config"]["cluster"]["replicas"] == 3
     store = values["config"]["jetstream"]["fileStore"]
     assert values["config"]["jetstream"]["enabled"] and store["enabled"] and store["pvc"]["enabled"]
+
+
+CHART_CONFIG_DIR = "/etc/nats-config"
+"""Where the chart mounts nats.conf; `$include` paths are relative to it (the chart's values.yaml, config.merge)."""
+
+
+def test_nats_helm_values_include_the_users_secret_and_serve_tls(users: dict[str, Path], tmp_path: Path) -> None:
+    """The chart's conventions: `config.merge` keys ending in $include become include directives, relative to
+    /etc/nats-config; extra volumes come through `podTemplate.patch` and `container.patch` (JSON patches); the
+    config reloader gets every nats mount under /etc/ and watches included files."""
+    values = load_all(KUBE / "nats-values.yaml")[0]
+    includes = [v for k, v in values["config"]["merge"].items() if k.endswith("$include")]
+    assert len(includes) == 1
+    target = posixpath.normpath(posixpath.join(CHART_CONFIG_DIR, includes[0]))
+    mounts = [op["value"] for op in values["container"]["patch"] if op["op"] == "add" and op["path"] == "/volumeMounts/-"]
+    volumes = {op["value"]["name"]: op["value"] for op in values["podTemplate"]["patch"]
+               if op["op"] == "add" and op["path"] == "/spec/volumes/-"}  # fmt: skip
+    mount = next(m for m in mounts if target.startswith(m["mountPath"].rstrip("/") + "/"))
+    assert volumes[mount["name"]]["secret"]["secretName"] == "nats-auth"
+    assert mount["mountPath"].startswith("/etc/") and not mount["mountPath"].startswith(CHART_CONFIG_DIR + "/")
+    assert values["config"]["nats"]["tls"] == {"enabled": True, "secretName": "nats-server-tls"}
+    assert values["config"]["cluster"].get("noAdvertise", True) is True
+    assert values["natsBox"]["enabled"] is False, "nats-box has no NATS user"
+    # The include as the chart renders it, with a users file from the CLI: nats-server accepts it.
+    etc = tmp_path / "etc"
+    tls = make_tls(etc / "nats-certs" / "nats", ["nats.nats.svc.cluster.local"])
+    auth = etc / target.removeprefix("/etc/")
+    auth.parent.mkdir(parents=True)
+    shutil.copy(users["auth.conf"], auth)
+    config = etc / "nats-config" / "nats.conf"
+    config.parent.mkdir(parents=True)
+    config.write_text("{\n" f'  "port": 4222,\n  "tls": {{"cert_file": "{tls.cert}", "key_file": "{tls.key}"}},\n'
+                      f'  "max_payload": {values["config"]["merge"]["max_payload"]},\n  include {includes[0]};\n' "}\n")  # fmt: skip
+    res = _nats_test(config, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_overlay_settings_are_valid_on_top_of_the_base() -> None:
@@ -276,4 +421,155 @@ def test_overlay_settings_are_valid_on_top_of_the_base() -> None:
         data = {**base, **{k: v for d in docs if d.get("kind") == "ConfigMap" for k, v in d["data"].items()}}
         load_settings(env=data)
         for c in kube_containers([d for d in docs if "template" in d.get("spec", {})]):
-            load_settings(env={**data, **_env_values(c.spec.get("env"))})
+            load_settings(env={**data, **env_values(c.spec.get("env"))})
+
+
+# --- security as deployed: the servers' settings, the files they name, health checks -------------------
+
+
+def _overlay_docs() -> list[tuple[str, list[dict[str, Any]]]]:
+    out = [("base", kube_documents())]
+    if shutil.which("kubectl") is not None:
+        for overlay in sorted((KUBE / "overlays").iterdir()):
+            res = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True)
+            out.append((f"overlays/{overlay.name}", [d for d in yaml.safe_load_all(res.stdout) if d]))
+    return out
+
+
+def _processes() -> list[Process]:
+    procs = compose_processes()
+    for name, docs in _overlay_docs():
+        procs += [dataclasses.replace(p, where=f"kubernetes {name} {p.where}") for p in kube_processes(docs)]
+    return procs
+
+
+def _servers() -> list[Process]:
+    return [p for p in _processes() if p.server()]
+
+
+def test_deploy_runs_every_grpc_server() -> None:
+    where = {p.where for p in _servers()}
+    assert {"compose ledger", "compose query", "kubernetes base Deployment/provault-ledger/ledger",
+            "kubernetes base Deployment/provault-projector/projector", "kubernetes base Deployment/provault-query/query"} <= where  # fmt: skip
+
+
+def _provision(proc: Process, root: Path, users: dict[str, Path]) -> dict[str, str]:
+    """The process's PROVAULT_* variables with every file it names made, valid, under ``root``.
+
+    Certificates come from a fresh private CA; the tokens file holds one admin
+    token; the NATS seed is the ledger user's from the real CLI.
+    """
+    env = {k: v for k, v in proc.env.items() if k.startswith("PROVAULT_")}
+    tls = make_tls(root / "pki", ["localhost"])
+    for key in PATH_SETTINGS:
+        if key not in env:
+            continue
+        path = root / env[key].lstrip("/")
+        env[key] = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if key == "PROVAULT_DATA_DIR":
+            path.mkdir(exist_ok=True)
+        elif key == "PROVAULT_GRPC_TLS_CERT":
+            shutil.copy(tls.cert, path)
+        elif key == "PROVAULT_GRPC_TLS_KEY":
+            shutil.copy(tls.key, path)
+            path.chmod(0o600)  # the operator's chmod (compose) or the init container's install -m 0600 (Kubernetes)
+        elif key in ("PROVAULT_GRPC_TLS_CLIENT_CA", "PROVAULT_NATS_TLS_CA"):
+            shutil.copy(tls.ca, path)
+        elif key == "PROVAULT_GRPC_TOKENS_FILE":
+            TokenStore(path).create(role="admin", name="ops")
+        elif key == "PROVAULT_NATS_NKEY_SEED_FILE":
+            shutil.copy(users["ledger"], path)
+            path.chmod(0o600)
+    return env
+
+
+@pytest.mark.parametrize("proc", _servers(), ids=lambda p: p.where)
+def test_grpc_servers_as_deployed_pass_the_servers_security_checks(proc: Process, users: dict[str, Path], tmp_path: Path) -> None:
+    """`ledger serve` / `query serve` refuse to start without TLS beyond loopback and without a way to authenticate;
+    with the settings deploy/ gives them (and valid files where those point), they start with TLS and tokens."""
+    listen_key, listen_var = proc.server() or ("", "")
+    env = proc.env
+    assert not load_settings(env={k: v for k, v in env.items() if k.startswith("PROVAULT_")}).dev_mode, proc.where
+    assert env[listen_var].startswith("0.0.0.0:"), "reachable from other containers and pods"
+    # The tokens file is named explicitly: the default, under data_dir, is on a throwaway volume.
+    assert "PROVAULT_GRPC_TOKENS_FILE" in env or "PROVAULT_GRPC_TLS_CLIENT_CA" in env, proc.where
+    settings = load_settings(env=_provision(proc, tmp_path, users))
+    security = server_security(settings, listen=env[listen_var], listen_key=listen_key)
+    assert security.credentials is not None, f"{proc.where}: {security.summary}"
+    assert "DEV MODE" not in security.summary
+    if listen_key == "grpc.ledger_listen":
+        require_ledger_user(settings)  # the ledger also refuses to start without its NATS user
+        assert set(connect_options(settings.nats)) >= {"nkeys_seed_str", "tls"}, f"{proc.where}: NATS with its user, over TLS"
+
+
+def test_every_file_a_setting_names_is_mounted_and_private_keys_are_private() -> None:
+    """Each key, certificate, token or seed file a process is told to read is on a mount the operator fills;
+    the tokens file on one that shows a replaced file (no single-file mount); private keys mode 0600."""
+    checked = 0
+    for proc in _processes():
+        for key in PATH_SETTINGS:
+            if key not in proc.env or key == "PROVAULT_DATA_DIR":
+                continue
+            path, checked = proc.env[key], checked + 1
+            mount = proc.mount_of(path)
+            assert mount is not None, f"{proc.where}: {key}={path} is on no mount"
+            if proc.where.startswith("compose"):
+                assert mount.kind in ("secret", "bind"), f"{proc.where}: {key}={path} is on a {mount.kind}"
+                if mount.kind == "bind":
+                    assert mount.source.startswith("./secrets/"), f"{proc.where}: {key}: the operator's files live in secrets/"
+                if key == "PROVAULT_GRPC_TOKENS_FILE":
+                    # A single-file bind mount keeps showing the old file once `provault auth token` replaces it.
+                    assert mount.kind == "bind" and mount.path != path, f"{proc.where}: mount the tokens file's folder"
+                continue
+            if key in PRIVATE_SETTINGS:
+                assert mount.kind == "emptyDir", f"{proc.where}: {key}: a Secret volume is group-readable with fsGroup"
+                assert path in proc.init_copies, f"{proc.where}: {key}={path}: no init container installs it with mode 0600"
+                source, init_mounts = proc.init_copies[path]
+                src_mount = next((m for m in init_mounts if source.startswith(m.path.rstrip("/") + "/")), None)
+                assert src_mount is not None and src_mount.kind == "secret", f"{proc.where}: {key}: copied from {source}"
+            else:
+                assert mount.kind in ("secret", "configMap") and not mount.sub_path, f"{proc.where}: {key}={path}"
+    assert checked >= 15
+
+
+def _health_checks() -> list[tuple[Process, list[str]]]:
+    return [(p, h) for p in _processes() for h in p.health if h[:1] == ["python"]]
+
+
+def test_no_health_check_uses_an_insecure_channel_against_a_tls_port() -> None:
+    servers = {p.where: p for p in _servers()}
+    assert "insecure_channel" not in "".join(p.read_text() for p in yaml_files())
+    compose_script = next(h[2] for p, h in _health_checks() if p.where == "compose ledger")
+    for where, proc in servers.items():
+        assert proc.grpc_probes == [], f"{where}: the kubelet's grpc probe speaks plaintext to a TLS port ({proc.grpc_probes})"
+        assert proc.health, f"{where}: no health check"
+        listen = proc.env[(proc.server() or ("", ""))[1]]
+        for argv in proc.health:
+            assert argv[:3] == ["python", "-c", compose_script], f"{where}: one health check everywhere"
+            assert argv[3] == f"127.0.0.1:{listen.rsplit(':', 1)[1]}", f"{where}: checks its own port"
+            mount = proc.mount_of(argv[4])
+            assert mount is not None and mount.kind in ("secret", "bind"), f"{where}: the CA file {argv[4]} is not mounted"
+    assert "ssl_channel_credentials" in compose_script
+    compile(compose_script, "<health check>", "exec")
+
+
+def test_the_health_check_answers_over_tls_without_a_token(users: dict[str, Path], tmp_path: Path) -> None:
+    """The deployed check against a server made by `server_security` from the ledger's compose settings."""
+    from grpc_health.v1 import health_pb2  # noqa: PLC0415
+
+    proc = _compose_ledger()
+    argv = proc.health[0]
+    settings = load_settings(env=_provision(proc, tmp_path, users))
+    security = server_security(settings, listen="0.0.0.0:7430", listen_key="grpc.ledger_listen")
+    ca = tmp_path / "pki" / "ca.crt"
+    with tls_health_server(security.credentials) as (port, health):
+        res = run_health_check(argv, f"127.0.0.1:{port}", ca)
+        assert res.returncode == 0, res.stderr
+        health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        res = run_health_check(argv, f"127.0.0.1:{port}", ca)
+        assert res.returncode == 1 and res.stderr == ""
+        # The CA is checked: a server whose certificate another CA signed fails the check.
+        other = make_tls(tmp_path / "other", ["localhost"])
+        res = run_health_check(argv, f"127.0.0.1:{port}", other.ca)
+        assert res.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
