@@ -9,7 +9,10 @@ provault confines every NATS client to what its job needs (docs/security.md,
   consumer, or acknowledge (and so delete) a message of the work queue;
 * the **ledger** user may use the JetStream API for its stream and its
   durable consumer only -- info, create, update, fetch, acknowledge -- and its
-  own inbox.  It cannot publish events, delete or purge the stream.
+  own inbox.  It cannot publish events, delete or purge the stream;
+* a **monitor** user (SREs, dashboards, the ``nats`` CLI) may read the
+  stream's and its consumers' state and nothing else: no messages, no
+  changes.
 
 Users authenticate with NATS **nkeys**: an Ed25519 key pair whose seed stays
 on the client (``nats.nkey_seed_file``, mode 0600) and whose public key is all
@@ -51,7 +54,7 @@ from ledger.core.errors import ConfigError, ProvaultError
 from ledger.filestore import exclusive, read_registry, replace_atomically
 from ledger.transport import CONSUMER, subject_for
 
-ROLES = ("agent", "ledger")
+ROLES = ("agent", "ledger", "monitor")
 _FILE_VERSION = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._:-]{0,127}")
 _PUBLIC_USER_KEY = re.compile(r"U[A-Z2-7]{55}")
@@ -172,8 +175,8 @@ def check_user(user: NatsUser) -> list[str]:
         p.append(f"public_key: expected a NATS user public key (U followed by 55 base32 characters), found {user.public_key[:60]!r}")
     if user.role == "agent" and not user.producers:
         p.append("producers: an agent user needs at least one producer id to publish for")
-    if user.role == "ledger" and user.producers:
-        p.append("producers: the ledger user publishes no events; it takes no producer ids")
+    if user.role != "agent" and user.producers:
+        p.append(f"producers: a {user.role} user publishes no events; it takes no producer ids")
     for pid in user.producers:
         if not pid or pid != pid.strip() or any(c.isspace() or ord(c) < 0x20 for c in pid) or len(pid) > 256:
             p.append(f"producers: expected a producer id without spaces or control characters, found {pid!r}")
@@ -267,10 +270,20 @@ class NatsUsers:
 def permissions(user: NatsUser, settings: NatsSettings) -> dict[str, Any]:
     """The nats-server permissions of one user: allow lists, everything else denied."""
     own_inbox = f"{inbox_prefix(user.public_key)}.>"
+    stream, api = settings.stream, "$JS.API"
     if user.role == "agent":
         publish = [subject_for(settings, p) for p in user.producers]
+    elif user.role == "monitor":
+        publish = [
+            f"{api}.INFO",
+            f"{api}.STREAM.NAMES",
+            f"{api}.STREAM.LIST",
+            f"{api}.STREAM.INFO.{stream}",
+            f"{api}.CONSUMER.NAMES.{stream}",
+            f"{api}.CONSUMER.LIST.{stream}",
+            f"{api}.CONSUMER.INFO.{stream}.*",
+        ]
     else:
-        stream, api = settings.stream, "$JS.API"
         publish = [
             f"{api}.INFO",
             f"{api}.STREAM.INFO.{stream}",

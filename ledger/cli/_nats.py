@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description=(
             "Create a NATS user with a new nkey pair. Role agent: may publish only on the subjects of the producer ids "
             "given with --producer (<nats.subject_prefix>.<producer token>). Role ledger: may only consume and "
-            "acknowledge the stream nats.stream through the ledger's durable consumer. The seed is written to --seed-out "
+            "acknowledge the stream nats.stream through the ledger's durable consumer. Role monitor: may only read the "
+            "state of the stream and its consumers (dashboards, the nats CLI). The seed is written to --seed-out "
             "(a new file, mode 0600): point that client's nats.nkey_seed_file at it. The public key is added to "
             "nats.users_file (default <data-dir>/auth/nats-users.json); run `provault nats server-config` afterwards."
         ),

@@ -86,4 +86,4 @@ def test_help_names_the_roles_and_the_next_step(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["nats", "user", "add", "--help"])
     text = capsys.readouterr().out
-    assert "--role {agent,ledger}" in text and "nkey_seed_file" in text and "server-config" in text
+    assert "--role {agent,ledger,monitor}" in text and "nkey_seed_file" in text and "server-config" in text

@@ -67,6 +67,7 @@ def secured(tmp_path: Path, pg_dsn: str) -> Iterator[SecuredNats]:
         ("gpu-07", "agent", ("trainer@gpu-07",)),
         ("gpu-08", "agent", ("trainer@gpu-08",)),
         ("gateway", "agent", ("trainer@a", "trainer@b")),
+        ("grafana", "monitor", ()),
     ]:
         seed, public = new_user_seed()
         users.add(name=name, role=role, public_key=public, producers=producers)
@@ -243,6 +244,26 @@ def test_the_ledger_user_cannot_publish_events_or_destroy_the_stream(secured: Se
             await c.refused(f"stream.purge.{stream.lower()}", js.purge_stream(stream))
             await c.refused(f"stream.delete.{stream.lower()}", js.delete_stream(stream))
             await c.refused(f"durable.create.{stream.lower()}.other", js.add_consumer(stream, durable_name="other"))
+
+    asyncio.run(go())
+
+
+def test_a_monitor_reads_the_stream_state_and_nothing_else(secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService) -> None:
+    stream = secured.base.nats.stream
+
+    async def go() -> None:
+        async with Client(secured, "grafana") as c:
+            assert c.nc is not None
+            js = c.nc.jetstream(timeout=1.5)
+            assert (await js.stream_info(stream)).config.name == stream
+            assert (await js.consumer_info(stream, CONSUMER)).name == CONSUMER
+            await c.nc.subscribe(f"{secured.base.nats.subject_prefix}.>")
+            await c.told('permissions violation for subscription to "provault.events.>"')
+            await c.refused(f"durable.create.{stream.lower()}.peek", js.add_consumer(stream, durable_name="peek"))
+            await c.refused(f"consumer.msg.next.{stream.lower()}", c.nc.request(
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", b"1", timeout=1))  # fmt: skip
+            await c.refused(f"stream.purge.{stream.lower()}", js.purge_stream(stream))
+            await c.refused("permissions violation for publish", js.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"{}", timeout=1))
 
     asyncio.run(go())
 

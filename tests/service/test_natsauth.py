@@ -115,9 +115,9 @@ def test_users_are_added_listed_and_removed(tmp_path: Path) -> None:
         ({"name": "ledger", "role": "ledger"}, "a NATS user named 'ledger' already exists"),
         ({"name": "x y", "role": "ledger"}, "name: expected letters"),
         ({"name": "-x", "role": "ledger"}, "name: expected letters"),
-        ({"name": "x", "role": "admin"}, "role: expected one of agent, ledger, found 'admin'"),
+        ({"name": "x", "role": "admin"}, "role: expected one of agent, ledger, monitor, found 'admin'"),
         ({"name": "x", "role": "agent"}, "an agent user needs at least one producer id"),
-        ({"name": "x", "role": "ledger", "producers": ["p"]}, "the ledger user publishes no events"),
+        ({"name": "x", "role": "ledger", "producers": ["p"]}, "a ledger user publishes no events"),
         ({"name": "x", "role": "agent", "producers": ["has space"]}, "producer id without spaces"),
         ({"name": "x", "role": "agent", "producers": ["nl\nx"]}, "producer id without spaces or control characters"),
         ({"name": "x", "role": "agent", "producers": [""]}, "producer id without spaces"),
@@ -206,6 +206,13 @@ def test_the_rendered_block_is_valid_nats_server_config(tmp_path: Path) -> None:
     for user in store.load().values():
         assert f'nkey: "{user.public_key}"' in text
     assert text.index("# ledger ledger") < text.index("# agent gpu-07"), "the ledger first, then agents by name"
+
+
+def test_a_monitor_may_only_read_the_state_of_the_stream_and_its_consumers() -> None:
+    user = NatsUser(name="grafana", role="monitor", public_key=new_user_seed()[1])
+    publish = permissions(user, NS)["publish"]["allow"]
+    assert all(".INFO" in s or ".NAMES" in s or ".LIST" in s for s in publish), publish
+    assert not any(w in s for s in publish for w in ("MSG", "CREATE", "DELETE", "PURGE", "UPDATE", "$JS.ACK", "provault.events"))
 
 
 def test_rendering_refuses_a_set_of_users_nobody_could_run_with(tmp_path: Path) -> None:
