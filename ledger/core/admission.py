@@ -4,7 +4,8 @@ Two stages, both pure:
 
 1. :func:`check_submission` -- stateless and expensive (parsing, Ed25519).
    Runs on any worker process with a snapshot of the public keys.
-2. :func:`plan_batch` -- stateful and cheap: dedupe by event id, key status
+2. :func:`plan_batch` -- stateful and cheap: the admitted envelope form
+   (one encoding per signed event), dedupe by event id, key status
    and permissions, the producer's seq / prev-hash chain, seq assignment and
    key-registry changes.  Runs in the one sequencer that owns the log's tail.
 
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .envelope import PAYLOAD_TYPE, parse_envelope, verify_envelope
-from .errors import CannotVerify, InvalidEvent, ProvaultError, UnknownKey
+from .envelope import PAYLOAD_TYPE, Envelope, parse_envelope, require_canonical, verify_envelope
+from .errors import CannotVerify, InvalidEvent, MalformedEnvelope, ProvaultError, UnknownKey, expected_found
 from .events import GENESIS, Event, Producer, chain_hash, event_to_json, parse_event
 from .keyring import ADMIN_ONLY_KINDS, KeyRecord, KeyRegistry, check_key_event
 from .keys import Ed25519Verifier
@@ -71,6 +72,8 @@ class Checked:
     signer_keyids: tuple[str, ...]
     leaf_hash: bytes
     chain_hash: str
+    form_problem: str | None = None
+    """Why the ledger will not admit these bytes although they verify (:func:`form_problem`); None when it will."""
 
     @property
     def event_id(self) -> str:
@@ -114,6 +117,11 @@ def check_submission(
     3. a signature by a known key (``public_keys`` snapshot) verifies over PAE;
     4. the payload follows the event contract (including key-event data);
     5. the producer clock is not too far in the future.
+
+    A submission that passes all five but is not in the form the ledger
+    admits (:func:`form_problem`) is ``Checked`` with ``form_problem`` set:
+    stage 2 refuses it, while the audit, which re-runs this function over
+    entries admitted under earlier rules, does not.
     """
     if len(raw) > limits.max_envelope_bytes:
         return Refused(raw=raw, reason=TOO_LARGE, message=f"envelope is {len(raw)} bytes, expected at most {limits.max_envelope_bytes}")
@@ -141,8 +149,33 @@ def check_submission(
         )  # fmt: skip
     return Checked(
         raw=raw, event=EventHead.of(event), signer_keyids=signers,
-        leaf_hash=leaf_hash(raw), chain_hash=chain_hash(env.payload),
+        leaf_hash=leaf_hash(raw), chain_hash=chain_hash(env.payload), form_problem=form_problem(raw, env),
     )  # fmt: skip
+
+
+def form_problem(raw: bytes, env: Envelope) -> str | None:
+    """Why the ledger does not admit the envelope ``raw`` (parsed as ``env``) in this form; None when it does.
+
+    One signed event must have exactly one admissible encoding, or a copy
+    re-encoded by anyone who saw it in flight could be logged first and the
+    genuine envelope refused as ``event_id_conflict`` (docs/security.md, D5).
+    So the ledger admits only the canonical bytes (:func:`require_canonical`)
+    with exactly one signature: further signatures are not bound to the event,
+    so a relay could drop, reorder or add one (a signature by a key the ledger
+    does not know is ignored by verification) and still have a valid copy.
+    The one signature cannot be swapped either: it verifies only under its
+    keyid's key, and Ed25519 signatures are not malleable.
+    """
+    try:
+        require_canonical(raw, env)
+    except MalformedEnvelope as e:
+        return e.message
+    if len(env.signatures) != 1:
+        found = f"{len(env.signatures)} (keyids {', '.join(env.keyids())})"
+        return (expected_found("signatures", "exactly one signature", found) + "; the ledger admits one signature per "
+                "envelope: further signatures are not bound to the event, so a relay could drop, reorder or add one "
+                "and log that copy first")  # fmt: skip
+    return None
 
 
 # --- sequencing ---------------------------------------------------------------
@@ -268,12 +301,14 @@ class _Planner:
                 self.plan.refused.append(it)
                 return it
         ev = it.event
+        seq, leaf = self.seen.get(ev.id, (None, None))
+        if leaf == it.leaf_hash:  # the very bytes already logged (before the form rules, perhaps): nothing to add
+            dup = Duplicate(item=it, seq=seq)
+            self.plan.duplicates.append(dup)
+            return dup
+        if it.form_problem is not None:  # before dedupe: another encoding of a logged event is refused for its form
+            return self.refuse(it, MalformedEnvelope.reason, it.form_problem)
         if ev.id in self.seen:
-            seq, leaf = self.seen[ev.id]
-            if leaf == it.leaf_hash:
-                dup = Duplicate(item=it, seq=seq)
-                self.plan.duplicates.append(dup)
-                return dup
             return self.refuse(it, EVENT_ID_CONFLICT, f"event id {ev.id} is already in the log (seq {seq}) with different bytes; the first one stands")
         try:
             rec = self._authorize(it)

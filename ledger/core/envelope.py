@@ -22,8 +22,16 @@ Parsing policy (:func:`parse_envelope`):
   the Ed25519 public key) and a non-empty ``sig``; no keyid appears twice;
 * **unknown members are ignored**, at the top level and inside signatures.
   DSSE's parsing rules require consumers to ignore unrecognized fields
-  (signature ``extension`` is one), and they are harmless here: they are not
-  signed, nothing downstream reads them, and the size limit bounds them.
+  (signature ``extension`` is one), and nothing downstream reads them.
+
+That leniency is for *reading*: entries already in a log were admitted under
+it and must keep verifying.  It also means one signed payload has many valid
+byte encodings, and the ledger stores and hashes the bytes it receives, so a
+re-encoded copy seen in flight could be logged before the genuine envelope
+(docs/security.md, D5).  The ledger therefore admits only the canonical
+encoding, the bytes :func:`encode_envelope` writes (compact JSON, members in
+sorted order, standard padded base64, nothing else): :func:`require_canonical`
+checks it and names what differs.
 """
 
 from __future__ import annotations
@@ -269,6 +277,83 @@ def parse_envelope(
     payload = decode_base64(_member(doc, "payload", str, "envelope"), what="payload")
     sigs = _parse_signatures(_member(doc, "signatures", list, "envelope"))
     return Envelope(payload_type=ptype, payload=payload, signatures=sigs)
+
+
+# --- canonical form: what the ledger admits ---------------------------------------------
+
+_TOP_MEMBERS = frozenset({"payload", "payloadType", "signatures"})
+_SIGNATURE_MEMBERS = frozenset({"keyid", "sig"})
+_CANONICAL_BASE64 = "standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding)"
+
+
+def require_canonical(raw: bytes, env: Envelope | None = None) -> Envelope:
+    """Refuse ``raw`` unless it is exactly ``encode_envelope(parse_envelope(raw))``; return the envelope.
+
+    ``env`` is ``raw`` as :func:`parse_envelope` already parsed it (under the
+    caller's size and payload-type policy); without it ``raw`` is parsed here
+    with the default size limit and any payload type.  The MalformedEnvelope
+    names the first thing that is not canonical: an unknown member, a base64
+    value that is not standard padded base64, or else the first byte where the
+    layout (whitespace, member order, string escapes) differs.
+    """
+    if env is None:
+        env = parse_envelope(raw, payload_type=None)
+    data = bytes(raw)
+    canonical = encode_envelope(env)
+    if data == canonical:
+        return env
+    raise MalformedEnvelope(
+        _noncanonical(data, canonical),
+        hint="send the bytes encode_envelope writes (provault's SDK always does): the ledger stores and hashes "
+        "the exact envelope bytes, so it admits one encoding per signed event",
+    )
+
+
+def _noncanonical(raw: bytes, canonical: bytes) -> str:
+    """What makes ``raw`` (parsed without error) differ from its canonical encoding, first problem first."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        sigs = doc["signatures"]
+        problem = _unknown_members(doc, sigs) or _base64_form(doc, sigs)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, MalformedEnvelope):  # pragma: no cover
+        problem = None  # raw parsed already; the byte comparison below still says where it differs
+    if problem:
+        return problem
+    at = next((i for i, (a, b) in enumerate(zip(raw, canonical, strict=False)) if a != b), min(len(raw), len(canonical)))
+    return (
+        f"envelope: not in canonical form: the first difference is at byte {at} (found {raw[at : at + 16]!r}, "
+        f"expected {canonical[at : at + 16]!r}); the envelope must be compact JSON (no whitespace) with the members "
+        "in the canonical order (payload, payloadType, signatures; keyid, sig in each signature) and no needless "
+        "string escapes"
+    )
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n[:40]) for n in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"member{'s' if len(names) > 1 else ''} {shown}{more}"
+
+
+def _unknown_members(doc: dict[str, Any], sigs: list[dict[str, Any]]) -> str | None:
+    extra = sorted(set(doc) - _TOP_MEMBERS)
+    if extra:
+        return f"envelope: unknown {_names(extra)}; the ledger admits only payload, payloadType and signatures"
+    for i, item in enumerate(sigs):
+        extra = sorted(set(item) - _SIGNATURE_MEMBERS)
+        if extra:
+            return f"signatures[{i}]: unknown {_names(extra)}; the ledger admits only keyid and sig in a signature"
+    return None
+
+
+def _base64_form(doc: dict[str, Any], sigs: list[dict[str, Any]]) -> str | None:
+    values = [("payload", doc["payload"])] + [(f"signatures[{i}].sig", s["sig"]) for i, s in enumerate(sigs)]
+    for what, text in values:
+        if base64.b64encode(decode_base64(text, what=what)).decode("ascii") == text:
+            continue
+        found = [f for f, bad in (("the URL-safe alphabet ('-', '_')", "-" in text or "_" in text),
+                                  ("no '=' padding", len(text) % 4 != 0)) if bad]  # fmt: skip
+        return expected_found(what, _CANONICAL_BASE64, " and ".join(found) or "another encoding of the same bytes")
+    return None
 
 
 # --- verification ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""DSSE v1 envelopes: PAE, strict parsing, threshold verification."""
+"""DSSE v1 envelopes: PAE, strict parsing, the canonical form the ledger admits, threshold verification."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.core.admission import form_problem
 from ledger.core.envelope import (
     PAYLOAD_TYPE,
     Envelope,
@@ -17,6 +18,7 @@ from ledger.core.envelope import (
     encode_envelope,
     pae,
     parse_envelope,
+    require_canonical,
     sign_envelope,
     verify_envelope,
 )
@@ -97,7 +99,7 @@ def test_sign_without_signers_is_refused() -> None:
         sign_envelope(PAYLOAD_TYPE, PAYLOAD, [])
 
 
-def test_url_safe_and_unpadded_base64_are_accepted() -> None:
+def test_url_safe_and_unpadded_base64_parse_for_reading() -> None:
     env = sign_envelope(PAYLOAD_TYPE, b"\xfb\xff\xfe", [ALICE])
     doc = json.loads(encode_envelope(env))
     doc["payload"] = base64.urlsafe_b64encode(env.payload).decode().rstrip("=")
@@ -107,7 +109,7 @@ def test_url_safe_and_unpadded_base64_are_accepted() -> None:
     verify_envelope(parsed, KEYRING)
 
 
-def test_unknown_members_are_ignored_as_dsse_requires() -> None:
+def test_unknown_members_are_ignored_when_reading_as_dsse_requires() -> None:
     doc = json.loads(_raw())
     doc["comment"] = "not signed, not read"
     doc["signatures"][0]["extension"] = {"kind": "x", "ext": {}}
@@ -204,6 +206,111 @@ def test_parse_arbitrary_json_raises_only_decode_errors(doc: object) -> None:
         parse_envelope(json.dumps(doc).encode(), payload_type=None)
     except DecodeError:
         pass
+
+
+# --- the canonical form: one encoding per signed event (docs/security.md D5) ------------------------
+
+SIGNED = sign_envelope(PAYLOAD_TYPE, b'{"a":"\xfb\xff"}', [ALICE])  # base64 with '+' and '/', and '=' padding
+CANONICAL = encode_envelope(SIGNED)
+
+
+def _recoded(edit: object = None, **dumps: object) -> bytes:
+    """CANONICAL parsed as JSON, edited, and written back (compact and sorted unless ``dumps`` says otherwise)."""
+    doc = json.loads(CANONICAL)
+    if callable(edit):
+        edit(doc)
+    options = {"separators": (",", ":"), "sort_keys": True, "ensure_ascii": False, **dumps}
+    return json.dumps(doc, **options).encode()  # type: ignore[arg-type]
+
+
+def _reorder(*names: str):
+    def edit(doc: dict) -> None:
+        items = {k: doc.pop(k) for k in names}
+        doc.update(items)
+
+    return edit
+
+
+def _urlsafe(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+@settings(max_examples=50, deadline=None)
+@given(payload=st.binary(max_size=512), nsigners=st.integers(1, 2))
+def test_what_encode_envelope_writes_is_canonical(payload: bytes, nsigners: int) -> None:
+    env = sign_envelope(PAYLOAD_TYPE, payload, [ALICE, BOB][:nsigners])
+    raw = encode_envelope(env)
+    assert require_canonical(raw) == env
+    assert require_canonical(raw, parse_envelope(raw)) == env
+
+
+def test_require_canonical_uses_the_parsed_envelope_or_parses_itself() -> None:
+    assert _recoded() == CANONICAL
+    with pytest.raises(MalformedEnvelope, match="not JSON"):
+        require_canonical(b"{")
+    other = encode_envelope(sign_envelope("text/plain", b"hi", [ALICE]))
+    assert require_canonical(other).payload_type == "text/plain"  # the payload type is the caller's policy
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        pytest.param(_recoded(lambda d: d.update(note="hi")),
+                     "envelope: unknown member 'note'; the ledger admits only payload, payloadType and signatures",
+                     id="unknown-top-member"),
+        pytest.param(_recoded(lambda d: d.update(b=1, a=2, c=3, d=4)), "unknown members 'a', 'b', 'c' and 1 more",
+                     id="unknown-top-members"),
+        pytest.param(_recoded(lambda d: d["signatures"][0].update(extension={"kind": "x"})),
+                     "signatures[0]: unknown member 'extension'; the ledger admits only keyid and sig", id="unknown-signature-member"),
+        pytest.param(_recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload))),
+                     "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found the URL-safe alphabet",
+                     id="url-safe-payload"),
+        pytest.param(_recoded(lambda d: d.update(payload=base64.b64encode(SIGNED.payload).decode().rstrip("="))),
+                     "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found no '=' padding",
+                     id="unpadded-payload"),
+        pytest.param(_recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload).rstrip("="))),
+                     "found the URL-safe alphabet ('-', '_') and no '=' padding", id="url-safe-unpadded-payload"),
+        pytest.param(_recoded(lambda d: d["signatures"][0].update(sig=_urlsafe(SIGNED.signatures[0].sig).rstrip("="))),
+                     "signatures[0].sig: expected standard padded base64", id="unpadded-signature"),
+        pytest.param(_recoded(separators=(", ", ": ")),
+                     "envelope: not in canonical form: the first difference is at byte 11 (found b' \"", id="whitespace"),
+        pytest.param(CANONICAL + b"\n", "the first difference is at byte " + str(len(CANONICAL)) + " (found b'\\n', expected b'')",
+                     id="trailing-newline"),
+        pytest.param(_recoded(_reorder("signatures", "payload", "payloadType"), sort_keys=False),
+                     "the first difference is at byte 2 (found b'signatures", id="reordered-members"),
+        pytest.param(_recoded(lambda d: d.update(signatures=[{"sig": s["sig"], "keyid": s["keyid"]} for s in d["signatures"]]),
+                              sort_keys=False),
+                     "in the canonical order (payload, payloadType, signatures; keyid, sig in each signature)",
+                     id="reordered-signature-members"),
+        pytest.param(CANONICAL.replace(b"/", b"\\/", 1), "and no needless string escapes", id="escaped-slash"),
+    ],
+)  # fmt: skip
+def test_require_canonical_names_what_is_not_canonical(raw: bytes, fragment: str) -> None:
+    env = parse_envelope(raw)  # valid for reading: the same signed payload and signature
+    assert env == SIGNED and raw != CANONICAL
+    with pytest.raises(MalformedEnvelope) as e:
+        require_canonical(raw, env)
+    assert fragment in e.value.message
+    assert "encode_envelope" in (e.value.hint or "")
+
+
+def test_the_ledger_admits_the_canonical_encoding_with_one_signature() -> None:
+    assert form_problem(CANONICAL, SIGNED) is None
+    url_safe = _recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload)))
+    assert "found the URL-safe alphabet" in (form_problem(url_safe, parse_envelope(url_safe)) or "")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(encode_envelope(sign_envelope(PAYLOAD_TYPE, PAYLOAD, [ALICE, BOB])), id="two-signatures"),
+        pytest.param(_recoded(lambda d: d["signatures"].append({"keyid": "0" * 64, "sig": "AAAA"})), id="added-unknown-key-signature"),
+    ],
+)
+def test_a_second_signature_is_not_admitted(raw: bytes) -> None:
+    """Signatures are not bound to each other: any one could be dropped, reordered or added by a relay."""
+    message = form_problem(raw, parse_envelope(raw))
+    assert message is not None and message.startswith("signatures: expected exactly one signature, found 2 (keyids ")
 
 
 # --- constructing envelopes directly ---------------------------------------------------------

@@ -10,8 +10,10 @@ Properties checked:
 
 * ``envelope``: any bytes as a received envelope -> ``check_submission``
   returns ``Checked`` or ``Refused`` with a stage-1 reason; a ``Checked``
-  one carries a payload the corpus signed (no forgery), and a refusal's
-  text can be stored in the rejections table;
+  one carries a payload the corpus signed (no forgery) and is marked for
+  refusal in stage 2 unless its bytes are the one admitted encoding (the
+  canonical bytes, one signature), and a refusal's text can be stored in the
+  rejections table;
 * ``payload``: any bytes as a payload, *validly signed* by a known key (so
   the event decoder, not the signature, is what gets fuzzed) -> the same,
   then stage 2 (``plan_batch``) decides it without raising, and the
@@ -22,14 +24,16 @@ Properties checked:
   ``open_checkpoint`` raise only provault errors, and any note that opens
   states the original checkpoint;
 * ``bundle``: mutated audit bundle files -> ``decode_bundle`` /
-  ``verify_bundle`` raise only provault errors, and only the original
-  bytes verify;
+  ``verify_bundle`` raise only provault errors whose text carries no
+  control character or bidi control, and only the original bytes verify;
 * ``token``: bytes as a QueryService page token -> ``decode_token`` raises
   only ``InvalidArgument``.
 
 A violation of a property the project already knows to be broken raises
 :class:`KnownDefect` (an ``AssertionError``), which callers may tolerate and
-count, so that a long campaign keeps looking for new problems.
+count, so that a long campaign keeps looking for new problems.  There is none
+today: the defects fuzzing found (docs/security.md, D1, D2, D6, D7) are fixed,
+so their properties fail like any other.
 """
 
 from __future__ import annotations
@@ -251,26 +255,34 @@ def _decode_proof(data: bytes) -> tuple[int, int, int, list[bytes], bytes, bytes
 
 def _storable(text: object, what: str) -> None:
     """PostgreSQL text cannot hold U+0000; a refusal that cannot be stored fails its whole batch (docs/security.md D6)."""
-    if isinstance(text, str) and "\x00" in text:
-        raise KnownDefect(f"{what} quotes U+0000, which PostgreSQL text cannot store: {text[:200]!r}")
+    assert not (isinstance(text, str) and "\x00" in text), f"{what} quotes U+0000, which PostgreSQL text cannot store: {text[:200]!r}"
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+"""C0 (newlines too), DEL, C1, bidi controls and lone surrogates: what a bundle must not get onto a terminal."""
 
 
-def _printable(text: str, what: str) -> None:
-    """A message printed on a terminal must not carry control characters from its input (docs/security.md D7)."""
-    if _CONTROL.search(text):
-        raise KnownDefect(f"{what} quotes terminal control characters from its input: {text[:200]!r}")
+def _printable(error: ProvaultError, what: str) -> None:
+    """A bundle error quotes the bundle; its text must not carry control characters or bidi controls (docs/security.md D7)."""
+    parts = {"message": getattr(error, "detail", error.message), "place": getattr(error, "place", ""), "hint": error.hint or ""}
+    for name, text in parts.items():
+        assert not _UNPRINTABLE.search(text), f"{what} {name} quotes control characters from its input: {text[:200]!r}"
+    lines = error.diagnostics().split("\n")  # the one newline is the hint's, written by diagnostics()
+    assert not any(_UNPRINTABLE.search(line) for line in lines), f"{what} prints control characters: {lines!r}"[:400]
 
 
 def check_outcome(raw: bytes, result: Checked | Refused, c: Corpus, *, reasons: frozenset[str] = STAGE1_REASONS) -> bytes | None:
     """Check a stage-1 outcome; return the verified payload of a ``Checked`` one."""
     if isinstance(result, Checked):
-        payload = parse_envelope(raw, max_size=LIMITS.max_envelope_bytes).payload
+        env = parse_envelope(raw, max_size=LIMITS.max_envelope_bytes)
         assert result.raw == raw and result.leaf_hash == merkle.leaf_hash(raw)
         assert set(result.signer_keyids) <= set(c.public_keys), result.signer_keyids
-        return payload
+        admitted = raw == encode_envelope(env) and len(env.signatures) == 1  # docs/security.md D5: one encoding per event
+        assert (result.form_problem is None) == admitted, f"form {'admitted' if admitted else 'not admitted'}: {result.form_problem}"
+        if result.form_problem is not None:
+            assert len(result.form_problem) <= MAX_MESSAGE_CHARS, f"form problem of {len(result.form_problem)} chars"
+            _storable(result.form_problem, "form problem")
+        return env.payload
     assert isinstance(result, Refused), type(result)
     assert result.raw == raw
     assert result.reason in reasons, f"reason {result.reason!r} is not a documented stage-1 reason: {result.message}"
@@ -286,13 +298,8 @@ def check_outcome(raw: bytes, result: Checked | Refused, c: Corpus, *, reasons: 
 
 
 def _stage1(raw: bytes, c: Corpus) -> Checked | Refused:
-    """check_submission, with the one escape the project knows about turned into a KnownDefect."""
-    try:
-        return check_submission(raw, c.public_keys, now=NOW, limits=LIMITS)
-    except ValueError as e:
-        if "only ASCII characters" in str(e):  # keyring.parse_registration: base64.b64decode of a non-ASCII str
-            raise KnownDefect(f"stage 1 raises ValueError on a key.registered with a non-ASCII public_key: {e}") from e
-        raise
+    """check_submission: any exception escaping it is a crash (it raised ValueError before D1 was fixed)."""
+    return check_submission(raw, c.public_keys, now=NOW, limits=LIMITS)
 
 
 def _label(result: Checked | Refused) -> str:
@@ -328,10 +335,9 @@ def payload_target(data: bytes) -> str:
         assert outcome.reason in {"key_not_permitted", "invalid_event", "key_revoked", "unknown_key"}, outcome.reason
         _storable(outcome.message, "stage-2 refusal message")
         return f"stage2:{outcome.reason}"
-    for change in plan.key_changes:  # written to ledger.keys (jsonb identity, text reason)
+    for change in plan.key_changes:  # written to ledger.keys (jsonb identity, text reason); D3
         for value in (*change.identity.values(), change.revoked_reason):
-            if isinstance(value, str) and "\x00" in value:
-                raise KnownDefect(f"an accepted key event carries U+0000 into ledger.keys: {value!r}")
+            assert not (isinstance(value, str) and "\x00" in value), f"an accepted key event carries U+0000 into ledger.keys: {value!r}"
     return "accepted:" + project_target_event(raw, len(c.log))
 
 
@@ -351,8 +357,7 @@ def project_target_event(raw: bytes, seq: int) -> str:
     for p in rows.predictions:
         texts += [p.id, p.activity, json.dumps([p.input, p.output], ensure_ascii=False)]
     bad = [t for t in texts if "\x00" in t]
-    if bad:
-        raise KnownDefect(f"an accepted event projects U+0000 into prov.* (stalls the projector): {bad[0][:120]!r}")
+    assert not bad, f"an accepted event projects U+0000 into prov.* (stalls the projector, D2): {bad[:1]!r}"[:300]
     return "projected"
 
 
@@ -401,13 +406,14 @@ def bundle_target(data: bytes) -> str:
     try:
         bundle = decode_bundle(data)
     except ProvaultError as e:
+        _printable(e, "bundle decode error")
         return f"step{getattr(e, 'step', '?')}:{e.reason}"
     outcomes = []
     for pins in ({"vkey": c.vkey, "admin_keys": [c.admin.public_key]}, {}):  # pinned, and trusting the bundle's own key
         try:
             verify_bundle(bundle, **pins)
         except ProvaultError as e:
-            _printable(e.diagnostics(), "bundle error")
+            _printable(e, "bundle error")
             outcomes.append(f"step{getattr(e, 'step', '?')}:{e.reason}")
             continue
         assert data == c.bundle, "a bundle other than the original verified"

@@ -12,6 +12,7 @@ meant to grow and are not part of it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -26,6 +27,7 @@ from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from psycopg import sql
 
 from ledger.core import merkle
+from ledger.core.envelope import Envelope, Signature, encode_envelope, pae, parse_envelope
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
@@ -215,6 +217,49 @@ def with_doc(raw: bytes, edit: Callable[[dict], None]) -> bytes:
     doc = json.loads(raw)
     edit(doc)
     return json.dumps(doc).encode()
+
+
+def recoded(raw: bytes, edit: Callable[[dict], None] = lambda d: None, **dumps: object) -> bytes:
+    """The envelope JSON edited and written back compact, members sorted (canonical), unless ``dumps`` says otherwise."""
+    doc = json.loads(raw)
+    edit(doc)
+    return json.dumps(doc, **{"separators": (",", ":"), "sort_keys": True, **dumps}).encode()  # type: ignore[arg-type]
+
+
+def cosigned(raw: bytes, signer: Ed25519Signer) -> bytes:
+    """The envelope with a second, valid signature by ``signer`` over the same payload (canonical bytes)."""
+    env = parse_envelope(raw)
+    extra = Signature(keyid=signer.keyid, sig=signer.sign(pae(env.payload_type, env.payload)))
+    return encode_envelope(Envelope(payload_type=env.payload_type, payload=env.payload, signatures=(*env.signatures, extra)))
+
+
+def _urlsafe(text: str) -> str:
+    return base64.urlsafe_b64encode(base64.b64decode(text)).decode()
+
+
+def _unknown_signature(doc: dict) -> None:
+    doc["signatures"].append({"keyid": Ed25519Signer.generate().keyid, "sig": base64.b64encode(bytes(64)).decode()})
+
+
+REENCODINGS: dict[str, Callable[[bytes, Ed25519Signer], bytes]] = {
+    "unknown-member": lambda raw, _: recoded(raw, lambda d: d.update(junk="x" * 10_000)),
+    "unknown-signature-member": lambda raw, _: recoded(raw, lambda d: d["signatures"][0].update(extension={"kind": "x"})),
+    "url-safe-base64": lambda raw, _: recoded(raw, lambda d: d.update(payload=_urlsafe(d["payload"]))),
+    "unpadded-base64": lambda raw, _: recoded(raw, lambda d: d["signatures"][0].update(sig=d["signatures"][0]["sig"].rstrip("="))),
+    "whitespace": lambda raw, _: recoded(raw, separators=(", ", ": ")),
+    "member-order": lambda raw, _: recoded(raw, lambda d: d.update(payload=d.pop("payload")), sort_keys=False),
+    "added-unknown-signature": lambda raw, _: recoded(raw, _unknown_signature),
+    "added-valid-signature": cosigned,
+}
+"""Other encodings of a genuine envelope that parse and verify as it does (docs/security.md D5): what anyone who
+saw it in flight could send.  The second argument is a key the ledger knows, for a co-signature."""
+
+
+def reencodable(chain: ProducerChain) -> Sealed:
+    """A fresh event whose payload base64 holds a '/' (three '?' in a row: one ends a 3-byte group), so URL-safe differs."""
+    sealed = chain.emit("dataset.registered", {"entity": {f"sha256:{'ab' * 32}": {"prov:label": "why???"}}})
+    assert "/" in json.loads(sealed.envelope)["payload"]
+    return sealed
 
 
 def registration_data(key: Ed25519Signer, name: str = "x") -> dict:

@@ -3,8 +3,8 @@
 Envelopes go through gRPC ``LedgerService.Append`` on a real server (the path
 tools use) or through JetStream into the real ingest; each test states what
 comes back, what is recorded, and that nothing already accepted changed
-(``securitykit.accepted_state``).  The inputs that hit a known defect are in
-``test_known_defects.py``.
+(``securitykit.accepted_state``).  The defects these inputs found are fixed and
+tested again in ``test_fixed_defects.py``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ledger.store import log
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.security.securitykit import (
     GRPC_MAX_MESSAGE,
+    REENCODINGS,
     TIMEOUT,
     Seeded,
     Served,
@@ -45,6 +46,7 @@ from tests.security.securitykit import (
     assert_extends,
     last_rejection,
     registration_data,
+    reencodable,
     rejection_count,
     seed,
     with_doc,
@@ -107,9 +109,14 @@ def _replayed_id(s: Seeded) -> bytes:
 
 
 def _reencoded(s: Seeded) -> bytes:
-    """The very same signed payload and signature, in other (valid) envelope bytes: unknown member, URL-safe base64."""
+    """A logged event's signed payload and signature in other envelope bytes: unknown member, URL-safe base64."""
     return with_doc(s.events[1].envelope, lambda d: d.update(note="hi", payload=base64.urlsafe_b64encode(
         base64.b64decode(d["payload"])).decode().rstrip("=")))  # fmt: skip
+
+
+def _reencoded_fresh(how: str) -> Callable[[Seeded], bytes]:
+    """A fresh, valid event of the trainer in another encoding (docs/security.md D5): never the bytes the ledger admits."""
+    return lambda s: REENCODINGS[how](reencodable(s.trainer).envelope, s.lg.admin)
 
 
 def _admin_event(s: Seeded, kind: str, data: dict) -> bytes:
@@ -141,7 +148,8 @@ APPEND_CASES: dict[str, Case] = {
     "out-of-scope-producer-id": Case(lambda s: s.event(chain=ProducerChain("server@host-9", s.trainer.signer)).envelope, "key_not_permitted"),
     "producer-key-signs-key-event": Case(lambda s: s.trainer.emit(KEY_REGISTERED, {}, data=registration_data(Ed25519Signer.generate())).envelope, "key_not_permitted"),
     "replayed-id-other-content": Case(_replayed_id, "event_id_conflict"),
-    "replayed-id-reencoded-envelope": Case(_reencoded, "event_id_conflict"),
+    "replayed-id-reencoded-envelope": Case(_reencoded, "malformed_envelope"),
+    **{f"reencoded-{how}": Case(_reencoded_fresh(how), "malformed_envelope") for how in REENCODINGS},
     "oversized-envelope": Case(_oversized_envelope, "envelope_too_large"),
     "oversized-payload": Case(_oversized_payload, "envelope_too_large"),
     "invalid-prov": Case(lambda s: _resigned(s, lambda d: d["prov"].update(used={"_:u1": {"prov:entity": "provault:x"}})), "invalid_prov"),
@@ -200,18 +208,26 @@ def test_revoked_in_the_same_batch_is_key_revoked(served: Served) -> None:
 # --- replays and producer chains -------------------------------------------------------------------
 
 
-def test_a_reencoded_copy_sent_first_is_logged_instead_of_the_original(served: Served) -> None:
-    """D5, today's behaviour: whoever sees an envelope can log other bytes for it first; the original then conflicts."""
+def test_a_reencoded_copy_sent_first_is_refused_and_the_original_is_logged(served: Served) -> None:
+    """D5, fixed: whoever sees an envelope in flight cannot log other bytes for it, before the original or after."""
     s = served.seeded
-    genuine = s.event()
-    junk = "x" * 10_000  # unsigned bytes that will stay in the append-only log
-    copy = with_doc(genuine.envelope, lambda d: d.update(junk=junk))
+    genuine = reencodable(s.trainer)
+    copies = {how: make(genuine.envelope, s.lg.admin) for how, make in REENCODINGS.items()}
+    malformed = (S.APPEND_STATUS_REJECTED, rejection_reason("malformed_envelope"))
     before = accepted_state(s.conn)
-    assert served.append(copy).status == S.APPEND_STATUS_ACCEPTED
-    result = served.append(genuine)
-    assert (result.status, result.rejection_reason) == (S.APPEND_STATUS_REJECTED, rejection_reason("event_id_conflict"))
-    assert log.get_entry(s.conn, event_id=genuine.event_id).envelope == copy
-    assert_extends(s.conn, before)
+    for how, copy in copies.items():
+        result = served.append(copy)
+        assert (result.status, result.rejection_reason) == malformed, (how, result.rejection_message)
+        row = last_rejection(s.conn)
+        assert (row.reason, row.event_id, row.raw_sha256) == ("malformed_envelope", genuine.event_id, hashlib.sha256(copy).digest())
+    assert accepted_state(s.conn) == before
+    assert served.append(genuine).status == S.APPEND_STATUS_ACCEPTED
+    assert log.get_entry(s.conn, event_id=genuine.event_id).envelope == genuine.envelope
+    after = assert_extends(s.conn, before)
+    for how, copy in copies.items():  # after the original: the same refusal, not event_id_conflict
+        result = served.append(copy)
+        assert (result.status, result.rejection_reason) == malformed, (how, result.rejection_message)
+    assert accepted_state(s.conn) == after
 
 
 def test_an_exact_replay_is_a_duplicate_and_records_nothing(shared: Served) -> None:
@@ -289,7 +305,8 @@ def test_bad_envelopes_over_nats_are_recorded_acked_and_change_nothing(
         "event_id_conflict": _replayed_id(s),
         "clock_skew": s.event(time=datetime(2999, 1, 1, tzinfo=UTC)).envelope,
     }
-    publish_raw(nats_target.url, settings.nats, list(bad.values()))
+    # On the seeded producer's own subject, as its agent would publish them (another subject is `wrong_subject`).
+    publish_raw(nats_target.url, settings.nats, list(bad.values()), producer_id="trainer@host-1")
     wait_for(lambda: len(ledger.rejections()) == len(bad), what="every bad message recorded")
     rows = s.conn.execute("SELECT source, reason, raw_sha256 FROM ledger.rejections ORDER BY id").fetchall()
     assert [(src, r, bytes(h)) for src, r, h in rows] == [("nats", r, hashlib.sha256(b).digest()) for r, b in bad.items()]
