@@ -13,7 +13,10 @@ the very rules that built it) and the standard library.  A test keeps it so.
 failure; the error is one of :mod:`ledger.core.errors` (``ProofInvalid``,
 ``SignatureInvalid``, ``MalformedProof``, ``UnknownKey``, ...) whose message
 names the step, the place (``entries[2] (seq 5)``) and what was expected and
-found.  The error also carries ``step``, ``step_name`` and ``place``.
+found.  The error also carries ``step``, ``step_name`` and ``place``.  A bundle
+is untrusted input, so the text of these errors (which quotes its fields) is
+made :func:`printable` first: control characters and bidi overrides from the
+bundle cannot reach a terminal (docs/security.md, D7).
 
 0. **Format**: the format identifier, enums, order and uniqueness.
 1. **Checkpoint**: the signed note verifies under the checkpoint key -- the
@@ -123,10 +126,29 @@ class MalformedBundle(DecodeError):
     reason = "malformed_bundle"
 
 
+# --- printable text ------------------------------------------------------------------
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+"""C0 (newlines and tabs included), DEL, C1, the bidi controls that reorder a line as displayed (the
+overrides, embeddings and isolates, and the implicit marks LRM, RLM, ALM), and lone surrogates."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal: each character that could move the cursor, change colours,
+    end the line or reorder it is written as a ``\\xNN`` / ``\\uNNNN`` escape; the rest is kept as is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 # --- located errors ------------------------------------------------------------------
 
 
 def _located(cls: type[ProvaultError], step: int, place: str, message: str, hint: str | None) -> ProvaultError:
+    place, message, hint = printable(place), printable(message), printable(hint) if hint is not None else None
     text = f"step {step} ({STEPS[step]}), {place}: {message}"
     try:
         err = cls(text, hint=hint)
@@ -739,6 +761,7 @@ __all__ = [
     "edge_pb",
     "encode_bundle",
     "node_pb",
+    "printable",
     "read_bundle",
     "recompute_graph",
     "verify_bundle",

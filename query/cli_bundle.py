@@ -2,7 +2,9 @@
 
 ``verify-bundle`` opens no database and no network connection: it reads the
 file and the keys you pinned, and runs ``query.bundle_verify``.  Exit 0 when
-the bundle verifies, 1 with the first failing step and its place.
+the bundle verifies, 1 with the first failing step and its place.  Text that can
+come from the bundle is printed through ``printable`` (control characters and
+bidi controls escaped), and ``--json`` output is pure ASCII JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 
-from .bundle_verify import BundleReport, read_bundle, verify_bundle
+from .bundle_verify import BundleReport, printable, read_bundle, verify_bundle
 
 AUDITOR_ROLE = "provault_auditor"
 
@@ -83,7 +85,7 @@ def run_bundle(args: argparse.Namespace) -> int:
     size = write_bundle(bundle, args.out, binary=args.binary)
     print(
         f"wrote {args.out} ({size} bytes): {len(bundle.entries)} entries and {len(bundle.key_entries)} key entries "
-        f"about {bundle.node_id}, as of seq {bundle.as_of_seq}, proven against checkpoint size {bundle.checkpoint.tree_size}"
+        f"about {printable(bundle.node_id)}, as of seq {bundle.as_of_seq}, proven against checkpoint size {bundle.checkpoint.tree_size}"
         + (" (the walk was cut short: raise --depth / --max-nodes)" if bundle.truncated else "")
     )
     return 0
@@ -109,24 +111,31 @@ def run_verify(args: argparse.Namespace) -> int:
             raise  # the auditor's own key files, not the bundle
         _print_failure(e, args)
         return 1
-    print(json.dumps(report.to_json(), indent=2) if args.json else _summary(report, args))
+    print(_json(report.to_json()) if args.json else _summary(report, args))
     return 0
+
+
+def _json(doc: dict[str, Any]) -> str:
+    """JSON that is safe on a terminal too: ``ensure_ascii`` escapes C0 and every non-ASCII character
+    (C1, bidi controls); DEL is ASCII, so it is escaped here (it can only occur inside a string)."""
+    return json.dumps(doc, indent=2, ensure_ascii=True).replace("\x7f", "\\u007f")
 
 
 def _print_failure(e: ProvaultError, args: argparse.Namespace) -> None:
     step = getattr(e, "step", 0)
-    place = getattr(e, "place", "the file")
-    detail = getattr(e, "detail", e.message)
+    place = printable(getattr(e, "place", "the file"))
+    detail = printable(getattr(e, "detail", e.message))
+    hint = printable(e.hint) if e.hint else None
     if args.json:
         doc: dict[str, Any] = {"ok": False, "file": args.file, "step": step, "step_name": getattr(e, "step_name", "bundle format"),
-                               "place": place, "reason": e.reason, "message": detail, "hint": e.hint}  # fmt: skip
-        print(json.dumps(doc, indent=2))
+                               "place": place, "reason": e.reason, "message": detail, "hint": hint}  # fmt: skip
+        print(_json(doc))
         return
     name = getattr(e, "step_name", "bundle format")
     print(f"provault verify-bundle: FAILED at step {step} ({name}), {place}", file=sys.stdout)
     print(f"  [{e.reason}] {detail}")
-    if e.hint:
-        print(f"  hint: {e.hint}")
+    if hint:
+        print(f"  hint: {hint}")
 
 
 def _summary(r: BundleReport, args: argparse.Namespace) -> str:
@@ -142,4 +151,4 @@ def _summary(r: BundleReport, args: argparse.Namespace) -> str:
                                 "were not checked; pin them with --admin-key"),  # fmt: skip
     ]
     lines += [f"  note            {n}" for n in r.notes]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import subprocess
@@ -21,7 +22,8 @@ from ledger.store._db import connect
 from provault.v1 import query_pb2
 from query import projector
 from query.bundle import build_bundle, bundle_rpc, proofs_for
-from query.bundle_verify import RELATION_NAMES, decode_bundle, encode_bundle, verify_bundle
+from query.bundle_verify import RELATION_NAMES, BundleReport, decode_bundle, encode_bundle, printable, verify_bundle
+from query.cli_bundle import _json, _summary
 from query.traverse import trace
 from tests.ledgerkit import ORIGIN, Ledger
 from tests.query.provstory import Ids, Story, build_story, dataset_registered, predictions_logged
@@ -260,3 +262,38 @@ def test_a_non_bundle_file_is_refused_as_step_0(tmp_path: Path, capsys) -> None:
     empty = query_pb2.AuditBundle(format="provault.audit-bundle.v1")
     with pytest.raises(ProvaultError, match="direction"):
         verify_bundle(empty)
+
+
+# --- text from a bundle on a terminal (docs/security.md D7) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain, tab-free text: sha256:ab…, é, 日本", "plain, tab-free text: sha256:ab…, é, 日本"),
+        ("\x1b[2K\rOK\n\t\x00", "\\x1b[2K\\x0dOK\\x0a\\x09\\x00"),
+        ("del\x7f c1\x85\x9b\x9f", "del\\x7f c1\\x85\\x9b\\x9f"),
+        ("\u202a\u202b\u202c\u202d\u202e \u2066\u2067\u2068\u2069", "\\u202a\\u202b\\u202c\\u202d\\u202e \\u2066\\u2067\\u2068\\u2069"),
+        ("marks \u200e\u200f\u061c, a lone \ud800", "marks \\u200e\\u200f\\u061c, a lone \\ud800"),
+    ],
+    ids=["kept", "c0", "del-and-c1", "bidi-overrides-and-isolates", "bidi-marks-and-surrogates"],
+)
+def test_printable_escapes_what_could_drive_a_terminal(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(shown) == shown  # idempotent: safe to apply at the source and again when printing
+
+
+def test_a_verified_bundles_summary_and_json_carry_no_control_characters() -> None:
+    evil = "sha256:ab\x1b[2J\u202eevil\x7f"
+    report = BundleReport(
+        node_id=evil, direction="upstream", as_of_seq=3, origin="o", tree_size=4, root_hash=b"\x00" * 32,
+        checkpoint_key="o+abcd+key", key_source="given", admin_keys_pinned=True, root_keyids=("ab" * 32,),
+        unchecked_seqs=(), entries=1, key_entries=1, nodes=1, edges=0, steps=(f"4 graph: subject {evil}",),
+        notes=(f"note about {evil}",),
+    )  # fmt: skip
+    text = _summary(report, argparse.Namespace(file="bundle\x1b.json"))
+    assert not any(c in text for c in "\x1b\x7f\u202e") and "sha256:ab\\x1b[2J\\u202eevil\\x7f" in text
+    assert "bundle\\x1b.json" in text
+    out = _json(report.to_json())
+    assert out.isascii() and "\x7f" not in out and "\x1b" not in out
+    assert json.loads(out)["node_id"] == evil  # the data itself is exact

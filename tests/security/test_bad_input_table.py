@@ -23,11 +23,13 @@ DOC = ROOT / "docs" / "security.md"
 COLUMNS = ("#", "bad input", "caught where", "outcome", "recorded", "accepted entries", "proven by")
 REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([\w.-]+)\])?`")
 BAD_INPUT_MODULES = (
-    "tests/security/test_bad_inputs.py", "tests/security/test_bad_queries.py", "tests/security/test_known_defects.py",
+    "tests/security/test_bad_inputs.py", "tests/security/test_bad_queries.py", "tests/security/test_fixed_defects.py",
+    "tests/security/test_nats_auth.py",
 )
 LEDGER_REASONS = (
     "malformed_envelope", "unsupported_payload_type", "unknown_key", "bad_signature", "invalid_event", "invalid_prov",
     "clock_skew", "envelope_too_large", "event_id_conflict", "key_revoked", "key_not_permitted", "producer_chain_broken",
+    "wrong_subject",
 )  # fmt: skip
 """Every reason docs/events.md lists that the ledger produces today (cannot_verify it does not)."""
 
