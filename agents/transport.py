@@ -20,7 +20,7 @@ import nats.js.errors
 from ledger.client import ClientCredentials, LedgerClient
 from ledger.config import NatsSettings
 from ledger.core.errors import TransportUnavailable
-from ledger.natsauth import connect_options
+from ledger.natsauth import connect_options, is_refusal
 from ledger.transport import nats_servers, subject_for
 
 from .spool import Record
@@ -64,7 +64,7 @@ class NatsTransport:
         if self._nc is not None:
             await self._drop()
         async def note(e: Exception) -> None:
-            if _is_refusal(e):
+            if is_refusal(e):
                 self.refusal = str(e)
                 log.error("NATS refused this agent: %s", e)
             else:
@@ -77,7 +77,7 @@ class NatsTransport:
                 timeout=self.timeout_s,
             )  # fmt: skip
         except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
-            if _is_refusal(e):
+            if is_refusal(e):
                 raise TransportUnavailable(
                     f"NATS at {self.url} refused this agent's credentials ({e})",
                     hint="check nats.nkey_seed_file and that its user is in the servers' authorization block (`provault nats server-config`)",
@@ -126,11 +126,6 @@ class NatsTransport:
 
     async def close(self) -> None:
         await self._drop()
-
-
-def _is_refusal(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "permissions violation" in text or "authorization violation" in text or "authentication" in text
 
 
 def _prefix_done(futures: list) -> list:

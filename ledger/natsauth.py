@@ -135,6 +135,12 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
     return opts
 
 
+def is_refusal(e: BaseException) -> bool:
+    """Whether a NATS error says the server refused this user (connect) or one of its requests (permissions)."""
+    text = str(e).lower()
+    return "permissions violation" in text or "authorization violation" in text or "authentication" in text
+
+
 def require_ledger_user(settings: Settings) -> None:
     """Outside dev mode the ledger must connect as its own NATS user: refuse to start otherwise."""
     if settings.dev_mode or settings.nats.nkey_seed_file:

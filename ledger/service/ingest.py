@@ -41,7 +41,7 @@ from nats.js.errors import FetchTimeoutError, NotFoundError
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
 from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable
-from ledger.natsauth import connect_options
+from ledger.natsauth import connect_options, is_refusal
 from ledger.transport import CONSUMER, WRONG_SUBJECT, consumer_config, ensure_stream, nats_servers, subject_for
 
 from . import failpoints
@@ -157,32 +157,46 @@ class JetStreamIngest:
         self.stats = IngestStats()
         self.ready = threading.Event()
         self.connect_options = connect_options(settings.nats)  # a bad seed file or CA fails here, before any thread
+        self.refusal: str | None = None
+        """The last authorization / permissions error NATS sent the ledger's connection."""
 
     async def run(self, stop: asyncio.Event) -> None:
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
             nc = await self._connect()
             try:
-                js = nc.jetstream()
-                await ensure_stream(js, self.settings.nats)
-                await fresh_consumer(js, self.settings.nats.stream)
-                sub = await js.pull_subscribe(
-                    f"{self.settings.nats.subject_prefix}.>",
-                    durable=CONSUMER,
-                    stream=self.settings.nats.stream,
-                    config=consumer_config(
-                        ack_wait_s=self.settings.ingest.ack_wait_s,
-                        max_ack_pending=self.settings.ingest.batch_size * 4,
-                    ),
-                )
+                sub = await self._subscribe(nc)
                 self.ready.set()
                 await self._pipeline(sub, pool, stop)
             finally:
                 await self._close(nc)
 
+    async def _subscribe(self, nc):
+        """The stream as configured, a fresh durable consumer, and its pull subscription."""
+        js = nc.jetstream()
+        try:
+            await ensure_stream(js, self.settings.nats)
+            await fresh_consumer(js, self.settings.nats.stream)
+            return await js.pull_subscribe(
+                f"{self.settings.nats.subject_prefix}.>",
+                durable=CONSUMER,
+                stream=self.settings.nats.stream,
+                config=consumer_config(ack_wait_s=self.settings.ingest.ack_wait_s, max_ack_pending=self.settings.ingest.batch_size * 4),
+            )
+        except (asyncio.TimeoutError, nats.errors.Error) as e:
+            if self.refusal is None:
+                raise
+            raise TransportUnavailable(
+                f"NATS at {self.url} refused the ledger's requests ({self.refusal}); the ledger cannot ingest",
+                hint="nats.nkey_seed_file must be the seed of a user with the ledger role for this stream "
+                     f"(`provault nats user add NAME --role ledger`, nats.stream = {self.settings.nats.stream})",
+            ) from e  # fmt: skip
+
     async def _connect(self):
         """Connect once within CONNECT_TIMEOUT_S (a clear error), then reconnect forever."""
 
         async def quiet(e: Exception) -> None:
+            if is_refusal(e):
+                self.refusal = str(e)
             log.warning("NATS connection problem: %s", e)
 
         try:
@@ -192,6 +206,12 @@ class JetStreamIngest:
                 timeout=CONNECT_TIMEOUT_S,
             )  # fmt: skip
         except (asyncio.TimeoutError, OSError, nats.errors.Error) as e:
+            if is_refusal(e) or self.refusal:
+                raise TransportUnavailable(
+                    f"NATS at {self.url} refused the ledger's credentials ({self.refusal or e}); the ledger cannot ingest",
+                    hint="check nats.nkey_seed_file, and that its user is in the servers' authorization block "
+                         "(`provault nats server-config`, then reload NATS)",
+                ) from None  # fmt: skip
             raise TransportUnavailable(
                 f"NATS at {self.url} is not reachable ({type(e).__name__}); the ledger cannot ingest",
                 hint="start NATS (or `provault up`), or fix nats.url",

@@ -319,10 +319,15 @@ def test_the_ledger_refuses_to_start_without_a_nats_user_outside_dev_mode(secure
 
 def test_an_ingest_with_an_agent_seed_cannot_consume(secured: SecuredNats, ledger: Ledger) -> None:
     """A ledger misconfigured with an agent's seed fails at start with the server's reason, and consumes nothing."""
-    with pytest.raises(Exception, match="(?i)permission|timeout|authoriz"):  # noqa: PT012
+    with pytest.raises(TransportUnavailable, match=r"refused the ledger's requests \(nats: permissions violation for publish to") as err:
         with running_ingest(secured.settings("gpu-07"), ledger.dsn, secured.server.url):
             pass
+    assert "--role ledger" in (err.value.hint or "")
     assert log.log_size(ledger.conn) == 0
+    # An nkey the servers do not know is refused at connect, with the same kind of report.
+    with pytest.raises(TransportUnavailable, match=r"(?i)refused the ledger's credentials \(.*authorization violation"):
+        with running_ingest(secured.settings("outsider"), ledger.dsn, secured.server.url):
+            pass
 
 
 # --- TLS ---------------------------------------------------------------------------------------------
