@@ -320,6 +320,8 @@ def validate(s: Settings) -> list[str]:
         p.append(f"nats.duplicate_window_s: expected > 0, found {s.nats.duplicate_window_s}")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", s.nats.stream):
         p.append(f"nats.stream: expected a name of letters, digits, '_' or '-', found {s.nats.stream!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", s.nats.subject_prefix) or len(s.nats.subject_prefix) > 200:
+        p.append(f"nats.subject_prefix: expected dot-separated tokens of letters, digits, '_' or '-' (no wildcards), found {s.nats.subject_prefix!r}")
     if s.signing.checkpoint_every < 1:
         p.append(f"signing.checkpoint_every: expected >= 1, found {s.signing.checkpoint_every}")
     if s.signing.checkpoint_interval_s <= 0:

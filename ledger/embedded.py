@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import pwd
 import shutil
@@ -271,6 +270,22 @@ def nats_server_binary() -> Path:
     )
 
 
+def _conf_string(value: str) -> str:
+    """A double-quoted nats-server config string: \\, " and control characters escaped, other UTF-8 kept.
+
+    (JSON's \\uXXXX escapes are not understood by nats-server's parser.)
+    """
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 class EmbeddedNats:
     """A NATS server with JetStream, store under ``root/jetstream``, on 127.0.0.1.
 
@@ -358,7 +373,7 @@ class EmbeddedNats:
         self.stop()
 
     def _command(self) -> list[str]:
-        q = json.dumps  # nats-server reads JSON strings as plain strings
+        q = _conf_string
         lines = [
             "# Written by provault for its embedded server; rewritten at every start.",
             f"server_name: {q(self.server_name)}",
@@ -367,7 +382,7 @@ class EmbeddedNats:
         ]
         if self.cluster:
             name, route_port, routes = self.cluster
-            lines.append(f"cluster {{ name: {q(name)}, listen: {q(f'127.0.0.1:{route_port}')}, routes: {q(list(routes))} }}")
+            lines.append(f"cluster {{ name: {q(name)}, listen: {q(f'127.0.0.1:{route_port}')}, routes: [{', '.join(q(r) for r in routes)}] }}")
         if self.include is not None:
             # nats-server resolves an include relative to the including file, absolute or not.
             lines.append(f"include {q(os.path.relpath(self.include, self.root))}")

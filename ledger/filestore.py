@@ -58,8 +58,7 @@ def read_registry(path: Path, *, key: str, what: str) -> bytes | None:
     can write it could add ``what`` (a token, a user).
     """
     try:
-        st = os.stat(path)
-        data = path.read_bytes()
+        st, data = read_checked(path)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -70,3 +69,9 @@ def read_registry(path: Path, *, key: str, what: str) -> bytes | None:
             hint=f"chmod 600 {path}",
         )
     return data
+
+
+def read_checked(path: Path) -> tuple[os.stat_result, bytes]:
+    """The status and bytes of one and the same file (fstat of the descriptor read), so a check cannot race a swap."""
+    with open(path, "rb") as f:
+        return os.fstat(f.fileno()), f.read()

@@ -50,8 +50,9 @@ from typing import Any
 import nkeys
 
 from ledger.config import NatsSettings, Settings
-from ledger.core.errors import ConfigError, ProvaultError
-from ledger.filestore import exclusive, read_registry, replace_atomically
+from ledger.core.errors import ConfigError, InvalidEvent, ProvaultError
+from ledger.core.events import check_producer_id
+from ledger.filestore import exclusive, read_checked, read_registry, replace_atomically
 from ledger.transport import CONSUMER, subject_for
 
 ROLES = ("agent", "ledger", "monitor")
@@ -100,8 +101,8 @@ def read_seed_file(path: str | Path, *, key: str = "nats.nkey_seed_file") -> tup
     """(seed, public key) from a seed file; refused when others may read it or it holds no user seed."""
     p = Path(path).expanduser()
     try:
-        st = os.stat(p)
-        text = p.read_text(encoding="ascii")
+        st, data = read_checked(p)
+        text = data.decode("ascii")
     except OSError as e:
         raise ConfigError([f"{key}: cannot read {p} ({e.strerror})"]) from None
     except UnicodeDecodeError:
@@ -132,6 +133,10 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
             opts["tls"] = ssl.create_default_context(cafile=os.path.expanduser(settings.tls_ca))
         except (OSError, ssl.SSLError) as e:
             raise ConfigError([f"nats.tls_ca: cannot load CA certificates from {settings.tls_ca} ({e})"]) from None
+        # TLS before the server says anything: otherwise a server (or someone in the middle) that
+        # announces tls_required=false in INFO keeps the connection in clear despite the CA.
+        # The servers need `handshake_first: true` in their tls block (docs/security.md, "NATS users").
+        opts["tls_handshake_first"] = True
     return opts
 
 
@@ -184,8 +189,10 @@ def check_user(user: NatsUser) -> list[str]:
     if user.role != "agent" and user.producers:
         p.append(f"producers: a {user.role} user publishes no events; it takes no producer ids")
     for pid in user.producers:
-        if not pid or pid != pid.strip() or any(c.isspace() or ord(c) < 0x20 for c in pid) or len(pid) > 256:
-            p.append(f"producers: expected a producer id without spaces or control characters, found {pid!r}")
+        try:
+            check_producer_id(pid)  # the events' own rule: only ids an event can carry, all ASCII
+        except InvalidEvent as e:
+            p.append(f"producers: {e.message}")
     return p
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -128,20 +129,26 @@ class MalformedBundle(DecodeError):
 
 # --- printable text ------------------------------------------------------------------
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-"""C0 (newlines and tabs included), DEL, C1, the bidi controls that reorder a line as displayed (the
-overrides, embeddings and isolates, and the implicit marks LRM, RLM, ALM), and lone surrogates."""
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories escaped: controls (C0, DEL, C1: newlines, tabs, ANSI escapes), format characters
+(the bidi controls that reorder a line, zero-width spaces and joiners, the BOM, soft hyphens, tag
+characters), lone surrogates, private-use and unassigned code points, and line / paragraph separators:
+everything that moves the cursor, reorders or hides text, or looks like nothing."""
 
 
 def printable(text: str) -> str:
-    """``text`` safe to show on a terminal: each character that could move the cursor, change colours,
-    end the line or reorder it is written as a ``\\xNN`` / ``\\uNNNN`` escape; the rest is kept as is."""
-    return _UNPRINTABLE.sub(_escape, text)
+    """``text`` safe to show on a terminal: each character of a :data:`_HIDDEN` category is written
+    as a ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN`` escape; the rest is kept as is.
+
+    A backslash is kept as is, so applying it twice changes nothing more."""
+    if text.isprintable() and text.isascii():  # the common case, in C
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
 
 
-def _escape(m: re.Match[str]) -> str:
-    code = ord(m.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 # --- located errors ------------------------------------------------------------------

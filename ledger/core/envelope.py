@@ -319,13 +319,29 @@ def _noncanonical(raw: bytes, canonical: bytes) -> str:
         problem = None  # raw parsed already; the byte comparison below still says where it differs
     if problem:
         return problem
-    at = next((i for i, (a, b) in enumerate(zip(raw, canonical, strict=False)) if a != b), min(len(raw), len(canonical)))
+    at = _first_difference(raw, canonical)
     return (
         f"envelope: not in canonical form: the first difference is at byte {at} (found {raw[at : at + 16]!r}, "
         f"expected {canonical[at : at + 16]!r}); the envelope must be compact JSON (no whitespace) with the members "
         "in the canonical order (payload, payloadType, signatures; keyid, sig in each signature) and no needless "
         "string escapes"
     )
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    """The first index where ``a`` and ``b`` differ (the shorter length if one is a prefix of the other).
+
+    Binary search over slice comparisons (done in C), so a large envelope with
+    a difference near its end costs O(n log n) byte compares, not a Python loop.
+    """
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # invariant: a[:lo] == b[:lo]; the first difference is in [lo, hi] (hi = no difference before it)
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _names(names: list[str]) -> str:

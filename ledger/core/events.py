@@ -195,7 +195,8 @@ def _check_kind(value: Any) -> str:
     return value
 
 
-def _check_producer_id(value: Any) -> str:
+def check_producer_id(value: Any) -> str:
+    """A valid producer id (InvalidEvent naming ``producer.id`` otherwise); shared with the NATS users registry."""
     f = "producer.id"
     if not isinstance(value, str):
         raise InvalidEvent(expected_found(f, "a string", _json_type(value)), field=f)
@@ -265,7 +266,7 @@ class Producer:
     prev: str
 
     def __post_init__(self) -> None:
-        _check_producer_id(self.id)
+        check_producer_id(self.id)
         _check_prev(self.prev, _check_seq(self.seq))
 
     @classmethod

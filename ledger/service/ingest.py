@@ -40,7 +40,7 @@ from nats.js.errors import FetchTimeoutError, NotFoundError
 
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
-from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable
+from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable, UnknownKey
 from ledger.natsauth import connect_options, is_refusal
 from ledger.transport import CONSUMER, WRONG_SUBJECT, consumer_config, ensure_stream, nats_servers, subject_for
 
@@ -159,12 +159,14 @@ class JetStreamIngest:
         self.connect_options = connect_options(settings.nats)  # a bad seed file or CA fails here, before any thread
         self.refusal: str | None = None
         """The last authorization / permissions error NATS sent the ledger's connection."""
+        self.subscription = None
+        """The pull subscription on the stream, once running."""
 
     async def run(self, stop: asyncio.Event) -> None:
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
             nc = await self._connect()
             try:
-                sub = await self._subscribe(nc)
+                sub = self.subscription = await self._subscribe(nc)
                 self.ready.set()
                 await self._pipeline(sub, pool, stop)
             finally:
@@ -260,13 +262,33 @@ class JetStreamIngest:
 
     async def _fetch(self, sub) -> list:
         try:
-            return await sub.fetch(self.settings.ingest.batch_size, timeout=self.settings.ingest.fetch_timeout_s)
+            msgs = await sub.fetch(self.settings.ingest.batch_size, timeout=self.settings.ingest.fetch_timeout_s)
         except (FetchTimeoutError, NatsTimeout, asyncio.TimeoutError):
             return []
         except nats.errors.Error as e:
             log.warning("fetch from JetStream failed: %s; retrying", e)
             await asyncio.sleep(RETRY_MIN_S)
             return []
+        return self.from_stream(msgs)
+
+    def from_stream(self, msgs: list) -> list:
+        """Only the messages JetStream delivered from the stream.
+
+        Anyone may publish with a reply subject of their choosing, and JetStream
+        then sends its publish acknowledgement there: aimed at the ledger's
+        inbox, it arrives among the fetched messages. Those have no
+        ``$JS.ACK.<stream>.<consumer>.`` reply; they are dropped (and cannot be
+        acknowledged), never checked or recorded.
+        """
+        ack_prefix = f"$JS.ACK.{self.settings.nats.stream}.{CONSUMER}."
+        subject_prefix = f"{self.settings.nats.subject_prefix}."
+        genuine = [m for m in msgs if (m.reply or "").startswith(ack_prefix) and m.subject.startswith(subject_prefix)]
+        if len(genuine) != len(msgs):
+            stray = next(m for m in msgs if m not in genuine)
+            log.warning("dropped %d message(s) on the ledger's inbox that did not come from the stream (subject %r, %d bytes): "
+                        "someone published with the ledger's inbox as reply subject", len(msgs) - len(genuine),
+                        stray.subject[:120], len(stray.data))  # fmt: skip
+        return genuine
 
     async def _check(self, pool: ProcessPoolExecutor, raws: list[bytes]) -> list[Checked | Refused]:
         loop = asyncio.get_running_loop()
@@ -278,13 +300,25 @@ class JetStreamIngest:
         return [item for part in parts for item in part]
 
     def bind_subjects(self, subjects: Sequence[str], items: list[Checked | Refused]) -> list[Checked | Refused]:
-        """Refuse a checked event that did not arrive on its own producer's subject."""
+        """Refuse an event that did not arrive on its own producer's subject.
+
+        Checked events, and those refused only for an unknown key: stage 2
+        checks those again once a key registered earlier in the same batch is
+        known, and would otherwise admit them unbound.
+        """
         out: list[Checked | Refused] = []
         for subject, it in zip(subjects, items, strict=True):
-            if isinstance(it, Checked) and subject != (want := subject_for(self.settings.nats, it.event.producer.id)):
+            if isinstance(it, Checked):
+                pid, keyid, event_id = it.event.producer.id, it.keyid, it.event_id
+            elif it.reason == UnknownKey.reason and it.producer_id is not None:
+                pid, keyid, event_id = it.producer_id, it.keyid, it.event_id
+            else:
+                out.append(it)
+                continue
+            if subject != (want := subject_for(self.settings.nats, pid)):
                 it = Refused(
-                    raw=it.raw, reason=WRONG_SUBJECT, event_id=it.event_id, keyid=it.keyid, producer_id=it.event.producer.id,
-                    message=f"an event of producer {it.event.producer.id!r} arrived on subject {subject!r}; "
+                    raw=it.raw, reason=WRONG_SUBJECT, event_id=event_id, keyid=keyid, producer_id=pid,
+                    message=f"an event of producer {pid!r} arrived on subject {subject!r}; "
                             f"it must be published on its producer's subject {want!r}",
                 )  # fmt: skip
             out.append(it)

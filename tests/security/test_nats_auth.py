@@ -21,6 +21,7 @@ import nats.errors
 import pytest
 
 from agents.spool import Record
+from ledger.core.admission import Refused
 from agents.transport import NatsTransport
 from ledger.config import NatsSettings, PostgresSettings, Settings
 from ledger.core.errors import ConfigError, TransportUnavailable
@@ -68,6 +69,7 @@ def secured(tmp_path: Path, pg_dsn: str) -> Iterator[SecuredNats]:
         ("gpu-08", "agent", ("trainer@gpu-08",)),
         ("gateway", "agent", ("trainer@a", "trainer@b")),
         ("grafana", "monitor", ()),
+        ("admin-relay", "agent", ("admin/test",)),  # publishes the test admin's key events
     ]:
         seed, public = new_user_seed()
         users.add(name=name, role=role, public_key=public, producers=producers)
@@ -232,6 +234,28 @@ def test_an_agent_cannot_read_consume_acknowledge_or_delete_the_stream(
     wait_for(lambda: log.log_size(ledger.conn) == 2, what="an event after the attempts")
 
 
+def test_a_reply_aimed_at_the_ledgers_inbox_is_dropped_and_ingest_goes_on(
+    secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService
+) -> None:
+    """An agent publishes on its own subject with the ledger's inbox as reply: JetStream's ack lands there."""
+    chain = _registered(ledger, "trainer@gpu-07")
+    inbox = ledger_ingest.ingest.subscription._deliver  # what the monitoring port's /connz would show
+
+    async def go() -> None:
+        async with Client(secured, "gpu-07") as c:
+            assert c.nc is not None
+            for i in range(3):
+                await c.nc.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"not an event %d" % i, reply=inbox)
+            await c.nc.flush(timeout=3)
+
+    asyncio.run(go())
+    ev = chain.emit("dataset.registered", dataset_prov())
+    assert _send(secured, "gpu-07", "trainer@gpu-07", [ev]) == 1
+    wait_for(lambda: log.log_size(ledger.conn) == 2, what="the genuine event after the spoofed acks")
+    assert ledger_ingest.running(), "the ingest is still running"
+    assert [r for r, _ in ledger.rejections()] == ["malformed_envelope"] * 3, "the published junk itself is recorded"
+
+
 def test_the_ledger_user_cannot_publish_events_or_destroy_the_stream(secured: SecuredNats, ledger_ingest: IngestService) -> None:
     stream = secured.base.nats.stream
 
@@ -284,6 +308,45 @@ def test_an_event_on_another_producers_subject_is_refused_as_wrong_subject(
     ev2 = chain_b.emit("dataset.registered", dataset_prov("cd" * 32))
     assert _send(secured, "gateway", "trainer@b", [ev2]) == 1
     wait_for(lambda: log.log_size(ledger.conn) == 2, what="the event on its own subject")
+
+
+def test_an_event_whose_key_is_registered_in_the_same_batch_is_still_bound_to_its_subject(
+    secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService
+) -> None:
+    """Stage 2 re-checks an unknown-key event once the batch registers its key: it must not escape the binding."""
+    chain, reg = ledger.producer_with_key("trainer@gpu-08", producers=("trainer@gpu-08",))
+    ev = chain.emit("dataset.registered", dataset_prov())
+    # Back to back, so that both usually land in one fetch (the path under test); in two, the event is checked normally.
+    transport_admin = NatsTransport(secured.server.url, secured.settings("admin-relay").nats, "admin/test", timeout_s=3)
+    transport_agent = NatsTransport(secured.server.url, secured.settings("gpu-07").nats, "trainer@gpu-07", timeout_s=3)
+
+    async def go() -> None:
+        try:
+            await asyncio.gather(transport_admin.send([Record(index=0, event_id=reg.event_id, envelope=reg.envelope)]),
+                                 transport_agent.send([Record(index=0, event_id=ev.event_id, envelope=ev.envelope)]))  # fmt: skip
+        finally:
+            await transport_admin.close()
+            await transport_agent.close()
+
+    asyncio.run(go())
+    wait_for(lambda: len(ledger.rejections()) == 1 and log.log_size(ledger.conn) == 1, what="the registration and the refusal")
+    assert [r for r, _ in ledger.rejections()] == ["wrong_subject"]
+    assert {e.event_id for e in log.iter_entries(ledger.conn)} == {reg.event_id}
+
+
+def test_binding_covers_events_refused_only_for_an_unknown_key(ledger_ingest: IngestService) -> None:
+    ingest = ledger_ingest.ingest
+    s = ingest.settings.nats
+    unknown = Refused(raw=b"x", reason="unknown_key", message="m", event_id="e", keyid="k", producer_id="trainer@gpu-08")
+    unparsed = Refused(raw=b"y", reason="unknown_key", message="m")
+    other = Refused(raw=b"z", reason="bad_signature", message="m", producer_id="trainer@gpu-08")
+    wrong, right, kept, kept2 = ingest.bind_subjects(
+        [subject_for(s, "trainer@gpu-07"), subject_for(s, "trainer@gpu-08"), subject_for(s, "a"), subject_for(s, "a")],
+        [unknown, unknown, unparsed, other],
+    )
+    assert wrong.reason == "wrong_subject" and wrong.producer_id == "trainer@gpu-08" and wrong.keyid == "k"
+    assert right is unknown, "on its own subject it stays an unknown key, which stage 2 may still admit"
+    assert kept is unparsed and kept2 is other, "other refusals keep their own reason"
 
 
 def test_a_removed_user_is_locked_out_once_the_servers_reload(secured: SecuredNats) -> None:
@@ -354,15 +417,17 @@ def test_agents_connect_over_tls_when_nats_tls_ca_is_set(tmp_path: Path) -> None
     users.add(name="ledger", role="ledger", public_key=new_user_seed()[1])
     users.add(name="gpu-07", role="agent", public_key=public, producers=["trainer@gpu-07"])
     write_new_secret(tmp_path / "gpu-07.nk", seed + "\n")
+    plain = tmp_path / "plain.conf"
+    plain.write_text(render_server_config(list(users.load().values()), NatsSettings()))
     conf = tmp_path / "nats.conf"
-    conf.write_text(render_server_config(list(users.load().values()), NatsSettings())
-                    + f'tls {{ cert_file: "{tmp_path / "server.pem"}", key_file: "{tmp_path / "server.key"}" }}\n')  # fmt: skip
+    conf.write_text(plain.read_text() + f'tls {{ cert_file: "{tmp_path / "server.pem"}", key_file: "{tmp_path / "server.key"}", '
+                                        "handshake_first: true }\n")  # fmt: skip
     with EmbeddedNats(tmp_path / "nats", include=conf) as server:
         url = f"tls://127.0.0.1:{server.port}"
         good = NatsSettings(url=url, nkey_seed_file=str(tmp_path / "gpu-07.nk"), tls_ca=str(tmp_path / "ca.pem"))
 
         async def connect(s: NatsSettings) -> str:
-            nc = await nats.connect(url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **connect_options(s))
+            nc = await nats.connect(s.url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **connect_options(s))
             try:
                 await nc.flush(timeout=3)
                 return "connected" if nc.is_connected and nc.connected_url and nc.connected_url.scheme == "tls" else "not tls"
@@ -372,3 +437,9 @@ def test_agents_connect_over_tls_when_nats_tls_ca_is_set(tmp_path: Path) -> None
         assert asyncio.run(connect(good)) == "connected"
         with pytest.raises(Exception, match="(?i)certificate verify failed"):
             asyncio.run(connect(dataclasses.replace(good, tls_ca=str(tmp_path / "other-ca.pem"))))
+    # A server (or someone in the middle) that does not start with TLS cannot keep a client with a CA in clear:
+    # the client opens with the TLS handshake (tls_handshake_first), before the server's INFO could say "no TLS".
+    with EmbeddedNats(tmp_path / "plain-nats", include=plain) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        with pytest.raises(Exception, match="(?i)ssl|wrong version|tls"):
+            asyncio.run(connect(dataclasses.replace(good, url=url)))

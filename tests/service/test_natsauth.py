@@ -43,7 +43,7 @@ def _seed_file(tmp_path: Path, text: str, mode: int = 0o600, name: str = "u.nk")
 def _users(tmp_path: Path) -> NatsUsers:
     store = NatsUsers(tmp_path / "auth" / "nats-users.json")
     store.add(name="ledger", role="ledger", public_key=new_user_seed()[1])
-    store.add(name="gpu-07", role="agent", public_key=new_user_seed()[1], producers=["trainer@gpu-07", "eval.v2*"])
+    store.add(name="gpu-07", role="agent", public_key=new_user_seed()[1], producers=["trainer@gpu-07", "eval/v2"])
     return store
 
 
@@ -101,7 +101,7 @@ def test_a_missing_seed_file_or_ca_is_a_config_error(tmp_path: Path) -> None:
 def test_users_are_added_listed_and_removed(tmp_path: Path) -> None:
     store = _users(tmp_path)
     assert set(store.load()) == {"ledger", "gpu-07"}
-    assert store.load()["gpu-07"].producers == ("trainer@gpu-07", "eval.v2*")
+    assert store.load()["gpu-07"].producers == ("trainer@gpu-07", "eval/v2")
     assert store.path.stat().st_mode & 0o777 == 0o600
     removed = store.remove("gpu-07")
     assert removed.name == "gpu-07" and set(store.load()) == {"ledger"}
@@ -118,13 +118,15 @@ def test_users_are_added_listed_and_removed(tmp_path: Path) -> None:
         ({"name": "x", "role": "admin"}, "role: expected one of agent, ledger, monitor, found 'admin'"),
         ({"name": "x", "role": "agent"}, "an agent user needs at least one producer id"),
         ({"name": "x", "role": "ledger", "producers": ["p"]}, "a ledger user publishes no events"),
-        ({"name": "x", "role": "agent", "producers": ["has space"]}, "producer id without spaces"),
-        ({"name": "x", "role": "agent", "producers": ["nl\nx"]}, "producer id without spaces or control characters"),
-        ({"name": "x", "role": "agent", "producers": [""]}, "producer id without spaces"),
+        ({"name": "x", "role": "agent", "producers": ["has space"]}, "producers: producer.id: expected characters A-Z"),
+        ({"name": "x", "role": "agent", "producers": ["nl\nx"]}, "producers: producer.id: expected characters A-Z"),
+        ({"name": "x", "role": "agent", "producers": [""]}, "producers: producer.id: expected a non-empty string"),
+        ({"name": "x", "role": "agent", "producers": ["trainer.*"]}, "producers: producer.id: expected characters A-Z"),
+        ({"name": "x", "role": "agent", "producers": ["caf\u00e9"]}, "producers: producer.id: expected characters A-Z"),
         ({"name": "x", "role": "agent", "producers": ["p"], "public_key": "not-a-key"}, "public_key: expected a NATS user public key"),
     ],
     ids=["same-name", "space-in-name", "sign-first", "unknown-role", "agent-without-producer", "ledger-with-producer",
-         "space-in-producer", "newline-in-producer", "empty-producer", "bad-public-key"],  # fmt: skip
+         "space-in-producer", "newline-in-producer", "empty-producer", "wildcard-producer", "non-ascii-producer", "bad-public-key"],  # fmt: skip
 )
 def test_a_bad_user_is_refused_and_the_registry_is_unchanged(tmp_path: Path, kw: dict, message: str) -> None:
     store = _users(tmp_path)
@@ -175,10 +177,10 @@ def test_a_registry_others_may_write_is_refused(tmp_path: Path) -> None:
 
 def test_an_agent_may_publish_only_on_its_producers_subjects_and_read_only_its_inbox() -> None:
     seed, public = new_user_seed()
-    user = NatsUser(name="gpu-07", role="agent", public_key=public, producers=("trainer@gpu-07", "eval.v2*"))
+    user = NatsUser(name="gpu-07", role="agent", public_key=public, producers=("trainer@gpu-07", "eval.v2/x"))
     assert permissions(user, NS) == {
-        # '.', '*' and '>' in a producer id are escaped: no id reaches another's subject or a wildcard.
-        "publish": {"allow": ["provault.events.trainer~40gpu-07", "provault.events.eval~2ev2~2a"]},
+        # '.' (a token separator) and the other signs a producer id may hold are escaped: no id reaches another's subject.
+        "publish": {"allow": ["provault.events.trainer~40gpu-07", "provault.events.eval~2ev2~2fx"]},
         "subscribe": {"allow": [f"{inbox_prefix(public)}.>"]},
     }
 
@@ -197,6 +199,7 @@ def test_the_ledger_may_use_only_its_stream_and_consumer() -> None:
 def test_the_rendered_block_is_valid_nats_server_config(tmp_path: Path) -> None:
     store = _users(tmp_path)
     text = render_server_config(list(store.load().values()), NS, source=str(store.path))
+    assert text.isascii()
     (tmp_path / "users.conf").write_text(text)
     main = tmp_path / "server.conf"
     main.write_text('listen: "127.0.0.1:4222"\ninclude "users.conf"\n')
