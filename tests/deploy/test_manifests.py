@@ -5,15 +5,23 @@ And deploy/ is secure as configured: the gRPC servers get TLS and tokens that
 (private keys with mode 0600), health checks speak TLS, and the NATS servers
 include a users file made by the real ``provault nats`` CLI, pass
 ``nats-server -t`` and admit the ledger's user over TLS, nobody anonymously.
+The NATS servers start TLS before they say anything (a client that waits for
+a clear INFO gets none, so it cannot be downgraded), their routes admit only
+peers with a certificate from the private CA, their monitoring port stays
+inside the containers (Compose) or behind the NATS NetworkPolicy (Kubernetes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import posixpath
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -31,15 +39,21 @@ from ledger.service.auth import server_security
 from ledger.service.tokens import TokenStore
 
 from .manifests import (
+    CHART_RELEASE,
     COMPOSE,
     DEPLOY,
     DOCKERFILE,
     KUBE,
+    NATS_CONFS,
     PATH_SETTINGS,
     PRIVATE_SETTINGS,
     ROOT,
+    NatsPorts,
     Process,
+    Tls,
+    chart_route_hosts,
     compose,
+    compose_nats_tree,
     compose_processes,
     dockerfile_env,
     env_values,
@@ -47,11 +61,16 @@ from .manifests import (
     kube_documents,
     kube_processes,
     load_all,
+    localize_compose_nats,
     make_tls,
+    nats_server,
     nats_users,
     provault_commands,
+    route_peers,
+    routes_form,
     run_health_check,
     tls_health_server,
+    wait_until,
     yaml_files,
 )
 
@@ -203,33 +222,36 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published beyond this host"
 
 
-NATS_CONFS = sorted((DEPLOY / "compose" / "nats").glob("*.conf"))
-
-
-def _nats_service(conf: Path) -> dict[str, Any]:
-    return compose()["services"][conf.stem]
-
-
-def _compose_nats_tree(conf: Path, root: Path, users: dict[str, Path], tls_names: list[str]) -> Path:
-    """The service's /etc/nats under ``root``: its config, and secrets/nats as the operator makes it.
-
-    The config's absolute /etc/nats paths are moved under ``root``; everything
-    else, the include and its relative path included, is the file as shipped.
-    """
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in _nats_service(conf)["volumes"]}
-    assert mounts["/etc/nats/nats.conf"] == f"./nats/{conf.name}"
-    assert mounts["/etc/nats/secrets"] == "./secrets/nats", "the folder docs/operations.md fills"
-    etc = root / "etc" / "nats"
-    tls = make_tls(etc / "secrets", tls_names, cn="provault-nats")
-    shutil.copy(users["auth.conf"], etc / "secrets" / "auth.conf")
-    assert {p.name for p in (etc / "secrets").iterdir()} >= {"auth.conf", tls.cert.name, tls.key.name}
-    (etc / "nats.conf").write_text(conf.read_text().replace("/etc/nats/", f"{etc}/"))
-    return etc / "nats.conf"
+def _compose_nats_tls(folder: Path) -> Tls:
+    """The NATS servers' certificate as docs/operations.md makes it: the Compose names, serverAuth and clientAuth."""
+    return make_tls(folder, ["nats-1", "nats-2", "nats-3", "localhost"], cn="provault-nats", client_auth=True)
 
 
 def _nats_test(config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     argv = [str(nats_server_binary()), "-c", str(config), "-t"]
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def _block(text: str, opener: str) -> str:
+    """The body of the first ``opener {...}`` block (a line matching the regex ``opener``, braces balanced)."""
+    m = re.search(rf"^[ \t]*{opener}[ \t]*\{{", text, re.M)
+    assert m is not None, f"no {opener} {{...}} block"
+    depth, i = 1, m.end()
+    while depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return text[m.end() : i - 1]
+
+
+def _settings(block: str) -> dict[str, str]:
+    """The ``key: value`` lines directly in a block (comments dropped; nested blocks not descended)."""
+    out, depth = {}, 0
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if depth == 0 and (m := re.fullmatch(r"(\w+)\s*:\s*(\S+)", line)):
+            out[m[1]] = m[2]
+        depth += line.count("{") - line.count("}")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +267,14 @@ def test_compose_nats_config_with_a_generated_users_include_is_valid(conf: Path,
     assert all(f"nats-route://nats-{i}:6222" in text for i in (1, 2, 3))
     assert re.search(r"^include \./secrets/auth\.conf$", text, re.M), "the users file, from `provault nats server-config`"
     assert re.search(r"^tls \{", text, re.M) and "no_advertise: true" in text
-    config = _compose_nats_tree(conf, tmp_path, users, ["nats-1", "nats-2", "nats-3", "localhost"])
+    # Clients: TLS first, with no fallback to a clear INFO (a duration would fall back).
+    assert _settings(_block(text, "tls"))["handshake_first"] == "true"
+    # Routes: mutual TLS against the private CA, which the service gets as the Compose secret ca.crt.
+    route_tls = _settings(_block(_block(text, "cluster"), "tls"))
+    assert route_tls == {"cert_file": "/etc/nats/secrets/server.crt", "key_file": "/etc/nats/secrets/server.key",
+                         "ca_file": "/run/secrets/ca.crt", "verify": "true"}  # fmt: skip
+    assert "ca.crt" in compose()["services"][conf.stem]["secrets"]
+    config = compose_nats_tree(conf, tmp_path, auth_conf=users["auth.conf"], tls=_compose_nats_tls(tmp_path / "pki"))
     res = _nats_test(config, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     # The include is not optional: without the users file the server does not start (no anonymous fallback).
@@ -254,48 +283,74 @@ def test_compose_nats_config_with_a_generated_users_include_is_valid(conf: Path,
     assert res.returncode != 0 and "auth.conf" in res.stdout + res.stderr
 
 
+def test_compose_keeps_nats_monitoring_inside_the_containers() -> None:
+    """8222 has no authentication, and /connz lists every client's subscriptions (the ledger's inbox among them):
+    Compose publishes neither it nor the routes' port, and the servers listen on it on the container's loopback,
+    where the healthcheck, which runs inside the container, still reaches it."""
+    services = compose()["services"]
+    for conf in NATS_CONFS:
+        svc = services[conf.stem]
+        published = [str(p).rsplit(":", 1)[-1] for p in svc.get("ports", [])]
+        assert "8222" not in published and "6222" not in published, f"{conf.stem}: {svc.get('ports')}"
+        assert re.search(r"^http: 127\.0\.0\.1:8222$", conf.read_text(), re.M), conf.name
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[-1] == "http://127.0.0.1:8222/healthz", test
+
+
 def _compose_ledger() -> Process:
     return next(p for p in compose_processes() if p.where == "compose ledger")
 
 
-def test_compose_nats_admits_the_ledger_over_tls_and_nobody_anonymously(users: dict[str, Path], tmp_path: Path) -> None:
-    """nats-1 as configured (ports and store moved to this machine) against the ledger's NATS settings from compose."""
-    config = _compose_nats_tree(NATS_CONFS[0], tmp_path, users, ["localhost"])
-    port, http, route = free_port(), free_port(), free_port()
-    text = config.read_text()
-    moves = {
-        "listen: 0.0.0.0:4222": f"listen: 127.0.0.1:{port}",
-        "http: 0.0.0.0:8222": f"http: 127.0.0.1:{http}",
-        "listen: 0.0.0.0:6222": f"listen: 127.0.0.1:{route}",
-        "store_dir: /data/jetstream": f"store_dir: {tmp_path / 'js'}",
-    }
-    for old, new in moves.items():
-        assert old in text
-        text = text.replace(old, new)
-    config.write_text(text)
+def _start_compose_nats(names: list[str], root: Path, users: dict[str, Path], tls: Tls) -> tuple[dict[str, NatsPorts], list[Path]]:
+    """Configurations for the Compose nodes ``names`` as shipped, moved to this machine; the other nodes are absent."""
+    ports = {f"nats-{i}": NatsPorts(client=free_port(), http=free_port(), route=free_port()) for i in (1, 2, 3)}
+    configs = []
+    for name in names:
+        config = compose_nats_tree(NATS_CONFS[int(name[-1]) - 1], root / name, auth_conf=users["auth.conf"], tls=tls)
+        localize_compose_nats(config, ports=ports[name], store=root / name / "js",
+                              peers={n: p.route for n, p in ports.items()})  # fmt: skip
+        configs.append(config)
+    return ports, configs
+
+
+def test_compose_nats_admits_the_ledger_over_tls_first_and_nobody_anonymously(users: dict[str, Path], tmp_path: Path) -> None:
+    """nats-1 as configured (ports and store moved to this machine, its peers absent) against the ledger's NATS
+    settings from compose: TLS first with the CA and the ledger's nkey works; the server says nothing in clear, so
+    a client that waits for INFO before TLS (the downgradable kind) gets nowhere."""
+    tls = _compose_nats_tls(tmp_path / "pki")
+    ports, (config,) = _start_compose_nats(["nats-1"], tmp_path, users, tls)
     env = _compose_ledger().env
     assert env["PROVAULT_NATS_NKEY_SEED_FILE"].startswith("/run/secrets/") and env["PROVAULT_NATS_TLS_CA"].startswith("/run/secrets/")
-    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]),
-                                  "PROVAULT_NATS_TLS_CA": str(config.parent / "secrets" / "ca.crt")})  # fmt: skip
-    url = f"nats://localhost:{port}"
-    with open(tmp_path / "nats.log", "wb") as log:
-        server = subprocess.Popen([str(nats_server_binary()), "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            asyncio.run(_connects_only_with_credentials(url, settings))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)})
+    port = ports["nats-1"].client
+    with nats_server(config, tmp_path / "nats.log"):
+        asyncio.run(_connects_only_with_tls_first_and_credentials(f"nats://localhost:{port}", settings))
+        # Nothing in clear: a plain TCP client that waits for the greeting gets none (the server closes
+        # after its TLS handshake timeout, or the read times out), never an INFO it could be fooled by.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            try:
+                greeting = raw.recv(4096)
+            except TimeoutError:
+                greeting = b""
+        assert b"INFO" not in greeting, greeting
 
 
-async def _connects_only_with_credentials(url: str, settings: Settings) -> None:
+async def _quiet(_: Exception) -> None:
+    return None
+
+
+async def _connects_only_with_tls_first_and_credentials(url: str, settings: Settings) -> None:
     import nats  # noqa: PLC0415
 
     opts = connect_options(settings.nats)
     assert set(opts) >= {"tls", "nkeys_seed_str"}
+    assert opts.get("tls_handshake_first", True) is True, "provault's clients start TLS first when nats.tls_ca is set"
+    first = {**opts, "tls_handshake_first": True}
+    common: dict[str, Any] = {"connect_timeout": 2, "max_reconnect_attempts": 0, "allow_reconnect": False, "error_cb": _quiet}
     deadline = time.monotonic() + 20
     while True:
         try:
-            nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, **opts)
+            nc = await nats.connect(url, **common, **first)
             break
         except (OSError, nats.errors.Error, asyncio.TimeoutError):
             if time.monotonic() > deadline:
@@ -303,9 +358,105 @@ async def _connects_only_with_credentials(url: str, settings: Settings) -> None:
             await asyncio.sleep(0.2)
     assert nc.is_connected and nc.connected_url is not None
     await nc.close()
-    anonymous = {"tls": opts["tls"]}
+    # The same client, CA and nkey, but TLS only after the server's INFO: no INFO comes, so no connection.
+    late = {k: v for k, v in opts.items() if k != "tls_handshake_first"}
+    started = time.monotonic()
+    with pytest.raises((asyncio.TimeoutError, nats.errors.Error, OSError)):
+        await nats.connect(url, **common, **late)
+    assert time.monotonic() - started < 15
+    # TLS first without a user: refused.
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, **anonymous)
+        await nats.connect(url, **common, tls=opts["tls"], tls_handshake_first=True)
+
+
+_ROUTE_CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"tls_required":false,"name":"intruder","cluster":"provault"}\r\nPING\r\n'
+
+
+def _route_attempt(port: int, ctx: ssl.SSLContext | None, *, host: str = "nats-1", bound: float = 8) -> tuple[str, bytes]:
+    """Try to open a route to ``port`` as an intruder would: in clear (``ctx`` None) or over TLS with ``ctx``, then a
+    route CONNECT and a PING.  Returns how it ended ("closed", "ssl: REASON" or "timeout", within ``bound``
+    seconds) and what the server sent after the CONNECT."""
+    deadline = time.monotonic() + bound
+    data = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=bound) as raw:
+            sock: socket.socket = raw
+            if ctx is not None:
+                raw.settimeout(0.5)
+                with contextlib.suppress(TimeoutError):
+                    raw.recv(4096)  # a greeting in clear before TLS, from servers that send one
+                raw.settimeout(bound)
+                sock = ctx.wrap_socket(raw, server_hostname=host)
+            sock.sendall(_ROUTE_CONNECT)
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.1, deadline - time.monotonic()))
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return "closed", data
+                data += chunk
+            return "timeout", data
+    except ssl.SSLError as e:
+        return f"ssl: {e.reason or e}", data
+    except (ConnectionResetError, BrokenPipeError):
+        return "closed", data
+    except TimeoutError:
+        return "timeout", data
+
+
+def _intruder(root: Path, name: str, route: int, tls: dict[str, str] | None) -> Path:
+    """A nats-server of its own that dials ``route`` as a route of cluster provault, with route TLS ``tls``."""
+    cluster: dict[str, Any] = {"name": "provault", "listen": f"127.0.0.1:{free_port()}", "routes": [f"nats-route://localhost:{route}"]}
+    if tls is not None:
+        cluster["tls"] = tls
+    config = root / f"{name}.conf"
+    config.write_text(json.dumps({"server_name": name, "listen": f"127.0.0.1:{free_port()}", "cluster": cluster}))
+    return config
+
+
+def test_compose_nats_routes_admit_only_peers_with_a_certificate_from_the_ca(users: dict[str, Path], tmp_path: Path) -> None:
+    """nats-1 and nats-2 as shipped (nats-3 absent; the routes dial localhost): they form their route over mutual
+    TLS.  Intruders on nats-1's route port get no route: nats-servers of their own that dial it in clear, or over
+    TLS with a certificate (serverAuth and clientAuth) from another CA; and a raw client (in clear, TLS without a
+    certificate, TLS with the other CA's) is cut off within seconds without an answer to its PING."""
+    tls = _compose_nats_tls(tmp_path / "pki")
+    ports, configs = _start_compose_nats(["nats-1", "nats-2"], tmp_path, users, tls)
+    route, http = ports["nats-1"].route, ports["nats-1"].http
+    other = make_tls(tmp_path / "other-ca", ["nats-9", "localhost"], client_auth=True)
+    intruders = [_intruder(tmp_path, "intruder-in-clear", route, None),
+                 _intruder(tmp_path, "intruder-other-ca", route, {"cert_file": str(other.cert), "key_file": str(other.key),
+                                                                  "ca_file": str(tls.ca)})]  # fmt: skip
+    with nats_server(configs[0], tmp_path / "nats-1.log"), nats_server(configs[1], tmp_path / "nats-2.log"):
+        wait_until(lambda: route_peers(http) != [], timeout=20, what="nats-1 and nats-2 form a route")
+        assert set(route_peers(http)) == {"nats-2"}
+        with nats_server(intruders[0], tmp_path / "intruder-1.log"), nats_server(intruders[1], tmp_path / "intruder-2.log"):
+            # They retry every second; watch for 4 s: never a route, and nats-1 refuses them.
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                assert set(route_peers(http)) == {"nats-2"}, f"an intruder joined: {route_peers(http)}"
+                time.sleep(0.2)
+        refusals = (tmp_path / "nats-1.log").read_text().count("TLS Handshake Failure")
+        assert refusals >= 2, "nats-1 saw the intruders' routes and failed their TLS handshakes"
+        no_cert = ssl.create_default_context(cafile=str(tls.ca))
+        other_ca = ssl.create_default_context(cafile=str(tls.ca))
+        other_ca.load_cert_chain(other.cert, other.key)
+        attempts = {"in clear": _route_attempt(route, None), "TLS, no certificate": _route_attempt(route, no_cert),
+                    "TLS, another CA's certificate": _route_attempt(route, other_ca)}  # fmt: skip
+        for how, (ending, data) in attempts.items():
+            assert ending == "closed" or ending.startswith("ssl: "), f"{how}: {ending} {data!r}"
+            assert b"PONG" not in data, f"{how}: the server answered {data!r}"
+        assert attempts["TLS, no certificate"][0] in ("closed", "ssl: TLSV13_ALERT_CERTIFICATE_REQUIRED"), attempts
+        assert set(route_peers(http)) == {"nats-2"}, "no intruder among the routes"
+
+
+def test_the_routes_need_a_certificate_for_client_authentication_too(tmp_path: Path) -> None:
+    """Why the NATS servers' certificate carries clientAuth: each server presents it when it dials a route, and
+    its peer (verify: true) refuses one made for serverAuth only."""
+    only_server = make_tls(tmp_path / "server-only", ["localhost"])
+    assert routes_form(tmp_path / "server-only", cert=only_server.cert, key=only_server.key, ca=only_server.ca, timeout=4) == []
+    log = "".join(p.read_text() for p in (tmp_path / "server-only").glob("route-*.log"))
+    assert "incompatible key usage" in log, log[-2000:]
+    both = make_tls(tmp_path / "both", ["localhost"], client_auth=True)
+    assert set(routes_form(tmp_path / "both", cert=both.cert, key=both.key, ca=both.ca)) == {"route-1"}
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------------
@@ -383,6 +534,60 @@ CHART_CONFIG_DIR = "/etc/nats-config"
 """Where the chart mounts nats.conf; `$include` paths are relative to it (the chart's values.yaml, config.merge)."""
 
 
+def _chart_tls(values: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """A tls block as the chart renders it (files/config/tls.yaml): the Secret's files, the tlsCA's ca_file in
+    every block, then the block's merge."""
+    tls = values["config"][protocol]["tls"]
+    folder = (tls.get("dir") or f"/etc/nats-certs/{protocol}").rstrip("/")
+    block: dict[str, Any] = {"cert_file": f"{folder}/{tls.get('cert') or 'tls.crt'}",
+                             "key_file": f"{folder}/{tls.get('key') or 'tls.key'}"}  # fmt: skip
+    ca = values.get("tlsCA", {})
+    if ca.get("enabled") and (ca.get("secretName") or ca.get("configMapName")):
+        block["ca_file"] = f"{(ca.get('dir') or '/etc/nats-ca-cert').rstrip('/')}/{ca.get('key') or 'ca.crt'}"
+    return {**block, **tls.get("merge", {})}
+
+
+def _chart_config(values: dict[str, Any]) -> str:
+    """nats.conf as the chart renders it from these values (files/config/config.yaml, cluster.yaml, tls.yaml,
+    config.merge with its $include), for the keys the values use; paths as in the pod."""
+    config = values["config"]
+    cluster = config["cluster"]
+    doc: dict[str, Any] = {
+        "server_name": "nats-0",
+        "port": 4222,
+        "tls": _chart_tls(values, "nats"),
+        "cluster": {"name": CHART_RELEASE, "port": 6222, "no_advertise": cluster.get("noAdvertise", True),
+                    "routes": [f"{'tls' if cluster['tls']['enabled'] else 'nats'}://{h}:6222" for h in chart_route_hosts(values)],
+                    **({"tls": _chart_tls(values, "cluster")} if cluster["tls"]["enabled"] else {})},
+        "http_port": 8222,
+        "jetstream": {"store_dir": config["jetstream"]["fileStore"]["dir"]},
+        **{k: v for k, v in config["merge"].items() if not k.endswith("$include")},
+    }  # fmt: skip
+    includes = "".join(f"  include {v};\n" for k, v in config["merge"].items() if k.endswith("$include"))
+    return json.dumps(doc, indent=2)[:-2] + ",\n" + includes + "}\n"
+
+
+def _chart_files(values: dict[str, Any], users: dict[str, Path], root: Path) -> tuple[Path, Tls]:
+    """The pod's /etc (the chart's config, the Secrets' files) and /data under ``root``: the config file, and the
+    certificate it serves (the Service name, the route names, localhost; serverAuth and clientAuth)."""
+    etc = root / "etc"
+    tls = make_tls(root / "pki", [f"{CHART_RELEASE}.{CHART_RELEASE}.svc.cluster.local", *chart_route_hosts(values), "localhost"],
+                   cn="provault-nats", client_auth=True)  # fmt: skip
+    text = _chart_config(values)
+    for f in re.findall(r'"(/etc/[^"]+)"', text):
+        dst = etc / f.removeprefix("/etc/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy({"tls.crt": tls.cert, "tls.key": tls.key, "ca.crt": tls.ca}[Path(f).name], dst)
+    includes = [v for k, v in values["config"]["merge"].items() if k.endswith("$include")]
+    auth = etc / posixpath.normpath(posixpath.join(CHART_CONFIG_DIR, includes[0])).removeprefix("/etc/")
+    auth.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(users["auth.conf"], auth)
+    config = etc / "nats-config" / "nats.conf"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text.replace('"/etc/', f'"{etc}/').replace('"/data"', f'"{root / "data"}"'))
+    return config, tls
+
+
 def test_nats_helm_values_include_the_users_secret_and_serve_tls(users: dict[str, Path], tmp_path: Path) -> None:
     """The chart's conventions: `config.merge` keys ending in $include become include directives, relative to
     /etc/nats-config; extra volumes come through `podTemplate.patch` and `container.patch` (JSON patches); the
@@ -397,21 +602,105 @@ def test_nats_helm_values_include_the_users_secret_and_serve_tls(users: dict[str
     mount = next(m for m in mounts if target.startswith(m["mountPath"].rstrip("/") + "/"))
     assert volumes[mount["name"]]["secret"]["secretName"] == "nats-auth"
     assert mount["mountPath"].startswith("/etc/") and not mount["mountPath"].startswith(CHART_CONFIG_DIR + "/")
-    assert values["config"]["nats"]["tls"] == {"enabled": True, "secretName": "nats-server-tls"}
     assert values["config"]["cluster"].get("noAdvertise", True) is True
     assert values["natsBox"]["enabled"] is False, "nats-box has no NATS user"
-    # The include as the chart renders it, with a users file from the CLI: nats-server accepts it.
-    etc = tmp_path / "etc"
-    tls = make_tls(etc / "nats-certs" / "nats", ["nats.nats.svc.cluster.local"])
-    auth = etc / target.removeprefix("/etc/")
-    auth.parent.mkdir(parents=True)
-    shutil.copy(users["auth.conf"], auth)
-    config = etc / "nats-config" / "nats.conf"
-    config.parent.mkdir(parents=True)
-    config.write_text("{\n" f'  "port": 4222,\n  "tls": {{"cert_file": "{tls.cert}", "key_file": "{tls.key}"}},\n'
-                      f'  "max_payload": {values["config"]["merge"]["max_payload"]},\n  include {includes[0]};\n' "}\n")  # fmt: skip
+    # The include as the chart renders it, with a users file from the CLI: nats-server accepts the whole config.
+    config, _ = _chart_files(values, users, tmp_path)
     res = _nats_test(config, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_nats_helm_values_serve_tls_first_and_mutual_tls_on_the_routes(users: dict[str, Path], tmp_path: Path) -> None:
+    """Clients: TLS first (handshake_first true, not a duration).  Routes: TLS with the servers' Secret, the CA from
+    tlsCA (which the chart adds as ca_file), verify.  The chart's probes use the monitoring port over plain http,
+    so TLS first on 4222 leaves them alone.  A server running the config as the chart renders it (its route peers
+    unreachable) admits the ledger's user over TLS first, though the client port's block now has a ca_file too."""
+    values = load_all(KUBE / "nats-values.yaml")[0]
+    nats_tls, cluster = values["config"]["nats"]["tls"], values["config"]["cluster"]
+    assert nats_tls["enabled"] is True and nats_tls["secretName"] == "nats-server-tls"
+    assert nats_tls["merge"]["handshake_first"] is True
+    assert cluster["tls"]["enabled"] is True and cluster["tls"]["secretName"] == "nats-server-tls"
+    assert cluster["tls"]["merge"]["verify"] is True
+    assert values["tlsCA"]["enabled"] is True and values["tlsCA"]["secretName"] == "nats-ca"
+    assert not values["config"]["monitor"].get("tls", {}).get("enabled"), "the chart's httpGet probes stay plain http"
+    assert not cluster.get("routeURLs", {}).get("user"), "routes authenticate with certificates, not a shared password"
+    rendered = json.loads(_chart_config(values).split("  include ")[0].rstrip().rstrip(",") + "}")
+    assert rendered["cluster"]["tls"] == {"cert_file": "/etc/nats-certs/cluster/tls.crt", "key_file": "/etc/nats-certs/cluster/tls.key",
+                                          "ca_file": "/etc/nats-ca-cert/ca.crt", "verify": True}  # fmt: skip
+    assert rendered["cluster"]["routes"] == [f"tls://nats-{i}.nats-headless:6222" for i in range(3)]
+    config, tls = _chart_files(values, users, tmp_path)
+    port, http, route = free_port(), free_port(), free_port()
+    text = config.read_text()
+    for old, new in (('"port": 4222', f'"listen": "127.0.0.1:{port}"'), ('"http_port": 8222', f'"http": "127.0.0.1:{http}"'),
+                     ('"port": 6222', f'"listen": "127.0.0.1:{route}"')):  # fmt: skip
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    config.write_text(text)
+    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)})
+    with nats_server(config, tmp_path / "nats.log"):
+        asyncio.run(_connects_only_with_tls_first_and_credentials(f"nats://localhost:{port}", settings))
+
+
+NATS_NETWORK_POLICY = KUBE / "nats-networkpolicy.yaml"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels here: {selector}"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_the_nats_network_policy_admits_each_port_from_the_expected_pods_only() -> None:
+    """deploy/kubernetes/nats-networkpolicy.yaml, for namespace nats: it selects the chart's NATS pods (release
+    nats); 4222 from the ledger's pods (namespace provault) and pods labelled provault.io/nats-client; 6222 from
+    the NATS pods only; 8222 from the NATS pods and pods labelled provault.io/nats-monitor; nothing else."""
+    docs = load_all(NATS_NETWORK_POLICY)
+    assert docs and all(d["apiVersion"] == "networking.k8s.io/v1" and d["kind"] == "NetworkPolicy" for d in docs)
+    nats_pod = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": CHART_RELEASE, "app.kubernetes.io/component": "nats"}
+    nats_box = {**nats_pod, "app.kubernetes.io/component": "nats-box"}
+    ledger = next(d for d in kube_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "provault-ledger")
+    ledger_pod = ledger["spec"]["template"]["metadata"]["labels"]
+    provault_ns = {"kubernetes.io/metadata.name": "provault"}
+    admitted: dict[int, list[dict[str, Any]]] = {}
+    for d in docs:
+        assert d["metadata"]["namespace"] == CHART_RELEASE
+        assert _selects(d["spec"]["podSelector"], nats_pod) and not _selects(d["spec"]["podSelector"], nats_box)
+        assert "Ingress" in d["spec"]["policyTypes"]
+        for rule in d["spec"].get("ingress", []):
+            assert rule.get("from"), "a rule without `from` admits every source"
+            assert rule.get("ports"), "a rule without `ports` admits every port"
+            for port in rule["ports"]:
+                assert port.get("protocol", "TCP") == "TCP"
+                admitted.setdefault(int(port["port"]), []).extend(rule["from"])
+    assert set(admitted) == {4222, 6222, 8222}
+
+    def in_namespace(name: str) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": name}
+
+    def admits(port: int, labels: dict[str, str], namespace: dict[str, str]) -> bool:
+        """Whether a pod with ``labels`` in a namespace with labels ``namespace`` may reach ``port``."""
+        for peer in admitted[port]:
+            assert set(peer) <= {"podSelector", "namespaceSelector"}, f"{port}: {peer} (no ipBlock by default)"
+            # Without a namespaceSelector, a podSelector means pods of the policy's own namespace.
+            in_ns = _selects(peer["namespaceSelector"], namespace) if "namespaceSelector" in peer else namespace == in_namespace("nats")
+            if in_ns and _selects(peer.get("podSelector", {}), labels):
+                return True
+        return False
+
+    nats_ns, monitoring_ns, agents_ns = in_namespace("nats"), in_namespace("monitoring"), in_namespace("ml")
+    agent, monitor, stranger = {"provault.io/nats-client": "true"}, {"provault.io/nats-monitor": "true"}, {"app": "anything"}
+    assert admits(4222, ledger_pod, provault_ns) and admits(4222, agent, agents_ns)
+    assert not admits(4222, stranger, agents_ns) and not admits(4222, ledger_pod, agents_ns)
+    assert admits(6222, nats_pod, nats_ns)
+    for labels, ns in ((ledger_pod, provault_ns), (agent, agents_ns), (monitor, monitoring_ns), (stranger, nats_ns),
+                       (nats_pod, agents_ns), (nats_box, nats_ns)):  # fmt: skip
+        assert not admits(6222, labels, ns), f"6222 from {labels} in {ns}"
+    assert admits(8222, nats_pod, nats_ns) and admits(8222, monitor, monitoring_ns)
+    for labels, ns in ((ledger_pod, provault_ns), (agent, agents_ns), (stranger, monitoring_ns)):
+        assert not admits(8222, labels, ns), f"8222 from {labels} in {ns}"
+    # provault's own egress policy reaches these pods on 4222.
+    egress = next(d for d in kube_documents() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "provault-egress")
+    to_nats = [r for r in egress["spec"]["egress"] if any(p["port"] == 4222 for p in r["ports"])]
+    assert to_nats and all(_selects(peer["podSelector"], nats_pod) for r in to_nats for peer in r["to"])
 
 
 def test_overlay_settings_are_valid_on_top_of_the_base() -> None:

@@ -5,11 +5,17 @@
   Secret the deploy files mount;
 * its `openssl` lines, run as written, make certificates that name the hosts
   the deployment uses, that the servers' own checks accept, and that the
-  deployed health check trusts over a real TLS connection.
+  deployed health check trusts over a real TLS connection; the NATS servers'
+  certificate also works on both ends of a route (mutual TLS, the route names);
+* every file its set-up steps write lands where git ignores it (or outside the
+  checkout);
+* what it says the ledger's NATS user may do to the stream is what NATS lets
+  that user do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shlex
@@ -21,12 +27,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from ledger.cli import build_parser
-from ledger.config import load_settings
+from ledger.config import Settings, load_settings
 from ledger.service.auth import server_security
 from ledger.service.tokens import TokenStore
 from ledger.transport import nats_servers
 
 from .manifests import (
+    NATS_CONFS,
+    chart_route_hosts,
+    check_route_certificate_with_python_tls,
+    nats_server,
+    nats_users,
+    routes_form,
     KUBE,
     ROOT,
     compose,
@@ -126,6 +138,8 @@ def test_the_kubernetes_steps_create_every_secret_the_manifests_mount() -> None:
     wanted |= {("provault", n) for n in re.findall(r"secretKeyRef: \{name: (\S+), key:", text) if n != "provault-pg-app"}
     values = load_all(KUBE / "nats-values.yaml")[0]
     wanted.add(("nats", values["config"]["nats"]["tls"]["secretName"]))
+    wanted.add(("nats", values["config"]["cluster"]["tls"]["secretName"]))
+    wanted.add(("nats", values["tlsCA"]["secretName"]))
     wanted |= {("nats", op["value"]["secret"]["secretName"]) for op in values["podTemplate"]["patch"] if "secret" in op["value"]}
     assert len(wanted) >= 10
     missing = sorted(wanted - created)
@@ -205,8 +219,15 @@ def test_the_compose_openssl_lines_make_certificates_the_deployment_accepts(tmp_
     assert (tmp_path / "secrets" / "nats" / "server.key").is_file()
     assert not list((tmp_path / "secrets").glob("*.srl")), "the serial file stays in pki/"
     _check_grpc_certificate(secret["grpc.crt"], secret["grpc.key"], secret["ca.crt"], tmp_path, ledger.health[0])
+    nats_key = tmp_path / "secrets" / "nats" / "server.key"
     for host in sorted(nats_hosts):
-        _check_nats_certificate_with_python_tls(nats_cert, tmp_path / "secrets" / "nats" / "server.key", secret["ca.crt"], host)
+        _check_nats_certificate_with_python_tls(nats_cert, nats_key, secret["ca.crt"], host)
+    # Routes: the names the shipped configurations dial, the certificate on both ends against the CA, which
+    # the NATS services get as the Compose secret ca.crt.
+    route_hosts = {h for conf in NATS_CONFS for h in re.findall(r"nats-route://([\w.-]+):6222", conf.read_text())}
+    assert route_hosts == {"nats-1", "nats-2", "nats-3"} and route_hosts <= san_names(nats_cert)
+    assert all("ca.crt" in c["services"][conf.stem]["secrets"] for conf in NATS_CONFS)
+    _check_nats_routes(nats_cert, nats_key, secret["ca.crt"], sorted(route_hosts), tmp_path / "routes")
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
@@ -224,3 +245,142 @@ def test_the_kubernetes_openssl_lines_make_certificates_the_deployment_accepts(t
     _check_grpc_certificate(tmp_path / "grpc.crt", tmp_path / "grpc.key", tmp_path / "ca.crt", tmp_path, ledger.health[0])
     for host in sorted(nats_hosts):
         _check_nats_certificate_with_python_tls(tmp_path / "nats.crt", tmp_path / "nats.key", tmp_path / "ca.crt", host)
+    # Routes: the names the chart dials for these values (release nats), the certificate on both ends, checked
+    # against the CA, which the steps put into the Secret the values' tlsCA names.
+    values = load_all(KUBE / "nats-values.yaml")[0]
+    route_hosts = chart_route_hosts(values)
+    assert route_hosts == [f"nats-{i}.nats-headless" for i in range(3)] and set(route_hosts) <= san_names(tmp_path / "nats.crt")
+    lines = _command_lines(_section("Kubernetes"))
+    assert f"kubectl -n nats create secret generic {values['tlsCA']['secretName']} --from-file=ca.crt" in lines
+    _check_nats_routes(tmp_path / "nats.crt", tmp_path / "nats.key", tmp_path / "ca.crt", route_hosts, tmp_path / "routes")
+
+
+def _check_nats_routes(cert: Path, key: Path, ca: Path, hosts: list[str], root: Path) -> None:
+    """The NATS servers' certificate on a route: extended key usage serverAuth and clientAuth, and the route
+    names (OpenSSL, as Go does, checks both); then two real nats-servers form a route with it (dialling localhost,
+    which the certificate also names)."""
+    for host in hosts:
+        check_route_certificate_with_python_tls(cert, key, ca, host)
+    assert set(routes_form(root, cert=cert, key=key, ca=ca)) == {"route-1"}, "two servers with this certificate form a route"
+
+
+# --- where the set-up steps write ---------------------------------------------------------------------
+
+_WRITES = [re.compile(p) for p in (
+    r"(?:^|\s)-(?:keyout|out|CAserial)\s+(\S+)",           # openssl
+    r"(?:^|\s)--(?:out|seed-out)[= ](\S+)",                 # provault
+    r"(?:^|[^\d&])>\s*(\S+)",                               # shell redirections
+    r"^export \w+=\$PWD/(\S+)",                              # files the following commands write
+)]  # fmt: skip
+
+
+def _written_paths(title: str) -> list[tuple[str, str]]:
+    """(absolute path, the command line) for every file or folder a section's command lines write, relative paths
+    taken from the folder the lines `cd` to (the repository's root first); a folder's path ends in /."""
+    cwd, out = ROOT, []
+    for line in _command_lines(_section(title)):
+        argv = shlex.split(line, comments=True)
+        if argv[:1] == ["cd"]:
+            cwd = (cwd / argv[1]).resolve()
+            continue
+        paths = [m for rx in _WRITES for m in rx.findall(line)]
+        if argv[:3] == ["provault", "keys", "new"]:
+            paths += [argv[3], argv[3] + ".pub"]
+        if argv[:2] == ["mkdir", "-p"]:
+            paths += [f"{d.rstrip('/')}/" for d in argv[2:]]
+        if argv[:1] == ["cp"]:
+            paths.append(argv[-1])
+        for p in paths:
+            p = p.strip("\"'")
+            path = (Path(p).expanduser() if p.startswith(("~", "/")) else cwd / p).resolve()
+            out.append((f"{path}/" if p.endswith("/") else str(path), line))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("git") is None or subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True,
+                    check=False).returncode != 0, reason="not a git checkout")  # fmt: skip
+@pytest.mark.parametrize("title", ["Docker Compose", "Kubernetes"])
+def test_the_set_up_steps_write_secrets_only_where_git_ignores_them(title: str) -> None:
+    """Keys, certificates, tokens and seeds must never be written where `git add` would pick them up: every file a
+    set-up step writes is ignored by git (deploy/compose/secrets/ and pki/, deploy/kubernetes/secrets/), or outside
+    the checkout."""
+    written = _written_paths(title)
+    assert len(written) >= 15, written
+    inside = [(p, line) for p, line in written if Path(p).is_relative_to(ROOT)]
+    assert inside, "the steps write into the checkout's ignored folders"
+    exposed = []
+    for path, line in inside:
+        rel = str(Path(path).relative_to(ROOT)) + ("/" if path.endswith("/") else "")
+        res = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", rel], capture_output=True, check=False)
+        if res.returncode != 0:
+            exposed.append(f"{rel}  (from `{line}`)")
+    assert exposed == [], "docs/operations.md writes where git does not ignore it:\n" + "\n".join(exposed)
+    kube_secrets = KUBE / "secrets" / ".gitignore"
+    assert kube_secrets.read_text().split("\n")[-3:] == ["*", "!.gitignore", ""], "everything in it but itself"
+
+
+# --- the ledger's NATS user ---------------------------------------------------------------------------------
+
+
+def test_what_the_guide_says_the_ledgers_nats_user_can_do_to_the_stream(tmp_path: Path) -> None:
+    """The guide: the ledger's user may create and update the stream (ensure_stream brings it to the configured
+    limits), so its seed could shorten retention; it cannot turn off deny_delete / deny_purge, nor purge or
+    delete the stream.  Checked against a nats-server with the users file from the real CLI."""
+    text = " ".join(_section("Topology").split())
+    assert "may create **and update** the stream" in text and "`deny_delete` and `deny_purge`" in text
+    from ledger.embedded import free_port  # noqa: PLC0415
+
+    users = nats_users(tmp_path / "users")
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\ninclude ./users/auth.conf\n")
+    settings = load_settings(env={"PROVAULT_NATS_URL": f"nats://127.0.0.1:{port}",
+                                  "PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"])})  # fmt: skip
+    with nats_server(config, tmp_path / "nats.log"):
+        asyncio.run(_ledger_user_on_the_stream(settings))
+
+
+async def _ledger_user_on_the_stream(settings: Settings) -> None:
+    import dataclasses  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import nats  # noqa: PLC0415
+
+    from ledger.natsauth import connect_options  # noqa: PLC0415
+    from ledger.transport import ensure_stream, stream_config  # noqa: PLC0415
+
+    async def quiet(_: Exception) -> None:
+        return None
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            nc = await nats.connect(settings.nats.url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0,
+                                    error_cb=quiet, **connect_options(settings.nats))  # fmt: skip
+            break
+        except (OSError, nats.errors.Error, asyncio.TimeoutError):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    try:
+        js = nc.jetstream(timeout=2)
+        info = await ensure_stream(js, settings.nats)  # create
+        assert info.config.deny_delete and info.config.deny_purge
+        want = stream_config(settings.nats)
+        # Update: a shorter retention is allowed (that is the risk the guide states) ...
+        shorter = await js.update_stream(dataclasses.replace(want, max_bytes=4096, max_msgs=10))
+        assert shorter.config.max_bytes == 4096 and shorter.config.max_msgs == 10
+        # ... turning off deny_delete or deny_purge is not, and neither is purging or deleting the stream.
+        for flag in ("deny_delete", "deny_purge"):
+            with pytest.raises(nats.errors.Error, match="can not cancel"):
+                await js.update_stream(dataclasses.replace(want, **{flag: False}))
+        denied = nc.jetstream(timeout=0.5)  # a request the user may not publish gets no reply
+        with pytest.raises((nats.errors.Error, asyncio.TimeoutError)):
+            await denied.purge_stream(settings.nats.stream)
+        with pytest.raises((nats.errors.Error, asyncio.TimeoutError)):
+            await denied.delete_stream(settings.nats.stream)
+        assert (await js.stream_info(settings.nats.stream)).config.name == settings.nats.stream
+        # ensure_stream, at the ledger's next start, brings back the limits it manages (the byte cap among them).
+        back = await ensure_stream(js, settings.nats)
+        assert (back.config.max_bytes, back.config.max_msgs, back.config.max_age) == (want.max_bytes, -1, 0.0)
+    finally:
+        await nc.close()
