@@ -15,6 +15,7 @@ ones that the ledger has not recorded yet.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from nats.js import api
@@ -23,6 +24,8 @@ from nats.js.errors import NotFoundError
 
 from ledger.config import NatsSettings
 from ledger.core.errors import ConfigError, TransportUnavailable
+
+log = logging.getLogger("provault.transport")
 
 CONSUMER = "provault-ledger"
 WRONG_SUBJECT = "wrong_subject"
@@ -57,11 +60,22 @@ def stream_config(settings: NatsSettings) -> api.StreamConfig:
         num_replicas=settings.replicas,
         deny_delete=True,
         deny_purge=True,
+        # Explicit, so that ensure_stream puts back any limit someone changed (the ledger's NATS
+        # user may update the stream): no age or count limit may drop an unrecorded event.
+        max_age=0.0,
+        max_msgs=-1,
+        max_msgs_per_subject=-1,
+        allow_rollup_hdrs=False,
+        allow_direct=False,
+        sealed=False,
     )
 
 
-_FIXED = ("retention", "storage")
-_TUNABLE = ("subjects", "discard", "max_msg_size", "max_bytes", "duplicate_window", "num_replicas", "deny_delete", "deny_purge")
+_FIXED = ("retention", "storage", "sealed")
+_TUNABLE = (
+    "subjects", "discard", "max_msg_size", "max_bytes", "duplicate_window", "num_replicas", "deny_delete", "deny_purge",
+    "max_age", "max_msgs", "max_msgs_per_subject", "allow_rollup_hdrs", "allow_direct",
+)  # fmt: skip
 
 
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> api.StreamInfo:
@@ -78,7 +92,10 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> api.Str
             [f"stream {settings.stream}: {f} is {getattr(have, f)}, provault needs {getattr(want, f)}" for f in fixed],
             hint="these cannot change on a live stream; create it anew (after the ledger has drained it)",
         )
-    if any(getattr(have, f) != getattr(want, f) for f in _TUNABLE):
+    changed = [f for f in _TUNABLE if getattr(have, f) != getattr(want, f)]
+    if changed:
+        log.warning("stream %s: bringing %s back to the configured values (was %s)", settings.stream, ", ".join(changed),
+                    ", ".join(f"{f}={getattr(have, f)!r}" for f in changed))  # fmt: skip
         return await js.update_stream(want)
     return info
 
