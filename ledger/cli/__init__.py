@@ -23,10 +23,10 @@ from query import cli_serve as _query_serve
 from query import cli as _query
 from ledger.core.errors import ProvaultError
 
-from . import _auth, _common, _demo, _keys, _ledger, _nats, _up, _verify
+from . import _auth, _common, _demo, _health, _keys, _ledger, _nats, _up, _verify
 
 # Each module adds its sub-commands with ``register(subparsers, common)``.
-_COMMAND_MODULES = (_up, _demo, _ledger, _keys, _auth, _nats, _verify, _agents, _project, _export, _bundle, _query, _query_serve)
+_COMMAND_MODULES = (_up, _demo, _ledger, _keys, _auth, _nats, _health, _verify, _agents, _project, _export, _bundle, _query, _query_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -355,5 +355,5 @@ def test_ledger_doc_commands_parse_with_the_cli() -> None:
     assert missing == set(), f"docs/ledger.md shows no example of: {sorted(missing)}"
 
 
-LEDGER_COMMANDS = {"up", "db", "ledger", "keys", "verify", "checkpoint"}
+LEDGER_COMMANDS = {"up", "db", "ledger", "keys", "verify", "checkpoint", "health"}
 """The commands docs/ledger.md documents; agents and query commands have their own pages."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -317,11 +318,26 @@ def tls_health_server(credentials: Any) -> Iterator[tuple[int, Any]]:
         server.stop(grace=None)
 
 
-def run_health_check(argv: list[str], target: str, ca: Path) -> subprocess.CompletedProcess[str]:
-    """Run a deploy health check (``python -c SCRIPT HOST:PORT CA``) against ``target`` with ``ca``."""
-    assert argv[:2] == ["python", "-c"] and len(argv) == 5, argv
-    cmd = [sys.executable, "-c", argv[2], target, str(ca)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+def health_argv(argv: list[str], target: str, ca: Path) -> list[str]:
+    """A deploy health check (``provault health HOST:PORT --tls-ca FILE ...``) aimed at ``target`` with ``ca``."""
+    assert argv[:2] == ["provault", "health"] and argv.count("--tls-ca") == 1, argv
+    out = list(argv)
+    out[2] = target
+    out[out.index("--tls-ca") + 1] = str(ca)
+    return out
+
+
+def provault_executable() -> list[str]:
+    """The installed ``provault`` script beside this Python (what the image puts on PATH), else ``python -m``."""
+    script = Path(sys.executable).with_name("provault")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ledger.cli"]
+
+
+def run_health_check(argv: list[str], target: str, ca: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a deploy health check, the real ``provault health`` command line, against ``target`` with ``ca``
+    (its HOST:PORT and --tls-ca replaced, every other argument as deployed); ``env`` adds to this environment."""
+    cmd = [*provault_executable(), *health_argv(argv, target, ca)[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})})
 
 
 # --- the real `provault nats` CLI -------------------------------------------------------------------

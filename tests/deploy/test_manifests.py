@@ -500,8 +500,10 @@ def test_kubernetes_containers_have_resources_and_health_probes() -> None:
         if c.spec["name"] in ports:
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 command = c.spec[probe]["exec"]["command"]
-                assert command[3] == f"127.0.0.1:{ports[c.spec['name']]}", f"{c.where}: {probe}"
-                assert c.spec[probe]["timeoutSeconds"] >= 3, f"{c.where}: {probe}: python and grpc take a moment to start"
+                assert command[:3] == ["provault", "health", f"127.0.0.1:{ports[c.spec['name']]}"], f"{c.where}: {probe}"
+                check_timeout = build_parser().parse_args(command[1:]).timeout
+                # The CLI takes about a second to start, then waits up to --timeout for the answer.
+                assert c.spec[probe]["timeoutSeconds"] >= check_timeout + 2, f"{c.where}: {probe}: timeoutSeconds"
 
 
 def test_kubernetes_dsns_point_writers_at_the_primary_and_queries_at_replicas() -> None:
@@ -823,42 +825,65 @@ def test_every_file_a_setting_names_is_mounted_and_private_keys_are_private() ->
 
 
 def _health_checks() -> list[tuple[Process, list[str]]]:
-    return [(p, h) for p in _processes() for h in p.health if h[:1] == ["python"]]
+    return [(p, h) for p in _processes() for h in p.health]
 
 
 def test_no_health_check_uses_an_insecure_channel_against_a_tls_port() -> None:
+    """Every gRPC server has health checks, all of them `provault health` on its own port with TLS: the CA from a
+    mounted secret, the certificate checked under the name localhost; the same check everywhere."""
     servers = {p.where: p for p in _servers()}
     assert "insecure_channel" not in "".join(p.read_text() for p in yaml_files())
-    compose_script = next(h[2] for p, h in _health_checks() if p.where == "compose ledger")
+    shapes = set()
     for where, proc in servers.items():
         assert proc.grpc_probes == [], f"{where}: the kubelet's grpc probe speaks plaintext to a TLS port ({proc.grpc_probes})"
         assert proc.health, f"{where}: no health check"
         listen = proc.env[(proc.server() or ("", ""))[1]]
         for argv in proc.health:
-            assert argv[:3] == ["python", "-c", compose_script], f"{where}: one health check everywhere"
-            assert argv[3] == f"127.0.0.1:{listen.rsplit(':', 1)[1]}", f"{where}: checks its own port"
-            mount = proc.mount_of(argv[4])
-            assert mount is not None and mount.kind in ("secret", "bind"), f"{where}: the CA file {argv[4]} is not mounted"
-    assert "ssl_channel_credentials" in compose_script
-    compile(compose_script, "<health check>", "exec")
+            assert argv[:2] == ["provault", "health"], f"{where}: {argv}: the health command of the CLI"
+            try:
+                args = build_parser().parse_args(argv[1:])
+            except SystemExit:
+                pytest.fail(f"{where}: `{' '.join(argv)}` does not parse with the CLI")
+            assert args.target == f"127.0.0.1:{listen.rsplit(':', 1)[1]}", f"{where}: checks its own port"
+            assert args.tls_ca, f"{where}: no --tls-ca: the check would speak plaintext to a TLS port"
+            mount = proc.mount_of(args.tls_ca)
+            assert mount is not None and mount.kind in ("secret", "bind"), f"{where}: the CA file {args.tls_ca} is not mounted"
+            assert args.tls_name == "localhost", f"{where}: the servers' certificates name localhost (docs/operations.md)"
+            assert args.service == "" and args.config is None and args.data_dir is None, where
+            shapes.add(tuple(a for a in argv if a not in (args.target, args.tls_ca)))
+    assert len(shapes) == 1, f"one health check everywhere, found {shapes}"
 
 
-def test_the_health_check_answers_over_tls_without_a_token(users: dict[str, Path], tmp_path: Path) -> None:
-    """The deployed check against a server made by `server_security` from the ledger's compose settings."""
+def test_the_image_puts_the_cli_on_path() -> None:
+    """The probes run `provault` by name: the image installs the package (its console script lands on PATH) and
+    its entrypoint is that same script."""
+    text = DOCKERFILE.read_text()
+    assert "RUN pip install . " in text and 'ENTRYPOINT ["provault"]' in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'provault = "ledger.cli:main"' in pyproject
+
+
+@pytest.mark.parametrize("proc", _servers(), ids=lambda p: p.where)
+def test_the_health_check_answers_over_tls_without_a_token(proc: Process, users: dict[str, Path], tmp_path: Path) -> None:
+    """The deployed check, run as the real `provault health` with the container's settings, against a server made by
+    `server_security` from them: it passes with the right CA, fails on NOT_SERVING and with another CA."""
     from grpc_health.v1 import health_pb2  # noqa: PLC0415
 
-    proc = _compose_ledger()
     argv = proc.health[0]
-    settings = load_settings(env=_provision(proc, tmp_path, users))
-    security = server_security(settings, listen="0.0.0.0:7430", listen_key="grpc.ledger_listen")
-    ca = tmp_path / "pki" / "ca.crt"
+    env = _provision(proc, tmp_path, users)
+    listen_key, listen_var = proc.server() or ("", "")
+    security = server_security(load_settings(env=env), listen=proc.env[listen_var], listen_key=listen_key)
+    ca = tmp_path / build_parser().parse_args(argv[1:]).tls_ca.lstrip("/")  # where the container sees the CA
+    ca.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "pki" / "ca.crt", ca)
     with tls_health_server(security.credentials) as (port, health):
-        res = run_health_check(argv, f"127.0.0.1:{port}", ca)
-        assert res.returncode == 0, res.stderr
+        res = run_health_check(argv, f"127.0.0.1:{port}", ca, env=env)
+        assert (res.returncode, res.stdout) == (0, f"provault health: 127.0.0.1:{port} SERVING\n"), res.stderr
         health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        res = run_health_check(argv, f"127.0.0.1:{port}", ca)
-        assert res.returncode == 1 and res.stderr == ""
+        res = run_health_check(argv, f"127.0.0.1:{port}", ca, env=env)
+        assert (res.returncode, res.stdout, res.stderr) == (1, f"provault health: 127.0.0.1:{port} NOT_SERVING\n", "")
         # The CA is checked: a server whose certificate another CA signed fails the check.
         other = make_tls(tmp_path / "other", ["localhost"])
-        res = run_health_check(argv, f"127.0.0.1:{port}", other.ca)
-        assert res.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
+        res = run_health_check(argv, f"127.0.0.1:{port}", other.ca, env=env)
+        assert res.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in res.stderr, res.stderr
+        assert f"provault: error [transport_unavailable]: TLS handshake with 127.0.0.1:{port} failed" in res.stderr
