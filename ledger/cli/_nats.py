@@ -23,7 +23,7 @@ from ._common import settings_from
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    nats = sub.add_parser("nats", help="NATS users: per-agent publish rights, the ledger's consumer user")
+    nats = sub.add_parser("nats", help="NATS users: per-agent publish rights, the ledger's consumer, read-only monitors")
     nats_sub = nats.add_subparsers(dest="nats_command", metavar="ACTION", required=True)
     user = nats_sub.add_parser("user", help="add, list and remove NATS users")
     us = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
