@@ -1,9 +1,10 @@
 """``provault verify``: an independent audit of the ledger database.
 
 The audit trusts nothing the database derived; it trusts only the trust root
-(``ledger.trust_root``: admin keys and the checkpoint key, or a checkpoint key
-the auditor brings) and re-derives everything else from the stored envelope
-bytes, in seq order:
+(``ledger.trust_root``: admin keys and the checkpoint key, or the checkpoint
+key and admin keys the auditor pins instead, which the stored ones must then
+equal) and re-derives everything else from the stored envelope bytes, in seq
+order:
 
 1. seqs run 0, 1, 2, ... without gaps and their count is ``log_state.size``;
 2. every stored leaf hash is SHA-256(0x00 || the stored envelope bytes);

@@ -3,7 +3,7 @@ the recomputed tree and the stored checkpoints in step, inside one snapshot."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 
@@ -15,7 +15,7 @@ from ._replay import EntryRow, Replay, entry_chunks
 from ._report import AuditReport, Findings
 from ._snapshot import snapshot
 from ._tree import RecomputedTree, StoredNodes, frontier_problems, nodes_beyond, stored_nodes
-from ._trust import Trust, load_trust
+from ._trust import Trust, load_trust, pinned_admins
 
 CHUNK = 500
 """Entries read per query (and the Merkle nodes they complete)."""
@@ -75,6 +75,7 @@ class _Auditor:
         return AuditReport(
             origin=self.trust.origin, log_size=stored_size, entries_checked=self.tree.size, nodes_checked=self.tree.nodes_checked,
             checkpoints_checked=self.checkpoints.checked, root_hash=self.tree.root(), key_source=self.trust.key_source,
+            admin_keys_pinned=self.trust.admins_pinned, admin_keyids=tuple(r.keyid for r in self.trust.admins),
             problem_count=f.count, problems=tuple(f.details), problem_kinds=tuple(f.kinds.most_common()),
         )  # fmt: skip
 
@@ -85,19 +86,26 @@ def audit(
     *,
     progress: Progress | None = None,
     checkpoint_key: NoteVerifier | None = None,
+    admin_keys: Sequence[bytes] | None = None,
     chunk: int = CHUNK,
 ) -> AuditReport:
     """Re-derive the whole log from its envelopes and the trust root; report every divergence.
 
     ``checkpoint_key`` replaces the checkpoint key stored in ledger.trust_root
-    (an auditor need not trust the database for it).  Never raises for what it
-    finds -- findings are in the report -- only for storage errors.
+    (an auditor need not trust the database for it).  ``admin_keys`` (raw
+    32-byte public keys) likewise replace the stored admin keys: the key
+    registry is replayed from them, and unless the trust root holds exactly
+    these admin keys the report has a ``trust_root_mismatch`` problem naming
+    the keyids missing and unexpected.  Never raises for what it finds --
+    findings are in the report -- only for storage errors and for pins that
+    are not keys (``KeyMaterialError``).
     """
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
+    pins = pinned_admins(admin_keys)
     with snapshot(conn):
         stored_size, stored_frontier = conn.execute("SELECT size, frontier FROM ledger.log_state").fetchone()  # type: ignore[misc]
-        auditor = _Auditor(conn, load_trust(conn, checkpoint_key), chunk, progress)
+        auditor = _Auditor(conn, load_trust(conn, checkpoint_key, pins), chunk, progress)
         auditor.run(int(stored_size))
         auditor.finish(int(stored_size), [bytes(h) for h in stored_frontier])
     return auditor.report(int(stored_size))

@@ -20,7 +20,8 @@ class Problem:
     merkle_node, merkle_node_missing, merkle_node_extra, checkpoint_malformed,
     checkpoint_origin, checkpoint_signature, checkpoint_row, checkpoint_root,
     checkpoint_consistency, checkpoint_beyond_log, log_state_size,
-    log_state_frontier, trust_root, key_table."""
+    log_state_frontier, trust_root, trust_root_mismatch (the admin keys stored are
+    not the ones the auditor pinned), key_table."""
     where: str
     """``seq 12``, ``merkle node (level 1, idx 3)``, ``checkpoint at size 7``, ..."""
     message: str
@@ -108,6 +109,10 @@ class AuditReport:
     """Root recomputed from every stored envelope."""
     key_source: str
     """Where the checkpoint key came from: ``trust_root`` or ``given``."""
+    admin_keys_pinned: bool
+    """Whether the replay started from admin keys the auditor pinned (else from ``ledger.trust_root``)."""
+    admin_keyids: tuple[str, ...]
+    """The admin (root) keys the replay started from."""
     problem_count: int
     problems: tuple[Problem, ...]
     """The first :data:`MAX_DETAILS` problems, in the order they were found."""
@@ -133,6 +138,8 @@ class AuditReport:
             "checkpoints_checked": self.checkpoints_checked,
             "root_hash": self.root_hash.hex(),
             "checkpoint_key_source": self.key_source,
+            "admin_keys_pinned": self.admin_keys_pinned,
+            "admin_keyids": list(self.admin_keyids),
             "problem_count": self.problem_count,
             "problem_kinds": dict(self.problem_kinds),
             "first_problem": first.to_json() if first else None,

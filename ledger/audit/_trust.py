@@ -1,12 +1,21 @@
-"""The trust root: the admin keys and the checkpoint key the audit starts from."""
+"""The trust root: the admin keys and the checkpoint key the audit starts from.
+
+Either may be pinned by the auditor instead of read from ``ledger.trust_root``:
+the checkpoint key (``--key``) and the admin keys (``--admin-key``).  A pinned
+key replaces the stored one for the whole audit, and the stored ones must be
+exactly the pinned ones, or the audit reports a ``trust_root`` /
+``trust_root_mismatch`` problem naming what differs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 
 from ledger.core.checkpoint import NoteVerifier
+from ledger.core.errors import KeyMaterialError, expected_found
 from ledger.core.keyring import KeyRecord, root_key
 from ledger.core.keys import Ed25519Verifier, keyid_of
 from ledger.store import checkpoints as store_checkpoints
@@ -17,6 +26,8 @@ KEY_FROM_TRUST_ROOT = "trust_root"
 """The checkpoint key came from ledger.trust_root (the database)."""
 KEY_GIVEN = "given"
 """The checkpoint key was given by the auditor (not read from the database)."""
+PINNED_ADMIN = "pinned"
+"""The name a pinned admin key gets when the trust root does not hold it (the replay does not read names)."""
 
 _TRUST_ROOT_SQL = "SELECT keyid, public_key, purpose, name FROM ledger.trust_root ORDER BY added_at, keyid"
 _ORIGIN_SQL = "SELECT name FROM ledger.trust_root WHERE purpose = 'checkpoint' ORDER BY added_at LIMIT 1"
@@ -25,6 +36,8 @@ _ORIGIN_SQL = "SELECT name FROM ledger.trust_root WHERE purpose = 'checkpoint' O
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trust:
     admins: tuple[KeyRecord, ...]
+    """The admin (root) keys the replay starts from: the pinned ones, or else those stored."""
+    admins_pinned: bool
     checkpoint_key: NoteVerifier | None
     origin: str | None
     key_source: str
@@ -35,22 +48,66 @@ def _trust_problem(message: str, expected: object = None, found: object = None) 
     return problem("trust_root", "ledger.trust_root", message, expected, found)
 
 
-def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None) -> Trust:
-    """Admin keys and the checkpoint key; a key the auditor gives replaces the stored one."""
+def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins: dict[str, bytes] | None = None) -> Trust:
+    """Admin keys and the checkpoint key; keys the auditor pinned replace the stored ones.
+
+    ``pins`` maps keyid to raw public key, as :func:`pinned_admins` returns it.
+    """
     rows = conn.execute(_TRUST_ROOT_SQL).fetchall()
     problems = [
         _trust_problem(f"keyid of {name!r} is not the SHA-256 of its public key", keyid_of(bytes(pk)), keyid)
         for keyid, pk, _, name in rows
         if keyid_of(bytes(pk)) != keyid
     ]
-    admins = tuple(root_key(bytes(pk), name) for _, pk, purpose, name in rows if purpose == "admin")
+    stored_admins = tuple(root_key(bytes(pk), name) for _, pk, purpose, name in rows if purpose == "admin")
     stored = [NoteVerifier(name=name, verifier=Ed25519Verifier(bytes(pk))) for _, pk, purpose, name in rows if purpose == "checkpoint"]
     problems += _checkpoint_key_problems(stored, given)
+    if pins is not None:
+        problems += admin_key_problems(stored_admins, pins)
+        names = {r.keyid: r.identity["name"] for r in stored_admins}
+        admins = tuple(root_key(pk, names.get(kid, PINNED_ADMIN)) for kid, pk in pins.items())
+    else:
+        admins = stored_admins
     if given is not None:
         key, source = given, KEY_GIVEN
     else:
         key, source = (stored[0] if stored else None), KEY_FROM_TRUST_ROOT
-    return Trust(admins=admins, checkpoint_key=key, origin=key.name if key else None, key_source=source, problems=tuple(problems))
+    return Trust(admins=admins, admins_pinned=pins is not None, checkpoint_key=key, origin=key.name if key else None,
+                 key_source=source, problems=tuple(problems))  # fmt: skip
+
+
+def pinned_admins(admin_keys: Sequence[bytes] | None) -> dict[str, bytes] | None:
+    """keyid -> raw public key of the admin keys the auditor pinned (None: none were pinned)."""
+    if admin_keys is None:
+        return None
+    pins: dict[str, bytes] = {}
+    for i, pk in enumerate(admin_keys):
+        if not isinstance(pk, bytes) or len(pk) != 32:
+            raise KeyMaterialError(expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40]))
+        pins[keyid_of(pk)] = pk
+    if not pins:
+        raise KeyMaterialError("no admin keys were pinned", hint="pass at least one admin public key, or None")
+    return pins
+
+
+def admin_key_problems(stored: Sequence[KeyRecord], pins: dict[str, bytes]) -> list[Problem]:
+    """The trust root's admin keys must be exactly the ones the auditor pinned, no more and no fewer."""
+    have = {r.keyid for r in stored}
+    missing = sorted(set(pins) - have)
+    unexpected = sorted(have - set(pins))
+    if not missing and not unexpected:
+        return []
+    parts = ([f"missing (pinned, not in the trust root): {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected (in the trust root, not pinned): {', '.join(unexpected)}"] if unexpected else []
+    )
+    return [
+        problem(
+            "trust_root_mismatch", "ledger.trust_root",
+            "the admin keys stored in the database are not the admin keys you pinned (the trust root was replaced, "
+            "or the keys are another ledger's): " + "; ".join(parts),
+            ", ".join(sorted(pins)), ", ".join(sorted(have)) or "none",
+        )
+    ]  # fmt: skip
 
 
 def _checkpoint_key_problems(stored: list[NoteVerifier], given: NoteVerifier | None) -> list[Problem]:

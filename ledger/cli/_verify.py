@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from ledger.audit import KEY_GIVEN, AuditReport, CheckpointProof, audit, verify_against_checkpoint
 from ledger.core.checkpoint import NoteVerifier, parse_vkey
 from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
+from ledger.core.keys import load_public_key
 from ledger.stack import resolve_postgres_dsn
 from ledger.store._db import connect
 
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "leaf hashes, every signature with the key registry as it stood at that seq, every stored Merkle "
             "node, the log state, every signed checkpoint and the consistency between them. With --checkpoint, "
             "also prove that today's log extends a checkpoint you saved earlier. Exit 0 when everything "
-            "verifies, 1 (naming the first divergence) when not."
+            "verifies, 1 (naming the first divergence) when not. Pin the log's checkpoint key with --key and the "
+            "admin keys with --admin-key; without them the keys stored in the database are used (both are reported)."
         ),
     )
     p.add_argument(
@@ -46,12 +48,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="the log's checkpoint verifier key (C2SP vkey: name+hash+base64) to use instead of the one stored "
         "in the database",
     )  # fmt: skip
+    p.add_argument(
+        "--admin-key", action="append", default=[], metavar="PUBKEY_FILE",
+        help="an admin (root) public key you trust; repeat for several. The trust root must hold exactly these "
+        "admin keys, and the key registry is replayed from them",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     key = _load_key(Path(args.key)) if args.key else None
+    admins = [_load_admin_key(f) for f in args.admin_key] or None
     note = _read_text(Path(args.checkpoint), "checkpoint") if args.checkpoint else None
     dsn = resolve_postgres_dsn(settings_from(args))
     bar = ProgressBar(sys.stderr)
@@ -62,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 saved = verify_against_checkpoint(conn, note, key=key)
             except (VerificationError, DecodeError) as e:
                 saved = e
-        report = audit(conn, progress=bar, checkpoint_key=key)
+        report = audit(conn, progress=bar, checkpoint_key=key, admin_keys=admins)
     bar.finish()
     if args.json:
         print(json.dumps(_json(report, saved, args), indent=2))
@@ -88,11 +96,27 @@ def _load_key(path: Path) -> NoteVerifier:
         raise KeyMaterialError(f"verifier key file {path}: {e.message}", hint="it holds one line: <name>+<hex key hash>+<base64 key>") from e
 
 
+def _load_admin_key(path: str) -> bytes:
+    """A public key file as ``ledger init --admin-key`` and ``verify-bundle --admin-key`` read it."""
+    try:
+        return load_public_key(path)
+    except KeyMaterialError as e:
+        raise KeyMaterialError(f"--admin-key: {e.message}", hint="give the admin public key file (PEM, or raw 32 bytes) "
+                               "the ledger was initialised with (`provault ledger init --admin-key`)") from e  # fmt: skip
+
+
 # --- output -----------------------------------------------------------------------
 
 
 def _key_text(source: str, args: argparse.Namespace) -> str:
     return f"given with --key {args.key}" if source == KEY_GIVEN else "read from the database (ledger.trust_root)"
+
+
+def _admin_text(report: AuditReport) -> str:
+    keys = ", ".join(k[:16] + "…" for k in report.admin_keyids) or "none"
+    if report.admin_keys_pinned:
+        return f"pinned with --admin-key ({keys})"
+    return f"NOT pinned: read from the database (ledger.trust_root) ({keys}); pin them with --admin-key"
 
 
 def _summary(report: AuditReport, saved: CheckpointProof | ProvaultError | None, args: argparse.Namespace) -> str:
@@ -105,6 +129,7 @@ def _summary(report: AuditReport, saved: CheckpointProof | ProvaultError | None,
         f"  merkle nodes    {report.nodes_checked} recomputed and compared",
         f"  checkpoints     {report.checkpoints_checked} checked (signature, origin, root, consistency)",
         f"  checkpoint key  {_key_text(report.key_source, args)}",
+        f"  admin keys      {_admin_text(report)}",
     ]
     if report.first_problem is not None:
         lines.append(f"first divergence: {report.first_problem.describe()}")

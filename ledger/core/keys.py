@@ -253,4 +253,6 @@ def load_public_key(path: str | os.PathLike[str]) -> bytes:
         data = p.read_bytes()
     except FileNotFoundError:
         raise KeyMaterialError(f"public key file {p} does not exist") from None
+    except OSError as e:  # a directory, no permission, an I/O error: a clear refusal, not a traceback
+        raise KeyMaterialError(f"cannot read public key file {p} ({e.strerror or type(e).__name__})") from None
     return parse_public_key(data, source=str(p))
