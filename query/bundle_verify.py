@@ -73,7 +73,7 @@ from ledger.core.errors import (
 )
 from ledger.core.events import Event, format_time, parse_event
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRecord, parse_registration, parse_revocation
-from ledger.core.keys import Ed25519Verifier, keyid_of
+from ledger.core.keys import Ed25519Verifier, pinned_keys
 from provault.v1 import ledger_pb2, query_pb2
 from query._mapping import EdgeRow, EntryRows, NodeRow, fold_attributes, map_event, node_kind, node_label
 
@@ -397,7 +397,7 @@ def verify_bundle(
     """
     if not isinstance(bundle, query_pb2.AuditBundle):
         raise MalformedBundle(expected_found("bundle", "a provault.v1.AuditBundle", type(bundle).__name__))
-    pins = _pins(admin_keys)
+    pins = pinned_keys(admin_keys)
     # 0. The bundle has the shape the format requires.
     _check_format(bundle)
     # 1. The checkpoint is signed by the log's key.
@@ -430,19 +430,6 @@ def _report(
             f"subject {b.node_id} first mentioned at seq {graph.nodes[b.node_id].first_seq}",
         ),
     )  # fmt: skip
-
-
-def _pins(admin_keys: Sequence[bytes] | None) -> dict[str, bytes] | None:
-    if admin_keys is None:
-        return None
-    pins: dict[str, bytes] = {}
-    for i, pk in enumerate(admin_keys):
-        if not isinstance(pk, bytes) or len(pk) != 32:
-            raise KeyMaterialError(expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40]))
-        pins[keyid_of(pk)] = pk
-    if not pins:
-        raise KeyMaterialError("no admin keys were pinned", hint="pass at least one admin public key, or None")
-    return pins
 
 
 # 0. format ------------------------------------------------------------------------------

@@ -48,19 +48,16 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
 import psycopg
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from provault.v1 import query_pb2, query_pb2_grpc
 
-from ledger.core.errors import InvalidArgument, ProvaultError, ServerStartError, expected_found
+from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
 from ledger.service.auth import ADMIN, AUDITOR
-from ledger.service.grpc_ledger import MAX_DB_INT, LedgerServer, ReadPool
+from ledger.service.grpc_ledger import MAX_DB_INT, ReadPool, serve_on
 from ledger.service.grpc_service import GrpcServerService
 from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
 
@@ -566,28 +563,12 @@ def build_query_server(
     its read pool.
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
-    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-query-grpc")
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
-    server = grpc.server(executor, interceptors=list(interceptors), options=options)
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(reads=reads, max_message_bytes=max_message_bytes), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
-    except RuntimeError as e:
-        port, cause = 0, e
-    else:
-        cause = None
-    if not port:
-        server.stop(None)
-        reads.close()
-        executor.shutdown(wait=False)
-        raise ServerStartError(f"cannot listen for gRPC on {listen}", hint="is the port in use? set grpc.query_listen") from cause
-    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
+    servicer = QueryServicer(reads=reads, max_message_bytes=max_message_bytes)
+    return serve_on(
+        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server),
+        interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
+        server_credentials=server_credentials, thread_prefix="provault-query-grpc", listen_key="grpc.query_listen",
+    )  # fmt: skip
 
 
 class QueryGrpcService(GrpcServerService):

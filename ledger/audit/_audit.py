@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import psycopg
 
 from ledger.core.checkpoint import NoteVerifier
+from ledger.core.keys import pinned_keys
 from ledger.store.log import translate_errors
 
 from ._checkpoints import StoredCheckpoints
@@ -15,7 +16,7 @@ from ._replay import EntryRow, Replay, entry_chunks
 from ._report import AuditReport, Findings
 from ._snapshot import snapshot
 from ._tree import RecomputedTree, StoredNodes, frontier_problems, nodes_beyond, stored_nodes
-from ._trust import Trust, load_trust, pinned_admins
+from ._trust import Trust, load_trust
 
 CHUNK = 500
 """Entries read per query (and the Merkle nodes they complete)."""
@@ -102,7 +103,7 @@ def audit(
     """
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
-    pins = pinned_admins(admin_keys)
+    pins = pinned_keys(admin_keys)
     with snapshot(conn):
         stored_size, stored_frontier = conn.execute("SELECT size, frontier FROM ledger.log_state").fetchone()  # type: ignore[misc]
         auditor = _Auditor(conn, load_trust(conn, checkpoint_key, pins), chunk, progress)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import psycopg
 
 from ledger.core.checkpoint import NoteVerifier
-from ledger.core.errors import KeyMaterialError, expected_found
 from ledger.core.keyring import KeyRecord, root_key
 from ledger.core.keys import Ed25519Verifier, keyid_of
 from ledger.store import checkpoints as store_checkpoints
@@ -51,7 +50,7 @@ def _trust_problem(message: str, expected: object = None, found: object = None) 
 def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins: dict[str, bytes] | None = None) -> Trust:
     """Admin keys and the checkpoint key; keys the auditor pinned replace the stored ones.
 
-    ``pins`` maps keyid to raw public key, as :func:`pinned_admins` returns it.
+    ``pins`` maps keyid to raw public key, as :func:`ledger.core.keys.pinned_keys` returns it.
     """
     rows = conn.execute(_TRUST_ROOT_SQL).fetchall()
     problems = [
@@ -74,20 +73,6 @@ def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins
         key, source = (stored[0] if stored else None), KEY_FROM_TRUST_ROOT
     return Trust(admins=admins, admins_pinned=pins is not None, checkpoint_key=key, origin=key.name if key else None,
                  key_source=source, problems=tuple(problems))  # fmt: skip
-
-
-def pinned_admins(admin_keys: Sequence[bytes] | None) -> dict[str, bytes] | None:
-    """keyid -> raw public key of the admin keys the auditor pinned (None: none were pinned)."""
-    if admin_keys is None:
-        return None
-    pins: dict[str, bytes] = {}
-    for i, pk in enumerate(admin_keys):
-        if not isinstance(pk, bytes) or len(pk) != 32:
-            raise KeyMaterialError(expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40]))
-        pins[keyid_of(pk)] = pk
-    if not pins:
-        raise KeyMaterialError("no admin keys were pinned", hint="pass at least one admin public key, or None")
-    return pins
 
 
 def admin_key_problems(stored: Sequence[KeyRecord], pins: dict[str, bytes]) -> list[Problem]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -47,6 +48,23 @@ def keyid_of(public_key: bytes) -> str:
             expected_found("Ed25519 public key length", f"{PUBLIC_KEY_SIZE} bytes", f"{len(public_key)} bytes")
         )
     return hashlib.sha256(public_key).hexdigest()
+
+
+def pinned_keys(admin_keys: Sequence[bytes] | None) -> dict[str, bytes] | None:
+    """keyid -> raw public key of the admin keys an auditor pinned (None: none were pinned).
+
+    Used by ``provault verify --admin-key`` and ``verify-bundle --admin-key``.
+    """
+    if admin_keys is None:
+        return None
+    pins: dict[str, bytes] = {}
+    for i, pk in enumerate(admin_keys):
+        if not isinstance(pk, bytes) or len(pk) != PUBLIC_KEY_SIZE:
+            raise KeyMaterialError(expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40]))
+        pins[keyid_of(pk)] = pk
+    if not pins:
+        raise KeyMaterialError("no admin keys were pinned", hint="pass at least one admin public key, or None")
+    return pins
 
 
 @runtime_checkable

@@ -459,6 +459,49 @@ class LedgerServer(grpc.Server):
         return done
 
 
+def serve_on(
+    listen: str,
+    *,
+    reads: ReadPool,
+    service_name: str,
+    add_servicer: Callable[[grpc.Server], None],
+    interceptors: Sequence[grpc.ServerInterceptor],
+    max_workers: int,
+    max_message_bytes: int,
+    server_credentials: grpc.ServerCredentials | None,
+    thread_prefix: str,
+    listen_key: str,
+) -> tuple[LedgerServer, int]:
+    """A server for one provault service plus health (SERVING) and reflection, bound to ``listen``; not started.
+
+    Shared by LedgerService and QueryService. With ``server_credentials`` it
+    speaks TLS, else plaintext. When it cannot bind, everything it made
+    (``reads`` included) is released and ServerStartError names ``listen_key``.
+    """
+    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix)
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    server = grpc.server(executor, interceptors=list(interceptors), options=options)
+    add_servicer(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", service_name):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((service_name, health_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
+    except RuntimeError as e:
+        port, cause = 0, e
+    else:
+        cause = None
+    if not port:
+        server.stop(None)
+        reads.close()
+        executor.shutdown(wait=False)
+        raise ServerStartError(f"cannot listen for gRPC on {listen}", hint=f"is the port in use? set {listen_key}") from cause
+    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
+
+
 def build_ledger_server(
     *,
     dsn: str,
@@ -477,31 +520,12 @@ def build_ledger_server(
     server and the bound port (useful with port 0).
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
-    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="provault-grpc")
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
-    server = grpc.server(executor, interceptors=list(interceptors), options=options)
     servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
-    ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
-    except RuntimeError as e:
-        port, cause = 0, e
-    else:
-        cause = None
-    if not port:
-        server.stop(None)
-        reads.close()
-        executor.shutdown(wait=False)
-        raise ServerStartError(
-            f"cannot listen for gRPC on {listen}", hint="is the port in use? set grpc.ledger_listen"
-        ) from cause
-    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
+    return serve_on(
+        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server),
+        interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
+        server_credentials=server_credentials, thread_prefix="provault-grpc", listen_key="grpc.ledger_listen",
+    )  # fmt: skip
 
 
 class LedgerGrpcService(GrpcServerService):
