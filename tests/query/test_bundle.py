@@ -26,7 +26,7 @@ from query.bundle_verify import RELATION_NAMES, BundleReport, decode_bundle, enc
 from query.cli_bundle import _json, _summary
 from query.traverse import trace
 from tests.ledgerkit import ORIGIN, Ledger
-from tests.query.provstory import Ids, Story, build_story, dataset_registered, predictions_logged
+from tests.query.provstory import Ids, Story, dataset_registered, predictions_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,21 +42,10 @@ def sign_and_project(ledger: Ledger) -> None:
 
 
 @pytest.fixture
-def story(ledger: Ledger) -> Story:
+def story(ledger: Ledger, logged_story: Story) -> Story:
     """Keys registered (seqs 0-2), the six story events (seqs 3-8), a checkpoint at size 9, projected."""
-    projector.migrate_prov(ledger.dsn)
-    s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
-    plan = ledger.append(*regs, *s.events)
-    assert [a.seq for a in plan.accepted] == list(range(9)), ledger.rejections()
     sign_and_project(ledger)
-    return s
-
-
-@pytest.fixture
-def aconn(ledger: Ledger):
-    with connect(ledger.dsn, autocommit=True, role="provault_auditor") as c:
-        yield c
+    return logged_story
 
 
 def vkey_file(tmp_path: Path, ledger: Ledger, signer: Ed25519Signer | None = None) -> Path:

@@ -35,7 +35,7 @@ from query.export import (
 )
 from query.projector import migrate_prov, project
 from tests.ledgerkit import Ledger
-from tests.query.provstory import Story, build_story
+from tests.query.provstory import Story
 
 PROV = Namespace("http://www.w3.org/ns/prov#")
 PV = Namespace("https://provault.dev/ns#")
@@ -46,21 +46,11 @@ RDF_FORMATS = {"turtle": "turtle", "jsonld": "json-ld", "ntriples": "nt"}
 
 
 @pytest.fixture
-def story(ledger: Ledger) -> Story:
+def story(ledger: Ledger, logged_story: Story) -> Story:
     """The story's keys (seqs 0-2) and six events (3-8), projected."""
-    migrate_prov(ledger.dsn)
-    s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
-    assert [a.seq for a in ledger.append(*regs, *s.events).accepted] == list(range(9))
     with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
         assert project(c) == 9
-    return s
-
-
-@pytest.fixture
-def aconn(ledger: Ledger):
-    with connect(ledger.dsn, autocommit=True, role="provault_auditor") as c:
-        yield c
+    return logged_story
 
 
 def export(conn: psycopg.Connection, fmt: str, **kw) -> bytes:

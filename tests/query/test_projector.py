@@ -16,7 +16,7 @@ from query import projector
 from query._mapping import key_node_id
 from query.projector import Projector, checksum, lag, migrate_prov, project, rebuild
 from tests.ledgerkit import Ledger
-from tests.query.provstory import Story, build_story, predictions_logged
+from tests.query.provstory import Story, predictions_logged
 
 pytestmark = pytest.mark.postgres
 
@@ -31,25 +31,14 @@ SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM (
 
 
 @pytest.fixture
-def story(ledger: Ledger) -> Story:
+def story(logged_story: Story) -> Story:
     """The story's keys registered (seqs 0-2) and its six events appended (seqs 3-8)."""
-    migrate_prov(ledger.dsn)
-    s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
-    plan = ledger.append(*regs, *s.events)
-    assert [a.seq for a in plan.accepted] == list(range(9)), ledger.rejections()
-    return s
+    return logged_story
 
 
 @pytest.fixture
 def pconn(ledger: Ledger):
     with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
-        yield c
-
-
-@pytest.fixture
-def aconn(ledger: Ledger):
-    with connect(ledger.dsn, autocommit=True, role="provault_auditor") as c:
         yield c
 
 

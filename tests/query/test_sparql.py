@@ -12,10 +12,10 @@ from ledger.core.errors import InvalidArgument
 from ledger.store._db import connect
 from query import projector
 from query.export import GraphTooLarge, node_iri
-from query.projector import migrate_prov, project
+from query.projector import project
 from query.sparql import QueryTimeout, RdfValue, check_query, run_sparql
 from tests.ledgerkit import Ledger
-from tests.query.provstory import Story, build_story
+from tests.query.provstory import Story
 
 XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
 DATASETS_BEHIND = """
@@ -75,21 +75,11 @@ def test_select_and_ask_pass_the_check() -> None:
 
 
 @pytest.fixture
-def story(ledger: Ledger) -> Story:
+def story(ledger: Ledger, logged_story: Story) -> Story:
     """The story's keys (seqs 0-2) and six events (3-8), projected."""
-    migrate_prov(ledger.dsn)
-    s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
-    assert [a.seq for a in ledger.append(*regs, *s.events).accepted] == list(range(9))
     with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
         assert project(c) == 9
-    return s
-
-
-@pytest.fixture
-def aconn(ledger: Ledger):
-    with connect(ledger.dsn, autocommit=True, role="provault_auditor") as c:
-        yield c
+    return logged_story
 
 
 @pytest.mark.postgres
