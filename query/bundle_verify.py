@@ -316,7 +316,8 @@ def recompute_graph(events: Sequence[tuple[int, Event]]) -> Graph:
 
 
 def attributes_json(attributes: Mapping[str, Any]) -> str:
-    return json.dumps(attributes, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The canonical JSON of a node's or edge's attributes, as QueryService and bundles carry it."""
+    return json.dumps(dict(attributes), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def node_pb(node: GraphNode) -> query_pb2.Node:

@@ -46,7 +46,6 @@ import hashlib
 import importlib
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC
 from typing import Any, TypeVar
@@ -62,6 +61,7 @@ from ledger.service.grpc_service import GrpcServerService
 from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
 
 from . import traverse
+from .bundle_verify import NODE_TYPES, RELATION_NAMES, RELATIONS, attributes_json
 from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, TraceEdge, TraceNode
 
 logger = logging.getLogger("provault.grpc.query")
@@ -91,16 +91,6 @@ DIRECTIONS: Mapping[int, str] = {
     query_pb2.DIRECTION_DOWNSTREAM: traverse.DOWNSTREAM,
     query_pb2.DIRECTION_BOTH: traverse.BOTH,
 }
-NODE_TYPES: Mapping[str | None, int] = {
-    None: query_pb2.NODE_TYPE_UNSPECIFIED,
-    "entity": query_pb2.NODE_TYPE_ENTITY,
-    "activity": query_pb2.NODE_TYPE_ACTIVITY,
-    "agent": query_pb2.NODE_TYPE_AGENT,
-}
-RELATIONS: Mapping[str, int] = {
-    name: query_pb2.Relation.Value("RELATION_" + re.sub(r"([A-Z])", r"_\1", name).upper()) for name in traverse.RELATIONS
-}
-RELATION_NAMES: Mapping[int, str] = {v: k for k, v in RELATIONS.items()}
 EXPORT_FORMATS: Mapping[int, str] = {
     query_pb2.EXPORT_FORMAT_TURTLE: "turtle",
     query_pb2.EXPORT_FORMAT_JSONLD: "jsonld",
@@ -302,10 +292,6 @@ def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
 
 
 # --- conversion to protobuf ----------------------------------------------------------------
-
-
-def attributes_json(attributes: Mapping[str, Any]) -> str:
-    return json.dumps(dict(attributes), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def node_pb(n: TraceNode) -> query_pb2.Node:
