@@ -282,12 +282,13 @@ class JetStreamIngest:
         """
         ack_prefix = f"$JS.ACK.{self.settings.nats.stream}.{CONSUMER}."
         subject_prefix = f"{self.settings.nats.subject_prefix}."
-        genuine = [m for m in msgs if (m.reply or "").startswith(ack_prefix) and m.subject.startswith(subject_prefix)]
-        if len(genuine) != len(msgs):
-            stray = next(m for m in msgs if m not in genuine)
+        genuine, stray = [], []
+        for m in msgs:
+            (genuine if (m.reply or "").startswith(ack_prefix) and m.subject.startswith(subject_prefix) else stray).append(m)
+        if stray:
             log.warning("dropped %d message(s) on the ledger's inbox that did not come from the stream (subject %r, %d bytes): "
-                        "someone published with the ledger's inbox as reply subject", len(msgs) - len(genuine),
-                        stray.subject[:120], len(stray.data))  # fmt: skip
+                        "someone published with the ledger's inbox as reply subject", len(stray),
+                        stray[0].subject[:120], len(stray[0].data))  # fmt: skip
         return genuine
 
     async def _check(self, pool: ProcessPoolExecutor, raws: list[bytes]) -> list[Checked | Refused]:
