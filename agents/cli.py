@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.cli._common import settings_from
+from ledger.config import settings_from
 from ledger.core.errors import ProvaultError, expected_found
 
 from . import assets

@@ -39,7 +39,7 @@ from ledger.stack import read_stack_file, resolve_nats_url
 from ledger.transport import subject_token
 
 from .spool import Spool, SpoolFull
-from .state import ChainFile
+from ledger.chainfile import ChainFile
 from .transport import GrpcTransport, NatsTransport, Transport
 
 log = logging.getLogger("provault.agent")

@@ -46,7 +46,7 @@ from agents.predictions import COLUMNS, PREDICTIONS_LOGGED, PredictionLogger, ba
 from agents.runtime import Agent
 from agents.transport import NatsTransport
 from bench.ingest import DEADLINE_S, publish, start_ledger_process, wait_checkpointed
-from ledger.cli._ledger import initialise
+from ledger.bootstrap import initialise
 from ledger.config import AgentSettings, IngestSettings, NatsSettings, PostgresSettings, Settings, SigningSettings
 from ledger.core.envelope import parse_envelope
 from ledger.core.events import parse_event
@@ -155,7 +155,7 @@ def seal_only(n: int, batch_max: int) -> dict:
 def count_rows(dsn: str) -> tuple[int, int, int]:
     """(rows, distinct ids, rejections) of the predictions in the ledger."""
     from ledger.store import log  # noqa: PLC0415
-    from ledger.store._db import connect  # noqa: PLC0415
+    from ledger.db import connect  # noqa: PLC0415
 
     ids: Counter[str] = Counter()
     with connect(dsn, autocommit=True) as conn:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import nats
 
-from ledger.cli._ledger import initialise
+from ledger.bootstrap import initialise
 from ledger.config import IngestSettings, NatsSettings, PostgresSettings, Settings, SigningSettings
 from ledger.core.envelope import pae, parse_envelope
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
@@ -41,7 +41,7 @@ from ledger.core.keys import Ed25519Signer, Ed25519Verifier, load_private_key
 from ledger.core.producing import ProducerChain, Sealed
 from ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from ledger.store import checkpoints, log
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.transport import ensure_stream, subject_for
 
 DEADLINE_S = 600

@@ -96,7 +96,7 @@ from ledger.core.vocab import (
 )
 from ledger.embedded import EmbeddedPostgres
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.store.migrate import migrate
 from query import traverse
 from query._mapping import RELATION_ENDS, map_event, node_kind, node_label

@@ -31,7 +31,7 @@ from ledger.core.producing import ProducerChain, Sealed
 from ledger.service.appender import Appender
 from ledger.service.ingest import limits_from
 from ledger.store import checkpoints
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.store.migrate import migrate
 from query.projector import PROJECTOR_ROLE, migrate_prov, project
 

@@ -20,7 +20,7 @@ from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.config import GrpcSettings
 from ledger.core.errors import ConfigError, ProvaultError, TransportUnavailable
-from ledger.service.tokens import is_loopback, read_token_file
+from ledger.credentials import is_loopback, read_token_file
 
 DEFAULT_TIMEOUT_S = 15.0
 

@@ -280,6 +280,11 @@ def load_settings(
     return settings
 
 
+def settings_from(args: object, **overrides: object) -> Settings:
+    """The settings a command runs with: its ``--config`` and ``--data-dir`` options, then ``overrides``."""
+    return load_settings(config_file=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **overrides)
+
+
 def _assemble(merged: dict[str, dict[str, tuple[object, str]]], problems: list[str]) -> Settings:
     top = dict(merged.pop("", {}))
     sections: dict[str, object] = {}

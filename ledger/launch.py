@@ -2,7 +2,8 @@
 
 Embedded PostgreSQL and NATS JetStream under the data directory (unless a DSN
 / URL is configured), migration and ``ledger init``, the ledger service
-(ingest, checkpointer, LedgerService), the projector and QueryService, then
+(ingest, checkpointer, LedgerService), then what the ``provault.stack`` entry
+points contribute (the query side: the projector and QueryService), then
 ``stack.json`` saying where everything listens.  Every started piece is handed
 to the :class:`~ledger.stack.Stack`, which stops them in reverse order; the
 ledger service is stopped through ``LedgerRuntime.stop()``, which signs a
@@ -14,13 +15,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ledger.cli._ledger import initialise
+from ledger import plugins
+from ledger.bootstrap import initialise
 from ledger.core.errors import ServerStartError
-from ledger.service.auth import server_security
 from ledger.service.runtime import LedgerRuntime
 from ledger.stack import Endpoints, Stack, read_stack_file, write_stack_file
-from query.projector import Projector
-from query.service import QueryGrpcService
 
 
 class LedgerService:
@@ -57,16 +56,9 @@ def start_stack(stack: Stack) -> tuple[Endpoints, list[str]]:
     runtime = LedgerRuntime(settings, dsn=endpoints.postgres_dsn, nats_url=endpoints.nats_url)
     runtime.start()  # stops what it started when it fails
     stack.add(LedgerService(runtime))
-    projector = Projector(endpoints.postgres_dsn)
-    projector.start()
-    stack.add(projector)
-    security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
-    query = QueryGrpcService(dsn=endpoints.postgres_dsn, listen=settings.grpc.query_listen,
-                             max_message_bytes=settings.grpc.max_message_bytes,
-                             authenticator=security.authenticator, server_credentials=security.credentials)  # fmt: skip
-    query.start()
-    stack.add(query)
-    endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address, query_grpc=query.address)
+    endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address)
+    for start in plugins.contributions(plugins.STACK):
+        endpoints = start(stack, endpoints)
     write_stack_file(settings.data_dir, endpoints)
     return endpoints, changes
 

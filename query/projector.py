@@ -14,7 +14,7 @@ commits nothing, and the :class:`Projector` service retries it.
 :func:`rebuild` truncates the projection (never the ledger) and replays the
 log; :func:`checksum` digests every projected table in a canonical order, so a
 rebuild can be shown to give identical tables.  Pass connections with no open
-transaction (autocommit, as :func:`ledger.store._db.connect` gives them).
+transaction (autocommit, as :func:`ledger.db.connect` gives them).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
-from ledger.service.background import BackgroundService
-from ledger.store._db import connect
-from ledger.store.log import translate_errors
+from ledger.background import BackgroundService
+from ledger.db import connect
+from ledger.db import translate_errors
 from ledger.store.migrate import migrate
 
 from ._mapping import EntryRows, fold_nodes, map_entry

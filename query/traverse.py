@@ -59,7 +59,7 @@ from psycopg.types.json import Jsonb
 from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
 from ledger.core.events import format_time
 from ledger.core.vocab import prediction_id
-from ledger.store.log import translate_errors
+from ledger.db import translate_errors
 
 from ._mapping import KEY_NODE_PREFIX, PREDICTION_PREFIX, RELATION_ENDS, fold_attributes, key_node_id, node_kind, node_label
 

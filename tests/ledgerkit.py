@@ -13,7 +13,7 @@ from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRegistration, Ke
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
 from ledger.store import checkpoints, log
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.store.migrate import migrate
 
 ORIGIN = "test.provault/log"

@@ -9,7 +9,7 @@ import psycopg
 
 from ledger.core.checkpoint import NoteVerifier
 from ledger.core.keys import pinned_keys
-from ledger.store.log import translate_errors
+from ledger.db import translate_errors
 
 from ._checkpoints import StoredCheckpoints
 from ._replay import EntryRow, Replay, entry_chunks

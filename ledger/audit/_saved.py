@@ -16,7 +16,7 @@ from ledger.core.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, pa
 from ledger.core.errors import CannotVerify, DecodeError, VerificationError, VerificationFailed, expected_found
 from ledger.store import checkpoints as store_checkpoints
 from ledger.store import log as store_log
-from ledger.store.log import translate_errors
+from ledger.db import translate_errors
 
 from ._snapshot import snapshot
 from ._trust import checkpoint_key, ledger_origin, source_text

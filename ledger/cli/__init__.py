@@ -1,6 +1,7 @@
-"""The ``provault`` command line.
+"""The ``provault`` command line: the composition root of the command.
 
-``main(argv)`` builds the parser from the command modules, runs one command,
+``main(argv)`` builds the parser from the ledger's command modules and those the
+query side and the agents contribute (:mod:`ledger.plugins`), runs one command,
 and turns every known error into a clear message and exit code:
 
 * 0 -- success;
@@ -15,18 +16,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agents import cli as _agents
-from query import cli_export as _export
-from query import cli_bundle as _bundle
-from query import cli_project as _project
-from query import cli_serve as _query_serve
-from query import cli as _query
+from ledger import plugins
 from ledger.core.errors import ProvaultError
 
-from . import _auth, _common, _demo, _health, _keys, _ledger, _nats, _up, _verify
+from . import _auth, _common, _health, _keys, _ledger, _nats, _up, _verify
 
-# Each module adds its sub-commands with ``register(subparsers, common)``.
-_COMMAND_MODULES = (_up, _demo, _ledger, _keys, _auth, _nats, _health, _verify, _agents, _project, _export, _bundle, _query, _query_serve)
+# Each module adds its sub-commands with ``register(subparsers, common)``; the query side and
+# the agents add theirs through the ``provault.commands`` entry points (see ledger.plugins).
+_COMMAND_MODULES = (_up, _ledger, _keys, _auth, _nats, _health, _verify)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,13 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"provault {_common.version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common.common_options()
-    for module in _COMMAND_MODULES:
+    for module in (*_COMMAND_MODULES, *plugins.contributions(plugins.COMMANDS)):
         module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ProvaultError as e:
+        print(f"provault: error [{e.reason}]: {e.diagnostics()}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)

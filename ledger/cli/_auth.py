@@ -12,11 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from ledger.config import settings_from
 from ledger.core.errors import ProvaultError
 from ledger.filestore import write_new_secret
 from ledger.service.tokens import ROLES, TokenEntry, TokenStore, tokens_path
-
-from ._common import settings_from
 
 
 class TokenCommandFailed(ProvaultError):

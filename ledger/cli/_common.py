@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from ledger.config import Settings, load_settings
-
 
 def version() -> str:
     try:
@@ -24,6 +22,3 @@ def common_options() -> argparse.ArgumentParser:
     )
     return p
 
-
-def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
-    return load_settings(config_file=args.config, data_dir=args.data_dir, **overrides)

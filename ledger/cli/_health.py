@@ -25,11 +25,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.client import ClientCredentials
-from ledger.config import Settings
+from ledger.config import Settings, settings_from
 from ledger.core.errors import ConfigError, ProvaultError, TransportUnavailable
 from ledger.stack import read_stack_file
-
-from ._common import settings_from
 
 DEFAULT_TIMEOUT_S = 3.0
 WORDS = {"ledger": ("grpc.ledger_listen", "ledger_grpc"), "query": ("grpc.query_listen", "query_grpc")}

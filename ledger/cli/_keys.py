@@ -16,12 +16,20 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agents.state import ChainFile
+from ledger.bootstrap import default_admin_key_path
+from ledger.chainfile import ChainFile
 from ledger.client import LedgerClient
-from ledger.config import Settings
+from ledger.config import Settings, settings_from
 from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.events import parse_time
-from ledger.core.keyring import IDENTITY_TYPES, KEY_REGISTERED, KEY_REVOKED, ROLES, KeyRegistration, KeyRevocation
+from ledger.core.keyring import (
+    IDENTITY_TYPES,
+    KEY_REGISTERED,
+    KEY_REVOKED,
+    ROLES,
+    KeyRegistration,
+    KeyRevocation,
+)
 from ledger.core.keys import (
     Ed25519Signer,
     keyid_of,
@@ -32,11 +40,8 @@ from ledger.core.keys import (
     save_public_key,
 )
 from ledger.core.producing import ProducerChain
+from ledger.db import connect
 from ledger.stack import read_stack_file, resolve_postgres_dsn
-from ledger.store._db import connect
-
-from ._common import settings_from
-from ._ledger import default_admin_key_path
 
 
 class CommandFailed(ProvaultError):

@@ -8,16 +8,13 @@ import sys
 import threading
 from pathlib import Path
 
-from ledger.config import Settings
+from ledger.bootstrap import initialise, migrate_all
+from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
-from ledger.core.keys import Ed25519Signer, load_private_key, load_public_key, save_private_key, save_public_key
+from ledger.db import connect
 from ledger.service.runtime import LedgerRuntime
 from ledger.stack import resolve_nats_url, resolve_postgres_dsn
 from ledger.store import checkpoints
-from ledger.store._db import connect
-from ledger.store.migrate import migrate
-
-from ._common import settings_from
 
 POLL_S = 0.5
 
@@ -57,49 +54,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(run=run_checkpoint)
 
 
-def migrate_all(dsn: str) -> list[str]:
-    """The ledger's schema, then the PROV projection's (which reads the ledger's)."""
-    from query.projector import migrate_prov  # noqa: PLC0415 - the CLI composes ledger and query
-
-    return migrate(dsn) + migrate_prov(dsn)
-
-
 def run_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     applied = migrate_all(resolve_postgres_dsn(settings))
     print("\n".join(f"applied {a}" for a in applied) if applied else "schema is up to date")
     return 0
-
-
-def default_admin_key_path(settings: Settings) -> Path:
-    return settings.data_dir / "keys" / "admin.key"
-
-
-def initialise(settings: Settings, dsn: str, admin_key_files: list[str]) -> list[str]:
-    """Migrate, create keys as needed, record the trust root. Returns what changed."""
-    changes = [f"applied {a}" for a in migrate_all(dsn)]
-    ck = settings.checkpoint_key_path
-    if ck.exists():
-        signer = load_private_key(ck)
-    else:
-        signer = Ed25519Signer.generate()
-        save_private_key(signer, ck)
-        save_public_key(signer.public_key, f"{ck}.pub")
-        changes.append(f"created checkpoint key {ck}")
-    admins = [(load_public_key(f), Path(f).stem) for f in admin_key_files]
-    if not admins:
-        path = default_admin_key_path(settings)
-        if path.exists():
-            admin = load_private_key(path)
-        else:
-            admin = Ed25519Signer.generate()
-            save_private_key(admin, path)
-            save_public_key(admin.public_key, f"{path}.pub")
-            changes.append(f"created admin key {path}")
-        admins = [(admin.public_key, "admin")]
-    with connect(dsn, autocommit=True) as conn:
-        changes += checkpoints.initialize(conn, checkpoint_signer=signer, origin=settings.signing.origin, admins=admins)
-    return changes
 
 
 def run_init(args: argparse.Namespace) -> int:

@@ -16,10 +16,17 @@ import json
 import sys
 from pathlib import Path
 
+from ledger.config import settings_from
 from ledger.filestore import replace_atomically, write_new_secret
-from ledger.natsauth import ROLES, NatsUser, NatsUserError, NatsUsers, new_user_seed, render_server_config, users_path
-
-from ._common import settings_from
+from ledger.natsauth import (
+    ROLES,
+    NatsUser,
+    NatsUserError,
+    NatsUsers,
+    new_user_seed,
+    render_server_config,
+    users_path,
+)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

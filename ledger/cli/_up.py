@@ -7,10 +7,9 @@ import signal
 import sys
 import threading
 
+from ledger.config import settings_from
 from ledger.launch import check_running, refuse_if_up, start_stack
 from ledger.stack import Endpoints, Stack, redact_dsn
-
-from ._common import settings_from
 
 POLL_S = 0.5
 

@@ -12,14 +12,24 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ledger.audit import KEY_GIVEN, AuditReport, CheckpointProof, audit, verify_against_checkpoint
+from ledger.audit import (
+    KEY_GIVEN,
+    AuditReport,
+    CheckpointProof,
+    audit,
+    verify_against_checkpoint,
+)
+from ledger.config import settings_from
 from ledger.core.checkpoint import NoteVerifier, parse_vkey
-from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
+from ledger.core.errors import (
+    DecodeError,
+    KeyMaterialError,
+    ProvaultError,
+    VerificationError,
+)
 from ledger.core.keys import load_public_key
+from ledger.db import connect
 from ledger.stack import resolve_postgres_dsn
-from ledger.store._db import connect
-
-from ._common import settings_from
 
 AUDITOR_ROLE = "provault_auditor"
 BAR_WIDTH = 30

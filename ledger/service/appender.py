@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from ledger.core.admission import BatchPlan, Checked, Limits, Refused, check_submission
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 
 SERVICE_ROLE = "provault_ledger"
 

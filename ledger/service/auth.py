@@ -61,7 +61,9 @@ from ledger.core.errors import ConfigError, ProvaultError
 from ledger.core.events import parse_event
 from ledger.core.keyring import ADMIN_ONLY_KINDS
 
-from .tokens import ROLES, TokenEntry, TokenStore, is_loopback, match_token, tokens_path
+from ledger.credentials import is_loopback
+
+from .tokens import ROLES, TokenEntry, TokenStore, match_token, tokens_path
 
 logger = logging.getLogger("provault.auth")
 

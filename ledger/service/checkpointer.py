@@ -14,10 +14,10 @@ import time
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer
 from ledger.store import checkpoints, log
-from ledger.store._db import connect
+from ledger.db import connect
 
 from .appender import SERVICE_ROLE
-from .background import BackgroundService
+from ledger.background import BackgroundService
 
 logger = logging.getLogger("provault.checkpointer")
 

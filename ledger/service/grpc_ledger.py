@@ -65,7 +65,7 @@ from ledger.core.admission import Accepted, Duplicate, Refused
 from ledger.core.errors import InvalidArgument, InvalidIdentifier, ServerStartError, StorageUnavailable
 from ledger.core.ids import parse_uuid7
 from ledger.store import checkpoints, log
-from ledger.store._db import CONNECT_TIMEOUT_S, describe
+from ledger.db import CONNECT_TIMEOUT_S, describe
 
 from .appender import SERVICE_ROLE, Appender
 from .grpc_service import GrpcServerService

@@ -14,7 +14,7 @@ from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
 from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.store.migrate import pending
 
 from .appender import Appender

@@ -24,7 +24,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -38,10 +37,9 @@ from typing import Any
 from ledger.config import Settings
 from ledger.filestore import exclusive, read_registry, replace_atomically
 from ledger.core.errors import ConfigError, ProvaultError
+from ledger.credentials import TOKEN_PREFIX, token_id_of
 
 ROLES = ("producer", "auditor", "admin")
-TOKEN_PREFIX = "pvt_"
-_TOKEN = re.compile(r"pvt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _FILE_VERSION = 1
 _DUMMY_HASH = "sha256:" + "0" * 64
 
@@ -85,12 +83,6 @@ def new_token() -> tuple[str, str]:
     return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
-def token_id_of(token: str) -> str | None:
-    """The id a well-formed token names; None for anything else."""
-    m = _TOKEN.fullmatch(token)
-    return m.group(1) if m else None
-
-
 def match_token(entries: Mapping[str, TokenEntry], token: str) -> TokenEntry | None:
     """The entry ``token`` belongs to, compared in constant time; None when it belongs to none."""
     token_id = token_id_of(token)
@@ -98,24 +90,6 @@ def match_token(entries: Mapping[str, TokenEntry], token: str) -> TokenEntry | N
     expected = entry.hash if entry else _DUMMY_HASH
     ok = hmac.compare_digest(hash_token(token).encode("ascii"), expected.encode("ascii"))
     return entry if ok and entry is not None else None
-
-
-def is_loopback(address: str) -> bool:
-    """Whether HOST:PORT (or a bare host, or a gRPC target) names this machine only.
-
-    127.0.0.0/8, ::1, ``localhost`` and ``unix:`` sockets are; any other name is not (fail closed).
-    """
-    if address.startswith("unix:"):
-        return True
-    address = address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the tokens file --------------------------------------------------------------------
@@ -203,20 +177,3 @@ class TokenStore:
                                     hint="see `provault auth token list`")  # fmt: skip
             self._write(list(entries.values()))
         return entry
-
-
-def read_token_file(path: Path, key: str = "grpc.client_token_file") -> str:
-    """A client's token from a file of its own (first line); refused when others may read it."""
-    try:
-        st = os.stat(path)
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([f"{key}: cannot read {path} ({e.strerror})"]) from None
-    if st.st_mode & 0o077:
-        raise ConfigError([f"{key}: {path} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
-                          hint=f"chmod 600 {path}")  # fmt: skip
-    token = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if token_id_of(token) is None:
-        raise ConfigError([f"{key}: {path} does not hold a provault token (expected pvt_<id>_<secret> on its first line)"],
-                          hint="create one with `provault auth token create --out FILE`")  # fmt: skip
-    return token

@@ -12,7 +12,7 @@ from ledger.core.errors import ProvaultError, StorageUnavailable
 from ledger.core.frontier import frontier_root
 from ledger.core.keys import Ed25519Signer, Ed25519Verifier, keyid_of
 
-from .log import translate_errors
+from ledger.db import translate_errors
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,13 +8,11 @@ Driver errors are translated to StorageUnavailable at the public functions.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -32,32 +30,11 @@ from ledger.core.admission import (
     heads_to_plan,
     plan_batch,
 )
-from ledger.core.errors import InvalidArgument, LedgerCorrupted, ProvaultError, StorageUnavailable
+from ledger.core.errors import InvalidArgument, LedgerCorrupted
+from ledger.db import translate_errors
 from ledger.core.frontier import append_leaves, frontier_root
 from ledger.core.keyring import KeyRecord, KeyRegistry, root_key
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def translate_errors(fn: Callable[P, T]) -> Callable[P, T]:
-    """Turn driver errors into StorageUnavailable; let provault errors through."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except ProvaultError:
-            raise
-        except psycopg.Error as e:
-            diag = getattr(e, "diag", None)
-            text = (diag.message_primary if diag else None) or type(e).__name__
-            raise StorageUnavailable(
-                f"PostgreSQL error during {fn.__name__}: {text}",
-                hint="check the server and `provault db migrate`; nothing of this operation was committed",
-            ) from e
-
-    return wrapper
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ import psycopg
 
 from ledger.core.errors import StorageUnavailable
 
-from ._db import connect
+from ledger.db import connect
 
 _NAME = re.compile(r"^V(\d{3})__([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x70726F76  # "prov"

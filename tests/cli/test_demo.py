@@ -203,7 +203,7 @@ def _processes_using(path: Path) -> list[int]:
 @pytest.mark.postgres
 @pytest.mark.nats
 def test_a_failing_step_stops_the_stack_and_says_which_step(tmp_path: Path, monkeypatch, capsys) -> None:
-    from ledger.demo import _train  # noqa: PLC0415
+    from query.demo import _train  # noqa: PLC0415
 
     def broken_fit(path, c):
         raise RuntimeError("the GPU caught fire")

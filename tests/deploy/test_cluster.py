@@ -26,7 +26,7 @@ from ledger.config import NatsSettings
 from ledger.core.keys import save_private_key
 from ledger.embedded import EmbeddedNats
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import wait_for
 

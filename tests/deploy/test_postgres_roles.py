@@ -24,7 +24,7 @@ from provault.v1 import query_pb2, query_pb2_grpc
 from psycopg import sql
 
 from ledger.audit import audit
-from ledger.cli._ledger import initialise
+from ledger.bootstrap import initialise
 from ledger.config import Settings
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
 from ledger.core.keys import Ed25519Signer, load_private_key
@@ -32,7 +32,7 @@ from ledger.core.producing import ProducerChain
 from ledger.service.appender import Appender
 from ledger.service.ingest import limits_from
 from ledger.service.runtime import load_checkpoint_signer
-from ledger.store._db import connect
+from ledger.db import connect
 from query.projector import Projector, lag
 from query.service import QueryGrpcService
 

@@ -23,7 +23,7 @@ from ledger.config import Settings
 from ledger.core.keys import save_private_key
 from ledger.service.failpoints import ENV as FAILPOINT_ENV
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from tests.ledgerkit import Ledger
 
 STOP_TIMEOUT_S = 30.0

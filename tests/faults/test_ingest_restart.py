@@ -25,7 +25,7 @@ import pytest
 
 from ledger.config import Settings
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from ledger.transport import CONSUMER, consumer_config
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish

@@ -19,7 +19,7 @@ import pytest
 from ledger.config import NatsSettings, PostgresSettings, Settings
 from ledger.embedded import EmbeddedPostgres, free_port
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from ledger.store._db import connect
+from ledger.db import connect
 from query.projector import migrate_prov
 from tests.ledgerkit import Ledger
 from tests.query.provstory import Story, build_story

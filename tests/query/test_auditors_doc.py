@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ledger.cli import build_parser
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from tests.ledgerkit import Ledger
 from tests.query.provstory import build_story

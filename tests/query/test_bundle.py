@@ -18,12 +18,12 @@ from ledger.core.checkpoint import format_vkey
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, save_public_key
 from ledger.store import checkpoints
-from ledger.store._db import connect
+from ledger.db import connect
 from provault.v1 import query_pb2
 from query import projector
 from query.bundle import build_bundle, bundle_rpc, proofs_for
 from query.bundle_verify import RELATION_NAMES, BundleReport, decode_bundle, encode_bundle, printable, verify_bundle
-from query.cli_bundle import _json, _summary
+from query.cli.bundle import _json, _summary
 from query.traverse import trace
 from tests.ledgerkit import ORIGIN, Ledger
 from tests.query.provstory import Ids, Story, dataset_registered, predictions_logged

@@ -15,7 +15,7 @@ from rdflib.compare import isomorphic
 from ledger.cli import main
 from ledger.core.errors import InvalidArgument
 from ledger.core.provjson import validate_prov
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query.export import (
     CONTENT_TYPES,

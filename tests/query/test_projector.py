@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query._mapping import key_node_id
 from query.projector import Projector, checksum, lag, migrate_prov, project, rebuild

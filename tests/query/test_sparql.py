@@ -9,7 +9,7 @@ import pytest
 
 from ledger.cli import main
 from ledger.core.errors import InvalidArgument
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query.export import GraphTooLarge, node_iri
 from query.projector import project

@@ -24,7 +24,7 @@ from ledger.core.errors import InvalidArgument
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
 from ledger.core.vocab import deploy_activity_id, deployment_id, git_id, host_id, person_id, predict_batch_id, run_id, service_id
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query.projector import migrate_prov, project
 from query.traverse import AsOfNotProjected, NodeNotFound, get_node, resolve_as_of, search, trace

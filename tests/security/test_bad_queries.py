@@ -22,7 +22,7 @@ from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.service.auth import AuthInterceptor, DevModeAuthenticator
 from ledger.store import checkpoints
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query import service as query_service
 from query.service import QUERY_METHOD_ROLES, build_query_server, encode_token

@@ -21,7 +21,7 @@ from ledger.core.keyring import KEY_REGISTERED
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.store import log
-from ledger.store._db import connect
+from ledger.db import connect
 from query import projector
 from query.bundle_verify import decode_bundle, encode_bundle
 from query.service import QueryGrpcService
@@ -90,7 +90,7 @@ def test_d2_an_event_with_a_nul_in_prov_is_refused_so_the_projector_never_sees_i
     plan = ledger.append(reg, bad)
     assert plan.outcomes[1].reason == "invalid_event"
     projector.migrate_prov(ledger.dsn)
-    with __import__("ledger.store._db", fromlist=["connect"]).connect(ledger.dsn, autocommit=True) as conn:
+    with __import__("ledger.db", fromlist=["connect"]).connect(ledger.dsn, autocommit=True) as conn:
         assert projector.project(conn) == 1  # only the registration; nothing stalls
 
 

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from ledger.store import migrate as mig
-from ledger.store._db import connect
+from ledger.db import connect
 from tests.ledgerkit import Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres

@@ -33,7 +33,7 @@ from ledger.core.errors import KeyMaterialError
 from ledger.core.keys import Ed25519Signer, keyid_of, save_public_key
 from ledger.core.producing import ProducerChain
 from ledger.store import checkpoints
-from ledger.store._db import connect
+from ledger.db import connect
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres

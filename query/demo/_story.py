@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.config import Settings, load_settings
 from ledger.core.keys import load_private_key, load_public_key
 from ledger.stack import Stack, redact_dsn
-from ledger.store._db import connect
+from ledger.db import connect
 
 from . import _train
 from ._narrate import Narrator
@@ -114,7 +114,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT_S) ->
 
 
 class Demo:
-    """The steps of one telling; :func:`ledger.demo.run_demo` calls them in order and stops the stack."""
+    """The steps of one telling; :func:`query.demo.run_demo` calls them in order and stops the stack."""
 
     def __init__(self, settings: Settings, *, out: Narrator, config: str | None = None,
                  started: float | None = None) -> None:  # fmt: skip
@@ -251,7 +251,7 @@ class Demo:
         return v1, v2
 
     def code_repo(self) -> str | None:
-        """Put the training code (``ledger/demo/_train.py``) in a git repository; its commit, or None without git."""
+        """Put the training code (``query/demo/_train.py``) in a git repository; its commit, or None without git."""
         code = self.paths.code
         code.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_train.__file__, code / "train.py")
@@ -394,7 +394,7 @@ class Demo:
 
     def incident(self, prediction: str, v1: str) -> None:
         from query import render, traverse  # noqa: PLC0415
-        from query.cli import impact_summary  # noqa: PLC0415
+        from query.cli.trace import impact_summary  # noqa: PLC0415
 
         self.say.step(8, STEPS, f"The incident: prediction {prediction} is disputed. Trace it back: model, run, data, "
                       "code, environment, people, and the keys that signed each step.")  # fmt: skip

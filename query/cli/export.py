@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _connect(args: argparse.Namespace):
-    from ledger.cli._common import settings_from  # noqa: PLC0415 - keep `provault --help` light
+    from ledger.config import settings_from  # noqa: PLC0415 - keep `provault --help` light
     from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
-    from ledger.store._db import connect  # noqa: PLC0415
+    from ledger.db import connect  # noqa: PLC0415
 
     return connect(resolve_postgres_dsn(settings_from(args)), autocommit=True, role=AUDITOR_ROLE)
 

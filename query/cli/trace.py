@@ -18,12 +18,12 @@ from typing import Any
 
 import psycopg
 
-from ledger.cli._common import settings_from
+from ledger.config import settings_from
 from ledger.stack import resolve_postgres_dsn
-from ledger.store._db import connect
+from ledger.db import connect
 
-from . import render, traverse
-from .projector import lag
+from query import render, traverse
+from query.projector import lag
 
 AUDITOR_ROLE = "provault_auditor"
 FORMATS = ("table", "json", "dot", "svg")

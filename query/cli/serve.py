@@ -7,13 +7,13 @@ import signal
 import sys
 import threading
 
-from ledger.cli._common import settings_from
+from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
 from ledger.service.auth import server_security
 from ledger.stack import resolve_postgres_dsn
 
-from .projector import Projector
-from .service import QueryGrpcService
+from query.projector import Projector
+from query.service import QueryGrpcService
 
 POLL_S = 0.5
 

@@ -1,15 +1,20 @@
-"""Connections, with driver errors translated at the edge.
+"""PostgreSQL connections for every provault process, with driver errors translated at the edge.
 
-Raw driver text never reaches a client: callers get StorageUnavailable with a
-message that names the server (never the password) and what to do.
+Public: the ledger's store and audit, the projector and the query side all connect here.
+Raw driver text never reaches a client: callers get StorageUnavailable with a message
+that names the server (never the password) and what to do.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ledger.core.errors import StorageUnavailable
+from ledger.core.errors import ProvaultError, StorageUnavailable
 
 CONNECT_TIMEOUT_S = 10
 
@@ -37,21 +42,6 @@ def connect(dsn: str, *, autocommit: bool = False, role: str | None = None) -> p
     return conn
 
 
-async def connect_async(dsn: str, *, autocommit: bool = False, role: str | None = None) -> psycopg.AsyncConnection:
-    try:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.OperationalError as e:
-        raise StorageUnavailable(
-            f"cannot connect to PostgreSQL at {describe(dsn)}: {_first_line(e)}",
-            hint="is the server running? check PROVAULT_POSTGRES_DSN, or start `provault up`",
-        ) from None
-    if role:
-        await conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
-        if not autocommit:
-            await conn.commit()
-    return conn
-
-
 def _set_role(conn: psycopg.Connection, role: str) -> None:
     try:
         conn.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(role)))
@@ -68,3 +58,27 @@ def _set_role(conn: psycopg.Connection, role: str) -> None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def translate_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn driver errors into StorageUnavailable; let provault errors through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ProvaultError:
+            raise
+        except psycopg.Error as e:
+            diag = getattr(e, "diag", None)
+            text = (diag.message_primary if diag else None) or type(e).__name__
+            raise StorageUnavailable(
+                f"PostgreSQL error during {fn.__name__}: {text}",
+                hint="check the server and `provault db migrate`; nothing of this operation was committed",
+            ) from e
+
+    return wrapper

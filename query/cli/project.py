@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ledger.cli._common import settings_from
+from ledger.config import settings_from
 from ledger.stack import resolve_postgres_dsn
-from ledger.store._db import connect
+from ledger.db import connect
 
-from .projector import PROJECTOR_ROLE, checksum, lag, project, rebuild
+from query.projector import PROJECTOR_ROLE, checksum, lag, project, rebuild
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

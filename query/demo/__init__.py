@@ -21,8 +21,8 @@ data:
 
 Run twice on one data directory, the demo reuses its keys (registered once)
 and adds a new round of runs, models and predictions to the same ledger.
-Files live in ``<data-dir>/demo`` (see :class:`~ledger.demo._story.Layout`);
-the training code is ``ledger/demo/_train.py``, committed into a git
+Files live in ``<data-dir>/demo`` (see :class:`~query.demo._story.Layout`);
+the training code is ``query/demo/_train.py``, committed into a git
 repository there when ``git`` is available.
 """
 

@@ -1,11 +1,11 @@
-"""``provault demo``: the whole story on a real stack, in under a minute (see :mod:`ledger.demo`)."""
+"""``provault demo``: the whole story on a real stack, in under a minute (see :mod:`query.demo`)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from ._common import settings_from
+from ledger.config import settings_from
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -28,6 +28,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    from ledger.demo import run_demo  # noqa: PLC0415 - loads scikit-learn; keep `provault --help` fast
+    from query.demo import run_demo  # noqa: PLC0415 - loads scikit-learn; keep `provault --help` fast
 
     return run_demo(settings_from(args, dev_mode=True), config=args.config, started=started)

@@ -18,7 +18,7 @@ from typing import Any
 from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 
-from .bundle_verify import BundleReport, printable, read_bundle, verify_bundle
+from query.bundle_verify import BundleReport, printable, read_bundle, verify_bundle
 
 AUDITOR_ROLE = "provault_auditor"
 
@@ -68,12 +68,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    from ledger.cli._common import settings_from  # noqa: PLC0415 - the database side loads only here
+    from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
     from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
-    from ledger.store._db import connect  # noqa: PLC0415
+    from ledger.db import connect  # noqa: PLC0415
     from provault.v1 import query_pb2  # noqa: PLC0415
 
-    from .bundle import bundle_rpc, write_bundle  # noqa: PLC0415
+    from query.bundle import bundle_rpc, write_bundle  # noqa: PLC0415
 
     direction = query_pb2.DIRECTION_DOWNSTREAM if args.down else query_pb2.DIRECTION_BOTH if args.both else query_pb2.DIRECTION_UPSTREAM
     request = query_pb2.BundleRequest(node_id=args.node_id, direction=direction, max_depth=max(args.depth, 0), max_nodes=max(args.max_nodes, 0))

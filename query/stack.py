@@ -1,0 +1,30 @@
+"""The query side in ``provault up``: the projector and QueryService, contributed through ``provault.stack``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ledger.service.auth import server_security
+from ledger.stack import Endpoints, Stack
+
+from query.projector import Projector
+from query.service import QueryGrpcService
+
+
+def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
+    """Start the projector and QueryService on ``endpoints.postgres_dsn``; both are handed to ``stack``."""
+    settings = stack.settings
+    projector = Projector(endpoints.postgres_dsn)
+    projector.start()
+    stack.add(projector)
+    security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
+    query = QueryGrpcService(
+        dsn=endpoints.postgres_dsn,
+        listen=settings.grpc.query_listen,
+        max_message_bytes=settings.grpc.max_message_bytes,
+        authenticator=security.authenticator,
+        server_credentials=security.credentials,
+    )
+    query.start()
+    stack.add(query)
+    return dataclasses.replace(endpoints, query_grpc=query.address)
