@@ -115,15 +115,6 @@ def at_size(conn: psycopg.Connection, tree_size: int) -> StoredCheckpoint | None
 
 
 @translate_errors
-def smallest_covering(conn: psycopg.Connection, tree_size: int) -> StoredCheckpoint | None:
-    """The first checkpoint whose tree includes ``tree_size`` leaves."""
-    return _row(conn.execute(
-        "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints WHERE tree_size >= %s"
-        " ORDER BY tree_size LIMIT 1", (tree_size,),
-    ).fetchone())  # fmt: skip
-
-
-@translate_errors
 def iter_all(conn: psycopg.Connection) -> list[StoredCheckpoint]:
     rows = conn.execute("SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints ORDER BY tree_size")
     return [c for c in map(_row, rows) if c is not None]
