@@ -69,31 +69,6 @@ PREFIXES: dict[str, str] = {
 }
 """The prefix block every provault-made PROV document declares."""
 
-PREDICTIONS_DATA`), one row each, so a batch of
-    thousands stays one small signed event and every prediction id stays
-    traceable through the projector's index.
-``key.registered`` / ``key.revoked``
-    interpreted by the ledger itself (``ledger.core.keyring``).
-"""
-
-from __future__ import annotations
-
-from urllib.parse import quote
-
-PROVAULT_NS = "https://provault.dev/ns#"
-SHA256_NS = "urn:provault:sha256:"
-
-PREFIXES: dict[str, str] = {
-    "provault": PROVAULT_NS,
-    "sha256": SHA256_NS,
-}
-"""The prefix block every provault-made PROV document declares."""
-
-KINDS = (
-    "dataset.registered", "run.started", "run.completed", "run.failed", "model.registered",
-    "model.deployed", "predictions.logged", "key.registered", "key.revoked", "openlineage.run",
-)  # fmt: skip
-
 PREDICTIONS_DATA = {
     "deployment": "provault:deployment/<name>/<uuid> (the deployment served from)",
     "model": "sha256:<hex> (the model served)",
