@@ -40,9 +40,10 @@ from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.stack import Stack
 
+from ._cast import SHOWN_PREDICTION
 from ._narrate import Narrator
 from ._stack import DemoFailed, demo_settings, refuse_if_up
-from ._story import SHOWN_PREDICTION, Demo
+from ._story import Demo
 
 CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("provault.demo")

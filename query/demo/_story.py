@@ -14,104 +14,49 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import os
 import secrets
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ledger.config import Settings, load_settings
 from ledger.core.keys import load_private_key, load_public_key
-from ledger.stack import Stack, redact_dsn
 from ledger.db import connect
+from ledger.stack import Stack, redact_dsn
 
 from . import _train
+from ._cast import (
+    ACTORS,
+    ALICE,
+    AUDITOR,
+    BOB,
+    DEPLOYMENT,
+    MODEL_NAME,
+    PIPELINE,
+    PREDICTIONS,
+    REQUEST_ROWS,
+    SERVING,
+    STEPS,
+    TARGET,
+    TRAINING,
+    WAIT_S,
+    Actor,
+    Layout,
+    Trained,
+    wait_until,
+)
 from ._narrate import Narrator
 from ._stack import DemoFailed, check_running, start_stack
+from ._text import impact_lines, run_git, scalar, short_label, text_table, toml_string, without_edges
 
 if TYPE_CHECKING:
     import psycopg
 
-    from agents.runs import Run
     from agents.runtime import Agent
-
-STEPS = 9
-AUDITOR = "provault_auditor"
-PREDICTIONS = 300
-REQUEST_ROWS = 10
-SHOWN_PREDICTION = 42
-WAIT_S = 60.0
-"""The longest the demo waits for the ledger at any one point."""
-DEPLOYMENT = "breast-cancer-prod"
-TARGET = "k8s://prod/breast-cancer"
-MODEL_NAME = "breast-cancer-logreg"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Actor:
-    """A person or service with its own key, producer id and configuration file."""
-
-    name: str
-    identity: str
-    kinds: str
-
-    @property
-    def producer(self) -> str:
-        return f"{self.name}@demo"
-
-    @property
-    def who(self) -> str:
-        return self.identity.partition(":")[2]
-
-
-ALICE = Actor(name="alice", identity="person:alice@example.com", kinds="run.*,dataset.*,model.*")
-BOB = Actor(name="bob", identity="person:bob@example.com", kinds="run.*,dataset.*,model.*")
-PIPELINE = Actor(name="pipeline", identity="service:pipeline", kinds="run.*,dataset.*")
-SERVING = Actor(name="serving", identity="service:serving", kinds="predictions.logged")
-ACTORS = (ALICE, BOB, PIPELINE, SERVING)
-TRAINING = ((ALICE, 0.01), (ALICE, 0.1), (BOB, 0.5), (BOB, 10.0))
-"""Who trains with which regularisation strength C."""
-
-
-class Layout:
-    """Where the demo keeps its files: ``<data-dir>/demo``."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "demo"
-        self.keys, self.data, self.models, self.code = (self.root / n for n in ("keys", "data", "models", "code"))
-        self.raw = self.data / "breast_cancer.csv"
-        self.clean = self.data / "breast_cancer_clean.csv"
-
-    def rel(self, path: Path) -> str:
-        """A path as the printed commands name it: relative to the demo directory."""
-        return os.path.relpath(path, self.root)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Trained:
-    actor: Actor
-    c: float
-    run: Run
-    accuracy: float
-    path: Path
-    model_id: str
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> float:
-    """Poll ``check`` until it holds; the seconds it took.  Raises :class:`DemoFailed` after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}",
-                             hint="the stack's services log to stderr; see above")  # fmt: skip
-        time.sleep(0.1)
-    return time.monotonic() - start
-
 
 class Demo:
     """The steps of one telling; :func:`query.demo.run_demo` calls them in order and stops the stack."""
@@ -158,8 +103,8 @@ class Demo:
         endpoints, changes = start_stack(stack)
         self.dsn = endpoints.postgres_dsn
         with self.db() as conn:
-            size = _scalar(conn, "SELECT size FROM ledger.log_state")
-            self.rejections_before = _scalar(conn, "SELECT coalesce(max(id), 0) FROM ledger.rejections")
+            size = scalar(conn, "SELECT size FROM ledger.log_state")
+            self.rejections_before = scalar(conn, "SELECT coalesce(max(id), 0) FROM ledger.rejections")
         origin = {name: "embedded" if name in endpoints.embedded else "external" for name in ("postgres", "nats")}
         self.say.say(f"postgres {redact_dsn(endpoints.postgres_dsn)} ({origin['postgres']}), "
                      f"nats {endpoints.nats_url} ({origin['nats']})")  # fmt: skip
@@ -197,7 +142,7 @@ class Demo:
                          f"seq {seq}" + (" (new)" if fresh else " (kept from an earlier demo)")))  # fmt: skip
         self.say.say("The same for bob, pipeline and serving; each gets a config file naming its key and producer "
                      "id (alice.toml, ...).")  # fmt: skip
-        self.say.show(_table(rows))
+        self.say.show(text_table(rows))
 
     def _registered(self, keyid: str) -> int | None:
         with self.db() as conn:
@@ -211,7 +156,7 @@ class Demo:
         path = self.paths.root / f"{actor.name}.toml"
         path.write_text(
             f"# provault demo: {actor.identity} (use it with `provault ... --config {path.name}`)\n"
-            f"[agent]\nproducer_id = {_toml(actor.producer)}\nkey_file = {_toml(str(key))}\n",
+            f"[agent]\nproducer_id = {toml_string(actor.producer)}\nkey_file = {toml_string(str(key))}\n",
             encoding="utf-8",
         )
         return path
@@ -242,9 +187,9 @@ class Demo:
             _train.standardize(p.raw, p.clean)
             step.produce(p.clean, kind="data", name="breast-cancer-clean")
         v2 = agents.register_dataset(p.clean, name="breast-cancer-clean", derived_from=[v1], author=ALICE.who, agent=pipeline)
-        self.say.show(_table([
-            ("v1", "breast-cancer-raw", _short(v1), f"{rows} rows, 30 features, registered by alice"),
-            ("v2", "breast-cancer-clean", _short(v2), f"made by step {_short(step.id)} of pipeline {_short(parent.id)}"),
+        self.say.show(text_table([
+            ("v1", "breast-cancer-raw", short_label(v1), f"{rows} rows, 30 features, registered by alice"),
+            ("v2", "breast-cancer-clean", short_label(v2), f"made by step {short_label(step.id)} of pipeline {short_label(parent.id)}"),
         ]))  # fmt: skip
         if code:
             self.say.say(f"The training code is committed in {p.rel(p.code)}/ ({code[:12]}); every run names that commit.")
@@ -262,11 +207,11 @@ class Demo:
                "-c", "user.name=Alice", "-c", f"user.email={ALICE.who}"]  # fmt: skip
         try:
             if not (code / ".git").exists():
-                _git([*git, "init", "-q"], code)
-            _git([*git, "add", "train.py"], code)
-            if _git([*git, "status", "--porcelain"], code):
-                _git([*git, "commit", "-q", "-m", "training code of the provault demo"], code)
-            return _git([*git, "rev-parse", "HEAD"], code).strip()
+                run_git([*git, "init", "-q"], code)
+            run_git([*git, "add", "train.py"], code)
+            if run_git([*git, "status", "--porcelain"], code):
+                run_git([*git, "commit", "-q", "-m", "training code of the provault demo"], code)
+            return run_git([*git, "rev-parse", "HEAD"], code).strip()
         except (OSError, subprocess.CalledProcessError) as e:
             self.say.say(f"(git failed, {e}: the runs record `provault:codeUnknown` instead of a commit)")
             return None
@@ -298,8 +243,8 @@ class Demo:
                 _train.save_model(model, path, _train.load(p.clean)[2])
                 artifact = run.produce(path, kind="model", name=path.stem)
             results.append(Trained(actor=actor, c=c, run=run, accuracy=accuracy, path=path, model_id=artifact.id))
-            rows.append((_short(run.id), actor.name, f"{c:g}", f"{accuracy:.3f}", _short(artifact.id)))
-        self.say.show(_table(rows))
+            rows.append((short_label(run.id), actor.name, f"{c:g}", f"{accuracy:.3f}", short_label(artifact.id)))
+        self.say.show(text_table(rows))
         return results
 
     # --- 5. register and deploy ------------------------------------------------------------------
@@ -320,7 +265,7 @@ class Demo:
         model = agents.register_model(best.path, name=MODEL_NAME, version="1", run=best.run, author=best.actor.who, agent=agent)
         deployment = agents.deploy_model(model, name=DEPLOYMENT, target=TARGET, approved_by=approver.who,
                                          deployer=best.actor.who, agent=agent)  # fmt: skip
-        self.say.show(_table([("model", model), ("deployment", deployment)]))
+        self.say.show(text_table([("model", model), ("deployment", deployment)]))
         return best, deployment
 
     # --- 6. serving --------------------------------------------------------------------------------
@@ -365,13 +310,13 @@ class Demo:
         expected = {a.producer_id: a.position.seq - 1 for a in self.agents.values()}
         with self.db() as conn:
             wait_until(lambda: self._committed(conn, expected) or check_running(stack), "the ledger to commit every event")
-            size = _scalar(conn, "SELECT size FROM ledger.log_state")
-            wait_until(lambda: _scalar(conn, "SELECT coalesce(max(tree_size), 0) FROM ledger.checkpoints") >= size
+            size = scalar(conn, "SELECT size FROM ledger.log_state")
+            wait_until(lambda: scalar(conn, "SELECT coalesce(max(tree_size), 0) FROM ledger.checkpoints") >= size
                        or check_running(stack), "a checkpoint that covers the log")  # fmt: skip
-            wait_until(lambda: _scalar(conn, "SELECT last_seq FROM prov.position") >= size - 1 or check_running(stack),
+            wait_until(lambda: scalar(conn, "SELECT last_seq FROM prov.position") >= size - 1 or check_running(stack),
                        "the projector to catch up")  # fmt: skip
-            tree_size = _scalar(conn, "SELECT coalesce(max(tree_size), 0) FROM ledger.checkpoints")
-            projected = _scalar(conn, "SELECT last_seq FROM prov.position")
+            tree_size = scalar(conn, "SELECT coalesce(max(tree_size), 0) FROM ledger.checkpoints")
+            projected = scalar(conn, "SELECT last_seq FROM prov.position")
         emitted = sum(a.stats.emitted for a in self.agents.values())
         self.say.command(["provault", "checkpoint"])
         self.say.command(["provault", "project", "--lag"])
@@ -401,7 +346,7 @@ class Demo:
         self.say.command(["provault", "trace", prediction])
         with self.db() as conn:
             answer = traverse.trace(conn, prediction)
-            self.say.show(_without_edges(render.as_table(answer)))
+            self.say.show(without_edges(render.as_table(answer)))
             self.say.say("Then the raw data v1 turns out to be mislabelled. What did it reach?")
             self.say.command(["provault", "impact", v1, "--limit", "3"])
             impact = traverse.trace(conn, v1, direction=traverse.DOWNSTREAM, predictions_limit=3)
@@ -468,61 +413,3 @@ class Demo:
         self.say.command(["provault", "export", "--format", "turtle", "--out", "graph.ttl"])
         self.say.command(["provault", "keys", "list"])
         self.say.say("Running `provault demo` again adds another round to the same ledger, with the same keys.")
-
-
-# --- small pure helpers -----------------------------------------------------------------------------------
-
-
-def _git(argv: list[str], cwd: Path) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True, timeout=30, env=env).stdout
-
-
-def _scalar(conn: psycopg.Connection, query: str) -> int:
-    return int(conn.execute(query).fetchone()[0])  # type: ignore[arg-type] - constant queries
-
-
-def _short(text: str) -> str:
-    from query.render import short  # noqa: PLC0415
-
-    if text.startswith("provault:run/"):
-        return "run/" + text.rsplit("/", 1)[1][:13] + "…"
-    return short(text)
-
-
-def impact_lines(summary: dict[str, Any]) -> str:
-    """The `provault impact` answer, in short: a count and names per group."""
-    out = [f"impact of {_short(summary['start'])} as of seq {summary['as_of_seq']}"
-           + (" (TRUNCATED: a depth or node limit cut the walk)" if summary["truncated"] else "")]  # fmt: skip
-    for group in ("models", "deployments", "datasets", "runs"):
-        items = summary[group]
-        names = sorted({it["label"] or _short(it["id"]) for it in items}) if group != "runs" else []
-        out.append(f"  {group + ' affected:':<22}{len(items):>4}  {', '.join(names)}".rstrip())
-    preds = summary["predictions"]
-    listed = f"  (the first: {', '.join(p.rsplit('/', 1)[1] for p in preds['ids'])})" if preds["ids"] else ""
-    out.append(f"  {'predictions affected:':<22}{preds['total']:>4}{listed}")
-    return "\n".join(out)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _toml(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _without_edges(table: str) -> str:
-    """The trace table without its EDGES section (`provault trace` shows it)."""
-    out, skipping = [], False
-    for line in table.splitlines():
-        if line.startswith("EDGES ("):
-            skipping = True
-            out.append(line + " -- not shown here; `provault trace` lists them")
-            continue
-        if skipping and not line.strip():
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "\n".join(out)
