@@ -87,7 +87,7 @@ _PN_BASE = (
 )
 _PN_MARKS = "\u00b7\u0300-\u036f\u203f-\u2040"
 _PN_LOCAL_CHARS = _PN_BASE + _PN_MARKS + "_0-9\\-." + "/@~&+*?#$!" + "='(),:;\\[\\]"
-_LOCAL = re.compile(f"(?![{_PN_MARKS}])(?:[{_PN_LOCAL_CHARS}]|%[0-9A-Fa-f]{{2}})+")
+PN_LOCAL = re.compile(f"(?![{_PN_MARKS}])(?:[{_PN_LOCAL_CHARS}]|%[0-9A-Fa-f]{{2}})+")
 _PREFIX = re.compile(r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9_-])?")
 _IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|^`\\]*")
 _LANG = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
@@ -146,7 +146,7 @@ class _Names:
         if not isinstance(name, str):
             raise _fail(path, expected_found(what, "a qualified name string", json_type(name)))
         if name.startswith("_:"):
-            if blank_ok and _LOCAL.fullmatch(name[2:]):
+            if blank_ok and PN_LOCAL.fullmatch(name[2:]):
                 return name
             raise _fail(path, f"{what} {name!r} is a blank node; only relation ids may be blank nodes",
                         hint="give elements a qualified name with a declared prefix")
@@ -159,7 +159,7 @@ class _Names:
         elif prefix not in self.prefixes:
             raise _fail(path, f"{what} {name!r} uses the undeclared prefix {prefix!r}",
                         hint=f"declare it in 'prefix', e.g. \"{prefix}\": \"https://example.org/{prefix}/\"")
-        if not local or not _LOCAL.fullmatch(local):
+        if not local or not PN_LOCAL.fullmatch(local):
             raise _fail(path, expected_found(f"local part of {what} {name!r}", "PROV-N name characters", repr(local)),
                         hint="use letters, digits and _-./@~&+*?#$!=\'(),:;[] or %XX escapes")
         return name
