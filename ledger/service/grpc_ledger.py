@@ -68,7 +68,7 @@ from ledger.store import checkpoints, log
 from ledger.db import CONNECT_TIMEOUT_S, describe
 
 from .appender import SERVICE_ROLE, Appender
-from .grpc_service import GrpcServerService
+from .grpc_service import GrpcServerService, register_servicer
 from .auth import (
     LEDGER_METHOD_ROLES,
     NotPermitted,
@@ -80,7 +80,8 @@ from .status import NotCovered, NotFound, TooManyMessages, abort_with, rejection
 
 logger = logging.getLogger("provault.grpc")
 
-SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
+SERVICE_NAME = SERVICE.full_name
 APPEND_BATCH = 500
 MAX_REJECTION_MESSAGE_BYTES = 320
 RESULT_BYTES_BOUND = 512
@@ -522,7 +523,7 @@ def build_ledger_server(
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
     servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
     return serve_on(
-        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server),
+        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
         interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
         server_credentials=server_credentials, thread_prefix="provault-grpc", listen_key="grpc.ledger_listen",
     )  # fmt: skip
