@@ -57,7 +57,7 @@ from provault.v1 import query_pb2, query_pb2_grpc
 from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
 from ledger.service.auth import ADMIN, AUDITOR
 from ledger.service.grpc_ledger import MAX_DB_INT, ReadPool, serve_on
-from ledger.service.grpc_service import GrpcServerService
+from ledger.service.grpc_service import GrpcServerService, register_servicer
 from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
 
 from . import traverse
@@ -66,7 +66,8 @@ from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, Trac
 
 logger = logging.getLogger("provault.grpc.query")
 
-SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
+SERVICE = query_pb2.DESCRIPTOR.services_by_name["QueryService"]
+SERVICE_NAME = SERVICE.full_name
 AUDITOR_ROLE = "provault_auditor"
 
 _Q = f"/{SERVICE_NAME}/"
@@ -551,7 +552,7 @@ def build_query_server(
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
     servicer = QueryServicer(reads=reads, max_message_bytes=max_message_bytes)
     return serve_on(
-        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: query_pb2_grpc.add_QueryServiceServicer_to_server(servicer, server),
+        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
         interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
         server_credentials=server_credentials, thread_prefix="provault-query-grpc", listen_key="grpc.query_listen",
     )  # fmt: skip

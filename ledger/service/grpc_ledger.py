@@ -19,11 +19,15 @@ Decisions the proto (docs/api.md) leaves open, made here:
   above 2^63-1 are INVALID_ARGUMENT (PostgreSQL bigint).
 * **Consistency.** ``new_size`` must be the size of a signed checkpoint
   (NOT_FOUND otherwise); ``old_size`` may be any size from 1 to ``new_size``
-  (a client may hold a root it computed or got elsewhere).  Without
-  ``new_size``, an ``old_size`` beyond the latest checkpoint is
-  FAILED_PRECONDITION (retry after the next checkpoint), not INVALID_ARGUMENT.
-* **Inclusion.** The entry must be covered by the checkpoint
-  (FAILED_PRECONDITION otherwise, saying it is newer and to retry shortly).
+  (a client may hold a root it computed or got elsewhere; above it:
+  INVALID_ARGUMENT).  Without ``new_size``, an ``old_size`` beyond the latest
+  checkpoint but within the log is FAILED_PRECONDITION (retry after the next
+  checkpoint); beyond the log's size it is INVALID_ARGUMENT (no such tree).
+* **Inclusion.** With ``tree_size``, a seq at or above it is INVALID_ARGUMENT
+  (that checkpoint can never cover it; checked before any lookup when the
+  request names a seq).  Without, an entry newer than the latest checkpoint
+  is FAILED_PRECONDITION (retry shortly).  An entry that does not exist is
+  NOT_FOUND, as in GetEntry.
 * **Auth.** :class:`LedgerGrpcService` installs :class:`~.auth.AuthInterceptor`
   with :class:`~.auth.DevModeAuthenticator` unless given another
   authenticator (``provault ledger serve`` passes the one
@@ -68,7 +72,7 @@ from ledger.store import checkpoints, log
 from ledger.db import CONNECT_TIMEOUT_S, describe
 
 from .appender import SERVICE_ROLE, Appender
-from .grpc_service import GrpcServerService
+from .grpc_service import GrpcServerService, register_servicer
 from .auth import (
     LEDGER_METHOD_ROLES,
     NotPermitted,
@@ -80,7 +84,8 @@ from .status import NotCovered, NotFound, TooManyMessages, abort_with, rejection
 
 logger = logging.getLogger("provault.grpc")
 
-SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+SERVICE = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"]
+SERVICE_NAME = SERVICE.full_name
 APPEND_BATCH = 500
 MAX_REJECTION_MESSAGE_BYTES = 320
 RESULT_BYTES_BOUND = 512
@@ -328,11 +333,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     ) -> ledger_pb2.GetInclusionProofResponse:
         selector = _entry_selector(request)
         size = _db_int(request.tree_size, "tree_size", minimum=1) if request.HasField("tree_size") else None
+        if size is not None and "seq" in selector:
+            _require_covers(size, selector["seq"])  # an argument error, before any lookup
         with self.reads.connection() as conn:
             entry = self._entry(conn, selector)
+            if size is not None:
+                _require_covers(size, entry.seq)  # the same once an event id names the seq
             cp = self._checkpoint(conn, size)
             if entry.seq >= cp.tree_size:
-                raise NotCovered(_not_covered(entry.seq, cp.tree_size, latest=size is None))
+                raise NotCovered(_not_covered(entry.seq, cp.tree_size))  # only for the latest: checked above otherwise
             hashes = log.inclusion_proof(conn, entry.seq, cp.tree_size)
         proof = ledger_pb2.InclusionProof(
             seq=entry.seq, leaf_index=entry.seq, tree_size=cp.tree_size, leaf_hash=entry.leaf_hash, hashes=hashes
@@ -350,6 +359,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         with self.reads.connection() as conn:
             cp = self._checkpoint(conn, new)
             if old > cp.tree_size:
+                if old > (size := log.log_size(conn)):
+                    raise InvalidArgument(
+                        f"old_size: expected at most the log's size ({size}), found {old}: no tree of that size exists",
+                        hint="pass the tree_size of a checkpoint you hold",
+                    )
                 raise NotCovered(
                     f"old_size {old} is beyond the latest checkpoint (tree size {cp.tree_size}); "
                     "retry after the next checkpoint, or pass new_size"
@@ -397,15 +411,20 @@ def _authorize(raw: bytes, what: str, *, suffix: str = "") -> None:
         raise NotPermitted(f"{what}: {refusal}{suffix}", hint="ask an admin for a credential that covers this producer id")
 
 
-def _not_covered(seq: int, tree_size: int, *, latest: bool) -> str:
-    if latest:
-        return (
-            f"entry seq {seq} is newer than the latest checkpoint (tree size {tree_size}); "
-            "it is covered by the next checkpoint, retry shortly"
+def _require_covers(tree_size: int, seq: int) -> None:
+    """InvalidArgument unless a tree of ``tree_size`` entries holds entry ``seq``: no checkpoint of that size ever will."""
+    if seq >= tree_size:
+        raise InvalidArgument(
+            f"tree_size: expected at least {seq + 1} to cover entry seq {seq}, found {tree_size} "
+            f"(a tree of size {tree_size} holds seqs 0..{tree_size - 1})",
+            hint="ask for a later checkpoint, or omit tree_size for the latest",
         )
+
+
+def _not_covered(seq: int, tree_size: int) -> str:
     return (
-        f"the checkpoint at tree size {tree_size} does not cover entry seq {seq} "
-        f"(expected a tree size of at least {seq + 1}); ask for a later checkpoint or omit tree_size"
+        f"entry seq {seq} is newer than the latest checkpoint (tree size {tree_size}); "
+        "it is covered by the next checkpoint, retry shortly"
     )
 
 
@@ -522,7 +541,7 @@ def build_ledger_server(
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
     servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
     return serve_on(
-        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server),
+        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
         interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
         server_credentials=server_credentials, thread_prefix="provault-grpc", listen_key="grpc.ledger_listen",
     )  # fmt: skip

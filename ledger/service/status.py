@@ -48,6 +48,10 @@ class NotCovered(e.ProvaultError):
     reason = "not_covered"
 
 
+class MalformedRequest(e.InvalidArgument):
+    """The request bytes of a call do not parse as its protobuf request message (INVALID_ARGUMENT)."""
+
+
 class TooManyMessages(e.ProvaultError):
     """A stream carried more messages than one response can answer."""
 

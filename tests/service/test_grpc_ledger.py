@@ -217,7 +217,7 @@ def test_inclusion_proofs_verify_against_the_signed_checkpoint(served: Served) -
         merkle.verify_inclusion(p.leaf_hash, p.leaf_index, p.tree_size, list(p.hashes), root)
         assert p.leaf_hash == log.get_entry(served.ledger.conn, seq=p.seq).leaf_hash and p.leaf_index == p.seq
     code, details = _code(served.stub.GetInclusionProof, ledger_pb2.GetInclusionProofRequest(seq=3, tree_size=3))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "expected a tree size of at least 4" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tree_size: expected at least 4 to cover entry seq 3, found 3" in details
 
 
 def test_consistency_proofs_verify(served: Served) -> None:
@@ -235,7 +235,7 @@ def test_consistency_proofs_verify(served: Served) -> None:
         merkle.verify_consistency(old, resp.new_size, old_root, served.opened(resp.checkpoint).root_hash, list(resp.hashes))
     assert not resp.hashes  # old == new
     code, details = _code(served.stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(old_size=6))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "beyond the latest checkpoint (tree size 5)" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "old_size: expected at most the log's size (5), found 6" in details
     code, _ = _code(served.stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(old_size=2, new_size=4))
     assert code == grpc.StatusCode.NOT_FOUND
 

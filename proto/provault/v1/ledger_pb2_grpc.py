@@ -31,11 +31,14 @@ class LedgerServiceStub:
     Verification outcomes of Append are results, not errors: a rejected or
     duplicate event comes back with gRPC status OK and an `AppendResult`
     saying why. gRPC errors mean the request could not be handled at all:
-    INVALID_ARGUMENT (malformed request, e.g. no selector set), NOT_FOUND
-    (no such entry or checkpoint), FAILED_PRECONDITION (the entry is not yet
-    covered by a signed checkpoint; retry after the next one), UNAVAILABLE
-    (storage or transport down; safe to retry, appends are idempotent by
-    event id) and RESOURCE_EXHAUSTED (a request exceeds a server limit).
+    UNAUTHENTICATED or PERMISSION_DENIED (checked first, before the request
+    is even parsed), INVALID_ARGUMENT (malformed request: bytes that are not
+    the method's request message, no selector set, a size out of range),
+    NOT_FOUND (no such entry or checkpoint), FAILED_PRECONDITION (the entry
+    or size is in the log but not yet covered by a signed checkpoint; retry
+    after the next one), UNAVAILABLE (storage or transport down; safe to
+    retry, appends are idempotent by event id) and RESOURCE_EXHAUSTED (a
+    request exceeds a server limit).
     """
 
     def __init__(self, channel):
@@ -82,11 +85,14 @@ class LedgerServiceServicer:
     Verification outcomes of Append are results, not errors: a rejected or
     duplicate event comes back with gRPC status OK and an `AppendResult`
     saying why. gRPC errors mean the request could not be handled at all:
-    INVALID_ARGUMENT (malformed request, e.g. no selector set), NOT_FOUND
-    (no such entry or checkpoint), FAILED_PRECONDITION (the entry is not yet
-    covered by a signed checkpoint; retry after the next one), UNAVAILABLE
-    (storage or transport down; safe to retry, appends are idempotent by
-    event id) and RESOURCE_EXHAUSTED (a request exceeds a server limit).
+    UNAUTHENTICATED or PERMISSION_DENIED (checked first, before the request
+    is even parsed), INVALID_ARGUMENT (malformed request: bytes that are not
+    the method's request message, no selector set, a size out of range),
+    NOT_FOUND (no such entry or checkpoint), FAILED_PRECONDITION (the entry
+    or size is in the log but not yet covered by a signed checkpoint; retry
+    after the next one), UNAVAILABLE (storage or transport down; safe to
+    retry, appends are idempotent by event id) and RESOURCE_EXHAUSTED (a
+    request exceeds a server limit).
     """
 
     def Append(self, request, context):
@@ -185,11 +191,14 @@ class LedgerService:
     Verification outcomes of Append are results, not errors: a rejected or
     duplicate event comes back with gRPC status OK and an `AppendResult`
     saying why. gRPC errors mean the request could not be handled at all:
-    INVALID_ARGUMENT (malformed request, e.g. no selector set), NOT_FOUND
-    (no such entry or checkpoint), FAILED_PRECONDITION (the entry is not yet
-    covered by a signed checkpoint; retry after the next one), UNAVAILABLE
-    (storage or transport down; safe to retry, appends are idempotent by
-    event id) and RESOURCE_EXHAUSTED (a request exceeds a server limit).
+    UNAUTHENTICATED or PERMISSION_DENIED (checked first, before the request
+    is even parsed), INVALID_ARGUMENT (malformed request: bytes that are not
+    the method's request message, no selector set, a size out of range),
+    NOT_FOUND (no such entry or checkpoint), FAILED_PRECONDITION (the entry
+    or size is in the log but not yet covered by a signed checkpoint; retry
+    after the next one), UNAVAILABLE (storage or transport down; safe to
+    retry, appends are idempotent by event id) and RESOURCE_EXHAUSTED (a
+    request exceeds a server limit).
     """
 
     @staticmethod

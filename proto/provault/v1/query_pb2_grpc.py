@@ -32,11 +32,14 @@ class QueryServiceStub:
     answer's `as_of_seq` (and, for Trace with proofs, the checkpoint), so the
     pages of one answer are consistent even while the ledger grows. Pass it
     back with otherwise identical request fields (INVALID_ARGUMENT if they
-    differ). gRPC errors: INVALID_ARGUMENT (malformed request or page token,
-    unsupported SPARQL form or update), NOT_FOUND (unknown start node),
-    FAILED_PRECONDITION (the projection or the latest checkpoint has not yet
-    reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an answer
-    exceeds a server limit; narrow it), UNAVAILABLE (storage down; retry).
+    differ). gRPC errors: UNAUTHENTICATED or PERMISSION_DENIED (checked
+    first, before the request is even parsed), INVALID_ARGUMENT (malformed
+    request, including bytes that are not the method's request message, or
+    page token; unsupported SPARQL form or update), NOT_FOUND (unknown start
+    node), FAILED_PRECONDITION (the projection or the latest checkpoint has
+    not yet reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an
+    answer exceeds a server limit; narrow it), UNAVAILABLE (storage down;
+    retry).
     """
 
     def __init__(self, channel):
@@ -84,11 +87,14 @@ class QueryServiceServicer:
     answer's `as_of_seq` (and, for Trace with proofs, the checkpoint), so the
     pages of one answer are consistent even while the ledger grows. Pass it
     back with otherwise identical request fields (INVALID_ARGUMENT if they
-    differ). gRPC errors: INVALID_ARGUMENT (malformed request or page token,
-    unsupported SPARQL form or update), NOT_FOUND (unknown start node),
-    FAILED_PRECONDITION (the projection or the latest checkpoint has not yet
-    reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an answer
-    exceeds a server limit; narrow it), UNAVAILABLE (storage down; retry).
+    differ). gRPC errors: UNAUTHENTICATED or PERMISSION_DENIED (checked
+    first, before the request is even parsed), INVALID_ARGUMENT (malformed
+    request, including bytes that are not the method's request message, or
+    page token; unsupported SPARQL form or update), NOT_FOUND (unknown start
+    node), FAILED_PRECONDITION (the projection or the latest checkpoint has
+    not yet reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an
+    answer exceeds a server limit; narrow it), UNAVAILABLE (storage down;
+    retry).
     """
 
     def Trace(self, request, context):
@@ -188,11 +194,14 @@ class QueryService:
     answer's `as_of_seq` (and, for Trace with proofs, the checkpoint), so the
     pages of one answer are consistent even while the ledger grows. Pass it
     back with otherwise identical request fields (INVALID_ARGUMENT if they
-    differ). gRPC errors: INVALID_ARGUMENT (malformed request or page token,
-    unsupported SPARQL form or update), NOT_FOUND (unknown start node),
-    FAILED_PRECONDITION (the projection or the latest checkpoint has not yet
-    reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an answer
-    exceeds a server limit; narrow it), UNAVAILABLE (storage down; retry).
+    differ). gRPC errors: UNAUTHENTICATED or PERMISSION_DENIED (checked
+    first, before the request is even parsed), INVALID_ARGUMENT (malformed
+    request, including bytes that are not the method's request message, or
+    page token; unsupported SPARQL form or update), NOT_FOUND (unknown start
+    node), FAILED_PRECONDITION (the projection or the latest checkpoint has
+    not yet reached the requested as-of; retry later), RESOURCE_EXHAUSTED (an
+    answer exceeds a server limit; narrow it), UNAVAILABLE (storage down;
+    retry).
     """
 
     @staticmethod
