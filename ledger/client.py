@@ -1,6 +1,6 @@
 """A small gRPC client for LedgerService, used by the CLI and the agents' fallback.
 
-Credentials (see ``ledger/service/auth.py``): a bearer token goes in each
+Credentials (see ``ledger/grpckit/auth.py``): a bearer token goes in each
 call's ``authorization`` metadata; TLS is used when a CA (``tls_ca``) or a
 client certificate is given.  A token is never sent in clear to a
 non-loopback target (ConfigError: set ``grpc.tls_ca``).

@@ -71,7 +71,7 @@ class GrpcSettings:
     ledger_listen: str = "127.0.0.1:7430"
     query_listen: str = "127.0.0.1:7431"
     max_message_bytes: int = 4 * 1_048_576
-    # Servers (ledger serve, query serve); see ledger/service/auth.py.
+    # Servers (ledger serve, query serve); see ledger/grpckit/auth.py.
     tokens_file: str | None = None
     """Hashes of the bearer tokens the servers accept; default <data_dir>/auth/tokens.json."""
     tls_cert: str | None = None

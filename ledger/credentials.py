@@ -1,7 +1,7 @@
 """What a gRPC client presents: the bearer token format, a client's token file, and where a token may travel.
 
 Shared by the client (:mod:`ledger.client`, the agents) and the servers' token store
-(:mod:`ledger.service.tokens`). A token is ``pvt_<id>_<secret>``: 12 hex digits that name
+(:mod:`ledger.grpckit.tokens`). A token is ``pvt_<id>_<secret>``: 12 hex digits that name
 it, then 32 random bytes in unpadded base64url. Without TLS a token crosses the wire in
 clear, which is allowed only to and from loopback addresses (:func:`is_loopback`).
 """

@@ -39,7 +39,7 @@ import psycopg
 from ledger.core.errors import InvalidArgument, LedgerCorrupted
 from ledger.core.envelope import parse_envelope
 from ledger.core.events import parse_event
-from ledger.service.status import NotCovered, NotFound
+from ledger.grpckit.status import NotCovered, NotFound
 from ledger.store import checkpoints as stored_checkpoints
 from ledger.store import log
 from ledger.store.checkpoints import StoredCheckpoint

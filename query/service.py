@@ -2,7 +2,7 @@
 
 Decisions the proto (``proto/provault/v1/query.proto``) leaves open, made here:
 
-* **Reads** go through a :class:`~ledger.service.grpc_ledger.ReadPool` as the
+* **Reads** go through a :class:`~ledger.grpckit.server.ReadPool` as the
   role ``provault_auditor``, which may only SELECT.  Every method needs the
   ``auditor`` or ``admin`` role (:data:`QUERY_METHOD_ROLES`).
 * **As of.**  Absent: the projection's position.  A seq or time beyond it is
@@ -31,8 +31,7 @@ Decisions the proto (``proto/provault/v1/query.proto``) leaves open, made here:
   (``query.traverse``): the edge from a node to the key is
   ``wasInfluencedBy`` with ``prov:type`` ``provault:SignedBy``.
 * **Export, Sparql, Bundle, include_proofs** delegate to
-  ``query.export`` / ``query.sparql`` / ``query.bundle``, imported when first
-  called; UNIMPLEMENTED while a module is not installed.
+  ``query.export`` / ``query.sparql`` / ``query.bundle``.
 * **Health.** SERVING for ``""`` and ``provault.v1.QueryService`` while the
   server runs; storage outages show as UNAVAILABLE on each call.
 """
@@ -43,7 +42,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,16 +50,19 @@ from typing import Any, TypeVar
 
 import grpc
 import psycopg
-from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
-from ledger.service.auth import ADMIN, AUDITOR
-from ledger.service.grpc_ledger import MAX_DB_INT, ReadPool, serve_on
-from ledger.service.grpc_service import GrpcServerService, register_servicer
-from ledger.service.status import NotCovered, NotFound, TooManyMessages, abort_with
+from ledger.grpckit.auth import ADMIN, AUDITOR
+from ledger.grpckit.server import MAX_DB_INT, ReadPool, serve_on
+from ledger.grpckit.service import GrpcServerService, register_servicer
+from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_with
+from provault.v1 import query_pb2, query_pb2_grpc
 
 from . import traverse
+from .bundle import bundle_rpc, proofs_for
 from .bundle_verify import NODE_TYPES, RELATION_NAMES, RELATIONS, attributes_json
+from .export import CONTENT_TYPES, export_stream
+from .sparql import run_sparql
 from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, TraceEdge, TraceNode
 
 logger = logging.getLogger("provault.grpc.query")
@@ -102,17 +103,6 @@ EXPORT_FORMATS: Mapping[int, str] = {
 # --- errors --------------------------------------------------------------------------------
 
 
-class Unimplemented(Exception):
-    """A part of the API whose module is not installed (UNIMPLEMENTED)."""
-
-
-def _optional(module: str, name: str, what: str) -> Callable[..., Any]:
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        raise Unimplemented(f"{what} is not available on this server yet ({module}.{name} is not installed)") from None
-
-
 class LimitExceeded(TooManyMessages):
     """An answer exceeds a server limit: time, graph size, message size (RESOURCE_EXHAUSTED; narrow it)."""
 
@@ -138,8 +128,6 @@ def _fail(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
     if not context.is_active():
         logger.info("%s: the client went away (%s)", name, type(e).__name__)
         raise e
-    if isinstance(e, Unimplemented):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, str(e))
     abort_with(context, _translate(e))
 
 
@@ -147,14 +135,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _rpc(fn: F) -> F:
-    """Turn any error of a unary handler into a status via the one table in ledger/service/status.py."""
+    """Turn any error of a unary handler into a status via the one table in ledger/grpckit/status.py."""
 
     @functools.wraps(fn)
     def handler(self: QueryServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             refuse_nul(request)
             return fn(self, request, context)
-        except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
+        except Exception as e:
             _fail(context, e, fn.__name__)
 
     return handler  # type: ignore[return-value]
@@ -168,7 +156,7 @@ def _rpc_stream(fn: F) -> F:
         try:
             refuse_nul(request)
             yield from fn(self, request, context)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             _fail(context, e, fn.__name__)
 
     return handler  # type: ignore[return-value]
@@ -435,8 +423,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         scope = request.WhichOneof("scope")
         if scope is None:
             raise InvalidArgument("scope: expected exactly one of subgraph or full_graph, found neither")
-        export_stream = _optional("query.export", "export_stream", "Export")
-        content_type = _optional("query.export", "CONTENT_TYPES", "Export")[fmt]
+        content_type = CONTENT_TYPES[fmt]
         with self.reads.connection() as conn:
             seq = _resolve_as_of(conn, request)
             node_ids = _subgraph_ids(conn, request.subgraph, seq) if scope == "subgraph" else None
@@ -451,7 +438,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def Sparql(self, request: query_pb2.SparqlRequest, context: grpc.ServicerContext) -> query_pb2.SparqlResponse:
         text = _text(request.query, "query", MAX_SPARQL_CHARS)
         max_rows = _capped(request.max_rows, "max_rows", DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS)
-        run_sparql = _optional("query.sparql", "run_sparql", "Sparql")
         with self.reads.connection() as conn:
             seq = _resolve_as_of(conn, request)
             result = run_sparql(conn, text, node_ids=None, as_of_seq=seq, max_rows=max_rows, timeout_s=SPARQL_TIMEOUT_S)
@@ -464,7 +450,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
         _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
         _relations(request.relations)
-        bundle_rpc = _optional("query.bundle", "bundle_rpc", "Bundle")
         with self.reads.connection() as conn:
             response = bundle_rpc(conn, request)
         return self._fits(response, "Bundle")
@@ -503,7 +488,6 @@ def _proofs(conn: psycopg.Connection, seqs: Sequence[int], tree_size: Any) -> qu
     """Inclusion proofs for ``seqs``: against the latest checkpoint, or the one the page token pinned."""
     if tree_size is not None and (not isinstance(tree_size, int) or tree_size < 1):
         raise InvalidArgument(expected_found("page_token", "a trace token", "a token without a valid checkpoint"))
-    proofs_for = _optional("query.bundle", "proofs_for", "include_proofs")
     return proofs_for(conn, seqs, tree_size=tree_size).to_pb()
 
 

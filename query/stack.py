@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ledger.service.auth import server_security
+from ledger.grpckit.auth import server_security
 from ledger.stack import Endpoints, Stack
 
 from query.projector import Projector

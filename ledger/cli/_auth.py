@@ -15,7 +15,7 @@ from pathlib import Path
 from ledger.config import settings_from
 from ledger.core.errors import ProvaultError
 from ledger.filestore import write_new_secret
-from ledger.service.tokens import ROLES, TokenEntry, TokenStore, tokens_path
+from ledger.grpckit.tokens import ROLES, TokenEntry, TokenStore, tokens_path
 
 
 class TokenCommandFailed(ProvaultError):

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from ledger.core.admission import BatchPlan, Checked, Limits, Refused, check_submission
-from ledger.store import log
 from ledger.db import connect
+from ledger.store import log
 
 SERVICE_ROLE = "provault_ledger"
 

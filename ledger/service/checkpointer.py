@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 
+from ledger.background import BackgroundService
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer
-from ledger.store import checkpoints, log
 from ledger.db import connect
+from ledger.store import checkpoints, log
 
 from .appender import SERVICE_ROLE
-from ledger.background import BackgroundService
 
 logger = logging.getLogger("provault.checkpointer")
 

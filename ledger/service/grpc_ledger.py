@@ -47,40 +47,28 @@ Decisions the proto (docs/api.md) leaves open, made here:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
-from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from ledger.core.admission import Accepted, Duplicate, Refused
-from ledger.core.errors import InvalidArgument, InvalidIdentifier, ServerStartError, StorageUnavailable
+from ledger.core.errors import InvalidArgument, InvalidIdentifier
 from ledger.core.ids import parse_uuid7
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, NotPermitted, append_refusal, current_identity, restricted
+from ledger.grpckit.server import MAX_DB_INT, ReadPool, serve_on
+from ledger.grpckit.service import GrpcServerService, register_servicer
+from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_with
 from ledger.store import checkpoints, log
-from ledger.db import CONNECT_TIMEOUT_S, describe
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from .appender import SERVICE_ROLE, Appender
-from .grpc_service import GrpcServerService, register_servicer
-from .auth import (
-    LEDGER_METHOD_ROLES,
-    NotPermitted,
-    append_refusal,
-    current_identity,
-    restricted,
-)
-from .status import NotCovered, NotFound, TooManyMessages, abort_with, rejection_reason
+from .rejections import rejection_reason
 
 logger = logging.getLogger("provault.grpc")
 
@@ -92,41 +80,9 @@ RESULT_BYTES_BOUND = 512
 """An upper bound on one serialized AppendResult (with its repeated-field framing)."""
 MAX_CHECKED_STREAM_BYTES = 64 * 1_048_576
 """Envelope bytes an AppendStream of a producer-restricted caller may carry (held until all are checked)."""
-MAX_DB_INT = 2**63 - 1
 _S = ledger_pb2.AppendStatus
 
 # --- reads ---------------------------------------------------------------------------
-
-
-class ReadPool:
-    """Pooled read connections as the ledger's role; driver errors become StorageUnavailable."""
-
-    def __init__(self, dsn: str, *, timeout_s: float = 5.0, max_size: int = 8, role: str = SERVICE_ROLE) -> None:
-        self.where = describe(dsn)
-        self._role = role
-        self.pool = ConnectionPool(
-            dsn, min_size=1, max_size=max_size, open=False, timeout=timeout_s, name="provault-ledger-reads",
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            configure=self._configure, check=ConnectionPool.check_connection,
-        )  # fmt: skip
-        self.pool.open(wait=False)  # serve (and answer UNAVAILABLE) even while the database is down
-
-    def _configure(self, conn: psycopg.Connection) -> None:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        try:
-            with self.pool.connection() as conn:
-                yield conn
-        except psycopg.Error as e:
-            raise StorageUnavailable(
-                f"cannot read from PostgreSQL at {self.where}: {type(e).__name__}: {e}",
-                hint="is the server running and migrated?",
-            ) from e
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 # --- request validation --------------------------------------------------------------
@@ -223,7 +179,7 @@ def _rpc(fn: F) -> F:
         except NotPermitted as e:
             logger.info("%s: refused with PERMISSION_DENIED: %s", fn.__name__, e.message)
             context.abort(grpc.StatusCode.PERMISSION_DENIED, e.diagnostics())
-        except Exception as e:  # noqa: BLE001 - every error leaves through abort_with
+        except Exception as e:
             if not context.is_active():
                 logger.info("%s: the client went away (%s)", fn.__name__, type(e).__name__)
                 raise
@@ -431,96 +387,6 @@ def _not_covered(seq: int, tree_size: int) -> str:
 # --- the server ------------------------------------------------------------------------
 
 
-class LedgerServer(grpc.Server):
-    """A grpc.Server that also releases the read pool and threads once it has stopped."""
-
-    def __init__(
-        self, server: grpc.Server, *, reads: ReadPool, health_servicer: health.HealthServicer, executor: ThreadPoolExecutor
-    ) -> None:
-        self._server = server
-        self.reads = reads
-        self.health = health_servicer
-        self._executor = executor
-
-    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
-
-    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
-        self._server.add_registered_method_handlers(service_name, method_handlers)
-
-    def add_insecure_port(self, address: str) -> int:
-        return self._server.add_insecure_port(address)
-
-    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
-        return self._server.add_secure_port(address, server_credentials)
-
-    def start(self) -> None:
-        self._server.start()
-
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return self._server.wait_for_termination(timeout)
-
-    def stop(self, grace: float | None) -> threading.Event:
-        """Stop serving; the returned event is set once calls ended and the pool is closed."""
-        self.health.enter_graceful_shutdown()
-        stopped = self._server.stop(grace)
-        done = threading.Event()
-
-        def release() -> None:
-            stopped.wait()
-            try:
-                self.reads.close()
-                self._executor.shutdown(wait=False)
-            finally:
-                done.set()
-
-        threading.Thread(target=release, name="provault-grpc-release", daemon=True).start()
-        return done
-
-
-def serve_on(
-    listen: str,
-    *,
-    reads: ReadPool,
-    service_name: str,
-    add_servicer: Callable[[grpc.Server], None],
-    interceptors: Sequence[grpc.ServerInterceptor],
-    max_workers: int,
-    max_message_bytes: int,
-    server_credentials: grpc.ServerCredentials | None,
-    thread_prefix: str,
-    listen_key: str,
-) -> tuple[LedgerServer, int]:
-    """A server for one provault service plus health (SERVING) and reflection, bound to ``listen``; not started.
-
-    Shared by LedgerService and QueryService. With ``server_credentials`` it
-    speaks TLS, else plaintext. When it cannot bind, everything it made
-    (``reads`` included) is released and ServerStartError names ``listen_key``.
-    """
-    executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix)
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
-    server = grpc.server(executor, interceptors=list(interceptors), options=options)
-    add_servicer(server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", service_name):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((service_name, health_name, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
-    except RuntimeError as e:
-        port, cause = 0, e
-    else:
-        cause = None
-    if not port:
-        server.stop(None)
-        reads.close()
-        executor.shutdown(wait=False)
-        raise ServerStartError(f"cannot listen for gRPC on {listen}", hint=f"is the port in use? set {listen_key}") from cause
-    return LedgerServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port
-
-
 def build_ledger_server(
     *,
     dsn: str,
@@ -538,7 +404,7 @@ def build_ledger_server(
     With ``server_credentials`` it speaks TLS, else plaintext.  Returns the
     server and the bound port (useful with port 0).
     """
-    reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers)
+    reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=SERVICE_ROLE)
     servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
     return serve_on(
         listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),

@@ -184,7 +184,7 @@ class JetStreamIngest:
                 stream=self.settings.nats.stream,
                 config=consumer_config(ack_wait_s=self.settings.ingest.ack_wait_s, max_ack_pending=self.settings.ingest.batch_size * 4),
             )
-        except (asyncio.TimeoutError, nats.errors.Error) as e:
+        except (TimeoutError, nats.errors.Error) as e:
             if self.refusal is None:
                 raise
             raise TransportUnavailable(
@@ -207,7 +207,7 @@ class JetStreamIngest:
                              connect_timeout=2, allow_reconnect=True, error_cb=quiet, **self.connect_options),
                 timeout=CONNECT_TIMEOUT_S,
             )  # fmt: skip
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as e:
+        except (TimeoutError, OSError, nats.errors.Error) as e:
             if is_refusal(e) or self.refusal:
                 raise TransportUnavailable(
                     f"NATS at {self.url} refused the ledger's credentials ({self.refusal or e}); the ledger cannot ingest",
@@ -225,7 +225,7 @@ class JetStreamIngest:
         if nc.is_connected:
             try:
                 await nc.flush(timeout=5)
-            except (nats.errors.Error, asyncio.TimeoutError) as e:
+            except (TimeoutError, nats.errors.Error) as e:
                 log.warning("could not flush acknowledgements before closing: %s", e)
         await nc.close()
 
@@ -263,7 +263,7 @@ class JetStreamIngest:
     async def _fetch(self, sub) -> list:
         try:
             msgs = await sub.fetch(self.settings.ingest.batch_size, timeout=self.settings.ingest.fetch_timeout_s)
-        except (FetchTimeoutError, NatsTimeout, asyncio.TimeoutError):
+        except (TimeoutError, FetchTimeoutError, NatsTimeout):
             return []
         except nats.errors.Error as e:
             log.warning("fetch from JetStream failed: %s; retrying", e)
@@ -399,7 +399,7 @@ class IngestService:
 
         try:
             asyncio.run(main())
-        except BaseException as e:  # noqa: BLE001 - reported through running() / start()
+        except BaseException as e:
             self.error = e
             log.error("ingest stopped: %s", e)
 

@@ -12,13 +12,13 @@ import logging
 from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
+from ledger.db import connect
+from ledger.grpckit.auth import server_security
 from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
-from ledger.db import connect
 from ledger.store.migrate import pending
 
 from .appender import Appender
-from .auth import server_security
 from .checkpointer import Checkpointer
 from .grpc_ledger import LedgerGrpcService
 from .ingest import IngestService, JetStreamIngest, limits_from
@@ -100,7 +100,7 @@ class LedgerRuntime:
             if svc is not None:
                 try:
                     svc.stop()
-                except Exception as e:  # noqa: BLE001 - keep stopping the rest
+                except Exception as e:
                     logger.warning("stopping %s failed: %s", svc.name, e)
         if self.checkpointer is not None:
             try:

@@ -254,7 +254,7 @@ def test_ipv6_and_host_names_parse(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_real_ledger_and_query_servers(ledger, tmp_path: Path, pki: Tls, capsys: pytest.CaptureFixture[str]) -> None:
     """LedgerService and QueryService with TLS and tokens, as `ledger serve` / `query serve` secure them: no token
     needed, each SERVING as a whole and for its own service, the other service unknown."""
-    from ledger.service.tokens import TokenStore, tokens_path  # noqa: PLC0415
+    from ledger.grpckit.tokens import TokenStore, tokens_path  # noqa: PLC0415
     from tests.service.test_auth import serving  # noqa: PLC0415
 
     settings = Settings(data_dir=tmp_path / "data", grpc=GrpcSettings(tls_cert=str(pki.cert), tls_key=str(pki.key)))

@@ -35,8 +35,8 @@ from ledger.config import Settings, load_settings
 from ledger.core.errors import ConfigError
 from ledger.embedded import free_port, nats_server_binary
 from ledger.natsauth import connect_options, require_ledger_user
-from ledger.service.auth import server_security
-from ledger.service.tokens import TokenStore
+from ledger.grpckit.auth import server_security
+from ledger.grpckit.tokens import TokenStore
 
 from .manifests import (
     CHART_RELEASE,

@@ -28,8 +28,8 @@ import pytest
 
 from ledger.cli import build_parser
 from ledger.config import Settings, load_settings
-from ledger.service.auth import server_security
-from ledger.service.tokens import TokenStore
+from ledger.grpckit.auth import server_security
+from ledger.grpckit.tokens import TokenStore
 from ledger.transport import nats_servers
 
 from .manifests import (

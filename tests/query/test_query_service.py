@@ -16,7 +16,7 @@ from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.core import merkle
 from ledger.core.vocab import predict_batch_id
-from ledger.service.auth import AuthInterceptor, DevModeAuthenticator, Identity
+from ledger.grpckit.auth import AuthInterceptor, DevModeAuthenticator, Identity
 from ledger.store import checkpoints
 from query.service import QUERY_METHOD_ROLES, QueryGrpcService, build_query_server
 from tests.ledgerkit import ORIGIN, Ledger

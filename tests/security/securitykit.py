@@ -32,7 +32,7 @@ from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
 from ledger.service.appender import Appender
-from ledger.service.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import checkpoints, log
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov

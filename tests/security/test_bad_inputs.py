@@ -32,7 +32,7 @@ from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRevocation
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.service.ingest import IngestService
-from ledger.service.status import rejection_reason
+from ledger.service.rejections import rejection_reason
 from ledger.store import log
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.security.securitykit import (

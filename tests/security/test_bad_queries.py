@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from provault.v1 import query_pb2, query_pb2_grpc
 
-from ledger.service.auth import AuthInterceptor, DevModeAuthenticator
+from ledger.grpckit.auth import AuthInterceptor, DevModeAuthenticator
 from ledger.store import checkpoints
 from ledger.db import connect
 from query import projector

@@ -34,9 +34,9 @@ from ledger.core.errors import ConfigError
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.service.appender import Appender
-from ledger.service.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, server_security
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, server_security
 from ledger.service.grpc_ledger import build_ledger_server
-from ledger.service.tokens import TokenStore, tokens_path
+from ledger.grpckit.tokens import TokenStore, tokens_path
 from ledger.store import log
 from query.projector import migrate_prov
 from query.service import QUERY_METHOD_ROLES, build_query_server

@@ -23,7 +23,7 @@ from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from ledger.core import merkle
 from ledger.core.producing import Sealed
 from ledger.service.appender import Appender
-from ledger.service.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import checkpoints, log
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov

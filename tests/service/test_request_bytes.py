@@ -18,7 +18,7 @@ import pytest
 from provault.v1 import ledger_pb2, query_pb2
 
 from ledger.service.appender import Appender
-from ledger.service.auth import LEDGER_METHOD_ROLES, AuthInterceptor, Identity
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, Identity
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import log
 from query.projector import migrate_prov

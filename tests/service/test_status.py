@@ -8,19 +8,13 @@ import pkgutil
 import grpc
 import psycopg
 import pytest
-from provault.v1 import ledger_pb2
 
 import ledger.core
 from ledger.core import admission
 from ledger.core import errors as e
-from ledger.service.status import (
-    REJECTION_REASONS,
-    NotCovered,
-    NotFound,
-    TooManyMessages,
-    rejection_reason,
-    status_for,
-)
+from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, status_for
+from ledger.service.rejections import REJECTION_REASONS, rejection_reason
+from provault.v1 import ledger_pb2
 
 UNSPECIFIED = ledger_pb2.REJECTION_REASON_UNSPECIFIED
 
@@ -43,7 +37,7 @@ def test_every_core_reason_has_an_explicit_rejection_reason() -> None:
     reasons = _core_reasons()
     assert {"malformed_envelope", "invalid_identifier", "clock_skew", "envelope_too_large"} <= reasons
     missing = sorted(r for r in reasons if r not in REJECTION_REASONS)
-    assert missing == [], f"add these reasons to status.REJECTION_REASONS: {missing}"
+    assert missing == [], f"add these reasons to rejections.REJECTION_REASONS: {missing}"
     assert all(rejection_reason(r) != UNSPECIFIED for r in reasons)
 
 

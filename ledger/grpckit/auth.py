@@ -60,7 +60,6 @@ from ledger.core.envelope import PAYLOAD_TYPE, parse_envelope
 from ledger.core.errors import ConfigError, ProvaultError
 from ledger.core.events import parse_event
 from ledger.core.keyring import ADMIN_ONLY_KINDS
-
 from ledger.credentials import is_loopback
 
 from .tokens import ROLES, TokenEntry, TokenStore, match_token, tokens_path

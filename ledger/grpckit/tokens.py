@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger.config import Settings
-from ledger.filestore import exclusive, read_registry, replace_atomically
 from ledger.core.errors import ConfigError, ProvaultError
 from ledger.credentials import TOKEN_PREFIX, token_id_of
+from ledger.filestore import exclusive, read_registry, replace_atomically
 
 ROLES = ("producer", "auditor", "admin")
 _FILE_VERSION = 1

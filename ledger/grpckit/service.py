@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import message, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from .auth import AuthInterceptor, Authenticator, DevModeAuthenticator
+from .auth import Authenticator, AuthInterceptor, DevModeAuthenticator
 from .status import MalformedRequest, abort_with
 
 logger = logging.getLogger("provault.grpc")
