@@ -17,8 +17,6 @@ else ``random``: seeded random mutations of the seed corpus (bit flips, cuts,
 insertions, deletions, splices, JSON-significant tokens), bounded by
 ``--runs`` / ``--seconds``.  Either way an input that breaks a property is
 written to ``--out`` (default ``$TMPDIR/provault-fuzz/``) and the exit code is 1.
-Inputs that hit a defect the project already documents (``KnownDefect``) are
-counted and reported, not treated as crashes, unless ``--strict``.
 """
 
 from __future__ import annotations
@@ -88,14 +86,13 @@ def save(out: Path, target: str, data: bytes) -> Path:
     return path
 
 
-def run_random(target: str, *, runs: int | None, seconds: float | None, seed: int, out: Path, strict: bool) -> int:
-    from tests.security.fuzz_targets import KnownDefect, corpus, run_target  # noqa: PLC0415
+def run_random(target: str, *, runs: int | None, seconds: float | None, seed: int, out: Path) -> int:
+    from tests.security.fuzz_targets import corpus, run_target  # noqa: PLC0415
 
     seeds = corpus().seeds(target)
     pool = list(seeds)
     rng = random.Random(seed)
     labels: Counter[str] = Counter()
-    known: Counter[str] = Counter()
     started = time.monotonic()
     deadline = started + seconds if seconds else None
     n, crashes = 0, 0
@@ -104,37 +101,29 @@ def run_random(target: str, *, runs: int | None, seconds: float | None, seed: in
         n += 1
         try:
             labels[run_target(target, data)] += 1
-        except KnownDefect as e:
-            known[str(e).split(":")[0]] += 1
-            if strict:
-                crashes += 1
-                print(f"KNOWN DEFECT (strict): {e}\n  input saved as {save(out, target, data)}", file=sys.stderr)
-                break
         except AssertionError as e:
             crashes += 1
             print(f"CRASH in {target}: {e}\n  input saved as {save(out, target, data)}", file=sys.stderr)
             break
         if len(pool) < 256 and rng.random() < 0.01:
             pool.append(data)  # a little diversity for splices
-    _report(target, "random", n, time.monotonic() - started, labels, known, crashes, seed=seed)
+    _report(target, "random", n, time.monotonic() - started, labels, crashes, seed=seed)
     return 1 if crashes else 0
 
 
-def _report(target: str, engine: str, n: int, elapsed: float, labels: Counter[str], known: Counter[str], crashes: int,
-            *, seed: int | None = None) -> None:  # fmt: skip
+def _report(target: str, engine: str, n: int, elapsed: float, labels: Counter[str], crashes: int, *,
+            seed: int | None = None) -> None:  # fmt: skip
     rate = n / elapsed if elapsed > 0 else 0.0
     extra = f", seed {seed}" if seed is not None else ""
     print(f"{target} [{engine}{extra}]: {n} runs in {elapsed:.1f} s ({rate:,.0f}/s), {crashes} crash(es)")
     for label, count in labels.most_common(12):
         print(f"  {count:>9}  {label}")
-    for what, count in known.most_common():
-        print(f"  {count:>9}  KNOWN DEFECT: {what}")
 
 
 # --- the atheris engine ------------------------------------------------------------------------
 
 
-def run_atheris(target: str, *, runs: int | None, seconds: float | None, out: Path, strict: bool) -> int:
+def run_atheris(target: str, *, runs: int | None, seconds: float | None, out: Path) -> int:
     """Coverage-guided fuzzing of one target; never returns (libFuzzer exits the process)."""
     import atheris  # noqa: PLC0415
 
@@ -142,25 +131,14 @@ def run_atheris(target: str, *, runs: int | None, seconds: float | None, out: Pa
         import query._mapping  # noqa: F401, PLC0415 - imported lazily by the targets: instrument it now
         import query.bundle_verify  # noqa: F401, PLC0415
         import query.service  # noqa: F401, PLC0415
-        from tests.security.fuzz_targets import KnownDefect, corpus, run_target  # noqa: PLC0415
+        from tests.security.fuzz_targets import corpus, run_target  # noqa: PLC0415
 
     seeds_dir = Path(tempfile.mkdtemp(prefix=f"provault-fuzz-{target}-"))
     for i, s in enumerate(corpus().seeds(target)):
         (seeds_dir / f"seed-{i}").write_bytes(s)
-    known: Counter[str] = Counter()
-    state = {"n": 0, "last": time.monotonic()}
 
     def one_input(data: bytes) -> None:
-        state["n"] += 1
-        try:
-            run_target(target, data)
-        except KnownDefect as e:
-            known[str(e).split(":")[0]] += 1
-            if strict:
-                raise
-        if time.monotonic() - state["last"] > 10 or (runs and state["n"] == runs):
-            state["last"] = time.monotonic()
-            print(f"# {state['n']} runs; known defects hit: {dict(known) or 'none'}", file=sys.stderr, flush=True)
+        run_target(target, data)  # a broken property raises AssertionError: libFuzzer saves the input and stops
 
     out.mkdir(parents=True, exist_ok=True)
     args = [sys.argv[0], f"-artifact_prefix={out}/{target}-", "-print_final_stats=1"]
@@ -197,7 +175,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="auto: atheris when installed, else random")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random engine: the RNG seed (a run reproduces exactly)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where inputs that break a property are saved")
-    p.add_argument("--strict", action="store_true", help="treat known (documented) defects as crashes too")
     p.add_argument("--replay", type=Path, metavar="FILE", help="run the target once on FILE and report")
     args = p.parse_args(argv)
     if args.runs is None and args.seconds is None and args.replay is None:
@@ -217,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "all":
         return _each_target(args, engine)
     if engine == "atheris":
-        return run_atheris(args.target, runs=args.runs, seconds=args.seconds, out=args.out, strict=args.strict)
-    return run_random(args.target, runs=args.runs, seconds=args.seconds, seed=args.seed, out=args.out, strict=args.strict)
+        return run_atheris(args.target, runs=args.runs, seconds=args.seconds, out=args.out)
+    return run_random(args.target, runs=args.runs, seconds=args.seconds, seed=args.seed, out=args.out)
 
 
 def _each_target(args: argparse.Namespace, engine: str) -> int:
@@ -228,7 +205,6 @@ def _each_target(args: argparse.Namespace, engine: str) -> int:
         cmd = [sys.executable, "-m", "bench.fuzz.harness", name, "--engine", engine, "--seed", str(args.seed),
                "--out", str(args.out)]  # fmt: skip
         cmd += ["--runs", str(args.runs)] if args.runs else ["--seconds", str(args.seconds)]
-        cmd += ["--strict"] if args.strict else []
         print(f"$ {' '.join(cmd[1:])}", flush=True)
         worst = max(worst, subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False).returncode)
     return worst

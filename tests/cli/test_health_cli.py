@@ -18,7 +18,7 @@ from ledger.cli import main
 from ledger.config import GrpcSettings, Settings
 from ledger.embedded import free_port
 from ledger.stack import Endpoints, write_stack_file
-from tests.deploy.manifests import Tls, make_tls, tls_health_server
+from tests.deploy.tlskit import Tls, make_tls, tls_health_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

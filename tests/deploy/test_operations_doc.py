@@ -32,24 +32,16 @@ from ledger.grpckit.auth import server_security
 from ledger.grpckit.tokens import TokenStore
 from ledger.transport import nats_servers
 
-from .manifests import (
+from .manifests import KUBE, ROOT, compose, compose_processes, kube_documents, kube_processes, load_all
+from .natskit import (
     NATS_CONFS,
     chart_route_hosts,
     check_route_certificate_with_python_tls,
     nats_server,
     nats_users,
     routes_form,
-    KUBE,
-    ROOT,
-    compose,
-    compose_processes,
-    kube_documents,
-    kube_processes,
-    load_all,
-    run_health_check,
-    san_names,
-    tls_health_server,
 )
+from .tlskit import run_health_check, san_names, tls_health_server
 
 DOC = ROOT / "docs" / "operations.md"
 _BASH = re.compile(r"^```bash\n(.*?)^```$", re.S | re.M)

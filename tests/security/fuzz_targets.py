@@ -29,11 +29,8 @@ Properties checked:
 * ``token``: bytes as a QueryService page token -> ``decode_token`` raises
   only ``InvalidArgument``.
 
-A violation of a property the project already knows to be broken raises
-:class:`KnownDefect` (an ``AssertionError``), which callers may tolerate and
-count, so that a long campaign keeps looking for new problems.  There is none
-today: the defects fuzzing found (docs/security.md, D1, D2, D6, D7) are fixed,
-so their properties fail like any other.
+Every broken property is a failure: the defects fuzzing found (docs/security.md,
+D1, D2, D6, D7) are fixed, so their properties fail like any other.
 """
 
 from __future__ import annotations
@@ -78,10 +75,6 @@ STAGE1_REASONS = frozenset({
 """The reasons docs/events.md lists for stage 1; any other one is a contract violation."""
 MAX_MESSAGE_CHARS = 4096
 """A refusal message longer than this floods the rejections table; the longest legitimate ones are ~700."""
-
-
-class KnownDefect(AssertionError):
-    """A property the project knows is violated today (reported in docs/security.md)."""
 
 
 # --- the seed corpus ------------------------------------------------------------------------
@@ -489,4 +482,4 @@ def run_target(name: str, data: bytes) -> str:
         raise AssertionError(f"{name}: {type(e).__name__} escaped: {e!r}"[:2000]) from e
 
 
-__all__ = ["NOW", "ORIGIN", "TARGETS", "Corpus", "KnownDefect", "corpus", "crafted_bundle_with_non_ascii_key", "encode_proof_case", "run_target"]
+__all__ = ["NOW", "ORIGIN", "TARGETS", "Corpus", "corpus", "crafted_bundle_with_non_ascii_key", "encode_proof_case", "run_target"]

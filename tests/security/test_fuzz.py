@@ -7,9 +7,8 @@ deleted or spliced, or JSON values replaced.  The properties are the ones
 the targets state; the longer, coverage-guided campaigns run the same
 targets from ``python -m bench.fuzz.harness``.
 
-Known defects (``KnownDefect``) would be tolerated here; there are none today
-(docs/security.md: the defects fuzzing found are fixed, and proven
-deterministically by ``test_fixed_defects.py``), so every property must hold.
+Every property must hold: the defects fuzzing found are fixed (docs/security.md)
+and proven deterministically by ``test_fixed_defects.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from ledger.core.checkpoint import parse_note
 from ledger.core.envelope import parse_envelope
 from ledger.core.errors import DecodeError, ProvaultError
 from ledger.core.events import parse_event
-from tests.security.fuzz_targets import KnownDefect, corpus, encode_proof_case, run_target
+from tests.security.fuzz_targets import corpus, encode_proof_case, run_target
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 INTERESTING = [
@@ -99,13 +98,6 @@ def json_mutated(draw: st.DrawFn, payloads: list[bytes]) -> bytes:
     return (b"A" if admin else b"") + text.encode("utf-8", errors="surrogatepass")
 
 
-def _run(name: str, data: bytes) -> None:
-    try:
-        run_target(name, data)
-    except KnownDefect:
-        pass  # none today; a defect found and documented would be proven deterministically elsewhere
-
-
 # --- envelopes and events ------------------------------------------------------------------------
 
 
@@ -117,19 +109,19 @@ def test_mutated_envelopes_are_checked_or_refused(data: bytes) -> None:
             parse(data)
         except DecodeError:
             pass
-    _run("envelope", data)
+    run_target("envelope", data)
 
 
 @FUZZ
 @given(mutated(corpus().seeds("payload")))
 def test_mutated_signed_payloads_pass_both_stages_or_are_refused(data: bytes) -> None:
-    _run("payload", data)
+    run_target("payload", data)
 
 
 @FUZZ
 @given(json_mutated(corpus().seeds("payload")[:-1]))
 def test_json_mutated_signed_events_pass_both_stages_or_are_refused(data: bytes) -> None:
-    _run("payload", data)
+    run_target("payload", data)
 
 
 # --- Merkle proofs ---------------------------------------------------------------------------------
@@ -140,7 +132,7 @@ _ANY = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | 
 @FUZZ
 @given(mutated(corpus().seeds("proof"), max_ops=3))
 def test_mutated_proofs_fail_only_with_provault_errors(data: bytes) -> None:
-    _run("proof", data)
+    run_target("proof", data)
 
 
 @FUZZ
@@ -150,7 +142,7 @@ def test_mutated_proofs_fail_only_with_provault_errors(data: bytes) -> None:
     roots=st.tuples(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)),
 )  # fmt: skip
 def test_random_proofs_fail_only_with_provault_errors(kind: int, a: int, b: int, hashes: list[bytes], roots) -> None:
-    _run("proof", encode_proof_case(kind, a, b, hashes, roots))
+    run_target("proof", encode_proof_case(kind, a, b, hashes, roots))
 
 
 @FUZZ
@@ -172,7 +164,7 @@ def test_verifiers_refuse_values_of_any_type_with_provault_errors(leaf, index, s
 @FUZZ
 @given(mutated(corpus().seeds("note")))
 def test_mutated_checkpoint_notes_never_open_as_another_checkpoint(data: bytes) -> None:
-    _run("note", data)
+    run_target("note", data)
     try:
         parse_note(data.decode("utf-8", errors="replace"))
     except ProvaultError:
@@ -199,13 +191,13 @@ def reshuffled_note(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(reshuffled_note())
 def test_rearranged_checkpoint_notes_never_open_as_another_checkpoint(data: bytes) -> None:
-    _run("note", data)
+    run_target("note", data)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated([corpus().bundle], max_ops=2))
 def test_mutated_bundles_fail_with_a_provault_error_or_are_the_original(data: bytes) -> None:
-    _run("bundle", data)
+    run_target("bundle", data)
 
 
 def test_the_binary_bundle_encoding_is_fuzzed_too() -> None:
@@ -225,7 +217,7 @@ def test_the_binary_bundle_encoding_is_fuzzed_too() -> None:
 @FUZZ
 @given(st.binary(max_size=200) | mutated(corpus().seeds("token")) | st.text(max_size=80).map(str.encode))
 def test_page_tokens_are_only_ever_invalid_argument(data: bytes) -> None:
-    _run("token", data)
+    run_target("token", data)
 
 
 def test_every_seed_satisfies_its_target() -> None:
