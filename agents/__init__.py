@@ -17,25 +17,46 @@ host program.  See ``docs/agents.md``.
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .assets import deploy_model, register_dataset, register_model
     from .pipeline import Step, step
+    from .predictions import PredictionLogger
     from .runs import Artifact, Run, current_run, run
     from .runtime import Agent, agent_from_settings, default_agent
 
 _EXPORTS = {
-    "run": ".runs", "Run": ".runs", "Artifact": ".runs", "current_run": ".runs",
-    "step": ".pipeline", "Step": ".pipeline",
-    "register_dataset": ".assets", "register_model": ".assets", "deploy_model": ".assets",
-    "Agent": ".runtime", "agent_from_settings": ".runtime", "default_agent": ".runtime",
-}  # fmt: skip
-if (Path(__file__).parent / "predictions.py").exists():  # the serving agent, when installed alongside
-    _EXPORTS["PredictionLogger"] = ".predictions"
+    "run": ".runs",
+    "Run": ".runs",
+    "Artifact": ".runs",
+    "current_run": ".runs",
+    "step": ".pipeline",
+    "Step": ".pipeline",
+    "register_dataset": ".assets",
+    "register_model": ".assets",
+    "deploy_model": ".assets",
+    "Agent": ".runtime",
+    "agent_from_settings": ".runtime",
+    "default_agent": ".runtime",
+    "PredictionLogger": ".predictions",
+}
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Agent",
+    "Artifact",
+    "PredictionLogger",
+    "Run",
+    "Step",
+    "agent_from_settings",
+    "current_run",
+    "default_agent",
+    "deploy_model",
+    "register_dataset",
+    "register_model",
+    "run",
+    "step",
+]
 
 
 def __getattr__(name: str) -> Any:

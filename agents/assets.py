@@ -66,7 +66,12 @@ def _content(target: StrPath | Artifact, role: str, cache: capture.DigestCache |
 
 
 def _entity(artifact: Artifact, kind: str, label: str, uri: str | None, **extra: Any) -> dict[str, Any]:
-    attrs = {"prov:type": qname(kind), "prov:label": label, "provault:uri": uri or artifact.uri, "provault:bytes": artifact.size}
+    attrs = {
+        "prov:type": qname(kind),
+        "prov:label": label,
+        "provault:uri": uri or artifact.uri,
+        "provault:bytes": artifact.size,
+    }
     if artifact.files is not None and artifact.files != 1:
         attrs["provault:files"] = artifact.files
     attrs.update(extra)
@@ -83,9 +88,15 @@ def agent_ref(who: str) -> str:
 # --- datasets -----------------------------------------------------------------------------
 
 
-def dataset_event(path: StrPath | Artifact, *, name: str, derived_from: Iterable[StrPath | Artifact] = (),
-                  uri: str | None = None, author: str | None = None,
-                  cache: capture.DigestCache | None = None) -> Prepared:  # fmt: skip
+def dataset_event(
+    path: StrPath | Artifact,
+    *,
+    name: str,
+    derived_from: Iterable[StrPath | Artifact] = (),
+    uri: str | None = None,
+    author: str | None = None,
+    cache: capture.DigestCache | None = None,
+) -> Prepared:
     """The ``dataset.registered`` event for ``path`` (a file, a directory or a ``sha256:`` id)."""
     data = _content(path, "data", cache)
     sources = [_content(s, "data", cache).id for s in derived_from]
@@ -98,9 +109,16 @@ def dataset_event(path: StrPath | Artifact, *, name: str, derived_from: Iterable
     return Prepared(kind="dataset.registered", id=data.id, prov=doc.build())
 
 
-def register_dataset(path: StrPath | Artifact, *, name: str, derived_from: Iterable[StrPath | Artifact] = (),
-                     uri: str | None = None, author: str | None = None, agent: Agent | None = None,
-                     cache: capture.DigestCache | None = None) -> str:  # fmt: skip
+def register_dataset(
+    path: StrPath | Artifact,
+    *,
+    name: str,
+    derived_from: Iterable[StrPath | Artifact] = (),
+    uri: str | None = None,
+    author: str | None = None,
+    agent: Agent | None = None,
+    cache: capture.DigestCache | None = None,
+) -> str:
     """Emit ``dataset.registered``; return the dataset's content id (``sha256:<hex>``).
 
     ``derived_from`` lists the datasets it was made from (paths or content
@@ -125,9 +143,16 @@ def _run_ref(run: Run | str | None) -> str | None:
     return run
 
 
-def model_event(path: StrPath | Artifact, *, name: str, version: str | None = None, run: Run | str | None = None,
-                uri: str | None = None, author: str | None = None,
-                cache: capture.DigestCache | None = None) -> Prepared:  # fmt: skip
+def model_event(
+    path: StrPath | Artifact,
+    *,
+    name: str,
+    version: str | None = None,
+    run: Run | str | None = None,
+    uri: str | None = None,
+    author: str | None = None,
+    cache: capture.DigestCache | None = None,
+) -> Prepared:
     """The ``model.registered`` event; ``run`` defaults to the enclosing run, if any."""
     model = _content(path, "model", cache)
     who = capture.author(author)
@@ -140,9 +165,17 @@ def model_event(path: StrPath | Artifact, *, name: str, version: str | None = No
     return Prepared(kind="model.registered", id=model.id, prov=doc.build())
 
 
-def register_model(path: StrPath | Artifact, *, name: str, version: str | None = None, run: Run | str | None = None,
-                   uri: str | None = None, author: str | None = None, agent: Agent | None = None,
-                   cache: capture.DigestCache | None = None) -> str:  # fmt: skip
+def register_model(
+    path: StrPath | Artifact,
+    *,
+    name: str,
+    version: str | None = None,
+    run: Run | str | None = None,
+    uri: str | None = None,
+    author: str | None = None,
+    agent: Agent | None = None,
+    cache: capture.DigestCache | None = None,
+) -> str:
     """Emit ``model.registered``; return the model's content id.
 
     ``run`` (a :class:`~agents.runs.Run` or its id) is the run that trained
@@ -156,20 +189,35 @@ def register_model(path: StrPath | Artifact, *, name: str, version: str | None =
 # --- deployments ----------------------------------------------------------------------------
 
 
-def deploy_event(model: StrPath | Artifact, *, name: str, target: str, approved_by: str | None = None,
-                 deployer: str | None = None, cache: capture.DigestCache | None = None) -> Prepared:  # fmt: skip
+def deploy_event(
+    model: StrPath | Artifact,
+    *,
+    name: str,
+    target: str,
+    approved_by: str | None = None,
+    deployer: str | None = None,
+    cache: capture.DigestCache | None = None,
+) -> Prepared:
     """The ``model.deployed`` event; its ``id`` is the deployment's (``provault:deployment/<name>/<uuid>``)."""
     if not isinstance(target, str) or not target:
-        raise InvalidArgument(expected_found("target", "where the model is deployed, e.g. k8s://prod/fraud", repr(target)))
+        raise InvalidArgument(
+            expected_found("target", "where the model is deployed, e.g. k8s://prod/fraud", repr(target))
+        )
     if not isinstance(name, str) or not name.strip():
         raise InvalidArgument(expected_found("deployment name", "a non-empty name, e.g. fraud-prod", repr(name)))
     artifact = _content(model, "model", cache)
     uuid = new_event_id()
     act, deployment = deploy_activity_id(uuid), deployment_id(name, uuid)
     doc = ProvDoc()
-    doc.element("activity", act, {"prov:type": qname("provault:Deploy"), "prov:startTime": now_text(), "provault:target": target})
+    doc.element(
+        "activity",
+        act,
+        {"prov:type": qname("provault:Deploy"), "prov:startTime": now_text(), "provault:target": target},
+    )
     doc.element("entity", artifact.id, {"prov:type": qname("provault:Model")})
-    doc.element("entity", deployment, {"prov:type": qname("provault:Deployment"), "prov:label": name, "provault:target": target})
+    doc.element(
+        "entity", deployment, {"prov:type": qname("provault:Deployment"), "prov:label": name, "provault:target": target}
+    )
     doc.relation("used", activity=act, entity=artifact.id)
     doc.relation("wasGeneratedBy", entity=deployment, activity=act)
     doc.relation("wasDerivedFrom", generatedEntity=deployment, usedEntity=artifact.id, activity=act)
@@ -184,9 +232,16 @@ def deploy_event(model: StrPath | Artifact, *, name: str, target: str, approved_
     return Prepared(kind="model.deployed", id=deployment, prov=doc.build())
 
 
-def deploy_model(model: StrPath | Artifact, *, name: str, target: str, approved_by: str | None = None,
-                 deployer: str | None = None, agent: Agent | None = None,
-                 cache: capture.DigestCache | None = None) -> str:  # fmt: skip
+def deploy_model(
+    model: StrPath | Artifact,
+    *,
+    name: str,
+    target: str,
+    approved_by: str | None = None,
+    deployer: str | None = None,
+    agent: Agent | None = None,
+    cache: capture.DigestCache | None = None,
+) -> str:
     """Emit ``model.deployed``; return the deployment id (``provault:deployment/<name>/<uuid>``).
 
     ``model`` is the model file or its content id; ``approved_by`` an e-mail
@@ -199,6 +254,12 @@ def deploy_model(model: StrPath | Artifact, *, name: str, target: str, approved_
 
 
 __all__ = [
-    "Prepared", "agent_ref", "dataset_event", "deploy_event", "deploy_model", "model_event",
-    "register_dataset", "register_model",
-]  # fmt: skip
+    "Prepared",
+    "agent_ref",
+    "dataset_event",
+    "deploy_event",
+    "deploy_model",
+    "model_event",
+    "register_dataset",
+    "register_model",
+]

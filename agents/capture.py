@@ -69,8 +69,7 @@ class CaptureError(ProvaultError):
 def _missing(what: str, path: StrPath) -> CaptureError:
     return CaptureError(
         expected_found(what, "an existing path", f"nothing at {os.fspath(path)!r}"),
-        hint="check the path (relative paths are resolved from the current directory "
-        f"{os.getcwd()!r})",
+        hint=f"check the path (relative paths are resolved from the current directory {os.getcwd()!r})",
     )
 
 
@@ -384,7 +383,9 @@ class DigestCache:
             try:
                 self._write(merged)
             except OSError as e:
-                log.warning("cannot write digest cache %s (%s); digests are still correct, only slower next time", self.path, e)
+                log.warning(
+                    "cannot write digest cache %s (%s); digests are still correct, only slower next time", self.path, e
+                )
                 return
             self._entries, self._new = merged, {}
 
@@ -475,19 +476,37 @@ class _GitFailed(Exception):
 
 _GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_PAGER": "cat"}
 _DIFF_ARGS = (
-    "diff", "HEAD", "--binary", "--full-index", "--no-color", "--no-ext-diff", "--no-textconv",
-    "--no-renames", "--src-prefix=a/", "--dst-prefix=b/", "--diff-algorithm=myers", "--unified=3",
-)  # fmt: skip
+    "diff",
+    "HEAD",
+    "--binary",
+    "--full-index",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-renames",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--diff-algorithm=myers",
+    "--unified=3",
+)
 
 
-def _git(args: Iterable[str], cwd: str, timeout: float, *, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+def _git(
+    args: Iterable[str], cwd: str, timeout: float, *, stdout: int = subprocess.PIPE
+) -> subprocess.CompletedProcess[bytes]:
     """Run git without prompts or optional locks; raise _GitFailed when it cannot run at all."""
     argv = ["git", "-c", "core.quotePath=true", *args]
     try:
         return subprocess.run(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
-            timeout=timeout, env={**os.environ, **_GIT_ENV}, check=False,
-        )  # fmt: skip
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            env={**os.environ, **_GIT_ENV},
+            check=False,
+        )
     except FileNotFoundError:
         raise _GitFailed("git is not installed (no 'git' on PATH)") from None
     except subprocess.TimeoutExpired:
@@ -594,7 +613,9 @@ def _working_dir(path: StrPath) -> str:
     return abspath if stat.S_ISDIR(st.st_mode) else os.path.dirname(abspath)
 
 
-def inspect_git(path: StrPath = ".", *, timeout: float = GIT_TIMEOUT, cache: DigestCache | None = None) -> GitState | GitUnknown:
+def inspect_git(
+    path: StrPath = ".", *, timeout: float = GIT_TIMEOUT, cache: DigestCache | None = None
+) -> GitState | GitUnknown:
     """The git state of the repository containing ``path``, or why there is none.
 
     Raises :class:`CaptureError` only when ``path`` does not exist.
@@ -627,13 +648,17 @@ def _with_diff(state: GitState, timeout: float, cache: DigestCache | None) -> Gi
         return dataclasses.replace(state, dirty=True, diff_unknown=e.reason)
     if diff_hex == _EMPTY_SHA256 and not untracked:
         return state
-    return dataclasses.replace(state, dirty=True, diff_digest=dirty_digest(diff_hex, untracked), untracked=len(untracked))
+    return dataclasses.replace(
+        state, dirty=True, diff_digest=dirty_digest(diff_hex, untracked), untracked=len(untracked)
+    )
 
 
 _EMPTY_SHA256 = _hex(content_id(b""))
 
 
-def git_state(path: StrPath = ".", *, timeout: float = GIT_TIMEOUT, cache: DigestCache | None = None) -> GitState | None:
+def git_state(
+    path: StrPath = ".", *, timeout: float = GIT_TIMEOUT, cache: DigestCache | None = None
+) -> GitState | None:
     """Like :func:`inspect_git`, but None (the reason logged at INFO) when there is no git state."""
     state = inspect_git(path, timeout=timeout, cache=cache)
     if isinstance(state, GitUnknown):
@@ -828,7 +853,24 @@ def author(who: str | None = None, *, name: str | None = None, path: StrPath = "
 
 
 __all__ = [
-    "CHUNK_SIZE", "DEFAULT_EXCLUDE", "Author", "CaptureError", "Digest", "DigestCache", "Environment",
-    "GitState", "GitUnknown", "author", "digest_file", "digest_path", "digest_tree", "dirty_digest",
-    "environment", "git_state", "inspect_git", "installed_distributions", "strip_credentials", "tree_entry",
-]  # fmt: skip
+    "CHUNK_SIZE",
+    "DEFAULT_EXCLUDE",
+    "Author",
+    "CaptureError",
+    "Digest",
+    "DigestCache",
+    "Environment",
+    "GitState",
+    "GitUnknown",
+    "author",
+    "digest_file",
+    "digest_path",
+    "digest_tree",
+    "dirty_digest",
+    "environment",
+    "git_state",
+    "inspect_git",
+    "installed_distributions",
+    "strip_credentials",
+    "tree_entry",
+]

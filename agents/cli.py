@@ -117,7 +117,11 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise ManifestError(f"manifest {file} cannot be read: {e}") from None
     if not isinstance(doc, dict):
         raise ManifestError(expected_found(f"manifest {file}", "a table / object", type(doc).__name__))
-    problems = [f"unknown key {k!r} (known: name, inputs, outputs, params)" for k in doc if k not in ("name", "inputs", "outputs", "params")]
+    problems = [
+        f"unknown key {k!r} (known: name, inputs, outputs, params)"
+        for k in doc
+        if k not in ("name", "inputs", "outputs", "params")
+    ]
     base = file.resolve().parent
     inputs = _entries(doc.get("inputs", []), "inputs", "role", "data", base, problems)
     outputs = _entries(doc.get("outputs", []), "outputs", "kind", "artifact", base, problems)
@@ -127,8 +131,10 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     if name is not None and not isinstance(name, str):
         problems.append(expected_found("name", "a string", type(name).__name__))
     if problems:
-        raise ManifestError(f"manifest {file} is invalid:\n" + "\n".join(f"  - {p}" for p in problems),
-                            hint="see docs/agents.md, 'The manifest'")  # fmt: skip
+        raise ManifestError(
+            f"manifest {file} is invalid:\n" + "\n".join(f"  - {p}" for p in problems),
+            hint="see docs/agents.md, 'The manifest'",
+        )
     return Manifest(name=name, inputs=tuple(inputs), outputs=tuple(outputs), params=params)
 
 
@@ -195,7 +201,7 @@ def wait_forwarding(cmd: Sequence[str]) -> int:
 
 def wait_with_handlers(cmd: Sequence[str]) -> int:
     """Portable fallback: Python signal handlers that forward every signal received."""
-    child = subprocess.Popen(list(cmd))  # noqa: S603 - the user's own command line
+    child = subprocess.Popen(list(cmd))
     previous = {s: signal.signal(s, lambda signo, _frame: child.send_signal(signo)) for s in FORWARDED}
     try:
         return child.wait()
@@ -234,8 +240,11 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], Manifest]:
     m = load_manifest(args.manifest) if args.manifest else Manifest()
     params = {**m.params, **dict(parse_param(p) for p in args.param)}
     inputs = [*m.inputs, *(Declared(path=p, role="data") for p in args.input)]
-    outputs = [*m.outputs, *(Declared(path=p, role="artifact") for p in args.output),
-               *(Declared(path=p, role="model") for p in args.model)]  # fmt: skip
+    outputs = [
+        *m.outputs,
+        *(Declared(path=p, role="artifact") for p in args.output),
+        *(Declared(path=p, role="model") for p in args.model),
+    ]
     name = args.name or m.name or _command_name(cmd)
     return cmd, Manifest(name=name, inputs=tuple(inputs), outputs=tuple(outputs), params=params)
 
@@ -267,11 +276,19 @@ def run_command(args: argparse.Namespace) -> int:
             agent.close(timeout=0)
 
 
-def _run_wrapped(agent: Agent, settings: Settings, cmd: list[str], plan: Manifest, args: argparse.Namespace,
-                 precise: bool) -> int:  # fmt: skip
+def _run_wrapped(
+    agent: Agent, settings: Settings, cmd: list[str], plan: Manifest, args: argparse.Namespace, precise: bool
+) -> int:
     assert plan.name is not None
-    r = Run(plan.name, params=plan.params, agent=agent, parent=args.parent, repo=args.repo, author=args.author,
-            command=shlex.join(cmd))  # fmt: skip
+    r = Run(
+        plan.name,
+        params=plan.params,
+        agent=agent,
+        parent=args.parent,
+        repo=args.repo,
+        author=args.author,
+        command=shlex.join(cmd),
+    )
     for item in plan.inputs:
         r.use(item.path, role=item.role, name=item.name)
     r.start()
@@ -287,8 +304,11 @@ def _run_wrapped(agent: Agent, settings: Settings, cmd: list[str], plan: Manifes
             r.fail(e)
         raise
     delivered = agent.flush(timeout=settings.agent.publish_timeout_s)
-    print(f"provault: run {r.id} ({r.name}) {r.status}; events {' '.join(r.event_ids)} "
-          f"{'delivered' if delivered else 'spooled'}", file=sys.stderr)  # fmt: skip
+    print(
+        f"provault: run {r.id} ({r.name}) {r.status}; events {' '.join(r.event_ids)} "
+        f"{'delivered' if delivered else 'spooled'}",
+        file=sys.stderr,
+    )
     if not delivered:
         _spooled_note(agent, settings)
     return code
@@ -306,9 +326,11 @@ def _execute(cmd: list[str], precise: bool) -> tuple[int, str | None]:
 
 
 def _spooled_note(agent: Agent, settings: Settings) -> None:
-    print(f"provault: the ledger did not confirm delivery within {settings.agent.publish_timeout_s:g} s; the events "
-          f"are kept in the spool {agent.spool.dir} and sent the next time producer {agent.producer_id} runs",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"provault: the ledger did not confirm delivery within {settings.agent.publish_timeout_s:g} s; the events "
+        f"are kept in the spool {agent.spool.dir} and sent the next time producer {agent.producer_id} runs",
+        file=sys.stderr,
+    )
 
 
 # --- provault dataset / model -------------------------------------------------------------
@@ -334,18 +356,23 @@ def _emit_prepared(args: argparse.Namespace, prepared: assets.Prepared) -> int:
 
 
 def run_dataset_register(args: argparse.Namespace) -> int:
-    prepared = assets.dataset_event(args.path, name=args.name, derived_from=args.derived_from, uri=args.uri, author=args.author)
+    prepared = assets.dataset_event(
+        args.path, name=args.name, derived_from=args.derived_from, uri=args.uri, author=args.author
+    )
     return _emit_prepared(args, prepared)
 
 
 def run_model_register(args: argparse.Namespace) -> int:
-    prepared = assets.model_event(args.path, name=args.name, version=args.version, run=args.run_id, uri=args.uri, author=args.author)
+    prepared = assets.model_event(
+        args.path, name=args.name, version=args.version, run=args.run_id, uri=args.uri, author=args.author
+    )
     return _emit_prepared(args, prepared)
 
 
 def run_model_deploy(args: argparse.Namespace) -> int:
-    prepared = assets.deploy_event(args.model, name=args.name, target=args.target, approved_by=args.approved_by,
-                                   deployer=args.deployer)  # fmt: skip
+    prepared = assets.deploy_event(
+        args.model, name=args.name, target=args.target, approved_by=args.approved_by, deployer=args.deployer
+    )
     return _emit_prepared(args, prepared)
 
 
@@ -353,14 +380,32 @@ def run_model_deploy(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("run", parents=[common], help="run a command and record it as a run (no code change needed)",
-                       description="Record CMD as a run: inputs, outputs, params, code, environment, author.")  # fmt: skip
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a command and record it as a run (no code change needed)",
+        description="Record CMD as a run: inputs, outputs, params, code, environment, author.",
+    )
     p.add_argument("--name", help="the run's name (default: the manifest's, else the script's file name)")
     p.add_argument("--input", action="append", default=[], metavar="PATH", help="a data input (repeatable)")
-    p.add_argument("--output", action="append", default=[], metavar="PATH", help="an output, digested after CMD succeeds (repeatable)")
+    p.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an output, digested after CMD succeeds (repeatable)",
+    )
     p.add_argument("--model", action="append", default=[], metavar="PATH", help="an output of kind model (repeatable)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter; VALUE is read as JSON if it parses")
-    p.add_argument("--manifest", metavar="FILE", help="TOML or JSON file listing inputs, outputs, params (docs/agents.md)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter; VALUE is read as JSON if it parses",
+    )
+    p.add_argument(
+        "--manifest", metavar="FILE", help="TOML or JSON file listing inputs, outputs, params (docs/agents.md)"
+    )
     p.add_argument("--parent", metavar="RUN", help="the run this one is a step of (provault:run/<uuid>)")
     p.add_argument("--repo", metavar="DIR", help="where to read the code commit (default: the current directory)")
     p.add_argument("--author", metavar="WHO", help="who runs it (default: git user.email, else user@host)")
@@ -371,16 +416,28 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     json_opt.add_argument("--json", action="store_true", help="print one JSON object (kind, id, event, delivered)")
     json_opt.add_argument("--author", metavar="WHO", help="who registers it (default: git user.email, else user@host)")
 
-    ds = sub.add_parser("dataset", help="register datasets").add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    ds = sub.add_parser("dataset", help="register datasets").add_subparsers(
+        dest="dataset_command", metavar="ACTION", required=True
+    )
     p = ds.add_parser("register", parents=[common, json_opt], help="emit dataset.registered for a file or directory")
     p.add_argument("path", metavar="PATH", help="the data (file or directory), or its sha256:<hex> id")
     p.add_argument("--name", required=True)
-    p.add_argument("--derived-from", action="append", default=[], metavar="DIGEST", help="a dataset it was made from (id or path; repeatable)")
+    p.add_argument(
+        "--derived-from",
+        action="append",
+        default=[],
+        metavar="DIGEST",
+        help="a dataset it was made from (id or path; repeatable)",
+    )
     p.add_argument("--uri", help="where the data lives, when not at PATH")
     p.set_defaults(run=run_dataset_register)
 
-    md = sub.add_parser("model", help="register and deploy models").add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    p = md.add_parser("register", parents=[common, json_opt], help="emit model.registered for a model file or directory")
+    md = sub.add_parser("model", help="register and deploy models").add_subparsers(
+        dest="model_command", metavar="ACTION", required=True
+    )
+    p = md.add_parser(
+        "register", parents=[common, json_opt], help="emit model.registered for a model file or directory"
+    )
     p.add_argument("path", metavar="PATH", help="the model artifact, or its sha256:<hex> id")
     p.add_argument("--name", required=True)
     p.add_argument("--version")

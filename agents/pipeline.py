@@ -63,8 +63,15 @@ class Step:
     def new_run(self, name: str | None = None) -> Run:
         """A run for one execution of this step, linked to the enclosing run (or the explicit parent)."""
         parent = self.parent if self.parent is not None else current_run()
-        return Run(name or self.name or "step", params=self.params, agent=self.agent, parent=parent,
-                   repo=self.repo, author=self.author, cache=self.cache)  # fmt: skip
+        return Run(
+            name or self.name or "step",
+            params=self.params,
+            agent=self.agent,
+            parent=parent,
+            repo=self.repo,
+            author=self.author,
+            cache=self.cache,
+        )
 
     def __enter__(self) -> Run:
         r = self.new_run()
@@ -72,7 +79,9 @@ class Step:
         self._active.append(r)
         return r
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._active.pop().__exit__(exc_type, exc, tb)
 
     def __call__(self, func: F) -> F:

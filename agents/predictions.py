@@ -124,7 +124,9 @@ def _json_default(value: Any) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """Compact, key-sorted UTF-8 JSON: the bytes a JSON input is digested from."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
     return text.encode("utf-8")
 
 
@@ -250,12 +252,20 @@ def batch_prov(batch_uuid: str, *, start: str, end: str, count: int, deployment:
     """The PROV document of one batch (vocab ``predictions.logged``)."""
     batch = predict_batch_id(batch_uuid)
     return {
-        "activity": {batch: {"prov:type": "provault:PredictionBatch", "prov:startTime": start, "prov:endTime": end,
-                             "provault:predictions": count}},
-        "used": {"_:deployment": {"prov:activity": batch, "prov:entity": deployment},
-                 "_:model": {"prov:activity": batch, "prov:entity": model}},
+        "activity": {
+            batch: {
+                "prov:type": "provault:PredictionBatch",
+                "prov:startTime": start,
+                "prov:endTime": end,
+                "provault:predictions": count,
+            }
+        },
+        "used": {
+            "_:deployment": {"prov:activity": batch, "prov:entity": deployment},
+            "_:model": {"prov:activity": batch, "prov:entity": model},
+        },
         "wasAssociatedWith": {"_:service": {"prov:activity": batch, "prov:agent": service}},
-    }  # fmt: skip
+    }
 
 
 # --- the logger ---------------------------------------------------------------------------
@@ -341,7 +351,9 @@ class PredictionLogger:
 
     # --- the caller's side -------------------------------------------------------------
 
-    def log(self, prediction_id: str, input: Any = None, output: Any = None, *, input_digest: str | None = None) -> None:  # noqa: A002
+    def log(
+        self, prediction_id: str, input: Any = None, output: Any = None, *, input_digest: str | None = None
+    ) -> None:
         """Record one prediction; O(1), no hashing or I/O here (see the module docs)."""
         buf = self._buf
         if len(buf) >= self._capacity:
@@ -407,8 +419,12 @@ class PredictionLogger:
         self._thread.join(timeout=self.agent.settings.publish_timeout_s + 5)
         done = self.flush(self.agent.settings.publish_timeout_s if timeout is None else timeout)
         if not done:
-            log.warning("prediction logger for %s closed with %d prediction(s) not yet delivered (%d still buffered)",
-                        self.deployment, self.agent.pending(), self.pending)  # fmt: skip
+            log.warning(
+                "prediction logger for %s closed with %d prediction(s) not yet delivered (%d still buffered)",
+                self.deployment,
+                self.agent.pending(),
+                self.pending,
+            )
         return done
 
     def _forked(self) -> None:
@@ -435,7 +451,9 @@ class PredictionLogger:
                 "(e.g. gunicorn's post_fork hook, or lazily on the first request)",
             )
         if self._closed:
-            raise PredictionLoggerClosed(f"prediction logger for {self.deployment} is closed; it logs no more predictions")
+            raise PredictionLoggerClosed(
+                f"prediction logger for {self.deployment} is closed; it logs no more predictions"
+            )
         self._kick()
         if self.backpressure == "drop":
             self._drop(1, "the prediction buffer is full")
@@ -513,7 +531,7 @@ class PredictionLogger:
                 self._note_failure(e)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except Exception:  # noqa: BLE001 - the thread must survive; _seal_next counted what was lost
+            except Exception:
                 log.exception("prediction logger for %s: unexpected error while sealing a batch", self.deployment)
 
     def _due(self) -> float:
@@ -569,7 +587,9 @@ class PredictionLogger:
             raise
         chunks = plan_chunks(ids, sizes, batch_max=self.batch_max, max_bytes=self.max_event_bytes)
         if len(chunks) > -(-len(ids) // self.batch_max) and len(set(ids)) < len(ids):
-            self._invalid("duplicates", "a prediction id was logged more than once; its repeats went into separate events")
+            self._invalid(
+                "duplicates", "a prediction id was logged more than once; its repeats went into separate events"
+            )
         for a, b in chunks:
             try:
                 self._emit(rows[a:b], [items[k] for k in firsts[a:b]])
@@ -585,8 +605,15 @@ class PredictionLogger:
     def _emit(self, rows: list[list], items: list[tuple]) -> None:
         times = [i[1] for i in items]
         start, end = unix_time_text(min(times)), unix_time_text(max(times))
-        prov = batch_prov(new_event_id(), start=start, end=end, count=len(rows), deployment=self.deployment,
-                          model=self.model, service=self.service)  # fmt: skip
+        prov = batch_prov(
+            new_event_id(),
+            start=start,
+            end=end,
+            count=len(rows),
+            deployment=self.deployment,
+            model=self.model,
+            service=self.service,
+        )
         data = {"deployment": self.deployment, "model": self.model, "columns": list(COLUMNS), "rows": rows}
         event_id = self.agent.emit(PREDICTIONS_LOGGED, prov, data=data)
         if not event_id:  # the agent's own 'drop' policy: its spool is full
@@ -613,5 +640,8 @@ class PredictionLogger:
             first = self.stats.emit_failures == 1
             self.stats.last_error = str(e)
         if first:
-            log.warning("prediction logger for %s: the agent cannot take batches yet (%s); retrying, "
-                        "predictions stay buffered", self.deployment, e)  # fmt: skip
+            log.warning(
+                "prediction logger for %s: the agent cannot take batches yet (%s); retrying, predictions stay buffered",
+                self.deployment,
+                e,
+            )

@@ -63,7 +63,12 @@ MAX_STEPS_PER_METRIC = 1000
 """Step values kept per metric (the latest ones); the final value is always kept."""
 MAX_ERROR_CHARS = 2000
 
-ENTITY_TYPES = {"data": "provault:Dataset", "model": "provault:Model", "code": "provault:Code", "environment": "provault:Environment"}
+ENTITY_TYPES = {
+    "data": "provault:Dataset",
+    "model": "provault:Model",
+    "code": "provault:Code",
+    "environment": "provault:Environment",
+}
 """``prov:type`` of an input or output by its role or kind; anything else is ``provault:Artifact``."""
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -127,8 +132,14 @@ def json_text(value: Any) -> str:
 class ProvDoc:
     """A PROV-JSON document under construction; relation ids are numbered blank nodes."""
 
-    _ABBREV = {"used": "u", "wasGeneratedBy": "g", "wasDerivedFrom": "d", "wasAssociatedWith": "w",
-               "wasAttributedTo": "a", "wasInformedBy": "i"}  # fmt: skip
+    _ABBREV = {
+        "used": "u",
+        "wasGeneratedBy": "g",
+        "wasDerivedFrom": "d",
+        "wasAssociatedWith": "w",
+        "wasAttributedTo": "a",
+        "wasInformedBy": "i",
+    }
 
     def __init__(self) -> None:
         self.doc: dict[str, Any] = {"prefix": dict(PREFIXES)}
@@ -170,8 +181,10 @@ class Artifact:
         """The entity's PROV attributes."""
         attrs: dict[str, Any] = {
             "prov:type": qname(ENTITY_TYPES.get(self.role, "provault:Artifact")),
-            "prov:label": self.name, "provault:uri": self.uri, "provault:bytes": self.size,
-        }  # fmt: skip
+            "prov:label": self.name,
+            "provault:uri": self.uri,
+            "provault:bytes": self.size,
+        }
         if self.files is not None and self.files != 1:
             attrs["provault:files"] = self.files
         if not self.content_addressed:
@@ -198,8 +211,9 @@ def _check_role(value: Any, what: str) -> str:
     return value
 
 
-def resolve_artifact(target: str | os.PathLike[str], role: str, name: str | None = None, *,
-                     cache: capture.DigestCache | None = None) -> Artifact:  # fmt: skip
+def resolve_artifact(
+    target: str | os.PathLike[str], role: str, name: str | None = None, *, cache: capture.DigestCache | None = None
+) -> Artifact:
     """An :class:`Artifact` for a local path, a ``file://`` URI, a ``sha256:`` id or another URI."""
     role = _check_role(role, "role")
     text = os.fspath(target)
@@ -211,11 +225,22 @@ def resolve_artifact(target: str | os.PathLike[str], role: str, name: str | None
         text = unquote(urlsplit(text).path)
     elif _URI.match(text):
         clean = capture.strip_credentials(text)
-        return Artifact(id=uri_id(text), role=role, name=name or clean.rstrip("/").rsplit("/", 1)[-1] or clean,
-                        uri=clean, content_addressed=False)  # fmt: skip
+        return Artifact(
+            id=uri_id(text),
+            role=role,
+            name=name or clean.rstrip("/").rsplit("/", 1)[-1] or clean,
+            uri=clean,
+            content_addressed=False,
+        )
     digest = capture.digest_path(text, cache=cache if cache is not None else default_cache())
-    return Artifact(id=digest.id, role=role, name=name or Path(digest.path).name, uri=Path(digest.path).as_uri(),
-                    size=digest.size, files=digest.files)  # fmt: skip
+    return Artifact(
+        id=digest.id,
+        role=role,
+        name=name or Path(digest.path).name,
+        uri=Path(digest.path).as_uri(),
+        size=digest.size,
+        files=digest.files,
+    )
 
 
 # --- what is captured at the start ------------------------------------------------------
@@ -236,8 +261,13 @@ class Context:
     author: capture.Author
 
     @classmethod
-    def capture(cls, *, repo: str | os.PathLike[str] | None = None, author: str | None = None,
-                cache: capture.DigestCache | None = None) -> Context:  # fmt: skip
+    def capture(
+        cls,
+        *,
+        repo: str | os.PathLike[str] | None = None,
+        author: str | None = None,
+        cache: capture.DigestCache | None = None,
+    ) -> Context:
         where = repo if repo is not None else "."
         code = capture.inspect_git(where, cache=cache)
         if isinstance(code, capture.GitUnknown):
@@ -249,11 +279,20 @@ def add_code(doc: ProvDoc, activity: str, code: capture.GitState | capture.GitUn
     if isinstance(code, capture.GitUnknown):
         doc.element("activity", activity, {"provault:codeUnknown": code.reason})
         return
-    doc.element("entity", code.id, {
-        "prov:type": qname("provault:Code"), "provault:commit": code.commit, "provault:remote": code.remote,
-        "provault:branch": code.branch, "provault:dirty": code.dirty, "provault:diff": code.diff_digest,
-        "provault:diffUnknown": code.diff_unknown, "provault:untracked": code.untracked or None,
-    })  # fmt: skip
+    doc.element(
+        "entity",
+        code.id,
+        {
+            "prov:type": qname("provault:Code"),
+            "provault:commit": code.commit,
+            "provault:remote": code.remote,
+            "provault:branch": code.branch,
+            "provault:dirty": code.dirty,
+            "provault:diff": code.diff_digest,
+            "provault:diffUnknown": code.diff_unknown,
+            "provault:untracked": code.untracked or None,
+        },
+    )
     doc.relation("used", activity=activity, entity=code.id, role="provault:code")
 
 
@@ -261,10 +300,13 @@ def environment_attributes(env: capture.Environment) -> dict[str, Any]:
     return {
         "prov:type": qname("provault:Environment"),
         "provault:python": f"{env.python_implementation} {env.python_version}",
-        "provault:system": env.system, "provault:machine": env.machine, "provault:libc": env.libc,
-        "provault:distributions": env.distributions_digest, "provault:image": env.image_digest,
+        "provault:system": env.system,
+        "provault:machine": env.machine,
+        "provault:libc": env.libc,
+        "provault:distributions": env.distributions_digest,
+        "provault:image": env.image_digest,
         "provault:container": env.container,
-    }  # fmt: skip
+    }
 
 
 def add_person(doc: ProvDoc, who: capture.Author) -> str:
@@ -384,8 +426,10 @@ class Run:
 
     def _check_open(self, what: str) -> None:
         if self.status in ("completed", "failed"):
-            raise RunStateError(f"cannot {what}: run {self.name!r} ({self.id}) has already {self.status}",
-                                hint="record inputs, outputs and metrics inside the run's with-block")  # fmt: skip
+            raise RunStateError(
+                f"cannot {what}: run {self.name!r} ({self.id}) has already {self.status}",
+                hint="record inputs, outputs and metrics inside the run's with-block",
+            )
 
     # --- events -----------------------------------------------------------------------
 
@@ -412,10 +456,17 @@ class Run:
         """The ``run.started`` PROV document and its ``data`` (the environment description)."""
         assert self.context is not None
         ctx, doc = self.context, ProvDoc()
-        doc.element("activity", self.id, {
-            "prov:type": qname("provault:Run"), "prov:startTime": now_text(), "provault:name": self.name,
-            "provault:params": json_text(self.params), "provault:command": self.command,
-        })  # fmt: skip
+        doc.element(
+            "activity",
+            self.id,
+            {
+                "prov:type": qname("provault:Run"),
+                "prov:startTime": now_text(),
+                "provault:name": self.name,
+                "provault:params": json_text(self.params),
+                "provault:command": self.command,
+            },
+        )
         for artifact in self.inputs:
             self._add_input(doc, artifact)
         add_code(doc, self.id, ctx.code)
@@ -433,8 +484,13 @@ class Run:
         doc.element("entity", artifact.id, artifact.attributes())
         doc.relation("used", activity=self.id, entity=artifact.id, role=f"provault:{artifact.role}")
 
-    def ended_prov(self, *, error: BaseException | str | None = None, exit_code: int | None = None,
-                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    def ended_prov(
+        self,
+        *,
+        error: BaseException | str | None = None,
+        exit_code: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The ``run.completed`` (no ``error``) or ``run.failed`` PROV document."""
         end, doc = now_text(), ProvDoc()
         attrs: dict[str, Any] = {"prov:endTime": end, "provault:exitCode": exit_code, **(extra or {})}
@@ -461,15 +517,21 @@ class Run:
         """Emit ``run.completed`` (outputs, derivations, metrics); return its event id."""
         return self._end("run.completed", None, exit_code, extra)
 
-    def fail(self, error: BaseException | str, *, exit_code: int | None = None, extra: Mapping[str, Any] | None = None) -> str:
+    def fail(
+        self, error: BaseException | str, *, exit_code: int | None = None, extra: Mapping[str, Any] | None = None
+    ) -> str:
         """Emit ``run.failed`` with the error's type and message; return its event id."""
         return self._end("run.failed", error, exit_code, extra)
 
-    def _end(self, kind: str, error: BaseException | str | None, exit_code: int | None, extra: Mapping[str, Any] | None) -> str:
+    def _end(
+        self, kind: str, error: BaseException | str | None, exit_code: int | None, extra: Mapping[str, Any] | None
+    ) -> str:
         with self._lock:
             if self.status != "running":
-                raise RunStateError(f"run {self.name!r} ({self.id}) cannot end: it is {self.status}",
-                                    hint="start it first (or use it as a context manager)")  # fmt: skip
+                raise RunStateError(
+                    f"run {self.name!r} ({self.id}) cannot end: it is {self.status}",
+                    hint="start it first (or use it as a context manager)",
+                )
             prov = self.ended_prov(error=error, exit_code=exit_code, extra=extra)
             self.event_ids.append(self._agent().emit(kind, prov))
             self.status = "failed" if kind == "run.failed" else "completed"
@@ -482,7 +544,9 @@ class Run:
         self._token = _current.set(self)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
@@ -491,7 +555,7 @@ class Run:
             return
         try:
             self.fail(exc)
-        except Exception:  # noqa: BLE001 - never replace the program's own exception with ours
+        except Exception:
             log.exception("run %s: could not record run.failed", self.id)
 
 

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ledger.chainfile import ChainFile
 from ledger.client import ClientCredentials
 from ledger.config import AgentSettings, Settings
 from ledger.core.envelope import parse_envelope
@@ -39,7 +40,6 @@ from ledger.stack import read_stack_file, resolve_nats_url
 from ledger.transport import subject_token
 
 from .spool import Spool, SpoolFull
-from ledger.chainfile import ChainFile
 from .transport import GrpcTransport, NatsTransport, Transport
 
 log = logging.getLogger("provault.agent")
@@ -103,8 +103,13 @@ class Agent:
             self._state.close()
             raise
         for torn in self.spool.torn:
-            log.warning("spool %s: an incomplete last record in %s at byte %d was set aside as %s",
-                        spool_dir, torn.segment, torn.offset, torn.saved_as)  # fmt: skip
+            log.warning(
+                "spool %s: an incomplete last record in %s at byte %d was set aside as %s",
+                spool_dir,
+                torn.segment,
+                torn.offset,
+                torn.saved_as,
+            )
         self._chain = ProducerChain(producer_id, signer, position=recover_position(self._state.load(), self.spool))
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -194,8 +199,12 @@ class Agent:
         self.spool.close()
         self._state.close()
         if not delivered:
-            log.warning("agent %s closed with %d event(s) still spooled in %s", self.producer_id,
-                        self.spool.pending_count(), self.spool.dir)  # fmt: skip
+            log.warning(
+                "agent %s closed with %d event(s) still spooled in %s",
+                self.producer_id,
+                self.spool.pending_count(),
+                self.spool.dir,
+            )
         return delivered
 
     def __enter__(self) -> Agent:
@@ -288,13 +297,19 @@ def transport_from(settings: Settings, producer_id: str) -> Transport:
         if not target:
             info = read_stack_file(settings.data_dir)
             target = str(info["ledger_grpc"]) if info and info.get("ledger_grpc") else settings.grpc.ledger_listen
-        return GrpcTransport(target, timeout_s=a.publish_timeout_s, credentials=ClientCredentials.from_settings(settings.grpc))
+        return GrpcTransport(
+            target, timeout_s=a.publish_timeout_s, credentials=ClientCredentials.from_settings(settings.grpc)
+        )
     return NatsTransport(resolve_nats_url(settings), settings.nats, producer_id, timeout_s=a.publish_timeout_s)
 
 
 def agent_from_settings(settings: Settings, *, producer_id: str | None = None, signer: Signer | None = None) -> Agent:
     pid = producer_id or settings.agent.producer_id or default_producer_id()
-    spool_dir = Path(settings.agent.spool_dir).expanduser() if settings.agent.spool_dir else settings.data_dir / "spool" / subject_token(pid)
+    spool_dir = (
+        Path(settings.agent.spool_dir).expanduser()
+        if settings.agent.spool_dir
+        else settings.data_dir / "spool" / subject_token(pid)
+    )
     return Agent(
         producer_id=pid,
         signer=signer or load_producer_key(settings),

@@ -47,8 +47,13 @@ class _Failures:
             self.count += 1
             n = self.count
         if n == 1 or n % WARN_EVERY == 0:
-            log.warning("%s: logging a prediction failed (%s: %s); the result was returned unchanged; %d failure(s) so far",
-                        self.what, type(e).__name__, e, n)  # fmt: skip
+            log.warning(
+                "%s: logging a prediction failed (%s: %s); the result was returned unchanged; %d failure(s) so far",
+                self.what,
+                type(e).__name__,
+                e,
+                n,
+            )
 
 
 def _header_id(value: str | None) -> str | None:
@@ -249,8 +254,14 @@ class PredictionMiddleware:
     A request whose application raises is not logged.
     """
 
-    def __init__(self, app: Callable, logger: PredictionLogger, id_header: str = "X-Prediction-Id",
-                 *, should_log: Callable[[dict], bool] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Callable,
+        logger: PredictionLogger,
+        id_header: str = "X-Prediction-Id",
+        *,
+        should_log: Callable[[dict], bool] | None = None,
+    ) -> None:
         self.app = app
         self.logger = logger
         self.id_header = id_header
@@ -270,7 +281,7 @@ class PredictionMiddleware:
             body = _HashingInput(environ["wsgi.input"], _content_length(environ))
             environ["wsgi.input"] = body
             environ["provault.prediction_id"] = pid
-        except Exception as e:  # noqa: BLE001 - never break the app
+        except Exception as e:
             self._failures.note(e)
             return self.app(environ, start_response)
         state = {"id": pid}
@@ -284,7 +295,7 @@ class PredictionMiddleware:
                     headers = [*headers, (self.id_header, pid)]
                 elif _header_id(given):
                     state["id"] = given
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._failures.note(e)
             write = start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
@@ -297,7 +308,7 @@ class PredictionMiddleware:
         def _done() -> None:
             try:
                 self.logger.log(state["id"], None, CONTENT_ID_PREFIX + out.hexdigest(), input_digest=body.digest())
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._failures.note(e)
 
         return _LoggedResponse(self.app(environ, _start_response), out, _done)
@@ -325,8 +336,14 @@ class AsgiPredictionMiddleware:
     the wait happens in a worker thread, never on the event loop.
     """
 
-    def __init__(self, app: Callable, logger: PredictionLogger, id_header: str = "X-Prediction-Id",
-                 *, should_log: Callable[[dict], bool] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Callable,
+        logger: PredictionLogger,
+        id_header: str = "X-Prediction-Id",
+        *,
+        should_log: Callable[[dict], bool] | None = None,
+    ) -> None:
         self.app = app
         self.logger = logger
         self.id_header = id_header
@@ -375,7 +392,7 @@ class AsgiPredictionMiddleware:
                 return {**message, "headers": headers}
             if _header_id(given.decode("latin-1")):
                 state["id"] = given.decode("latin-1")
-        except Exception as e:  # noqa: BLE001 - never break the app
+        except Exception as e:
             self._failures.note(e)
         return message
 
@@ -387,5 +404,5 @@ class AsgiPredictionMiddleware:
                 await asyncio.to_thread(self.logger.log, *args, **kwargs)
             else:
                 self.logger.log(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._failures.note(e)

@@ -249,7 +249,9 @@ class Spool:
         starts = list(self._segments)
         for n, first in enumerate(starts):
             if first != index:
-                raise SpoolCorrupted(f"spool {self.dir}: segment {self._segments[first].name} should start at record {index}")
+                raise SpoolCorrupted(
+                    f"spool {self.dir}: segment {self._segments[first].name} should start at record {index}"
+                )
             is_last = n == len(starts) - 1
             for _ in self._iter_segment(first, self._segments[first], repair_tail=is_last):
                 index += 1
@@ -374,7 +376,9 @@ def _exclusive_lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise SpoolError(f"spool {path.parent} is in use by another process", hint="give each process its own producer id") from None
+        raise SpoolError(
+            f"spool {path.parent} is in use by another process", hint="give each process its own producer id"
+        ) from None
     return fd
 
 

@@ -63,6 +63,7 @@ class NatsTransport:
             return self._nc
         if self._nc is not None:
             await self._drop()
+
         async def note(e: Exception) -> None:
             if is_refusal(e):
                 self.refusal = str(e)
@@ -72,16 +73,23 @@ class NatsTransport:
 
         try:
             self._nc = await asyncio.wait_for(
-                nats.connect(servers=nats_servers(self.url), connect_timeout=self.timeout_s, max_reconnect_attempts=0, allow_reconnect=False,
-                             name="provault-agent", error_cb=note, **self.connect_options),
+                nats.connect(
+                    servers=nats_servers(self.url),
+                    connect_timeout=self.timeout_s,
+                    max_reconnect_attempts=0,
+                    allow_reconnect=False,
+                    name="provault-agent",
+                    error_cb=note,
+                    **self.connect_options,
+                ),
                 timeout=self.timeout_s,
-            )  # fmt: skip
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as e:
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as e:
             if is_refusal(e):
                 raise TransportUnavailable(
                     f"NATS at {self.url} refused this agent's credentials ({e})",
                     hint="check nats.nkey_seed_file and that its user is in the servers' authorization block (`provault nats server-config`)",
-                ) from None  # fmt: skip
+                ) from None
             raise TransportUnavailable(f"NATS at {self.url} is not reachable ({type(e).__name__})") from None
         return self._nc
 
@@ -91,14 +99,17 @@ class NatsTransport:
         futures = []
         try:
             for r in records:
-                futures.append(await js.publish_async(self.subject, r.envelope, stream=self.stream,
-                                                      headers={"Nats-Msg-Id": r.event_id}))  # fmt: skip
+                futures.append(
+                    await js.publish_async(
+                        self.subject, r.envelope, stream=self.stream, headers={"Nats-Msg-Id": r.event_id}
+                    )
+                )
             done = 0
             for f in futures:
                 await asyncio.wait_for(f, timeout=self.timeout_s)
                 done += 1
             return done
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as e:
             await self._drop()
             delivered = sum(1 for _ in _prefix_done(futures))
             for f in futures:  # collect the outcomes we will not use, so none is reported as lost
@@ -112,16 +123,18 @@ class NatsTransport:
                 raise TransportUnavailable(
                     f"NATS at {self.url} refused to let this agent publish on {self.subject} ({refusal})",
                     hint=f"the agent's NATS user must be created for this producer: `provault nats user add NAME --role agent --producer ID` "
-                         f"publishes on {self.subject} only",
-                ) from None  # fmt: skip
-            raise TransportUnavailable(f"publishing to JetStream at {self.url} failed ({type(e).__name__}: {e})") from None
+                    f"publishes on {self.subject} only",
+                ) from None
+            raise TransportUnavailable(
+                f"publishing to JetStream at {self.url} failed ({type(e).__name__}: {e})"
+            ) from None
 
     async def _drop(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None:
             try:
                 await nc.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
+            except Exception:
                 pass
 
     async def close(self) -> None:

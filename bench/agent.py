@@ -66,9 +66,14 @@ INPUTS = [f'{{"user": {i}, "plan": "basic", "tenure": {i % 48}}}'.encode() for i
 
 
 def make_agent(root: Path, url: str, nats_settings: NatsSettings, signer: Ed25519Signer, **settings) -> Agent:
-    return Agent(producer_id=PRODUCER, signer=signer, spool_dir=root / "spool", state_dir=root / "state",
-                 transport=NatsTransport(url, nats_settings, PRODUCER, timeout_s=5.0),
-                 settings=AgentSettings(**settings))  # fmt: skip
+    return Agent(
+        producer_id=PRODUCER,
+        signer=signer,
+        spool_dir=root / "spool",
+        state_dir=root / "state",
+        transport=NatsTransport(url, nats_settings, PRODUCER, timeout_s=5.0),
+        settings=AgentSettings(**settings),
+    )
 
 
 def make_logger(agent: Agent, **kw) -> PredictionLogger:
@@ -103,7 +108,9 @@ def _timed_pairs(log, append, ids: list[str], inp: bytes) -> tuple[list[float], 
 def hot_path(root: Path, calls: int) -> dict:
     ids = [f"pred-{i}" for i in range(calls)]
     sink: list[tuple] = []
-    agent = make_agent(root, f"nats://127.0.0.1:{free_port()}", NatsSettings(), Ed25519Signer.generate(), publish_timeout_s=1.0)
+    agent = make_agent(
+        root, f"nats://127.0.0.1:{free_port()}", NatsSettings(), Ed25519Signer.generate(), publish_timeout_s=1.0
+    )
     logger = make_logger(agent, queue_size=calls + 20_000, backpressure="drop")
     try:
         _timed_pairs(logger.log, sink.append, [f"warm-{i}" for i in range(10_000)], INPUTS[0])
@@ -115,20 +122,32 @@ def hot_path(root: Path, calls: int) -> dict:
         agent.close(timeout=0.1)
     med, base_med = statistics.median(samples), statistics.median(base)
     return {
-        "calls": calls, "log_median_ns": med, "log_p99_ns": _pct(samples, 0.99), "append_median_ns": base_med,
-        "append_p99_ns": _pct(base, 0.99), "ratio_median": med / base_med, "dropped": dropped,
+        "calls": calls,
+        "log_median_ns": med,
+        "log_p99_ns": _pct(samples, 0.99),
+        "append_median_ns": base_med,
+        "append_p99_ns": _pct(base, 0.99),
+        "ratio_median": med / base_med,
+        "dropped": dropped,
         "append_rate_per_s": 1e9 / base_med,
-    }  # fmt: skip
+    }
 
 
 # --- (b) end to end -----------------------------------------------------------------------------
 
 
 def registration(admin: Ed25519Signer, key: Ed25519Signer):
-    reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                          identity={"type": "service", "name": "bench-serving"}, kinds=(PREDICTIONS_LOGGED,),
-                          producers=("bench-serving@*",))  # fmt: skip
-    return ProducerChain("bench-admin", admin).emit(KEY_REGISTERED, {"agent": {"provault:bench-serving": {}}}, data=reg.to_data())
+    reg = KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "service", "name": "bench-serving"},
+        kinds=(PREDICTIONS_LOGGED,),
+        producers=("bench-serving@*",),
+    )
+    return ProducerChain("bench-admin", admin).emit(
+        KEY_REGISTERED, {"agent": {"provault:bench-serving": {}}}, data=reg.to_data()
+    )
 
 
 def seal_only(n: int, batch_max: int) -> dict:
@@ -142,8 +161,15 @@ def seal_only(n: int, batch_max: int) -> dict:
     for a in range(0, n, batch_max):
         t0 = time.perf_counter()
         rows = build_rows(items[a : a + batch_max], lambda counter, why: None)[0]
-        prov = batch_prov(new_event_id(), start="2026-01-01T00:00:00Z", end="2026-01-01T00:00:01Z", count=len(rows),
-                          deployment=DEPLOYMENT, model=MODEL, service=service)  # fmt: skip
+        prov = batch_prov(
+            new_event_id(),
+            start="2026-01-01T00:00:00Z",
+            end="2026-01-01T00:00:01Z",
+            count=len(rows),
+            deployment=DEPLOYMENT,
+            model=MODEL,
+            service=service,
+        )
         t1 = time.perf_counter()
         data = {"deployment": DEPLOYMENT, "model": MODEL, "columns": list(COLUMNS), "rows": rows}
         chain.emit(PREDICTIONS_LOGGED, prov, data=data)
@@ -154,8 +180,8 @@ def seal_only(n: int, batch_max: int) -> dict:
 
 def count_rows(dsn: str) -> tuple[int, int, int]:
     """(rows, distinct ids, rejections) of the predictions in the ledger."""
-    from ledger.store import log  # noqa: PLC0415
     from ledger.db import connect  # noqa: PLC0415
+    from ledger.store import log  # noqa: PLC0415
 
     ids: Counter[str] = Counter()
     with connect(dsn, autocommit=True) as conn:
@@ -189,10 +215,12 @@ def _tree_cpu_seconds(root_pid: int | None) -> float:
 def end_to_end(root: Path, n: int, batch_max: int) -> dict:
     with EmbeddedPostgres(root / "pg") as pg, EmbeddedNats(root / "nats") as nt:
         settings = Settings(
-            data_dir=root / "data", postgres=PostgresSettings(dsn=pg.dsn()), nats=NatsSettings(url=nt.url),
+            data_dir=root / "data",
+            postgres=PostgresSettings(dsn=pg.dsn()),
+            nats=NatsSettings(url=nt.url),
             ingest=IngestSettings(batch_size=50, workers=0),
             signing=SigningSettings(checkpoint_every=100_000, checkpoint_interval_s=1.0),
-        )  # fmt: skip
+        )
         initialise(settings, pg.dsn(), [])
         admin = load_private_key(settings.data_dir / "keys" / "admin.key")
         ledger = start_ledger_process(settings, pg.dsn(), nt.url, root / "ledger.log")
@@ -201,21 +229,35 @@ def end_to_end(root: Path, n: int, batch_max: int) -> dict:
             asyncio.run(publish(nt.url, settings.nats, [registration(admin, key)]))
             wait_checkpointed(pg.dsn(), 1)
             agent = make_agent(root / "agent", nt.url, settings.nats, key, publish_timeout_s=60.0)
-            logger = make_logger(agent, batch_max=batch_max, batch_interval_s=1.0, queue_size=100_000, backpressure="block")
+            logger = make_logger(
+                agent, batch_max=batch_max, batch_interval_s=1.0, queue_size=100_000, backpressure="block"
+            )
             ids = [f"pred-{i}" for i in range(n)]
             log, inputs, k = logger.log, INPUTS, len(INPUTS)
-            cpu0 = (time.process_time(), _tree_cpu_seconds(ledger.pid), _tree_cpu_seconds(pg.pid), _tree_cpu_seconds(nt.pid))
+            cpu0 = (
+                time.process_time(),
+                _tree_cpu_seconds(ledger.pid),
+                _tree_cpu_seconds(pg.pid),
+                _tree_cpu_seconds(nt.pid),
+            )
             t0 = time.perf_counter()
             for i, pid in enumerate(ids):
                 log(pid, inputs[i % k], i & 1)
             t_logged = time.perf_counter()
             if not logger.flush(timeout=DEADLINE_S):
-                raise RuntimeError(f"the agent did not deliver every batch: {agent.pending()} event(s) still spooled, "
-                                   f"its sender thread {'runs' if agent._thread.is_alive() else 'died (see above)'}, "
-                                   f"last error: {agent.stats.last_error}")  # fmt: skip
+                raise RuntimeError(
+                    f"the agent did not deliver every batch: {agent.pending()} event(s) still spooled, "
+                    f"its sender thread {'runs' if agent._thread.is_alive() else 'died (see above)'}, "
+                    f"last error: {agent.stats.last_error}"
+                )
             t_sent = time.perf_counter()
             t1 = wait_checkpointed(pg.dsn(), 1 + logger.stats.batches)
-            cpu1 = (time.process_time(), _tree_cpu_seconds(ledger.pid), _tree_cpu_seconds(pg.pid), _tree_cpu_seconds(nt.pid))
+            cpu1 = (
+                time.process_time(),
+                _tree_cpu_seconds(ledger.pid),
+                _tree_cpu_seconds(pg.pid),
+                _tree_cpu_seconds(nt.pid),
+            )
             batches = logger.stats.batches
             logger.close(timeout=5)
             agent.close(timeout=5)
@@ -224,11 +266,21 @@ def end_to_end(root: Path, n: int, batch_max: int) -> dict:
             ledger.send_signal(signal.SIGTERM)
             ledger.wait(timeout=60)
     return {
-        "predictions": n, "batches": batches, "seconds": t1 - t0, "log_seconds": t_logged - t0,
-        "delivered_seconds": t_sent - t0, "rate": n / (t1 - t0), "rows_in_ledger": rows, "distinct_ids": distinct,
-        "rejected": rejected, "cpu_seconds": dict(zip(("serving", "ledger", "postgres", "nats"),
-                                                      (b - a for a, b in zip(cpu0, cpu1, strict=True)), strict=True)),
-    }  # fmt: skip
+        "predictions": n,
+        "batches": batches,
+        "seconds": t1 - t0,
+        "log_seconds": t_logged - t0,
+        "delivered_seconds": t_sent - t0,
+        "rate": n / (t1 - t0),
+        "rows_in_ledger": rows,
+        "distinct_ids": distinct,
+        "rejected": rejected,
+        "cpu_seconds": dict(
+            zip(
+                ("serving", "ledger", "postgres", "nats"), (b - a for a, b in zip(cpu0, cpu1, strict=True)), strict=True
+            )
+        ),
+    }
 
 
 # --- (c) spool drain ----------------------------------------------------------------------------------
@@ -236,8 +288,15 @@ def end_to_end(root: Path, n: int, batch_max: int) -> dict:
 
 def _small_event(i: int) -> tuple[dict, dict]:
     rows = [[f"drain-{i}-{j}", "2026-01-01T00:00:00.000000Z", content_id(INPUTS[j]), j & 1] for j in range(10)]
-    prov = batch_prov(new_event_id(), start=rows[0][1], end=rows[-1][1], count=10, deployment=DEPLOYMENT, model=MODEL,
-                      service="provault:service/bench-serving")  # fmt: skip
+    prov = batch_prov(
+        new_event_id(),
+        start=rows[0][1],
+        end=rows[-1][1],
+        count=10,
+        deployment=DEPLOYMENT,
+        model=MODEL,
+        service="provault:service/bench-serving",
+    )
     return prov, {"deployment": DEPLOYMENT, "model": MODEL, "columns": list(COLUMNS), "rows": rows}
 
 
@@ -267,7 +326,9 @@ async def _make_stream(url: str, settings: NatsSettings) -> None:
 def spool_drain(root: Path, m: int) -> dict:
     settings = NatsSettings()
     port = free_port()
-    agent = make_agent(root / "agent", f"nats://127.0.0.1:{port}", settings, Ed25519Signer.generate(), publish_timeout_s=5.0)
+    agent = make_agent(
+        root / "agent", f"nats://127.0.0.1:{port}", settings, Ed25519Signer.generate(), publish_timeout_s=5.0
+    )
     captured: list[tuple[str, bytes]] = []  # the exact envelopes, for the baseline
     spool_append = agent.spool.append
 
@@ -301,10 +362,15 @@ def spool_drain(root: Path, m: int) -> dict:
     finally:
         agent.close(timeout=1)
     return {
-        "events": m, "envelope_bytes": sum(len(e) for _, e in captured) // max(m, 1), "fill_rate": fill_rate,
-        "until_first_ack_s": first - t0, "drain_seconds": t1 - t0, "drain_rate": m / (t1 - t0),
-        "drain_rate_after_first_ack": m / max(t1 - first, 1e-9), "baseline_publish_rate": baseline,
-    }  # fmt: skip
+        "events": m,
+        "envelope_bytes": sum(len(e) for _, e in captured) // max(m, 1),
+        "fill_rate": fill_rate,
+        "until_first_ack_s": first - t0,
+        "drain_seconds": t1 - t0,
+        "drain_rate": m / (t1 - t0),
+        "drain_rate_after_first_ack": m / max(t1 - first, 1e-9),
+        "baseline_publish_rate": baseline,
+    }
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -314,27 +380,45 @@ def report(r: dict) -> None:
     a, b, c = r["hot_path"], r["end_to_end"], r["spool_drain"]
     print(f"provault agent benchmark: {r['cores']} cores, Python {sys.version.split()[0]}")
     print(f"(a) PredictionLogger.log, {a['calls']:,} calls in groups of {GROUP}, agent spooling, NATS down:")
-    print(f"    log()        median {a['log_median_ns'] / 1000:.2f} µs  p99 {a['log_p99_ns'] / 1000:.2f} µs per call "
-          f"(target: median <= 5 µs; dropped {a['dropped']})")  # fmt: skip
-    print(f"    list.append  median {a['append_median_ns'] / 1000:.2f} µs  p99 {a['append_p99_ns'] / 1000:.2f} µs per call (baseline)")
+    print(
+        f"    log()        median {a['log_median_ns'] / 1000:.2f} µs  p99 {a['log_p99_ns'] / 1000:.2f} µs per call "
+        f"(target: median <= 5 µs; dropped {a['dropped']})"
+    )
+    print(
+        f"    list.append  median {a['append_median_ns'] / 1000:.2f} µs  p99 {a['append_p99_ns'] / 1000:.2f} µs per call (baseline)"
+    )
     print(f"    ratio log/append (median): {a['ratio_median']:.1f}")
-    print(f"(b) end to end, batches of {r['batch_max']}: {b['predictions']:,} predictions committed and checkpointed "
-          f"in {b['seconds']:.2f} s = {b['rate']:,.0f}/s (target 100,000/s)")  # fmt: skip
-    print(f"    logging loop {b['log_seconds']:.2f} s, all batches in JetStream at {b['delivered_seconds']:.2f} s; "
-          f"{b['batches']} events; ledger holds {b['rows_in_ledger']:,} rows, {b['distinct_ids']:,} distinct ids; "
-          f"rejected {b['rejected']}")  # fmt: skip
+    print(
+        f"(b) end to end, batches of {r['batch_max']}: {b['predictions']:,} predictions committed and checkpointed "
+        f"in {b['seconds']:.2f} s = {b['rate']:,.0f}/s (target 100,000/s)"
+    )
+    print(
+        f"    logging loop {b['log_seconds']:.2f} s, all batches in JetStream at {b['delivered_seconds']:.2f} s; "
+        f"{b['batches']} events; ledger holds {b['rows_in_ledger']:,} rows, {b['distinct_ids']:,} distinct ids; "
+        f"rejected {b['rejected']}"
+    )
     cpu = ", ".join(f"{k} {v:.1f}" for k, v in b["cpu_seconds"].items())
-    print(f"    CPU seconds meanwhile: {cpu} (wall {b['seconds']:.1f} s x {r['cores']} cores; load average "
-          f"before the run {r['loadavg']})")  # fmt: skip
+    print(
+        f"    CPU seconds meanwhile: {cpu} (wall {b['seconds']:.1f} s x {r['cores']} cores; load average "
+        f"before the run {r['loadavg']})"
+    )
     s = r["seal_only"]
-    print(f"    baselines: sealing alone, no I/O, {s['rate']:,.0f}/s -> ratio {b['rate'] / s['rate']:.2f} (per prediction: "
-          f"rows {s['rows_us']:.1f} µs, signed event from them {s['event_us']:.1f} µs); "
-          f"list.append {a['append_rate_per_s']:,.0f}/s -> ratio {b['rate'] / a['append_rate_per_s']:.3f}")  # fmt: skip
-    print(f"(c) spool drain: {c['events']:,} events of {c['envelope_bytes']:,} B spooled at {c['fill_rate']:,.0f}/s while NATS was down;")
-    print(f"    empty {c['drain_seconds']:.2f} s after NATS started = {c['drain_rate']:,.0f} events/s "
-          f"(first ack after {c['until_first_ack_s']:.2f} s of retry backoff; {c['drain_rate_after_first_ack']:,.0f}/s from then)")  # fmt: skip
-    print(f"    baseline raw publish_async of the same envelopes: {c['baseline_publish_rate']:,.0f}/s -> ratio "
-          f"{c['drain_rate_after_first_ack'] / c['baseline_publish_rate']:.2f} (from first ack)")  # fmt: skip
+    print(
+        f"    baselines: sealing alone, no I/O, {s['rate']:,.0f}/s -> ratio {b['rate'] / s['rate']:.2f} (per prediction: "
+        f"rows {s['rows_us']:.1f} µs, signed event from them {s['event_us']:.1f} µs); "
+        f"list.append {a['append_rate_per_s']:,.0f}/s -> ratio {b['rate'] / a['append_rate_per_s']:.3f}"
+    )
+    print(
+        f"(c) spool drain: {c['events']:,} events of {c['envelope_bytes']:,} B spooled at {c['fill_rate']:,.0f}/s while NATS was down;"
+    )
+    print(
+        f"    empty {c['drain_seconds']:.2f} s after NATS started = {c['drain_rate']:,.0f} events/s "
+        f"(first ack after {c['until_first_ack_s']:.2f} s of retry backoff; {c['drain_rate_after_first_ack']:,.0f}/s from then)"
+    )
+    print(
+        f"    baseline raw publish_async of the same envelopes: {c['baseline_publish_rate']:,.0f}/s -> ratio "
+        f"{c['drain_rate_after_first_ack'] / c['baseline_publish_rate']:.2f} (from first ack)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

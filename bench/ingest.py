@@ -39,9 +39,9 @@ from ledger.core.envelope import pae, parse_envelope
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
 from ledger.core.keys import Ed25519Signer, Ed25519Verifier, load_private_key
 from ledger.core.producing import ProducerChain, Sealed
+from ledger.db import connect
 from ledger.embedded import EmbeddedNats, EmbeddedPostgres
 from ledger.store import checkpoints, log
-from ledger.db import connect
 from ledger.transport import ensure_stream, subject_for
 
 DEADLINE_S = 600
@@ -66,9 +66,14 @@ def registrations(admin: Ed25519Signer, keys: list[Ed25519Signer]) -> list[Seale
     chain = ProducerChain("bench-admin", admin)
     out = []
     for i, k in enumerate(keys):
-        reg = KeyRegistration(keyid=k.keyid, public_key=k.public_key, role="producer",
-                              identity={"type": "service", "name": f"bench-{i}"}, kinds=("run.*",),
-                              producers=(f"bench-producer-{i}@*",))  # fmt: skip
+        reg = KeyRegistration(
+            keyid=k.keyid,
+            public_key=k.public_key,
+            role="producer",
+            identity={"type": "service", "name": f"bench-{i}"},
+            kinds=("run.*",),
+            producers=(f"bench-producer-{i}@*",),
+        )
         out.append(chain.emit(KEY_REGISTERED, {"agent": {f"provault:bench-{i}": {}}}, data=reg.to_data()))
     return out
 
@@ -106,8 +111,9 @@ async def publish(url: str, settings: NatsSettings, events: list[Sealed]) -> flo
         await ensure_stream(js, settings)
         t0 = time.perf_counter()
         for e in events:
-            await js.publish_async(subject_for(settings, e.event.producer.id), e.envelope,
-                                   headers={"Nats-Msg-Id": e.event_id})  # fmt: skip
+            await js.publish_async(
+                subject_for(settings, e.event.producer.id), e.envelope, headers={"Nats-Msg-Id": e.event_id}
+            )
         await js.publish_async_completed()
         return time.perf_counter() - t0
     finally:
@@ -151,25 +157,34 @@ def end_to_end(root: Path, keys: list[Ed25519Signer], events: list[Sealed], args
             ledger.send_signal(signal.SIGTERM)
             ledger.wait(timeout=60)
     return {
-        "events": len(events), "log_size": size, "seconds": t1 - t0, "publish_seconds": publish_s,
-        "rate": len(events) / (t1 - t0), "rejected": rejected,
-    }  # fmt: skip
+        "events": len(events),
+        "log_size": size,
+        "seconds": t1 - t0,
+        "publish_seconds": publish_s,
+        "rate": len(events) / (t1 - t0),
+        "rejected": rejected,
+    }
 
 
 def start_ledger_process(settings: Settings, dsn: str, url: str, log_path: Path) -> subprocess.Popen[bytes]:
     """`provault ledger serve` in its own process, as it runs in production."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
-    env.update({
-        "PROVAULT_POSTGRES_DSN": dsn, "PROVAULT_NATS_URL": url, "PROVAULT_DATA_DIR": str(settings.data_dir),
-        "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
-        "PROVAULT_INGEST_BATCH_SIZE": str(settings.ingest.batch_size),
-        "PROVAULT_INGEST_WORKERS": str(settings.ingest.workers),
-        "PROVAULT_SIGNING_CHECKPOINT_EVERY": str(settings.signing.checkpoint_every),
-        "PROVAULT_DEV_MODE": "true",  # loopback benchmark: no gRPC authentication
-    })  # fmt: skip
+    env.update(
+        {
+            "PROVAULT_POSTGRES_DSN": dsn,
+            "PROVAULT_NATS_URL": url,
+            "PROVAULT_DATA_DIR": str(settings.data_dir),
+            "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+            "PROVAULT_INGEST_BATCH_SIZE": str(settings.ingest.batch_size),
+            "PROVAULT_INGEST_WORKERS": str(settings.ingest.workers),
+            "PROVAULT_SIGNING_CHECKPOINT_EVERY": str(settings.signing.checkpoint_every),
+            "PROVAULT_DEV_MODE": "true",  # loopback benchmark: no gRPC authentication
+        }
+    )
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 60
     while b"provault ledger serving" not in log_path.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -201,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"end to end: {e2e['events']:,} events committed and checkpointed in {e2e['seconds']:.2f} s "
-              f"= {e2e['rate']:,.0f} events/s (publishing took {e2e['publish_seconds']:.2f} s; "
-              f"rejected {e2e['rejected']})")  # fmt: skip
+        print(
+            f"end to end: {e2e['events']:,} events committed and checkpointed in {e2e['seconds']:.2f} s "
+            f"= {e2e['rate']:,.0f} events/s (publishing took {e2e['publish_seconds']:.2f} s; "
+            f"rejected {e2e['rejected']})"
+        )
         print(f"ratio end-to-end / raw verify: {result['ratio_to_baseline']:.2f}")
     return 0 if e2e["log_size"] == args.events + args.producers else 1
 

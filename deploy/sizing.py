@@ -28,10 +28,10 @@ from ledger.config import Settings
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
+from ledger.db import connect
 from ledger.service.appender import Appender
 from ledger.service.ingest import limits_from
 from ledger.store import checkpoints
-from ledger.db import connect
 from ledger.store.migrate import migrate
 from query.projector import PROJECTOR_ROLE, migrate_prov, project
 
@@ -54,7 +54,10 @@ def run_completed(chain: ProducerChain, i: int) -> Sealed:
             model: {"prov:type": "provault:Model", "prov:label": "model.onnx"},
         },
         "agent": {"provault:trainer": {"prov:type": "prov:SoftwareAgent"}},
-        "used": {"_:u1": {"prov:activity": run, "prov:entity": data_a}, "_:u2": {"prov:activity": run, "prov:entity": data_b}},
+        "used": {
+            "_:u1": {"prov:activity": run, "prov:entity": data_a},
+            "_:u2": {"prov:activity": run, "prov:entity": data_b},
+        },
         "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
         "wasAssociatedWith": {"_:a1": {"prov:activity": run, "prov:agent": "provault:trainer"}},
     }
@@ -66,15 +69,27 @@ def _initialise(dsn: str) -> tuple[Appender, ProducerChain]:
     migrate_prov(dsn)
     admin = Ed25519Signer.generate()
     with connect(dsn, autocommit=True) as conn:
-        checkpoints.initialize(conn, checkpoint_signer=Ed25519Signer.generate(), origin="sizing.provault/log",
-                               admins=[(admin.public_key, "sizing-admin")])  # fmt: skip
+        checkpoints.initialize(
+            conn,
+            checkpoint_signer=Ed25519Signer.generate(),
+            origin="sizing.provault/log",
+            admins=[(admin.public_key, "sizing-admin")],
+        )
     appender = Appender(dsn, limits=limits_from(Settings()))
     key = Ed25519Signer.generate()
-    reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                          identity={"type": "service", "name": "trainer"}, kinds=("*",), producers=("*",))  # fmt: skip
+    reg = KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "service", "name": "trainer"},
+        kinds=("*",),
+        producers=("*",),
+    )
     admin_chain = ProducerChain("admin/sizing", admin)
-    appender.append([admin_chain.emit(KEY_REGISTERED, {"agent": {"provault:trainer": {}}}, data=reg.to_data()).envelope],
-                    source="grpc")  # fmt: skip
+    appender.append(
+        [admin_chain.emit(KEY_REGISTERED, {"agent": {"provault:trainer": {}}}, data=reg.to_data()).envelope],
+        source="grpc",
+    )
     return appender, ProducerChain("trainer@sizing", key)
 
 
@@ -95,13 +110,17 @@ def measure(dsn: str, events: int) -> dict[str, object]:
         project(conn)
     with connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
-        sizes = {t: int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (f"ledger.{t}",)).fetchone()[0])
-                 for t in TABLES}  # fmt: skip
+        sizes = {
+            t: int(conn.execute("SELECT pg_total_relation_size(%s::regclass)", (f"ledger.{t}",)).fetchone()[0])
+            for t in TABLES
+        }
         nodes = int(conn.execute("SELECT count(*) FROM ledger.merkle_nodes").fetchone()[0])
-        prov = int(conn.execute(
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-            " JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'prov' AND c.relkind IN ('r', 'm')"
-        ).fetchone()[0])  # fmt: skip
+        prov = int(
+            conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                " JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'prov' AND c.relkind IN ('r', 'm')"
+            ).fetchone()[0]
+        )
     n = events + 1  # and the key registration
     return {
         "events": n,

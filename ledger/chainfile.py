@@ -49,7 +49,9 @@ class ChainFile:
                 hint="do not delete it: restore it from backup, or start a new producer id",
             ) from None
         if not isinstance(doc, dict) or doc.get("id") != self.producer_id:
-            raise ChainStateError(f"producer state file {self.path} belongs to {doc.get('id') if isinstance(doc, dict) else '?'!r}, not {self.producer_id!r}")
+            raise ChainStateError(
+                f"producer state file {self.path} belongs to {doc.get('id') if isinstance(doc, dict) else '?'!r}, not {self.producer_id!r}"
+            )
         try:
             return Producer(id=doc["id"], seq=doc["seq"], prev=doc["prev"])
         except (KeyError, ProvaultError) as e:
@@ -62,7 +64,7 @@ class ChainFile:
         try:
             view = memoryview(data)
             while view:  # a short write (disk full) must never be renamed over the saved position
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

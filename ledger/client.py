@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.config import GrpcSettings
 from ledger.core.errors import ConfigError, ProvaultError, TransportUnavailable
 from ledger.credentials import is_loopback, read_token_file
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -55,9 +55,12 @@ def _reason_name(value: int) -> str:
 
 def outcome_of(result: ledger_pb2.AppendResult) -> AppendOutcome:
     return AppendOutcome(
-        status=_status_name(result.status), seq=result.seq, event_id=result.event_id,
-        reason=_reason_name(result.rejection_reason), message=result.rejection_message,
-    )  # fmt: skip
+        status=_status_name(result.status),
+        seq=result.seq,
+        event_id=result.event_id,
+        reason=_reason_name(result.rejection_reason),
+        message=result.rejection_message,
+    )
 
 
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----\s*", re.S)
@@ -71,8 +74,10 @@ def _read(path: str | os.PathLike[str], key: str, *, secret: bool = False) -> by
     except OSError as e:
         raise ConfigError([f"{key}: cannot read {p} ({e.strerror})"]) from None
     if secret and st.st_mode & 0o077:
-        raise ConfigError([f"{key}: {p} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
-                          hint=f"chmod 600 {p}")  # fmt: skip
+        raise ConfigError(
+            [f"{key}: {p} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
+            hint=f"chmod 600 {p}",
+        )
     return data
 
 
@@ -81,8 +86,12 @@ def split_cert_and_key(pem: bytes, key: str = "grpc.client_cert") -> tuple[bytes
     keys = [m.group(0) for m in _PEM_KEY.finditer(pem)]
     chain = _PEM_KEY.sub(b"", pem)
     if len(keys) != 1 or b"-----BEGIN CERTIFICATE-----" not in chain:
-        raise ConfigError([f"{key}: expected one PEM file with the certificate chain and one private key, "
-                           f"found {len(keys)} private keys{'' if b'CERTIFICATE' in chain else ' and no certificate'}"])  # fmt: skip
+        raise ConfigError(
+            [
+                f"{key}: expected one PEM file with the certificate chain and one private key, "
+                f"found {len(keys)} private keys{'' if b'CERTIFICATE' in chain else ' and no certificate'}"
+            ]
+        )
     return chain, keys[0]
 
 
@@ -100,7 +109,9 @@ class ClientCredentials:
         g = grpc_settings
         token = read_token_file(Path(g.client_token_file).expanduser()) if g.client_token_file else None
         ca = _read(g.tls_ca, "grpc.tls_ca") if g.tls_ca else None
-        cert, key = split_cert_and_key(_read(g.client_cert, "grpc.client_cert", secret=True)) if g.client_cert else (None, None)
+        cert, key = (
+            split_cert_and_key(_read(g.client_cert, "grpc.client_cert", secret=True)) if g.client_cert else (None, None)
+        )
         return cls(token=token, tls_ca=ca, tls_cert=cert, tls_key=key)
 
     @property
@@ -115,10 +126,12 @@ class ClientCredentials:
             raise ConfigError(
                 [f"refusing to send a bearer token in clear to {target}, which is not a loopback address"],
                 hint="set grpc.tls_ca (the CA of the server's certificate) so the client uses TLS",
-            )  # fmt: skip
+            )
         if not self.tls:
             return grpc.insecure_channel(target)
-        creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca, private_key=self.tls_key, certificate_chain=self.tls_cert)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.tls_ca, private_key=self.tls_key, certificate_chain=self.tls_cert
+        )
         return grpc.secure_channel(target, creds)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -153,19 +166,27 @@ class LedgerClient:
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self.credentials = ClientCredentials(token=token, tls_ca=_pem(tls_ca, "tls_ca"), tls_cert=_pem(tls_cert, "tls_cert"),
-                                             tls_key=_pem(tls_key, "tls_key"))  # fmt: skip
+        self.credentials = ClientCredentials(
+            token=token,
+            tls_ca=_pem(tls_ca, "tls_ca"),
+            tls_cert=_pem(tls_cert, "tls_cert"),
+            tls_key=_pem(tls_key, "tls_key"),
+        )
         self._metadata = self.credentials.metadata()
         self._channel = channel or self.credentials.channel(target)
         self._stub = ledger_pb2_grpc.LedgerServiceStub(self._channel)
 
     @classmethod
-    def from_settings(cls, target: str, grpc_settings: GrpcSettings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> LedgerClient:
+    def from_settings(
+        cls, target: str, grpc_settings: GrpcSettings, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> LedgerClient:
         """A client with the credentials the settings name (grpc.client_token_file, grpc.tls_ca, grpc.client_cert)."""
         return cls.with_credentials(target, ClientCredentials.from_settings(grpc_settings), timeout_s=timeout_s)
 
     @classmethod
-    def with_credentials(cls, target: str, credentials: ClientCredentials, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> LedgerClient:
+    def with_credentials(
+        cls, target: str, credentials: ClientCredentials, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> LedgerClient:
         c = credentials
         return cls(target, token=c.token, tls_ca=c.tls_ca, tls_cert=c.tls_cert, tls_key=c.tls_key, timeout_s=timeout_s)
 
@@ -191,7 +212,9 @@ class LedgerClient:
                 ) from None
             error = RemoteError(code, details)
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                error.hint = "check grpc.client_token_file or grpc.client_cert (`provault auth token create` makes a token)"
+                error.hint = (
+                    "check grpc.client_token_file or grpc.client_cert (`provault auth token create` makes a token)"
+                )
             raise error from None
 
     def append(self, envelope: bytes) -> AppendOutcome:

@@ -246,9 +246,9 @@ def _from_env(env: Mapping[str, str], problems: list[str]) -> dict[str, dict[str
             continue
         if name.startswith(_ENV_IGNORED_PREFIXES):
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), "")
-        key = rest[len(section) + 1:] if section else rest
+        key = rest[len(section) + 1 :] if section else rest
         out.setdefault(section, {})[key] = (value, f"environment {name}")
     return out
 
@@ -282,7 +282,9 @@ def load_settings(
 
 def settings_from(args: object, **overrides: object) -> Settings:
     """The settings a command runs with: its ``--config`` and ``--data-dir`` options, then ``overrides``."""
-    return load_settings(config_file=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **overrides)
+    return load_settings(
+        config_file=getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **overrides
+    )
 
 
 def _assemble(merged: dict[str, dict[str, tuple[object, str]]], problems: list[str]) -> Settings:
@@ -325,8 +327,13 @@ def validate(s: Settings) -> list[str]:
         p.append(f"nats.duplicate_window_s: expected > 0, found {s.nats.duplicate_window_s}")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", s.nats.stream):
         p.append(f"nats.stream: expected a name of letters, digits, '_' or '-', found {s.nats.stream!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", s.nats.subject_prefix) or len(s.nats.subject_prefix) > 200:
-        p.append(f"nats.subject_prefix: expected dot-separated tokens of letters, digits, '_' or '-' (no wildcards), found {s.nats.subject_prefix!r}")
+    if (
+        not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", s.nats.subject_prefix)
+        or len(s.nats.subject_prefix) > 200
+    ):
+        p.append(
+            f"nats.subject_prefix: expected dot-separated tokens of letters, digits, '_' or '-' (no wildcards), found {s.nats.subject_prefix!r}"
+        )
     if s.signing.checkpoint_every < 1:
         p.append(f"signing.checkpoint_every: expected >= 1, found {s.signing.checkpoint_every}")
     if s.signing.checkpoint_interval_s <= 0:
@@ -358,11 +365,17 @@ def validate(s: Settings) -> list[str]:
         p.append(f"agent.transport: expected 'nats' or 'grpc', found {s.agent.transport!r}")
     if s.agent.backpressure not in ("block", "spool", "drop"):
         p.append(f"agent.backpressure: expected 'block', 'spool' or 'drop', found {s.agent.backpressure!r}")
-    for where, value in (("agent.queue_size", s.agent.queue_size), ("agent.batch_max", s.agent.batch_max),
-                         ("agent.spool_max_bytes", s.agent.spool_max_bytes)):
+    for where, value in (
+        ("agent.queue_size", s.agent.queue_size),
+        ("agent.batch_max", s.agent.batch_max),
+        ("agent.spool_max_bytes", s.agent.spool_max_bytes),
+    ):
         if value < 1:
             p.append(f"{where}: expected >= 1, found {value}")
-    for where, value in (("agent.batch_interval_s", s.agent.batch_interval_s), ("agent.publish_timeout_s", s.agent.publish_timeout_s)):
+    for where, value in (
+        ("agent.batch_interval_s", s.agent.batch_interval_s),
+        ("agent.publish_timeout_s", s.agent.publish_timeout_s),
+    ):
         if value <= 0:
             p.append(f"{where}: expected > 0, found {value}")
     for where, addr in (("grpc.ledger_listen", s.grpc.ledger_listen), ("grpc.query_listen", s.grpc.query_listen)):

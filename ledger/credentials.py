@@ -51,10 +51,14 @@ def read_token_file(path: Path, key: str = "grpc.client_token_file") -> str:
     except OSError as e:
         raise ConfigError([f"{key}: cannot read {path} ({e.strerror})"]) from None
     if st.st_mode & 0o077:
-        raise ConfigError([f"{key}: {path} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
-                          hint=f"chmod 600 {path}")  # fmt: skip
+        raise ConfigError(
+            [f"{key}: {path} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
+            hint=f"chmod 600 {path}",
+        )
     token = text.strip().splitlines()[0].strip() if text.strip() else ""
     if token_id_of(token) is None:
-        raise ConfigError([f"{key}: {path} does not hold a provault token (expected pvt_<id>_<secret> on its first line)"],
-                          hint="create one with `provault auth token create --out FILE`")  # fmt: skip
+        raise ConfigError(
+            [f"{key}: {path} does not hold a provault token (expected pvt_<id>_<secret> on its first line)"],
+            hint="create one with `provault auth token create --out FILE`",
+        )
     return token

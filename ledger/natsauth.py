@@ -81,8 +81,10 @@ def new_user_seed() -> tuple[str, str]:
 def public_key_of(seed: str, *, where: str) -> str:
     """The public key of a user seed; ConfigError naming ``where`` when it is not one."""
     if not seed.startswith("SU"):
-        raise ConfigError([f"{where}: expected a NATS user nkey seed (starting 'SU'), found one starting {seed[:2]!r}"],
-                          hint="create one with `provault nats user add NAME --role ROLE --seed-out FILE`")  # fmt: skip
+        raise ConfigError(
+            [f"{where}: expected a NATS user nkey seed (starting 'SU'), found one starting {seed[:2]!r}"],
+            hint="create one with `provault nats user add NAME --role ROLE --seed-out FILE`",
+        )
     try:
         raw = base64.b32decode(seed + "=" * (-len(seed) % 8))
         if nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
@@ -108,8 +110,10 @@ def read_seed_file(path: str | Path, *, key: str = "nats.nkey_seed_file") -> tup
     except UnicodeDecodeError:
         raise ConfigError([f"{key}: {p} is not a NATS nkey seed file (it is not ASCII text)"]) from None
     if st.st_mode & 0o077:
-        raise ConfigError([f"{key}: {p} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
-                          hint=f"chmod 600 {p}")  # fmt: skip
+        raise ConfigError(
+            [f"{key}: {p} is readable by others (mode {st.st_mode & 0o777:o}); it holds a secret"],
+            hint=f"chmod 600 {p}",
+        )
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if len(lines) != 1:
         raise ConfigError([f"{key}: {p} must hold exactly one nkey seed line, found {len(lines)}"])
@@ -151,11 +155,13 @@ def require_ledger_user(settings: Settings) -> None:
     if settings.dev_mode or settings.nats.nkey_seed_file:
         return
     raise ConfigError(
-        ["nats.nkey_seed_file is unset: outside dev mode the ledger connects to NATS as its own user, "
-         "so that no anonymous client can consume or acknowledge (delete) the events it has not recorded"],
+        [
+            "nats.nkey_seed_file is unset: outside dev mode the ledger connects to NATS as its own user, "
+            "so that no anonymous client can consume or acknowledge (delete) the events it has not recorded"
+        ],
         hint="create it with `provault nats user add ledger --role ledger --seed-out FILE`, install the users with "
-             "`provault nats server-config` (docs/security.md, \"NATS users\"); `provault up` runs a development stack without credentials",
-    )  # fmt: skip
+        '`provault nats server-config` (docs/security.md, "NATS users"); `provault up` runs a development stack without credentials',
+    )
 
 
 # --- the registry -------------------------------------------------------------
@@ -171,19 +177,28 @@ class NatsUser:
     created: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "public_key": self.public_key,
-                "producers": list(self.producers), "created": self.created}  # fmt: skip
+        return {
+            "name": self.name,
+            "role": self.role,
+            "public_key": self.public_key,
+            "producers": list(self.producers),
+            "created": self.created,
+        }
 
 
 def check_user(user: NatsUser) -> list[str]:
     """What is wrong with a user entry (empty when nothing is)."""
     p = []
     if not _NAME.fullmatch(user.name):
-        p.append(f"name: expected letters, digits and @._:- (at most 128, not starting with a sign), found {user.name!r}")
+        p.append(
+            f"name: expected letters, digits and @._:- (at most 128, not starting with a sign), found {user.name!r}"
+        )
     if user.role not in ROLES:
         p.append(f"role: expected one of {', '.join(ROLES)}, found {user.role!r}")
     if not _PUBLIC_USER_KEY.fullmatch(user.public_key):
-        p.append(f"public_key: expected a NATS user public key (U followed by 55 base32 characters), found {user.public_key[:60]!r}")
+        p.append(
+            f"public_key: expected a NATS user public key (U followed by 55 base32 characters), found {user.public_key[:60]!r}"
+        )
     if user.role == "agent" and not user.producers:
         p.append("producers: an agent user needs at least one producer id to publish for")
     if user.role != "agent" and user.producers:
@@ -203,8 +218,13 @@ def _user(obj: object, where: str) -> NatsUser:
     if unknown := sorted(set(obj) - known):
         raise ConfigError([f"{where}: unknown member {unknown[0]!r}"])
     try:
-        user = NatsUser(name=obj["name"], role=obj["role"], public_key=obj["public_key"],
-                        producers=tuple(obj.get("producers", ())), created=str(obj.get("created", "")))  # fmt: skip
+        user = NatsUser(
+            name=obj["name"],
+            role=obj["role"],
+            public_key=obj["public_key"],
+            producers=tuple(obj.get("producers", ())),
+            created=str(obj.get("created", "")),
+        )
     except KeyError as e:
         raise ConfigError([f"{where}: missing member {e.args[0]!r}"]) from None
     if not all(isinstance(v, str) for v in (user.name, user.role, user.public_key, *user.producers)):
@@ -218,9 +238,11 @@ def parse_users_file(data: bytes, source: str) -> dict[str, NatsUser]:
     try:
         doc = json.loads(data)
     except ValueError as e:
-        raise ConfigError([f"NATS users file {source}: {e}"], hint="fix it, or recreate it with `provault nats user add`") from None
+        raise ConfigError(
+            [f"NATS users file {source}: {e}"], hint="fix it, or recreate it with `provault nats user add`"
+        ) from None
     if not isinstance(doc, dict) or doc.get("version") != _FILE_VERSION or not isinstance(doc.get("users"), list):
-        raise ConfigError([f"NATS users file {source}: expected {{\"version\": {_FILE_VERSION}, \"users\": [...]}}"])
+        raise ConfigError([f'NATS users file {source}: expected {{"version": {_FILE_VERSION}, "users": [...]}}'])
     users = [_user(u, f"NATS users file {source}: users[{i}]") for i, u in enumerate(doc["users"])]
     by_name = {u.name: u for u in users}
     if len(by_name) != len(users):
@@ -232,7 +254,11 @@ def parse_users_file(data: bytes, source: str) -> dict[str, NatsUser]:
 
 
 def users_path(settings: Settings) -> Path:
-    return Path(settings.nats.users_file).expanduser() if settings.nats.users_file else settings.data_dir / "auth" / "nats-users.json"
+    return (
+        Path(settings.nats.users_file).expanduser()
+        if settings.nats.users_file
+        else settings.data_dir / "auth" / "nats-users.json"
+    )
 
 
 class NatsUsers:
@@ -252,14 +278,18 @@ class NatsUsers:
 
     def add(self, *, name: str, role: str, public_key: str, producers: Sequence[str] = ()) -> NatsUser:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        user = NatsUser(name=name, role=role, public_key=public_key, producers=tuple(dict.fromkeys(producers)), created=created)
+        user = NatsUser(
+            name=name, role=role, public_key=public_key, producers=tuple(dict.fromkeys(producers)), created=created
+        )
         if problems := check_user(user):
             raise NatsUserError("; ".join(problems))
         with exclusive(self.path):
             users = self.load()
             if name in users:
-                raise NatsUserError(f"a NATS user named {name!r} already exists in {self.path}",
-                                    hint="remove it first (`provault nats user remove NAME`), or choose another name")  # fmt: skip
+                raise NatsUserError(
+                    f"a NATS user named {name!r} already exists in {self.path}",
+                    hint="remove it first (`provault nats user remove NAME`), or choose another name",
+                )
             if any(u.public_key == public_key for u in users.values()):
                 raise NatsUserError(f"public key {public_key} already belongs to another user in {self.path}")
             self._write([*users.values(), user])
@@ -271,8 +301,9 @@ class NatsUsers:
             user = users.pop(name, None)
             if user is None:
                 known = ", ".join(sorted(users)) or "none"
-                raise NatsUserError(f"no NATS user named {name!r} in {self.path} (users: {known})",
-                                    hint="see `provault nats user list`")  # fmt: skip
+                raise NatsUserError(
+                    f"no NATS user named {name!r} in {self.path} (users: {known})", hint="see `provault nats user list`"
+                )
             self._write(list(users.values()))
         return user
 
@@ -320,11 +351,15 @@ def render_server_config(users: Sequence[NatsUser], settings: NatsSettings, *, s
     plain strings (so ``$JS...`` is never taken for a variable).
     """
     if not users:
-        raise NatsUserError("no NATS users to render: nobody could connect",
-                            hint="add the ledger's user and one per agent with `provault nats user add`")  # fmt: skip
+        raise NatsUserError(
+            "no NATS users to render: nobody could connect",
+            hint="add the ledger's user and one per agent with `provault nats user add`",
+        )
     if not any(u.role == "ledger" for u in users):
-        raise NatsUserError("no user has the ledger role: the ledger could not consume the stream",
-                            hint="provault nats user add ledger --role ledger --seed-out FILE")  # fmt: skip
+        raise NatsUserError(
+            "no user has the ledger role: the ledger could not consume the stream",
+            hint="provault nats user add ledger --role ledger --seed-out FILE",
+        )
     lines = [
         "# provault NATS users: generated by `provault nats server-config`; do not edit by hand.",
         f"# Source: {source}" if source else "# Source: (given users)",

@@ -101,7 +101,7 @@ class Stack:
             svc = self._started.pop()
             try:
                 svc.stop()
-            except Exception as e:  # noqa: BLE001 - keep stopping the rest
+            except Exception as e:
                 errors.append(f"{type(svc).__name__}: {e}")
         remove_own_stack_file(self.settings.data_dir)
         if errors:

@@ -73,9 +73,20 @@ def stream_config(settings: NatsSettings) -> api.StreamConfig:
 
 _FIXED = ("retention", "storage", "sealed")
 _TUNABLE = (
-    "subjects", "discard", "max_msg_size", "max_bytes", "duplicate_window", "num_replicas", "deny_delete", "deny_purge",
-    "max_age", "max_msgs", "max_msgs_per_subject", "allow_rollup_hdrs", "allow_direct",
-)  # fmt: skip
+    "subjects",
+    "discard",
+    "max_msg_size",
+    "max_bytes",
+    "duplicate_window",
+    "num_replicas",
+    "deny_delete",
+    "deny_purge",
+    "max_age",
+    "max_msgs",
+    "max_msgs_per_subject",
+    "allow_rollup_hdrs",
+    "allow_direct",
+)
 
 
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> api.StreamInfo:
@@ -94,8 +105,12 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> api.Str
         )
     changed = [f for f in _TUNABLE if getattr(have, f) != getattr(want, f)]
     if changed:
-        log.warning("stream %s: bringing %s back to the configured values (was %s)", settings.stream, ", ".join(changed),
-                    ", ".join(f"{f}={getattr(have, f)!r}" for f in changed))  # fmt: skip
+        log.warning(
+            "stream %s: bringing %s back to the configured values (was %s)",
+            settings.stream,
+            ", ".join(changed),
+            ", ".join(f"{f}={getattr(have, f)!r}" for f in changed),
+        )
         return await js.update_stream(want)
     return info
 

@@ -60,41 +60,60 @@ PREDICT_PREFIX = "provault:predict/"
 KEY_KIND = "provault:Key"
 
 # Relation section -> (formal attribute of the edge's source, of its destination).
-RELATION_ENDS: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "used": ("prov:activity", "prov:entity"),
-    "wasGeneratedBy": ("prov:entity", "prov:activity"),
-    "wasInformedBy": ("prov:informed", "prov:informant"),
-    "wasStartedBy": ("prov:activity", "prov:trigger"),
-    "wasEndedBy": ("prov:activity", "prov:trigger"),
-    "wasInvalidatedBy": ("prov:entity", "prov:activity"),
-    "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity"),
-    "wasAttributedTo": ("prov:entity", "prov:agent"),
-    "wasAssociatedWith": ("prov:activity", "prov:agent"),
-    "actedOnBehalfOf": ("prov:delegate", "prov:responsible"),
-    "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
-    "specializationOf": ("prov:specificEntity", "prov:generalEntity"),
-    "alternateOf": ("prov:alternate1", "prov:alternate2"),
-    "hadMember": ("prov:collection", "prov:entity"),
-})  # fmt: skip
+RELATION_ENDS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "used": ("prov:activity", "prov:entity"),
+        "wasGeneratedBy": ("prov:entity", "prov:activity"),
+        "wasInformedBy": ("prov:informed", "prov:informant"),
+        "wasStartedBy": ("prov:activity", "prov:trigger"),
+        "wasEndedBy": ("prov:activity", "prov:trigger"),
+        "wasInvalidatedBy": ("prov:entity", "prov:activity"),
+        "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity"),
+        "wasAttributedTo": ("prov:entity", "prov:agent"),
+        "wasAssociatedWith": ("prov:activity", "prov:agent"),
+        "actedOnBehalfOf": ("prov:delegate", "prov:responsible"),
+        "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
+        "specializationOf": ("prov:specificEntity", "prov:generalEntity"),
+        "alternateOf": ("prov:alternate1", "prov:alternate2"),
+        "hadMember": ("prov:collection", "prov:entity"),
+    }
+)
 
 # Formal attribute -> the node type it implies (None: any type).
-_REF_TYPES: Mapping[str, str | None] = MappingProxyType({
-    "prov:entity": "entity", "prov:activity": "activity", "prov:agent": "agent",
-    "prov:informed": "activity", "prov:informant": "activity", "prov:trigger": "entity",
-    "prov:starter": "activity", "prov:ender": "activity", "prov:generatedEntity": "entity",
-    "prov:usedEntity": "entity", "prov:delegate": "agent", "prov:responsible": "agent",
-    "prov:plan": "entity", "prov:specificEntity": "entity", "prov:generalEntity": "entity",
-    "prov:alternate1": "entity", "prov:alternate2": "entity", "prov:collection": "entity",
-    "prov:influencee": None, "prov:influencer": None,
-})  # fmt: skip
+_REF_TYPES: Mapping[str, str | None] = MappingProxyType(
+    {
+        "prov:entity": "entity",
+        "prov:activity": "activity",
+        "prov:agent": "agent",
+        "prov:informed": "activity",
+        "prov:informant": "activity",
+        "prov:trigger": "entity",
+        "prov:starter": "activity",
+        "prov:ender": "activity",
+        "prov:generatedEntity": "entity",
+        "prov:usedEntity": "entity",
+        "prov:delegate": "agent",
+        "prov:responsible": "agent",
+        "prov:plan": "entity",
+        "prov:specificEntity": "entity",
+        "prov:generalEntity": "entity",
+        "prov:alternate1": "entity",
+        "prov:alternate2": "entity",
+        "prov:collection": "entity",
+        "prov:influencee": None,
+        "prov:influencer": None,
+    }
+)
 # Formal attributes that name other relations (by statement id), not nodes.
 _RELATION_REFS = frozenset({"prov:generation", "prov:usage"})
 
-_IDENTITY_NODES: Mapping[str, tuple[Callable[[str], str], str]] = MappingProxyType({
-    "person": (person_id, "prov:Person"),
-    "service": (service_id, "prov:SoftwareAgent"),
-    "host": (host_id, "provault:Host"),
-})
+_IDENTITY_NODES: Mapping[str, tuple[Callable[[str], str], str]] = MappingProxyType(
+    {
+        "person": (person_id, "prov:Person"),
+        "service": (service_id, "prov:SoftwareAgent"),
+        "host": (host_id, "provault:Host"),
+    }
+)
 _PREDICTION_COLUMNS = ("id", "time", "input", "output")
 
 # Fixed prefixes, longest namespace first so the most specific one names an IRI.
@@ -208,7 +227,7 @@ def canonical_id(iri: str) -> str:
     """The projection's spelling of the node (or attribute) named by ``iri``."""
     for prefix, ns in _CANONICAL:
         if iri.startswith(ns) and len(iri) > len(ns):
-            return f"{prefix}:{iri[len(ns):]}"
+            return f"{prefix}:{iri[len(ns) :]}"
     if iri.partition(":")[0] in _CANONICAL_PREFIXES:
         return f"<{iri}>"
     return iri
@@ -297,11 +316,20 @@ class _Builder:
             for dst in dsts:
                 self.edge(st.section, src, dst, stmt_id=self.names.id(st.id), origin="prov", attributes=attributes)
 
-    def edge(self, relation: str, src: str, dst: str, *, stmt_id: str, origin: str, attributes: Mapping[str, Any]) -> None:
-        self.edges.append(EdgeRow(
-            ordinal=len(self.edges), relation=relation, src=src, dst=dst, stmt_id=stmt_id, origin=origin,
-            attributes=MappingProxyType(dict(attributes)),
-        ))  # fmt: skip
+    def edge(
+        self, relation: str, src: str, dst: str, *, stmt_id: str, origin: str, attributes: Mapping[str, Any]
+    ) -> None:
+        self.edges.append(
+            EdgeRow(
+                ordinal=len(self.edges),
+                relation=relation,
+                src=src,
+                dst=dst,
+                stmt_id=stmt_id,
+                origin=origin,
+                attributes=MappingProxyType(dict(attributes)),
+            )
+        )
 
     def synthetic(self, node_id: str, node_type: str, attributes: Mapping[str, Any]) -> None:
         """A node the ledger's own data implies; the event's PROV statements win over it."""
@@ -337,20 +365,31 @@ def _key_rows(event: Event, b: _Builder) -> None:
     if event.kind == KEY_REGISTERED:
         reg = parse_registration(event)
         key = key_node_id(reg.keyid)
-        b.synthetic(key, "entity", {
-            "prov:type": KEY_KIND, "provault:keyid": reg.keyid, "provault:role": reg.role,
-            "provault:kinds": list(reg.kinds), "provault:producers": list(reg.producers),
-        })  # fmt: skip
+        b.synthetic(
+            key,
+            "entity",
+            {
+                "prov:type": KEY_KIND,
+                "provault:keyid": reg.keyid,
+                "provault:role": reg.role,
+                "provault:kinds": list(reg.kinds),
+                "provault:producers": list(reg.producers),
+            },
+        )
         make_id, agent_type = _IDENTITY_NODES[reg.identity["type"]]
         agent = make_id(reg.identity["name"])
         b.synthetic(agent, "agent", {"prov:type": agent_type, "prov:label": reg.identity["name"]})
         b.edge("wasAttributedTo", key, agent, stmt_id="_:key", origin="key", attributes={})
     elif event.kind == KEY_REVOKED:
         rev = parse_revocation(event)
-        b.synthetic(key_node_id(rev.keyid), "entity", {
-            "provault:revokedFrom": {"$": format_time(rev.effective_from), "type": "xsd:dateTime"},
-            "provault:revocationReason": rev.reason,
-        })  # fmt: skip
+        b.synthetic(
+            key_node_id(rev.keyid),
+            "entity",
+            {
+                "provault:revokedFrom": {"$": format_time(rev.effective_from), "type": "xsd:dateTime"},
+                "provault:revocationReason": rev.reason,
+            },
+        )
 
 
 def _batch_activity(b: _Builder) -> str:
@@ -358,7 +397,9 @@ def _batch_activity(b: _Builder) -> str:
     batches = [nid for nid in declared if nid.startswith(PREDICT_PREFIX)] or declared
     if len(batches) != 1:
         raise UnprojectableEntry(
-            expected_found("predictions.logged activities", f"exactly one ({PREDICT_PREFIX}<uuid>)", sorted(batches) or "none"),
+            expected_found(
+                "predictions.logged activities", f"exactly one ({PREDICT_PREFIX}<uuid>)", sorted(batches) or "none"
+            ),
             hint="declare the batch activity in the event's prov 'activity' section",
         )
     return batches[0]
@@ -391,13 +432,17 @@ def _prediction(columns: Sequence[str], row: Any, index: int, activity: str) -> 
     except InvalidEvent as e:
         raise UnprojectableEntry(f"{where}: {e.message}") from None
     node = pid if pid.startswith(PREDICTION_PREFIX) else prediction_id(pid)
-    return PredictionRow(id=node, activity=activity, time=time, input=_thaw(rec.get("input")), output=_thaw(rec.get("output")))
+    return PredictionRow(
+        id=node, activity=activity, time=time, input=_thaw(rec.get("input")), output=_thaw(rec.get("output"))
+    )
 
 
 def _prediction_rows(event: Event, b: _Builder) -> tuple[PredictionRow, ...]:
     data = event.data
     if data is None:
-        raise UnprojectableEntry("predictions.logged has no data", hint="the predictions go in data.columns / data.rows")
+        raise UnprojectableEntry(
+            "predictions.logged has no data", hint="the predictions go in data.columns / data.rows"
+        )
     columns = _columns(data)
     rows = data.get("rows")
     if not isinstance(rows, (list, tuple)):
@@ -490,9 +535,13 @@ def fold_nodes(entries: Iterable[EntryRows]) -> dict[str, NodeChange]:
             c = changes.get(node.id)
             if c is None:
                 changes[node.id] = NodeChange(
-                    id=node.id, iri=node.iri, node_type=node.node_type, attributes=dict(node.attributes),
-                    first_seq=entry.seq, last_seq=entry.seq,
-                )  # fmt: skip
+                    id=node.id,
+                    iri=node.iri,
+                    node_type=node.node_type,
+                    attributes=dict(node.attributes),
+                    first_seq=entry.seq,
+                    last_seq=entry.seq,
+                )
                 continue
             c.node_type = c.node_type or node.node_type
             c.attributes.update(node.attributes)

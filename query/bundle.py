@@ -36,8 +36,8 @@ from typing import Any
 
 import psycopg
 
-from ledger.core.errors import InvalidArgument, LedgerCorrupted
 from ledger.core.envelope import parse_envelope
+from ledger.core.errors import InvalidArgument, LedgerCorrupted
 from ledger.core.events import parse_event
 from ledger.grpckit.status import NotCovered, NotFound
 from ledger.store import checkpoints as stored_checkpoints
@@ -75,7 +75,11 @@ class SeqProof:
 
     def to_pb(self) -> ledger_pb2.InclusionProof:
         return ledger_pb2.InclusionProof(
-            seq=self.seq, leaf_index=self.seq, tree_size=self.tree_size, leaf_hash=self.leaf_hash, hashes=list(self.hashes)
+            seq=self.seq,
+            leaf_index=self.seq,
+            tree_size=self.tree_size,
+            leaf_hash=self.leaf_hash,
+            hashes=list(self.hashes),
         )
 
 
@@ -110,7 +114,9 @@ def _checkpoint(conn: psycopg.Connection, tree_size: int | None) -> StoredCheckp
     if cp is None:
         if tree_size is None:
             raise NotFound("the ledger has signed no checkpoint yet", hint="run `provault ledger init`")
-        raise NotFound(f"no checkpoint at tree size {tree_size}", hint="ask for a size you saw in a checkpoint, or for the latest")
+        raise NotFound(
+            f"no checkpoint at tree size {tree_size}", hint="ask for a size you saw in a checkpoint, or for the latest"
+        )
     return cp
 
 
@@ -139,7 +145,9 @@ def proofs_for(conn: psycopg.Connection, seqs: Iterable[int], *, tree_size: int 
     leaves = _leaf_hashes(conn, wanted)
     covered = [s for s in wanted if s < cp.tree_size]
     proofs = tuple(
-        SeqProof(seq=s, tree_size=cp.tree_size, leaf_hash=leaves[s], hashes=tuple(log.inclusion_proof(conn, s, cp.tree_size)))
+        SeqProof(
+            seq=s, tree_size=cp.tree_size, leaf_hash=leaves[s], hashes=tuple(log.inclusion_proof(conn, s, cp.tree_size))
+        )
         for s in covered
     )
     return Proofs(checkpoint=cp, proofs=proofs, unproven_seqs=tuple(s for s in wanted if s >= cp.tree_size))
@@ -162,7 +170,10 @@ def _entries(conn: psycopg.Connection, seqs: Sequence[int]) -> dict[int, _Row]:
     rows = conn.execute(
         "SELECT seq, event_id::text, keyid, envelope, leaf_hash FROM ledger.entries WHERE seq = ANY(%s)", (list(seqs),)
     )
-    found = {int(r[0]): _Row(seq=int(r[0]), event_id=r[1], keyid=r[2], envelope=bytes(r[3]), leaf_hash=bytes(r[4])) for r in rows}
+    found = {
+        int(r[0]): _Row(seq=int(r[0]), event_id=r[1], keyid=r[2], envelope=bytes(r[3]), leaf_hash=bytes(r[4]))
+        for r in rows
+    }
     missing = [s for s in seqs if s not in found]
     if missing:
         raise InvalidArgument(f"no log entries at seqs {missing[:10]}")
@@ -214,8 +225,10 @@ def _key_history(conn: psycopg.Connection, signers: set[str], tree_size: int) ->
             used_roots.add(kid)
             continue
         if kid not in keys:
-            raise LedgerCorrupted(f"entries are signed by key {kid}, which is neither a root key nor in ledger.keys",
-                                  hint="run `provault verify`")  # fmt: skip
+            raise LedgerCorrupted(
+                f"entries are signed by key {kid}, which is neither a root key nor in ledger.keys",
+                hint="run `provault verify`",
+            )
         registered, revoked = keys[kid]
         new = [registered] + ([revoked] if revoked is not None and revoked < tree_size else [])
         for row in _entries(conn, [s for s in new if s not in seqs]).values():
@@ -238,12 +251,16 @@ def _direction(direction: str | int) -> int:
 def _graph(rows: dict[int, _Row]) -> Graph:
     events = []
     for seq, row in sorted(rows.items()):
-        events.append((seq, parse_event(parse_envelope(row.envelope, max_size=len(row.envelope)).payload, max_size=1 << 30)))
+        events.append(
+            (seq, parse_event(parse_envelope(row.envelope, max_size=len(row.envelope)).payload, max_size=1 << 30))
+        )
     return recompute_graph(events)
 
 
 def _proven(row: _Row, proof: SeqProof) -> query_pb2.ProvenEntry:
-    entry = ledger_pb2.Entry(seq=row.seq, event_id=row.event_id, keyid=row.keyid, envelope_json=row.envelope, leaf_hash=row.leaf_hash)
+    entry = ledger_pb2.Entry(
+        seq=row.seq, event_id=row.event_id, keyid=row.keyid, envelope_json=row.envelope, leaf_hash=row.leaf_hash
+    )
     return query_pb2.ProvenEntry(entry=entry, inclusion_proof=proof.to_pb())
 
 
@@ -293,24 +310,33 @@ def build_bundle(
     base = _entries(conn, wanted)
     nodes = list(node_ids) if node_ids is not None else sorted(_graph(base).nodes)
     if subject not in nodes:
-        raise InvalidArgument(f"the subject {subject!r} is not among the bundle's nodes", hint="trace from it, or include its entries")
+        raise InvalidArgument(
+            f"the subject {subject!r} is not among the bundle's nodes", hint="trace from it, or include its entries"
+        )
     rows = {**base, **_entries(conn, sorted(_node_seqs(conn, nodes, as_of) - set(base)))}
     graph = _graph(rows)
     key_seqs, roots = _key_history(conn, {r.keyid for r in rows.values()}, cp.tree_size)
     key_rows = _entries(conn, key_seqs)
     proofs = {p.seq: p for p in proofs_for(conn, set(rows) | set(key_rows), tree_size=cp.tree_size).proofs}
     bundle = query_pb2.AuditBundle(
-        format=BUNDLE_FORMAT, node_id=subject, direction=_direction(direction), as_of_seq=as_of,
-        checkpoint=checkpoint_pb(cp), checkpoint_verifier_key=stored_checkpoints.checkpoint_verifier(conn).vkey(),
-        root_keyids=roots, truncated=truncated,
+        format=BUNDLE_FORMAT,
+        node_id=subject,
+        direction=_direction(direction),
+        as_of_seq=as_of,
+        checkpoint=checkpoint_pb(cp),
+        checkpoint_verifier_key=stored_checkpoints.checkpoint_verifier(conn).vkey(),
+        root_keyids=roots,
+        truncated=truncated,
         entries=[_proven(rows[s], proofs[s]) for s in sorted(rows)],
         key_entries=[_proven(key_rows[s], proofs[s]) for s in key_seqs],
-    )  # fmt: skip
+    )
     _add_graph(bundle, graph, subject, nodes, relations)
     return bundle
 
 
-def _add_graph(bundle: query_pb2.AuditBundle, graph: Graph, subject: str, nodes: Sequence[str], relations: Sequence[str]) -> None:
+def _add_graph(
+    bundle: query_pb2.AuditBundle, graph: Graph, subject: str, nodes: Sequence[str], relations: Sequence[str]
+) -> None:
     """The nodes the entries state (a root key is not in the log: it is left out), and their edges."""
     if subject not in graph.nodes:
         raise InvalidArgument(
@@ -335,7 +361,9 @@ def _add_graph(bundle: query_pb2.AuditBundle, graph: Graph, subject: str, nodes:
 
 @log.translate_errors
 def _seq_at_time(conn: psycopg.Connection, as_of: query_pb2.AsOf) -> int:
-    row = conn.execute("SELECT max(seq) FROM prov.entries WHERE received_at <= %s", (as_of.time.ToDatetime(tzinfo=UTC),)).fetchone()
+    row = conn.execute(
+        "SELECT max(seq) FROM prov.entries WHERE received_at <= %s", (as_of.time.ToDatetime(tzinfo=UTC),)
+    ).fetchone()
     if row is None or row[0] is None:
         raise NotFound(f"no entry was received at or before {as_of.time.ToJsonString()}")
     return int(row[0])
@@ -367,11 +395,19 @@ def bundle_rpc(conn: psycopg.Connection, request: query_pb2.BundleRequest) -> qu
     as_of = request.as_of.seq if point == "seq" else _seq_at_time(conn, request.as_of) if point == "time" else None
     as_of = _as_of(_checkpoint(conn, None), as_of)
     limits = {k: v for k, v in (("max_depth", request.max_depth), ("max_nodes", request.max_nodes)) if v}
-    t = trace(conn, request.node_id, direction=DIRECTIONS[request.direction], relations=relations, as_of_seq=as_of, **limits)
+    t = trace(
+        conn, request.node_id, direction=DIRECTIONS[request.direction], relations=relations, as_of_seq=as_of, **limits
+    )
     bundle = build_bundle(
-        conn, t.seqs, subject=getattr(t, "start", request.node_id), direction=request.direction, as_of_seq=as_of,
-        node_ids=_trace_node_ids(t), relations=relations, truncated=bool(getattr(t, "truncated", False)),
-    )  # fmt: skip
+        conn,
+        t.seqs,
+        subject=getattr(t, "start", request.node_id),
+        direction=request.direction,
+        as_of_seq=as_of,
+        node_ids=_trace_node_ids(t),
+        relations=relations,
+        truncated=bool(getattr(t, "truncated", False)),
+    )
     return query_pb2.BundleResponse(bundle=bundle)
 
 

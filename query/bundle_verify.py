@@ -245,9 +245,13 @@ def _parse_binary(data: bytes) -> query_pb2.AuditBundle:
 
 
 def _first_difference(data: bytes, canonical: bytes, binary: bool) -> str:
-    i = next((n for n, (a, b) in enumerate(zip(data, canonical, strict=False)) if a != b), min(len(data), len(canonical)))
+    i = next(
+        (n for n, (a, b) in enumerate(zip(data, canonical, strict=False)) if a != b), min(len(data), len(canonical))
+    )
     if binary:
-        return f"byte {i} differs from the canonical encoding of what it parses to ({len(data)} vs {len(canonical)} bytes)"
+        return (
+            f"byte {i} differs from the canonical encoding of what it parses to ({len(data)} vs {len(canonical)} bytes)"
+        )
     found, want = data[max(i - 24, 0) : i + 16], canonical[max(i - 24, 0) : i + 16]
     return f"byte {i} differs from the canonical encoding of what it parses to: found {found!r}, expected {want!r}"
 
@@ -293,8 +297,17 @@ def _prediction_rows(rows: EntryRows) -> EntryRows:
         attrs: dict[str, Any] = {"prov:type": PREDICTION_KIND, "prov:generatedAtTime": format_time(p.time)}
         attrs.update({f"provault:{k}": v for k, v in (("input", p.input), ("output", p.output)) if v is not None})
         nodes.append(NodeRow(id=p.id, iri=p.id, node_type="entity", attributes=attrs))
-        edges.append(EdgeRow(ordinal=len(edges), relation="wasGeneratedBy", src=p.id, dst=p.activity,
-                             stmt_id="_:prediction", origin="prediction", attributes={}))  # fmt: skip
+        edges.append(
+            EdgeRow(
+                ordinal=len(edges),
+                relation="wasGeneratedBy",
+                src=p.id,
+                dst=p.activity,
+                stmt_id="_:prediction",
+                origin="prediction",
+                attributes={},
+            )
+        )
     return EntryRows(seq=rows.seq, kind=rows.kind, nodes=tuple(nodes), edges=tuple(edges))
 
 
@@ -306,7 +319,9 @@ def recompute_graph(events: Sequence[tuple[int, Event]]) -> Graph:
         for n in rows.nodes:
             node = graph.nodes.get(n.id)
             if node is None:
-                graph.nodes[n.id] = GraphNode(id=n.id, node_type=n.node_type, attributes=dict(n.attributes), first_seq=seq)
+                graph.nodes[n.id] = GraphNode(
+                    id=n.id, node_type=n.node_type, attributes=dict(n.attributes), first_seq=seq
+                )
             else:
                 node.node_type = node.node_type or n.node_type
                 node.attributes = fold_attributes([node.attributes, n.attributes])
@@ -322,15 +337,20 @@ def attributes_json(attributes: Mapping[str, Any]) -> str:
 
 def node_pb(node: GraphNode) -> query_pb2.Node:
     return query_pb2.Node(
-        id=node.id, type=NODE_TYPES[node.node_type], kind=node_kind(node.attributes) or "",
-        label=node_label(node.attributes) or "", attributes_json=attributes_json(node.attributes),
+        id=node.id,
+        type=NODE_TYPES[node.node_type],
+        kind=node_kind(node.attributes) or "",
+        label=node_label(node.attributes) or "",
+        attributes_json=attributes_json(node.attributes),
         introduced_seq=node.first_seq,
-    )  # fmt: skip
+    )
 
 
 def edge_pb(key: tuple[str, str, str, int], attributes: Mapping[str, Any]) -> query_pb2.Edge:
     relation, src, dst, seq = key
-    return query_pb2.Edge(relation=RELATIONS[relation], from_id=src, to_id=dst, seq=seq, attributes_json=attributes_json(attributes))
+    return query_pb2.Edge(
+        relation=RELATIONS[relation], from_id=src, to_id=dst, seq=seq, attributes_json=attributes_json(attributes)
+    )
 
 
 # --- the report ----------------------------------------------------------------------
@@ -371,14 +391,23 @@ class BundleReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": True, "node_id": self.node_id, "direction": self.direction, "as_of_seq": self.as_of_seq,
+            "ok": True,
+            "node_id": self.node_id,
+            "direction": self.direction,
+            "as_of_seq": self.as_of_seq,
             "checkpoint": {"origin": self.origin, "tree_size": self.tree_size, "root_hash": self.root_hash.hex()},
-            "checkpoint_key": self.checkpoint_key, "key_source": self.key_source,
-            "admin_keys_pinned": self.admin_keys_pinned, "root_keyids": list(self.root_keyids),
-            "unchecked_signature_seqs": list(self.unchecked_seqs), "entries": self.entries,
-            "key_entries": self.key_entries, "nodes": self.nodes, "edges": self.edges,
-            "steps": list(self.steps), "notes": list(self.notes),
-        }  # fmt: skip
+            "checkpoint_key": self.checkpoint_key,
+            "key_source": self.key_source,
+            "admin_keys_pinned": self.admin_keys_pinned,
+            "root_keyids": list(self.root_keyids),
+            "unchecked_signature_seqs": list(self.unchecked_seqs),
+            "entries": self.entries,
+            "key_entries": self.key_entries,
+            "nodes": self.nodes,
+            "edges": self.edges,
+            "steps": list(self.steps),
+            "notes": list(self.notes),
+        }
 
 
 # --- verification ----------------------------------------------------------------------
@@ -413,15 +442,32 @@ def verify_bundle(
 
 
 def _report(
-    b: query_pb2.AuditBundle, cp: Checkpoint, verifier: NoteVerifier, source: str, pinned: bool, keys: _KeyCheck, graph: Graph
+    b: query_pb2.AuditBundle,
+    cp: Checkpoint,
+    verifier: NoteVerifier,
+    source: str,
+    pinned: bool,
+    keys: _KeyCheck,
+    graph: Graph,
 ) -> BundleReport:
     held = "pinned by you" if source == KEY_GIVEN else "named by the bundle itself"
     unchecked = f"; {len(keys.unchecked)} by root keys not checked (no admin keys pinned)" if keys.unchecked else ""
     return BundleReport(
-        node_id=b.node_id, direction=DIRECTIONS[b.direction], as_of_seq=b.as_of_seq, origin=cp.origin,
-        tree_size=cp.size, root_hash=cp.root_hash, checkpoint_key=verifier.vkey(), key_source=source,
-        admin_keys_pinned=pinned, root_keyids=tuple(b.root_keyids), unchecked_seqs=keys.unchecked,
-        entries=len(b.entries), key_entries=len(b.key_entries), nodes=len(b.nodes), edges=len(b.edges),
+        node_id=b.node_id,
+        direction=DIRECTIONS[b.direction],
+        as_of_seq=b.as_of_seq,
+        origin=cp.origin,
+        tree_size=cp.size,
+        root_hash=cp.root_hash,
+        checkpoint_key=verifier.vkey(),
+        key_source=source,
+        admin_keys_pinned=pinned,
+        root_keyids=tuple(b.root_keyids),
+        unchecked_seqs=keys.unchecked,
+        entries=len(b.entries),
+        key_entries=len(b.key_entries),
+        nodes=len(b.nodes),
+        edges=len(b.edges),
         notes=tuple(keys.notes),
         steps=(
             f"1 checkpoint: {cp.origin} size {cp.size} root {cp.root_hash.hex()} verifies under {verifier.vkey()} ({held})",
@@ -430,7 +476,7 @@ def _report(
             f"4 graph: {len(b.nodes)} nodes and {len(b.edges)} edges recompute from the {len(b.entries)} signed events; "
             f"subject {b.node_id} first mentioned at seq {graph.nodes[b.node_id].first_seq}",
         ),
-    )  # fmt: skip
+    )
 
 
 # 0. format ------------------------------------------------------------------------------
@@ -438,7 +484,9 @@ def _report(
 
 def _check_format(b: query_pb2.AuditBundle) -> None:
     if b.format != BUNDLE_FORMAT:
-        _fail(0, "format", MalformedBundle, expected_found("format identifier", repr(BUNDLE_FORMAT), repr(b.format[:80])))
+        _fail(
+            0, "format", MalformedBundle, expected_found("format identifier", repr(BUNDLE_FORMAT), repr(b.format[:80]))
+        )
     if b.direction not in DIRECTIONS:
         _fail(0, "direction", MalformedBundle, expected_found("direction", "UPSTREAM, DOWNSTREAM or BOTH", b.direction))
     if not b.node_id:
@@ -465,7 +513,9 @@ def _check_entry_order(items: Sequence[query_pb2.ProvenEntry], name: str, as_of:
         if seq <= last:
             _fail(0, f"{name}[{i}] (seq {seq})", MalformedBundle, expected_found("order", f"a seq after {last}", seq))
         if as_of is not None and seq > as_of:
-            _fail(0, f"{name}[{i}] (seq {seq})", MalformedBundle, expected_found("seq", f"at most as_of_seq {as_of}", seq))
+            _fail(
+                0, f"{name}[{i}] (seq {seq})", MalformedBundle, expected_found("seq", f"at most as_of_seq {as_of}", seq)
+            )
         last = seq
 
 
@@ -489,19 +539,33 @@ def _check_checkpoint(b: query_pb2.AuditBundle, vkey: str | None) -> tuple[Check
         if b.checkpoint_verifier_key and b.checkpoint_verifier_key != verifier.vkey():
             pinned = f"the key you pinned, {verifier.vkey()}"
             named = expected_found("checkpoint key named by the bundle", pinned, b.checkpoint_verifier_key)
-            _fail(1, "checkpoint_verifier_key", VerificationFailed, named,
-                  hint="the bundle was altered, or it comes from another log than the one whose key you pinned")  # fmt: skip
+            _fail(
+                1,
+                "checkpoint_verifier_key",
+                VerificationFailed,
+                named,
+                hint="the bundle was altered, or it comes from another log than the one whose key you pinned",
+            )
     else:
         with _at(1, "checkpoint_verifier_key"):
             verifier, source = parse_vkey(b.checkpoint_verifier_key), KEY_FROM_BUNDLE
     with _at(1, "checkpoint.signed_note"):
         cp = open_checkpoint(b.checkpoint.signed_note, [verifier])
     c = b.checkpoint
-    stated = (("origin", c.origin, cp.origin), ("tree_size", c.tree_size, cp.size), ("root_hash", c.root_hash, cp.root_hash))
+    stated = (
+        ("origin", c.origin, cp.origin),
+        ("tree_size", c.tree_size, cp.size),
+        ("root_hash", c.root_hash, cp.root_hash),
+    )
     for what, found, signed in stated:
         if found != signed:
             shown = (signed.hex(), found.hex()) if isinstance(signed, bytes) else (repr(signed), repr(found))
-            _fail(1, f"checkpoint.{what}", VerificationFailed, expected_found(what, f"the signed note's {shown[0]}", shown[1]))
+            _fail(
+                1,
+                f"checkpoint.{what}",
+                VerificationFailed,
+                expected_found(what, f"the signed note's {shown[0]}", shown[1]),
+            )
     if b.as_of_seq >= cp.size:
         below = f"below the checkpoint's tree size {cp.size}"
         _fail(1, "as_of_seq", VerificationFailed, expected_found("as_of_seq", below, b.as_of_seq))
@@ -531,8 +595,11 @@ def _check_proof(pe: query_pb2.ProvenEntry, cp: Checkpoint, place: str) -> None:
         if found != leaf:
             wrong = expected_found(what, f"SHA-256(0x00 || envelope_json) = {leaf.hex()}", found.hex() or "empty")
             _fail(2, place, ProofInvalid, wrong, hint="the envelope bytes or the leaf hash were altered")
-    for what, found, want in (("inclusion_proof.seq", p.seq, e.seq), ("inclusion_proof.leaf_index", p.leaf_index, e.seq),
-                              ("inclusion_proof.tree_size", p.tree_size, cp.size)):  # fmt: skip
+    for what, found, want in (
+        ("inclusion_proof.seq", p.seq, e.seq),
+        ("inclusion_proof.leaf_index", p.leaf_index, e.seq),
+        ("inclusion_proof.tree_size", p.tree_size, cp.size),
+    ):
         if found != want:
             _fail(2, place, MalformedProof, expected_found(what, want, found))
     with _at(2, place):
@@ -580,8 +647,11 @@ def _parse_signed(pe: query_pb2.ProvenEntry, place: str) -> _Signed:
 def _check_signatures(
     b: query_pb2.AuditBundle, proven: dict[int, query_pb2.ProvenEntry], pins: dict[str, bytes] | None
 ) -> tuple[dict[int, _Signed], _KeyCheck]:
-    places = {pe.entry.seq: f"{name}[{i}] (seq {pe.entry.seq})" for name in ("entries", "key_entries")
-              for i, pe in enumerate(getattr(b, name))}  # fmt: skip
+    places = {
+        pe.entry.seq: f"{name}[{i}] (seq {pe.entry.seq})"
+        for name in ("entries", "key_entries")
+        for i, pe in enumerate(getattr(b, name))
+    }
     signed = {seq: _parse_signed(proven[seq], places[seq]) for seq in sorted(proven)}
     keys = _key_history(b, signed, pins)
     out, unchecked, used_roots = _KeyCheck(), [], set()
@@ -599,18 +669,32 @@ def _check_signatures(
             out.notes.append(_revocation_note(s, seq, key))
     for kid in b.root_keyids:
         if kid not in used_roots:
-            _fail(3, "root_keyids", VerificationFailed, f"root key {kid} signs no entry of the bundle",
-                  hint="root_keyids lists exactly the root keys the bundle's entries rest on")  # fmt: skip
+            _fail(
+                3,
+                "root_keyids",
+                VerificationFailed,
+                f"root key {kid} signs no entry of the bundle",
+                hint="root_keyids lists exactly the root keys the bundle's entries rest on",
+            )
     out.unchecked = tuple(unchecked)
     return signed, out
 
 
-def _key_history(b: query_pb2.AuditBundle, signed: dict[int, _Signed], pins: dict[str, bytes] | None) -> dict[str, _Key]:
+def _key_history(
+    b: query_pb2.AuditBundle, signed: dict[int, _Signed], pins: dict[str, bytes] | None
+) -> dict[str, _Key]:
     """The keys as the bundle's key entries establish them, from its root keys."""
     keys: dict[str, _Key] = {}
     for kid in b.root_keyids:
-        record = KeyRecord(keyid=kid, public_key=b"", role="admin", identity={"type": "service", "name": "root"},
-                           kinds=("*",), producers=("*",), registered_seq=None)  # fmt: skip
+        record = KeyRecord(
+            keyid=kid,
+            public_key=b"",
+            role="admin",
+            identity={"type": "service", "name": "root"},
+            kinds=("*",),
+            producers=("*",),
+            registered_seq=None,
+        )
         keys[kid] = _Key(record=record, root=True, public_key=(pins or {}).get(kid))
     for pe in b.key_entries:
         s = signed[pe.entry.seq]
@@ -631,8 +715,15 @@ def _apply_registration(s: _Signed, seq: int, keys: dict[str, _Key]) -> None:
         old = keys[reg.keyid]
         where = "is a root key" if old.root else f"was registered at seq {old.record.registered_seq}"
         _fail(3, s.place, VerificationFailed, f"registers key {reg.keyid}, which {where}")
-    record = KeyRecord(keyid=reg.keyid, public_key=reg.public_key, role=reg.role, identity=reg.identity,
-                       kinds=reg.kinds, producers=reg.producers, registered_seq=seq)  # fmt: skip
+    record = KeyRecord(
+        keyid=reg.keyid,
+        public_key=reg.public_key,
+        role=reg.role,
+        identity=reg.identity,
+        kinds=reg.kinds,
+        producers=reg.producers,
+        registered_seq=seq,
+    )
     keys[reg.keyid] = _Key(record=record, root=False, public_key=reg.public_key)
 
 
@@ -642,9 +733,12 @@ def _apply_revocation(s: _Signed, seq: int, keys: dict[str, _Key]) -> None:
     key = keys.get(rev.keyid)
     if key is None or key.root or key.revoked_seq is not None:
         why = (
-            "is not registered in the bundle" if key is None
-            else "is a root key" if key.root else f"was revoked at seq {key.revoked_seq}"
-        )  # fmt: skip
+            "is not registered in the bundle"
+            if key is None
+            else "is a root key"
+            if key.root
+            else f"was revoked at seq {key.revoked_seq}"
+        )
         _fail(3, s.place, VerificationFailed, f"revokes key {rev.keyid}, which {why}")
     key.revoked_seq, key.revoked_from = seq, rev.effective_from
 
@@ -657,13 +751,22 @@ def _valid_key(s: _Signed, seq: int, keys: dict[str, _Key], pins: dict[str, byte
         _fail(3, s.place, UnknownKey, wrong)
     key = keys.get(kid)
     if key is None:
-        _fail(3, s.place, UnknownKey,
-              f"signed by key {kid}, which is neither a root key of the bundle (root_keyids) "
-              "nor registered by an entry of key_entries",
-              hint="the bundle lacks the key's registration; ask for a complete bundle")  # fmt: skip
+        _fail(
+            3,
+            s.place,
+            UnknownKey,
+            f"signed by key {kid}, which is neither a root key of the bundle (root_keyids) "
+            "nor registered by an entry of key_entries",
+            hint="the bundle lacks the key's registration; ask for a complete bundle",
+        )
     if key.root and pins is not None and key.public_key is None:
-        _fail(3, s.place, UnknownKey, f"signed by root key {kid}, which is not among the admin keys you pinned",
-              hint="pin that admin public key too, or treat the bundle as coming from another ledger")  # fmt: skip
+        _fail(
+            3,
+            s.place,
+            UnknownKey,
+            f"signed by root key {kid}, which is not among the admin keys you pinned",
+            hint="pin that admin public key too, or treat the bundle as coming from another ledger",
+        )
     registered = key.record.registered_seq
     if registered is not None and registered >= seq:
         _fail(3, s.place, KeyNotPermitted, f"signed by key {kid}, which was registered later, at seq {registered}")
@@ -671,9 +774,19 @@ def _valid_key(s: _Signed, seq: int, keys: dict[str, _Key], pins: dict[str, byte
         _fail(3, s.place, KeyRevoked, f"signed by key {kid}, which was revoked before it, at seq {key.revoked_seq}")
     r = key.record
     if not r.may_sign(s.event.kind):
-        _fail(3, s.place, KeyNotPermitted, f"key {kid} (role {r.role}, kinds {list(r.kinds)}) may not sign {s.event.kind!r}")
+        _fail(
+            3,
+            s.place,
+            KeyNotPermitted,
+            f"key {kid} (role {r.role}, kinds {list(r.kinds)}) may not sign {s.event.kind!r}",
+        )
     if not r.may_speak_for(s.event.producer.id):
-        _fail(3, s.place, KeyNotPermitted, f"key {kid} (producers {list(r.producers)}) may not speak for {s.event.producer.id!r}")
+        _fail(
+            3,
+            s.place,
+            KeyNotPermitted,
+            f"key {kid} (producers {list(r.producers)}) may not speak for {s.event.producer.id!r}",
+        )
     return key
 
 
@@ -698,7 +811,9 @@ def _check_graph(b: query_pb2.AuditBundle, signed: dict[int, _Signed]) -> Graph:
     for i, n in enumerate(b.nodes):
         _compare_node(n, graph, f"nodes[{i}] ({n.id[:120]})")
     for i, e in enumerate(b.edges):
-        _compare_edge(e, graph, {n.id for n in b.nodes}, f"edges[{i}] ({e.from_id[:80]} -> {e.to_id[:80]}, seq {e.seq})")
+        _compare_edge(
+            e, graph, {n.id for n in b.nodes}, f"edges[{i}] ({e.from_id[:80]} -> {e.to_id[:80]}, seq {e.seq})"
+        )
     if b.node_id not in {n.id for n in b.nodes}:
         _fail(4, "node_id", VerificationFailed, f"the subject {b.node_id[:120]!r} is not among the bundle's nodes")
     return graph
@@ -719,13 +834,23 @@ def _load_attributes(text: str, place: str) -> Any:
 def _compare_node(n: query_pb2.Node, graph: Graph, place: str) -> None:
     node = graph.nodes.get(n.id)
     if node is None:
-        _fail(4, place, VerificationFailed, "no entry of the bundle mentions this node",
-              hint="the node was altered, or its entries are missing from the bundle")  # fmt: skip
+        _fail(
+            4,
+            place,
+            VerificationFailed,
+            "no entry of the bundle mentions this node",
+            hint="the node was altered, or its entries are missing from the bundle",
+        )
     want = node_pb(node)
     for what in ("type", "kind", "label", "introduced_seq"):
         found, recomputed = getattr(n, what), getattr(want, what)
         if found != recomputed:
-            _fail(4, place, VerificationFailed, expected_found(what, f"{recomputed!r} (recomputed from the entries)", repr(found)))
+            _fail(
+                4,
+                place,
+                VerificationFailed,
+                expected_found(what, f"{recomputed!r} (recomputed from the entries)", repr(found)),
+            )
     if _load_attributes(n.attributes_json, place) != node.attributes:
         wrong = expected_found("attributes_json", f"{want.attributes_json[:200]} (recomputed)", n.attributes_json[:200])
         _fail(4, place, VerificationFailed, wrong)

@@ -30,10 +30,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
 from ledger.background import BackgroundService
-from ledger.db import connect
-from ledger.db import translate_errors
+from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
+from ledger.db import connect, translate_errors
 from ledger.store.migrate import migrate
 
 from ._mapping import EntryRows, fold_nodes, map_entry
@@ -142,10 +141,19 @@ def _read_entries(conn: psycopg.Connection, last: int, batch: int) -> list[LogEn
         cur.itersize = min(batch, 100)
         cur.execute(_SELECT_ENTRIES, (last, batch))
         for r in cur:
-            out.append(LogEntry(
-                seq=r[0], event_id=r[1], keyid=r[2], producer_id=r[3], producer_seq=r[4], kind=r[5],
-                event_time=r[6], received_at=r[7], envelope=bytes(r[8]),
-            ))  # fmt: skip
+            out.append(
+                LogEntry(
+                    seq=r[0],
+                    event_id=r[1],
+                    keyid=r[2],
+                    producer_id=r[3],
+                    producer_seq=r[4],
+                    kind=r[5],
+                    event_time=r[6],
+                    received_at=r[7],
+                    envelope=bytes(r[8]),
+                )
+            )
             size += len(out[-1].envelope)
             if size >= MAX_CHUNK_BYTES:
                 break
@@ -167,7 +175,9 @@ def _write(conn: psycopg.Connection, entries: Sequence[LogEntry], mapped: Sequen
         "COPY prov.entries (seq, event_id, kind, keyid, producer_id, producer_seq, event_time, received_at) FROM STDIN"
     ) as cp:
         for e in entries:
-            cp.write_row((e.seq, e.event_id, e.kind, e.keyid, e.producer_id, e.producer_seq, e.event_time, e.received_at))
+            cp.write_row(
+                (e.seq, e.event_id, e.kind, e.keyid, e.producer_id, e.producer_seq, e.event_time, e.received_at)
+            )
     skipped = [m for m in mapped if isinstance(m, Skipped)]
     if skipped:
         cur.executemany(
@@ -183,9 +193,13 @@ def _write(conn: psycopg.Connection, entries: Sequence[LogEntry], mapped: Sequen
 def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
     changes = fold_nodes(rows).values()
     if changes:
-        cur.executemany(_UPSERT_NODE, [
-            (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes), c.first_seq, c.last_seq) for c in changes
-        ])  # fmt: skip
+        cur.executemany(
+            _UPSERT_NODE,
+            [
+                (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes), c.first_seq, c.last_seq)
+                for c in changes
+            ],
+        )
     with cur.copy("COPY prov.node_versions (node_id, seq, node_type, attributes) FROM STDIN") as cp:
         for r in rows:
             for n in r.nodes:
@@ -196,7 +210,9 @@ def _write_edges(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
     with cur.copy("COPY prov.edges (seq, ordinal, relation, src, dst, stmt_id, origin, attributes) FROM STDIN") as cp:
         for r in rows:
             for e in r.edges:
-                cp.write_row((r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes))))
+                cp.write_row(
+                    (r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes)))
+                )
 
 
 def _jsonb(value: object) -> Jsonb | None:
@@ -222,7 +238,9 @@ def rebuild(conn: psycopg.Connection, *, batch: int = DEFAULT_BATCH) -> int:
     """
     with conn.transaction():
         conn.execute("SELECT last_seq FROM prov.position FOR UPDATE")
-        conn.execute("TRUNCATE prov.edges, prov.predictions, prov.node_versions, prov.nodes, prov.skipped, prov.entries")
+        conn.execute(
+            "TRUNCATE prov.edges, prov.predictions, prov.node_versions, prov.nodes, prov.skipped, prov.entries"
+        )
         conn.execute("UPDATE prov.position SET last_seq = -1")
     return project(conn, batch=batch)
 
@@ -261,7 +279,9 @@ def _canonical_select(conn: psycopg.Connection, table: str) -> sql.Composed:
         sql.SQL('{} COLLATE "C"').format(sql.Identifier(name)) if dtype == "text" else sql.Identifier(name)
         for name, dtype in columns
     ]
-    return sql.SQL("SELECT t::text FROM prov.{} AS t ORDER BY {}").format(sql.Identifier(table), sql.SQL(", ").join(order))
+    return sql.SQL("SELECT t::text FROM prov.{} AS t ORDER BY {}").format(
+        sql.Identifier(table), sql.SQL(", ").join(order)
+    )
 
 
 @translate_errors
@@ -287,7 +307,9 @@ class Projector(BackgroundService):
 
     name = "projector"
 
-    def __init__(self, dsn: str, *, batch: int = DEFAULT_BATCH, poll_s: float = 0.2, role: str = PROJECTOR_ROLE) -> None:
+    def __init__(
+        self, dsn: str, *, batch: int = DEFAULT_BATCH, poll_s: float = 0.2, role: str = PROJECTOR_ROLE
+    ) -> None:
         super().__init__()
         self.dsn = dsn
         self.batch = batch

@@ -65,8 +65,10 @@ def as_table(trace: Trace) -> str:
     out = [header(trace)]
     if trace.prediction:
         p = trace.prediction
-        out.append(f"prediction {p['id']}: batch {short(p['activity'])}, seq {p['seq']}, time {p['time']}, "
-                   f"output {json.dumps(p['output'])}")  # fmt: skip
+        out.append(
+            f"prediction {p['id']}: batch {short(p['activity'])}, seq {p['seq']}, time {p['time']}, "
+            f"output {json.dumps(p['output'])}"
+        )
     for node_type in TYPE_ORDER:
         group = [n for n in trace.nodes if n.type == node_type]
         if group:
@@ -112,18 +114,34 @@ def as_json(trace: Trace) -> dict[str, Any]:
         "truncated": trace.truncated,
         "prediction": trace.prediction,
         "nodes": [
-            {"id": n.id, "type": n.type, "kind": n.kind, "label": n.label, "depth": n.depth,
-             "first_seq": n.first_seq, "seqs": list(n.seqs), "attributes": dict(n.attributes)}
+            {
+                "id": n.id,
+                "type": n.type,
+                "kind": n.kind,
+                "label": n.label,
+                "depth": n.depth,
+                "first_seq": n.first_seq,
+                "seqs": list(n.seqs),
+                "attributes": dict(n.attributes),
+            }
             for n in trace.nodes
-        ],  # fmt: skip
+        ],
         "edges": [
-            {"relation": e.relation, "from": e.src, "to": e.dst, "seq": e.seq, "origin": e.origin,
-             "attributes": dict(e.attributes)}
+            {
+                "relation": e.relation,
+                "from": e.src,
+                "to": e.dst,
+                "seq": e.seq,
+                "origin": e.origin,
+                "attributes": dict(e.attributes),
+            }
             for e in trace.edges
-        ],  # fmt: skip
+        ],
         "predictions": {
-            "ids": list(trace.predictions), "total": trace.predictions_total, "next_after": trace.predictions_next,
-        },  # fmt: skip
+            "ids": list(trace.predictions),
+            "total": trace.predictions_total,
+            "next_after": trace.predictions_next,
+        },
         "seqs": list(trace.seqs),
         "signers": {str(seq): keyid for seq, keyid in sorted(trace.signers.items())},
         "keys": {
@@ -157,12 +175,18 @@ def _caption(n: TraceNode) -> list[str]:
 
 def as_dot(trace: Trace) -> str:
     """A Graphviz ``digraph``; edges point from the dependent to what it depends on."""
-    out = ["digraph provenance {", "  rankdir=BT;", '  node [fontname="Helvetica", fontsize=10];',
-           '  edge [fontname="Helvetica", fontsize=8];']  # fmt: skip
+    out = [
+        "digraph provenance {",
+        "  rankdir=BT;",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=8];',
+    ]
     for n in trace.nodes:
         caption = "\n".join(_caption(n))
         extra = ", penwidth=2" if n.id == trace.start else ""
-        out.append(f"  {_dot_str(n.id)} [label={_dot_str(caption)}, {_DOT_STYLE.get(n.type, _DOT_STYLE[None])}{extra}];")
+        out.append(
+            f"  {_dot_str(n.id)} [label={_dot_str(caption)}, {_DOT_STYLE.get(n.type, _DOT_STYLE[None])}{extra}];"
+        )
     for e in trace.edges:
         style = ", style=dashed" if e.origin == "signature" else ""
         out.append(f"  {_dot_str(e.src)} -> {_dot_str(e.dst)} [label={_dot_str(f'{_relation(e)} @{e.seq}')}{style}];")
@@ -174,8 +198,12 @@ def as_dot(trace: Trace) -> str:
 
 _W, _H = 230, 50
 _COL, _ROW, _MARGIN = 320, 80, 30
-_FILL = {"entity": ("#FFFC87", "#808080"), "activity": ("#9FB1FC", "#0000FF"), "agent": ("#FED37F", "#808080"),
-         None: ("#FFFFFF", "#808080")}  # fmt: skip
+_FILL = {
+    "entity": ("#FFFC87", "#808080"),
+    "activity": ("#9FB1FC", "#0000FF"),
+    "agent": ("#FED37F", "#808080"),
+    None: ("#FFFFFF", "#808080"),
+}
 
 
 def _layout(nodes: Sequence[TraceNode]) -> dict[str, tuple[float, float]]:
@@ -210,8 +238,13 @@ def _svg_node(n: TraceNode, x: float, y: float) -> list[str]:
         f"{escape(_clip(line, 40))}</text>"
         for i, line in enumerate(lines)
     ]
-    return [f"<g class={quoteattr('node ' + (n.type or 'untyped'))}>", f"<title>{escape(n.id)}</title>",
-            _shape(n, x, y), *texts, "</g>"]  # fmt: skip
+    return [
+        f"<g class={quoteattr('node ' + (n.type or 'untyped'))}>",
+        f"<title>{escape(n.id)}</title>",
+        _shape(n, x, y),
+        *texts,
+        "</g>",
+    ]
 
 
 def _clip(text: str, limit: int) -> str:
@@ -231,10 +264,12 @@ def _svg_edge(e: TraceEdge, a: tuple[float, float], b: tuple[float, float]) -> l
         path = f"M{x1:.1f},{y1:.1f} L{x2:.1f},{y2:.1f}"
         lx, ly = (x1 + x2) / 2, (y1 + y2) / 2 - 4
     dash = ' stroke-dasharray="5 3"' if e.origin == "signature" else ""
-    return [f"<g class=\"edge\"><title>{escape(f'{e.src} {e.relation} {e.dst} (seq {e.seq})')}</title>",
-            f'<path d="{path}" fill="none" stroke="#404040" marker-end="url(#arrow)"{dash}/>',
-            f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="middle" font-size="9" fill="#303030">'
-            f"{escape(_relation(e))} @{e.seq}</text></g>"]  # fmt: skip
+    return [
+        f'<g class="edge"><title>{escape(f"{e.src} {e.relation} {e.dst} (seq {e.seq})")}</title>',
+        f'<path d="{path}" fill="none" stroke="#404040" marker-end="url(#arrow)"{dash}/>',
+        f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="middle" font-size="9" fill="#303030">'
+        f"{escape(_relation(e))} @{e.seq}</text></g>",
+    ]
 
 
 def as_svg(trace: Trace) -> str:

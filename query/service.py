@@ -189,7 +189,9 @@ def _capped(value: int, what: str, default: int, cap: int) -> int:
     if value == 0:
         return default
     if value > cap:
-        raise InvalidArgument(expected_found(what, f"at most {cap} (the server's cap; 0 for the default {default})", value))
+        raise InvalidArgument(
+            expected_found(what, f"at most {cap} (the server's cap; 0 for the default {default})", value)
+        )
     return value
 
 
@@ -263,7 +265,7 @@ def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
     )
     if not token.startswith(_TOKEN_PREFIX) or len(token) > 4096:
         raise bad
-    body = token[len(_TOKEN_PREFIX):]
+    body = token[len(_TOKEN_PREFIX) :]
     try:
         fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, binascii.Error):
@@ -285,14 +287,22 @@ def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
 
 def node_pb(n: TraceNode) -> query_pb2.Node:
     return query_pb2.Node(
-        id=n.id, type=NODE_TYPES.get(n.type, query_pb2.NODE_TYPE_UNSPECIFIED), kind=n.kind or "", label=n.label or "",
-        attributes_json=attributes_json(n.attributes), introduced_seq=max(0, n.first_seq),
-    )  # fmt: skip
+        id=n.id,
+        type=NODE_TYPES.get(n.type, query_pb2.NODE_TYPE_UNSPECIFIED),
+        kind=n.kind or "",
+        label=n.label or "",
+        attributes_json=attributes_json(n.attributes),
+        introduced_seq=max(0, n.first_seq),
+    )
 
 
 def edge_pb(e: TraceEdge) -> query_pb2.Edge:
     return query_pb2.Edge(
-        relation=RELATIONS[e.relation], from_id=e.src, to_id=e.dst, seq=e.seq, attributes_json=attributes_json(e.attributes)
+        relation=RELATIONS[e.relation],
+        from_id=e.src,
+        to_id=e.dst,
+        seq=e.seq,
+        attributes_json=attributes_json(e.attributes),
     )
 
 
@@ -325,9 +335,12 @@ def trace_page(
     if room == 0:
         return nodes, edges, ({"o": len(graph), "a": None} if offset < len(graph) else None)
     rows, more = traverse.predictions_page(
-        conn, trace.prediction_activities, trace.as_of_seq, limit=room,
+        conn,
+        trace.prediction_activities,
+        trace.as_of_seq,
+        limit=room,
         after=after if offset >= len(graph) else None,
-    )  # fmt: skip
+    )
     pnodes, pedges = _prediction_items(trace, rows)
     return nodes + pnodes, edges + pedges, ({"o": len(graph), "a": more} if more else None)
 
@@ -365,14 +378,22 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             else:
                 seq, offset, after, tree = _resolve_as_of(conn, request), 0, None, None
             answer = traverse.trace(
-                conn, start, direction=direction, max_depth=max_depth, max_nodes=max_nodes, relations=relations,
-                as_of_seq=seq, predictions_limit=0,
-            )  # fmt: skip
+                conn,
+                start,
+                direction=direction,
+                max_depth=max_depth,
+                max_nodes=max_nodes,
+                relations=relations,
+                as_of_seq=seq,
+                predictions_limit=0,
+            )
             nodes, edges, nxt = trace_page(conn, answer, offset=offset, after=after, page_size=page_size)
             response = query_pb2.TraceResponse(
-                nodes=[node_pb(n) for n in nodes], edges=[edge_pb(e) for e in edges], truncated=answer.truncated,
+                nodes=[node_pb(n) for n in nodes],
+                edges=[edge_pb(e) for e in edges],
+                truncated=answer.truncated,
                 as_of_seq=answer.as_of_seq,
-            )  # fmt: skip
+            )
             if request.include_proofs:
                 seqs = sorted({s for n in nodes for s in n.seqs} | {e.seq for e in edges})
                 response.proofs.CopyFrom(_proofs(conn, seqs, tree))
@@ -395,7 +416,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         page_size = _capped(request.page_size, "page_size", DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE)
         node_type = _node_type(request.type)
         if len(request.text) > MAX_ID_CHARS:
-            raise InvalidArgument(expected_found("text", f"at most {MAX_ID_CHARS} characters (the cap)", f"{len(request.text)}"))
+            raise InvalidArgument(
+                expected_found("text", f"at most {MAX_ID_CHARS} characters (the cap)", f"{len(request.text)}")
+            )
         attributes = [(_text(a.name, f"attributes[{i}].name"), a.value) for i, a in enumerate(request.attributes)]
         fp = _fingerprint(request)
         with self.reads.connection() as conn:
@@ -407,18 +430,30 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             else:
                 seq, after = _resolve_as_of(conn, request), None
             page = traverse.search(
-                conn, text=request.text or None, node_type=node_type, kind=request.kind or None, attributes=attributes,
-                as_of_seq=seq, limit=page_size, after=after,
-            )  # fmt: skip
+                conn,
+                text=request.text or None,
+                node_type=node_type,
+                kind=request.kind or None,
+                attributes=attributes,
+                as_of_seq=seq,
+                limit=page_size,
+                after=after,
+            )
         token = encode_token("search", fp, s=page.as_of_seq, a=page.next_after) if page.next_after else ""
-        response = query_pb2.SearchResponse(nodes=[node_pb(n) for n in page.nodes], next_page_token=token, as_of_seq=page.as_of_seq)
+        response = query_pb2.SearchResponse(
+            nodes=[node_pb(n) for n in page.nodes], next_page_token=token, as_of_seq=page.as_of_seq
+        )
         return self._fits(response, "Search")
 
     @_rpc_stream
-    def Export(self, request: query_pb2.ExportRequest, context: grpc.ServicerContext) -> Iterator[query_pb2.ExportResponse]:
+    def Export(
+        self, request: query_pb2.ExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[query_pb2.ExportResponse]:
         if request.format not in EXPORT_FORMATS:
             names = ", ".join(query_pb2.ExportFormat.Name(v) for v in EXPORT_FORMATS)
-            raise InvalidArgument(expected_found("format", f"one of {names}", _enum_name(query_pb2.ExportFormat, request.format)))
+            raise InvalidArgument(
+                expected_found("format", f"one of {names}", _enum_name(query_pb2.ExportFormat, request.format))
+            )
         fmt = EXPORT_FORMATS[request.format]
         scope = request.WhichOneof("scope")
         if scope is None:
@@ -429,7 +464,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             node_ids = _subgraph_ids(conn, request.subgraph, seq) if scope == "subgraph" else None
             first = True
             for chunk in export_stream(conn, fmt=fmt, node_ids=node_ids, as_of_seq=seq):
-                yield query_pb2.ExportResponse(data=chunk, content_type=content_type if first else "", as_of_seq=seq if first else 0)
+                yield query_pb2.ExportResponse(
+                    data=chunk, content_type=content_type if first else "", as_of_seq=seq if first else 0
+                )
                 first = False
             if first:
                 yield query_pb2.ExportResponse(content_type=content_type, as_of_seq=seq)
@@ -473,9 +510,15 @@ def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: 
     direction = _direction(sub.direction, "subgraph.direction")
     max_depth = _capped(sub.max_depth, "subgraph.max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
     answer = traverse.trace(
-        conn, start, direction=direction, max_depth=max_depth, max_nodes=MAX_NODES_CAP,
-        relations=_relations(sub.relations, "subgraph.relations"), as_of_seq=seq, predictions_limit=0,
-    )  # fmt: skip
+        conn,
+        start,
+        direction=direction,
+        max_depth=max_depth,
+        max_nodes=MAX_NODES_CAP,
+        relations=_relations(sub.relations, "subgraph.relations"),
+        as_of_seq=seq,
+        predictions_limit=0,
+    )
     if answer.truncated and len(answer.nodes) >= MAX_NODES_CAP:
         raise LimitExceeded(
             f"subgraph: more than {MAX_NODES_CAP} nodes (the cap) are reachable from {start}",
@@ -507,7 +550,9 @@ def _sparql_response(result: Any, seq: int) -> query_pb2.SparqlResponse:
     if result.kind == "ask":
         return query_pb2.SparqlResponse(boolean=bool(result.boolean), as_of_seq=seq)
     rows = [
-        query_pb2.SparqlRow(bindings={var: _term_pb(v) for var, v in zip(result.variables, row, strict=True) if v is not None})
+        query_pb2.SparqlRow(
+            bindings={var: _term_pb(v) for var, v in zip(result.variables, row, strict=True) if v is not None}
+        )
         for row in result.rows
     ]
     bindings = query_pb2.SparqlBindings(variables=list(result.variables), rows=rows, truncated=result.truncated)
@@ -536,10 +581,17 @@ def build_query_server(
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
     servicer = QueryServicer(reads=reads, max_message_bytes=max_message_bytes)
     return serve_on(
-        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
-        interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
-        server_credentials=server_credentials, thread_prefix="provault-query-grpc", listen_key="grpc.query_listen",
-    )  # fmt: skip
+        listen,
+        reads=reads,
+        service_name=SERVICE_NAME,
+        add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
+        interceptors=interceptors,
+        max_workers=max_workers,
+        max_message_bytes=max_message_bytes,
+        server_credentials=server_credentials,
+        thread_prefix="provault-query-grpc",
+        listen_key="grpc.query_listen",
+    )
 
 
 class QueryGrpcService(GrpcServerService):
@@ -551,9 +603,12 @@ class QueryGrpcService(GrpcServerService):
 
     def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
         return build_query_server(
-            dsn=self.dsn, listen=self.listen, max_message_bytes=self.max_message_bytes,
-            interceptors=interceptors, server_credentials=self.server_credentials,
-        )  # fmt: skip
+            dsn=self.dsn,
+            listen=self.listen,
+            max_message_bytes=self.max_message_bytes,
+            interceptors=interceptors,
+            server_credentials=self.server_credentials,
+        )
 
 
 __all__ = [

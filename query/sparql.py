@@ -51,7 +51,18 @@ from rdflib.plugins.sparql.processor import prepareQuery
 
 from ledger.core.errors import InvalidArgument, ProvaultError
 
-from .export import MAX_TRIPLES, NAMESPACES, RDF_NS, XSD_STRING, Scope, Triple, rdflib_term, read_rows, too_large, triples
+from .export import (
+    MAX_TRIPLES,
+    NAMESPACES,
+    RDF_NS,
+    XSD_STRING,
+    Scope,
+    Triple,
+    rdflib_term,
+    read_rows,
+    too_large,
+    triples,
+)
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_TIMEOUT_S = 10.0
@@ -60,9 +71,17 @@ SEND_TRIPLES = 5000
 """Triples per message to the evaluating child."""
 
 _UPDATE_FORMS = {
-    "InsertData": "INSERT DATA", "DeleteData": "DELETE DATA", "DeleteWhere": "DELETE WHERE", "Load": "LOAD",
-    "Clear": "CLEAR", "Drop": "DROP", "Create": "CREATE", "Add": "ADD", "Move": "MOVE", "Copy": "COPY",
-}  # fmt: skip
+    "InsertData": "INSERT DATA",
+    "DeleteData": "DELETE DATA",
+    "DeleteWhere": "DELETE WHERE",
+    "Load": "LOAD",
+    "Clear": "CLEAR",
+    "Drop": "DROP",
+    "Create": "CREATE",
+    "Add": "ADD",
+    "Move": "MOVE",
+    "Copy": "COPY",
+}
 _QUERY_KINDS = {"SelectQuery": "select", "AskQuery": "ask", "ConstructQuery": "CONSTRUCT", "DescribeQuery": "DESCRIBE"}
 _RDF_LANGSTRING = RDF_NS + "langString"
 
@@ -123,7 +142,7 @@ def _walk(node: Any) -> Iterator[CompValue]:
 def _update_forms(text: str) -> list[str] | None:
     try:
         parsed = parseUpdate(text)
-    except Exception:  # noqa: BLE001 - not an update either: the query's own syntax error is reported
+    except Exception:
         return None
     forms = []
     for request in parsed.request:
@@ -157,11 +176,12 @@ def check_query(query: str) -> str:
         if part.name == "ServiceGraphPattern":
             raise InvalidArgument("SERVICE clauses are refused: the endpoint never calls out to other endpoints")
         if part.name == "DatasetClause":
-            raise InvalidArgument("FROM / FROM NAMED are refused: the query runs over the PROV graph only",
-                                  hint="drop the FROM clause")  # fmt: skip
+            raise InvalidArgument(
+                "FROM / FROM NAMED are refused: the query runs over the PROV graph only", hint="drop the FROM clause"
+            )
     try:
         prepareQuery(query, initNs=dict(NAMESPACES))
-    except Exception as e:  # noqa: BLE001 - rdflib raises plain exceptions for e.g. an unknown prefix
+    except Exception as e:
         raise InvalidArgument(f"query cannot be prepared: {e}") from None
     return kind
 
@@ -217,7 +237,7 @@ def _child_main(pipe: Connection, query: str, max_rows: int) -> None:
         pipe.send(("ok", _evaluate(graph, query, max_rows)))
     except (EOFError, OSError):  # the parent gave up
         return
-    except Exception as e:  # noqa: BLE001 - reported to the parent as a query error
+    except Exception as e:
         pipe.send(("error", f"{type(e).__name__}: {e}"[:2000]))
 
 
@@ -225,7 +245,7 @@ _CONTEXT: Any = None
 
 
 def _context() -> Any:
-    global _CONTEXT  # noqa: PLW0603 - one forkserver per process, configured once
+    global _CONTEXT
     if _CONTEXT is None:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -280,9 +300,12 @@ def _answer(message: tuple[Any, ...], graph_triples: int) -> SparqlResult:
         return SparqlResult(kind="ask", boolean=result[1], graph_triples=graph_triples)
     _, variables, rows, truncated = result
     values = tuple(
-        tuple(None if v is None else RdfValue(type=v[0], value=v[1], datatype=v[2], lang=v[3]) for v in row) for row in rows
+        tuple(None if v is None else RdfValue(type=v[0], value=v[1], datatype=v[2], lang=v[3]) for v in row)
+        for row in rows
     )
-    return SparqlResult(kind="select", variables=variables, rows=values, truncated=truncated, graph_triples=graph_triples)
+    return SparqlResult(
+        kind="select", variables=variables, rows=values, truncated=truncated, graph_triples=graph_triples
+    )
 
 
 def run_sparql(

@@ -6,7 +6,6 @@ import dataclasses
 
 from ledger.grpckit.auth import server_security
 from ledger.stack import Endpoints, Stack
-
 from query.projector import Projector
 from query.service import QueryGrpcService
 

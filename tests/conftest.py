@@ -34,7 +34,7 @@ def _docker_answers() -> bool:
 
         docker.from_env(timeout=2).ping()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "no engine"
+    except Exception:
         return False
 
 
@@ -149,7 +149,9 @@ def running_ingest(settings: Settings, dsn: str, nats_url: str):
     from ledger.service.appender import Appender  # noqa: PLC0415
     from ledger.service.ingest import IngestService, JetStreamIngest, limits_from  # noqa: PLC0415
 
-    s = dataclasses.replace(settings, ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2))
+    s = dataclasses.replace(
+        settings, ingest=IngestSettings(batch_size=50, workers=1, ack_wait_s=2.0, fetch_timeout_s=0.2)
+    )
     appender = Appender(dsn, limits=limits_from(s))
     svc = IngestService(JetStreamIngest(s, appender, nats_url))
     try:
@@ -186,4 +188,3 @@ def _no_stray_provault_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PROVAULT_") and not name.startswith("PROVAULT_TEST_"):
             monkeypatch.delenv(name)
-

@@ -12,8 +12,8 @@ from ledger.core.admission import BatchPlan, Limits, check_submission
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRegistration, KeyRevocation
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
-from ledger.store import checkpoints, log
 from ledger.db import connect
+from ledger.store import checkpoints, log
 from ledger.store.migrate import migrate
 
 ORIGIN = "test.provault/log"
@@ -37,7 +37,9 @@ class Ledger:
     def __post_init__(self) -> None:
         migrate(self.dsn)
         with connect(self.dsn, autocommit=True) as c:
-            checkpoints.initialize(c, checkpoint_signer=self.checkpoint_key, origin=ORIGIN, admins=[(self.admin.public_key, "test-admin")])
+            checkpoints.initialize(
+                c, checkpoint_signer=self.checkpoint_key, origin=ORIGIN, admins=[(self.admin.public_key, "test-admin")]
+            )
         self.conn = connect(self.dsn, autocommit=True, role="provault_ledger")
         self.admin_chain = ProducerChain("admin/test", self.admin)
 
@@ -46,10 +48,23 @@ class Ledger:
             self.conn.close()
 
     # -- events --
-    def registration(self, key: Ed25519Signer, *, kinds: Sequence[str] = ("*",), producers: Sequence[str] = ("*",),
-                     role: str = "producer", name: str = "alice") -> Sealed:  # fmt: skip
-        reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role=role,
-                              identity={"type": "person", "name": name}, kinds=tuple(kinds), producers=tuple(producers))  # fmt: skip
+    def registration(
+        self,
+        key: Ed25519Signer,
+        *,
+        kinds: Sequence[str] = ("*",),
+        producers: Sequence[str] = ("*",),
+        role: str = "producer",
+        name: str = "alice",
+    ) -> Sealed:
+        reg = KeyRegistration(
+            keyid=key.keyid,
+            public_key=key.public_key,
+            role=role,
+            identity={"type": "person", "name": name},
+            kinds=tuple(kinds),
+            producers=tuple(producers),
+        )
         return self.admin_chain.emit(KEY_REGISTERED, {"agent": {"provault:alice": {}}}, data=reg.to_data())
 
     def revocation(self, key: Ed25519Signer, *, effective_from: datetime | None = None) -> Sealed:
@@ -62,11 +77,19 @@ class Ledger:
         keys = self.cache.current(self.conn, log.log_size(self.conn)).public_keys()
         return [check_submission(r, keys, now=datetime.now(UTC), limits=self.limits) for r in raws]
 
-    def append(self, *items: bytes | Sealed, source: str = "grpc", stream_seqs: Sequence[int] | None = None) -> BatchPlan:
+    def append(
+        self, *items: bytes | Sealed, source: str = "grpc", stream_seqs: Sequence[int] | None = None
+    ) -> BatchPlan:
         raws = [i.envelope if isinstance(i, Sealed) else i for i in items]
         assert self.conn is not None
-        return log.append_batch(self.conn, self.check(raws), source=source, registry_cache=self.cache,
-                                stream_seqs=stream_seqs, limits=self.limits)  # fmt: skip
+        return log.append_batch(
+            self.conn,
+            self.check(raws),
+            source=source,
+            registry_cache=self.cache,
+            stream_seqs=stream_seqs,
+            limits=self.limits,
+        )
 
     def rejections(self) -> list[tuple[str, str]]:
         assert self.conn is not None

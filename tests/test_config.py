@@ -20,7 +20,9 @@ def test_defaults_are_valid_and_embedded() -> None:
 
 def test_environment_beats_file_and_options_beat_both(tmp_path: Path) -> None:
     cfg = tmp_path / "provault.toml"
-    cfg.write_text('data_dir = "/from/file"\n[nats]\nreplicas = 3\nstream = "FILE"\n[postgres]\ndsn = "postgresql://file"\n')
+    cfg.write_text(
+        'data_dir = "/from/file"\n[nats]\nreplicas = 3\nstream = "FILE"\n[postgres]\ndsn = "postgresql://file"\n'
+    )
     env = {"PROVAULT_NATS_STREAM": "ENV", "PROVAULT_DATA_DIR": "/from/env"}
     s = load_settings(config_file=cfg, env=env, data_dir="/from/option")
     assert s.nats.replicas == 3  # file only
@@ -57,8 +59,8 @@ def test_every_problem_is_reported_together(tmp_path: Path) -> None:
     [
         ("not toml [", "not valid TOML"),
         ("[ingest]\nbatch_size = 0\n", "ingest.batch_size: expected 1..100000, found 0"),
-        ("dev_mode = \"maybe\"\n", "expected bool, found 'maybe'"),
-        ("[signing]\norigin = \"has space\"\n", "signing.origin"),
+        ('dev_mode = "maybe"\n', "expected bool, found 'maybe'"),
+        ('[signing]\norigin = "has space"\n', "signing.origin"),
         ("[ingest]\nmax_payload_bytes = 99999999\n", "its base64 plus signatures must fit nats.max_msg_size"),
     ],
 )

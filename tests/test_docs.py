@@ -37,7 +37,7 @@ def _blocks(name: str) -> list[tuple[str, str, str | None]]:
 
 def _run(code: str, label: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": f"docs_example_{label}"}
-    exec(compile(code, f"<docs/events.md {label}>", "exec"), namespace)  # noqa: S102 - our own docs
+    exec(compile(code, f"<docs/events.md {label}>", "exec"), namespace)
     return namespace
 
 
@@ -77,7 +77,7 @@ def test_events_doc_shows_what_the_code_produces() -> None:
             namespace = _run(body, f"block{i}")
         if expr:
             assert namespace is not None, f"<!-- shows: {expr} --> comes before any python block"
-            _check_shown(eval(expr, namespace), body, expr)  # noqa: S307 - our own docs
+            _check_shown(eval(expr, namespace), body, expr)
             checked += 1
     assert checked >= 3
 

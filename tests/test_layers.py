@@ -140,36 +140,67 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 BAD_ARROWS = {
-    "ledger imports query": ("ledger/launch.py", "from query.projector import Projector\n", "the ledger may not import query"),
+    "ledger imports query": (
+        "ledger/launch.py",
+        "from query.projector import Projector\n",
+        "the ledger may not import query",
+    ),
     "ledger imports agents inside a function": (
-        "ledger/cli/keys.py", "def f():\n    import agents.runtime\n", "the ledger may not import agents"),
+        "ledger/cli/keys.py",
+        "def f():\n    import agents.runtime\n",
+        "the ledger may not import agents",
+    ),
     "agents imports the store": ("agents/runtime.py", "from ledger.store import log\n", "client-side modules"),
     "agents imports query": ("agents/cli.py", "from query import traverse\n", "agents may not import query"),
     "query imports a service internal": (
-        "query/service.py", "from ledger.service.grpc_ledger import ReadPool\n", "public modules"),
+        "query/service.py",
+        "from ledger.service.grpc_ledger import ReadPool\n",
+        "public modules",
+    ),
     "query imports a private module": ("query/cli.py", "from ledger.cli._common import version\n", "private module"),
-    "a private module by relative import": ("ledger/x/a.py", "from ...agents._spool import Spool\n", "may not import agents"),
+    "a private module by relative import": (
+        "ledger/x/a.py",
+        "from ...agents._spool import Spool\n",
+        "may not import agents",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_ARROWS, ids=list(BAD_ARROWS))
 def test_an_arrow_against_the_rules_is_reported(tmp_path: Path, case: str) -> None:
     name, text, why = BAD_ARROWS[case]
-    modules = {"ledger/cli/_common.py": "", "ledger/service/grpc_ledger.py": "", "ledger/store/log.py": "",
-               "query/projector.py": "", "query/traverse.py": "", "agents/runtime.py": "", "agents/_spool.py": "",
-               "ledger/x/__init__.py": "", "ledger/cli/__init__.py": "", "ledger/service/__init__.py": "",
-               "ledger/store/__init__.py": ""}
+    modules = {
+        "ledger/cli/_common.py": "",
+        "ledger/service/grpc_ledger.py": "",
+        "ledger/store/log.py": "",
+        "query/projector.py": "",
+        "query/traverse.py": "",
+        "agents/runtime.py": "",
+        "agents/_spool.py": "",
+        "ledger/x/__init__.py": "",
+        "ledger/cli/__init__.py": "",
+        "ledger/service/__init__.py": "",
+        "ledger/store/__init__.py": "",
+    }
     root = _tree(tmp_path, {**modules, name: text})
     found = violations(root)
     assert len(found) == 1 and found[0].startswith(f"{name}:") and why in found[0], found
 
 
 def test_allowed_arrows_are_not_reported(tmp_path: Path) -> None:
-    root = _tree(tmp_path, {
-        "ledger/core/__init__.py": "", "ledger/core/errors.py": "", "ledger/db.py": "", "ledger/service/__init__.py": "",
-        "ledger/service/_x.py": "", "ledger/service/auth.py": "from ._x import y\nfrom ledger.service._x import z\n",
-        "agents/runtime.py": "from ledger.core.errors import ProvaultError\nfrom ledger.client import LedgerClient\n",
-        "agents/cli.py": "from . import runtime\n", "ledger/client.py": "",
-        "query/projector.py": "from ledger.db import connect\nfrom agents.runtime import Agent\n",
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "ledger/core/__init__.py": "",
+            "ledger/core/errors.py": "",
+            "ledger/db.py": "",
+            "ledger/service/__init__.py": "",
+            "ledger/service/_x.py": "",
+            "ledger/service/auth.py": "from ._x import y\nfrom ledger.service._x import z\n",
+            "agents/runtime.py": "from ledger.core.errors import ProvaultError\nfrom ledger.client import LedgerClient\n",
+            "agents/cli.py": "from . import runtime\n",
+            "ledger/client.py": "",
+            "query/projector.py": "from ledger.db import connect\nfrom agents.runtime import Agent\n",
+        },
+    )
     assert violations(root) == []

@@ -71,11 +71,19 @@ def _load_generate():
 
 
 def test_generated_code_and_api_docs_are_current(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools", reason="grpcio-tools is not installed (pip install -e '.[dev]'), "
-                        "so the committed generated code cannot be checked")
+    pytest.importorskip(
+        "grpc_tools",
+        reason="grpcio-tools is not installed (pip install -e '.[dev]'), "
+        "so the committed generated code cannot be checked",
+    )
     out, docs = tmp_path / "gen", tmp_path / "api.md"
-    run = subprocess.run([sys.executable, str(GENERATE), "--out", str(out), "--docs", str(docs)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, str(GENERATE), "--out", str(out), "--docs", str(docs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, f"proto/generate.py failed:\n{run.stderr}"
 
     fresh, committed = _generated(out), _generated(PROTO)
@@ -98,7 +106,9 @@ def test_generated_code_and_api_docs_are_current(tmp_path: Path) -> None:
 def test_docs_refuse_an_undocumented_element() -> None:
     generate = _load_generate()
     file = descriptor_pb2.FileDescriptorProto(name="provault/v1/bare.proto", package="provault.v1", syntax="proto3")
-    file.message_type.add(name="Bare").field.add(name="x", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
+    file.message_type.add(name="Bare").field.add(
+        name="x", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    )
     with pytest.raises(generate.GenerateError, match=r"message Bare has no comment[\s\S]*field Bare\.x"):
         generate.render_docs(descriptor_pb2.FileDescriptorSet(file=[file]))
 
@@ -111,8 +121,7 @@ def test_service_has_the_agreed_rpcs(service_name: str) -> None:
     services = {s.full_name: s for m in MODULES for s in m.DESCRIPTOR.services_by_name.values()}
     service = services[service_name]
     found = {
-        m.name: (m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming)
-        for m in service.methods
+        m.name: (m.input_type.name, m.output_type.name, m.client_streaming, m.server_streaming) for m in service.methods
     }
     assert found == EXPECTED_RPCS[service_name]
 
@@ -134,11 +143,13 @@ def test_every_enum_starts_with_unspecified_zero() -> None:
 def test_envelope_message_reads_dsse_json() -> None:
     """The claim in envelope.proto: proto3 JSON parsing decodes a DSSE envelope."""
     payload, sig = b'{"id": "0190"}', bytes(range(64))
-    raw = json.dumps({
-        "payloadType": "application/vnd.provault.event+json;version=1",
-        "payload": base64.b64encode(payload).decode(),
-        "signatures": [{"keyid": "ab" * 32, "sig": base64.b64encode(sig).decode()}],
-    }).encode()
+    raw = json.dumps(
+        {
+            "payloadType": "application/vnd.provault.event+json;version=1",
+            "payload": base64.b64encode(payload).decode(),
+            "signatures": [{"keyid": "ab" * 32, "sig": base64.b64encode(sig).decode()}],
+        }
+    ).encode()
     envelope = json_format.Parse(raw, envelope_pb2.Envelope())
     assert (envelope.payload, envelope.signatures[0].keyid, envelope.signatures[0].sig) == (payload, "ab" * 32, sig)
 

@@ -36,9 +36,35 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "provault-fuzz"
 TARGET_NAMES = ("envelope", "payload", "proof", "note", "bundle", "token")
 TOKENS = (
-    b'"', b"\\", b"\\u0000", b"\\ud800", b"{", b"}", b"[", b"]", b",", b":", b"null", b"true", b"1e999", b"-0",
-    b"NaN", b"\x00", b"\xff", b"\xc3", b"==", b"=", b"-", b"_", b"+", b"/", b"\n", b" ", b"9" * 30, b"\xe2\x80\x94 ",
-)  # fmt: skip
+    b'"',
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"null",
+    b"true",
+    b"1e999",
+    b"-0",
+    b"NaN",
+    b"\x00",
+    b"\xff",
+    b"\xc3",
+    b"==",
+    b"=",
+    b"-",
+    b"_",
+    b"+",
+    b"/",
+    b"\n",
+    b" ",
+    b"9" * 30,
+    b"\xe2\x80\x94 ",
+)
 
 
 def have_atheris() -> bool:
@@ -81,7 +107,7 @@ def mutate(rng: random.Random, seed: bytes, pool: list[bytes]) -> bytes:
 
 def save(out: Path, target: str, data: bytes) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{target}-crash-{hashlib.sha1(data).hexdigest()}"  # noqa: S324 - a file name, not security
+    path = out / f"{target}-crash-{hashlib.sha1(data).hexdigest()}"
     path.write_bytes(data)
     return path
 
@@ -111,8 +137,9 @@ def run_random(target: str, *, runs: int | None, seconds: float | None, seed: in
     return 1 if crashes else 0
 
 
-def _report(target: str, engine: str, n: int, elapsed: float, labels: Counter[str], crashes: int, *,
-            seed: int | None = None) -> None:  # fmt: skip
+def _report(
+    target: str, engine: str, n: int, elapsed: float, labels: Counter[str], crashes: int, *, seed: int | None = None
+) -> None:
     rate = n / elapsed if elapsed > 0 else 0.0
     extra = f", seed {seed}" if seed is not None else ""
     print(f"{target} [{engine}{extra}]: {n} runs in {elapsed:.1f} s ({rate:,.0f}/s), {crashes} crash(es)")
@@ -128,8 +155,8 @@ def run_atheris(target: str, *, runs: int | None, seconds: float | None, out: Pa
     import atheris  # noqa: PLC0415
 
     with atheris.instrument_imports(include=["ledger", "query", "tests.security.fuzz_targets"]):
-        import query._mapping  # noqa: F401, PLC0415 - imported lazily by the targets: instrument it now
-        import query.bundle_verify  # noqa: F401, PLC0415
+        import query._mapping  # noqa: PLC0415 - imported lazily by the targets: instrument it now
+        import query.bundle_verify  # noqa: PLC0415
         import query.service  # noqa: F401, PLC0415
         from tests.security.fuzz_targets import corpus, run_target  # noqa: PLC0415
 
@@ -171,8 +198,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bound = p.add_mutually_exclusive_group()
     bound.add_argument("--runs", type=int, help="inputs to try (per target with 'all')")
     bound.add_argument("--seconds", type=float, help="time to spend (per target with 'all')")
-    p.add_argument("--engine", choices=("auto", "atheris", "random"), default="auto",
-                   help="auto: atheris when installed, else random")  # fmt: skip
+    p.add_argument(
+        "--engine",
+        choices=("auto", "atheris", "random"),
+        default="auto",
+        help="auto: atheris when installed, else random",
+    )
     p.add_argument("--seed", type=int, default=0, help="random engine: the RNG seed (a run reproduces exactly)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where inputs that break a property are saved")
     p.add_argument("--replay", type=Path, metavar="FILE", help="run the target once on FILE and report")
@@ -202,11 +233,23 @@ def _each_target(args: argparse.Namespace, engine: str) -> int:
     """One process per target (libFuzzer owns its process)."""
     worst = 0
     for name in TARGET_NAMES:
-        cmd = [sys.executable, "-m", "bench.fuzz.harness", name, "--engine", engine, "--seed", str(args.seed),
-               "--out", str(args.out)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.fuzz.harness",
+            name,
+            "--engine",
+            engine,
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(args.out),
+        ]
         cmd += ["--runs", str(args.runs)] if args.runs else ["--seconds", str(args.seconds)]
         print(f"$ {' '.join(cmd[1:])}", flush=True)
-        worst = max(worst, subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False).returncode)
+        worst = max(
+            worst, subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False).returncode
+        )
     return worst
 
 

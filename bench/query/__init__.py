@@ -51,4 +51,3 @@ The modules: ``workload`` (the synthetic history), ``rows`` (its rows, as the pr
 them), ``load`` (bulk loading into a fresh database), ``scenarios`` (the measured figures a to e),
 ``report`` (the text report) and ``cli`` (options and the run; ``python -m bench.query``).
 """
-

@@ -52,23 +52,36 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _command(args: argparse.Namespace) -> str:
-    return (f"python -m bench.query --predictions {args.predictions} --edges {args.edges} --leaves {args.leaves} "
-            f"--small {args.small} --requests {args.requests} --batch-rows {args.batch_rows} "
-            f"--impact-starts {args.impact_starts} --proofs {args.proofs} --rebuild-events {args.rebuild_events} "
-            f"--seed {args.seed}")  # fmt: skip
+    return (
+        f"python -m bench.query --predictions {args.predictions} --edges {args.edges} --leaves {args.leaves} "
+        f"--small {args.small} --requests {args.requests} --batch-rows {args.batch_rows} "
+        f"--impact-starts {args.impact_starts} --proofs {args.proofs} --rebuild-events {args.rebuild_events} "
+        f"--seed {args.seed}"
+    )
 
 
 def _public(d: Loaded) -> dict[str, Any]:
-    return {k: getattr(d, k) for k in ("name", "entries", "nodes", "versions", "edges", "predictions", "leaves", "checked", "seconds")}
+    return {
+        k: getattr(d, k)
+        for k in ("name", "entries", "nodes", "versions", "edges", "predictions", "leaves", "checked", "seconds")
+    }
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {"cores": os.cpu_count() or 1, "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                              "command": _command(args)}  # fmt: skip
+    result: dict[str, Any] = {
+        "cores": os.cpu_count() or 1,
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "command": _command(args),
+    }
     with EmbeddedPostgres(root / "pg", database="postgres") as pg:
         dbs = []
         for name, f in (("small", args.small), ("large", 1.0)):
-            w = Workload(edges=int(args.edges * f), predictions=int(args.predictions * f), batch_rows=args.batch_rows, seed=args.seed)
+            w = Workload(
+                edges=int(args.edges * f),
+                predictions=int(args.predictions * f),
+                batch_rows=args.batch_rows,
+                seed=args.seed,
+            )
             print(f"building {name}: {w.edges:,} edges, {w.predictions:,} predictions ...", file=sys.stderr, flush=True)
             dbs.append(build(pg, name, w, max(1, int(args.leaves * f)), check_every=max(1, w.edges // 2000)))
         result["dbs"] = [_public(d) for d in dbs]
@@ -100,4 +113,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report(result)
     return 0
-

@@ -103,7 +103,9 @@ def load_graph(target: Loaded, check_every: int) -> None:
             rows = projector_rows(item) if item.kind == KEY_REGISTERED else fast_rows(item)
             if item.kind != KEY_REGISTERED and (item.seq % check_every == 0 or item.seq < 200):
                 if projector_rows(item) != rows:
-                    raise RuntimeError(f"bench generator disagrees with query._mapping.map_event at entry {item.seq} ({item.kind})")
+                    raise RuntimeError(
+                        f"bench generator disagrees with query._mapping.map_event at entry {item.seq} ({item.kind})"
+                    )
                 target.checked += 1
             _write_entry(sink, item, rows, keyids.get(item.producer, admin_keyid), nodes)
             target.edges += len(rows.edges)
@@ -114,7 +116,9 @@ def load_graph(target: Loaded, check_every: int) -> None:
     target.entries, target.nodes = w.seq, len(nodes)
     with psycopg.connect(target.dsn, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
-        with conn.cursor().copy("COPY prov.nodes (id, iri, node_type, label, kind, attributes, first_seq, last_seq) FROM STDIN") as cp:
+        with conn.cursor().copy(
+            "COPY prov.nodes (id, iri, node_type, label, kind, attributes, first_seq, last_seq) FROM STDIN"
+        ) as cp:
             for nid, (ntype, attrs, first, last) in nodes.items():
                 cp.write_row((nid, _iri(nid), ntype, node_label(attrs), node_kind(attrs), Jsonb(attrs), first, last))
         conn.execute("UPDATE prov.position SET last_seq = %s", (w.seq - 1,))
@@ -123,7 +127,10 @@ def load_graph(target: Loaded, check_every: int) -> None:
 
 def _write_entry(sink: _Sink, item: Item, rows: Rows, keyid: str, nodes: dict[str, list[Any]]) -> None:
     seq, when = item.seq, stamp(item.seq)
-    sink.add("entries", f"{seq}\t{uuid.UUID(int=random.getrandbits(128))}\t{item.kind}\t{keyid}\t{item.producer}\t{seq}\t{when}\t{when}\n")
+    sink.add(
+        "entries",
+        f"{seq}\t{uuid.UUID(int=random.getrandbits(128))}\t{item.kind}\t{keyid}\t{item.producer}\t{seq}\t{when}\t{when}\n",
+    )
     for nid, (ntype, attrs) in rows.nodes.items():
         sink.add("versions", f"{nid}\t{seq}\t{ntype or NULL}\t{_json(attrs) if attrs else '{}'}\n")
         node = nodes.get(nid)
@@ -135,20 +142,32 @@ def _write_entry(sink: _Sink, item: Item, rows: Rows, keyid: str, nodes: dict[st
         node[1].update(attrs)
         node[3] = seq
     for ordinal, (rel, src, dst, sid, origin, attrs) in enumerate(rows.edges):
-        sink.add("edges", f"{seq}\t{ordinal}\t{rel}\t{src}\t{dst}\t{sid}\t{origin}\t{_json(attrs) if attrs else '{}'}\n")
+        sink.add(
+            "edges", f"{seq}\t{ordinal}\t{rel}\t{src}\t{dst}\t{sid}\t{origin}\t{_json(attrs) if attrs else '{}'}\n"
+        )
     for pid, activity, t, inp, out in rows.predictions:
         sink.add("predictions", f"{pid}\t{seq}\t{activity}\t{t}\t{_json(inp)}\t{_json(out)}\n")
 
 
 def _register_keys(conn: psycopg.Connection, w: Workload, admin_keyid: str) -> None:
     """The producer keys in ledger.keys and an admin key in the trust root, for prov.entry_signers."""
-    conn.execute("INSERT INTO ledger.trust_root (keyid, public_key, purpose, name) VALUES (%s, %s, 'admin', 'bench-admin')",
-                 (admin_keyid, bytes(32)))  # fmt: skip
+    conn.execute(
+        "INSERT INTO ledger.trust_root (keyid, public_key, purpose, name) VALUES (%s, %s, 'admin', 'bench-admin')",
+        (admin_keyid, bytes(32)),
+    )
     for seq, (producer, key) in enumerate(w.keys.items()):
         conn.execute(
             "INSERT INTO ledger.keys (keyid, public_key, role, identity, kinds, producers, registered_seq, changed_seq)"
             " VALUES (%s, %s, 'producer', %s, %s, %s, %s, %s)",
-            (key.keyid, key.public_key, Jsonb({"type": "service", "name": producer.split("@")[0]}), ["*"], [producer], seq, seq),
+            (
+                key.keyid,
+                key.public_key,
+                Jsonb({"type": "service", "name": producer.split("@")[0]}),
+                ["*"],
+                [producer],
+                seq,
+                seq,
+            ),
         )
 
 
@@ -188,4 +207,3 @@ def build(pg: EmbeddedPostgres, name: str, workload: Workload, leaves: int, chec
         conn.execute("VACUUM ANALYZE")
     target.seconds = {"graph": t1 - t0, "merkle": t2 - t1, "indexes_vacuum": time.perf_counter() - t2}
     return target
-

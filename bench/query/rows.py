@@ -14,10 +14,15 @@ from ledger.core.provjson import ELEMENT_SECTIONS, RELATIONS, TIME_ATTRIBUTES
 from query._mapping import RELATION_ENDS, map_event
 
 _IMPLIED = {
-    "prov:entity": "entity", "prov:activity": "activity", "prov:agent": "agent", "prov:informed": "activity",
-    "prov:informant": "activity", "prov:generatedEntity": "entity", "prov:usedEntity": "entity",
+    "prov:entity": "entity",
+    "prov:activity": "activity",
+    "prov:agent": "agent",
+    "prov:informed": "activity",
+    "prov:informant": "activity",
+    "prov:generatedEntity": "entity",
+    "prov:usedEntity": "entity",
     "prov:collection": "entity",
-}  # fmt: skip
+}
 _FORMALS = {rel: tuple(a for a in req + opt if a not in TIME_ATTRIBUTES) for rel, (req, opt) in RELATIONS.items()}
 
 
@@ -45,7 +50,16 @@ def fast_rows(item: Item) -> Rows:
             for attr in _FORMALS[rel]:
                 if attr in st and (st[attr] not in nodes or nodes[st[attr]][0] is None):
                     nodes[st[attr]] = (_IMPLIED[attr], nodes.get(st[attr], (None, {}))[1])
-            edges.append((rel, st[src_attr], st[dst_attr], sid, "prov", {k: v for k, v in st.items() if k not in (src_attr, dst_attr)}))
+            edges.append(
+                (
+                    rel,
+                    st[src_attr],
+                    st[dst_attr],
+                    sid,
+                    "prov",
+                    {k: v for k, v in st.items() if k not in (src_attr, dst_attr)},
+                )
+            )
     preds = []
     if item.kind == "predictions.logged":
         batch = next(iter(doc["activity"]))
@@ -55,8 +69,14 @@ def fast_rows(item: Item) -> Rows:
 
 def _event(item: Item) -> Event:
     when = datetime.fromtimestamp(T0 + item.seq, UTC)
-    return Event(id=new_event_id(), time=when, kind=item.kind, producer=Producer.first(item.producer),
-                 prov=with_prefixes(item.doc), data=item.data)  # fmt: skip
+    return Event(
+        id=new_event_id(),
+        time=when,
+        kind=item.kind,
+        producer=Producer.first(item.producer),
+        prov=with_prefixes(item.doc),
+        data=item.data,
+    )
 
 
 def projector_rows(item: Item) -> Rows:
@@ -66,5 +86,4 @@ def projector_rows(item: Item) -> Rows:
         nodes={n.id: (n.node_type, dict(n.attributes)) for n in r.nodes},
         edges=[(e.relation, e.src, e.dst, e.stmt_id, e.origin, dict(e.attributes)) for e in r.edges],
         predictions=[(p.id, p.activity, format_time(p.time), p.input, p.output) for p in r.predictions],
-    )  # fmt: skip
-
+    )

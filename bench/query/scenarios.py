@@ -41,7 +41,6 @@ def _pct(samples: list[float], q: float) -> float:
     return sorted(samples)[min(int(len(samples) * q), len(samples) - 1)]
 
 
-
 # --- (a) traceback over gRPC, (b) impact ----------------------------------------------------------------
 
 
@@ -60,8 +59,13 @@ def serve(db: Loaded, stack: contextlib.ExitStack) -> Served:
     stack.callback(service.stop)
     channel = grpc.insecure_channel(service.address)
     stack.callback(channel.close)
-    return Served(db=db, service=service, channel=channel, stub=query_pb2_grpc.QueryServiceStub(channel),
-                  health=health_pb2_grpc.HealthStub(channel))  # fmt: skip
+    return Served(
+        db=db,
+        service=service,
+        channel=channel,
+        stub=query_pb2_grpc.QueryServiceStub(channel),
+        health=health_pb2_grpc.HealthStub(channel),
+    )
 
 
 def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
@@ -127,7 +131,9 @@ def where_time_goes(db: Loaded, n: int) -> dict[str, Any]:
             by.setdefault(_text(q, conn)[:100], []).append((q, p, dt))
         top = sorted(by.items(), key=lambda kv: -sum(c[2] for c in kv[1]))
         q, p, _ = max(top[0][1], key=lambda c: c[2])
-        explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ") + (q if isinstance(q, sql.Composable) else sql.SQL(q))
+        explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ") + (
+            q if isinstance(q, sql.Composable) else sql.SQL(q)
+        )
         plan = [r[0] for r in conn.execute(explain, p)]
     statements = [{"sql": k, "calls": len(v), "ms_per_trace": sum(c[2] for c in v) / n * 1e3} for k, v in top[:4]]
     plan = [re.sub(r"'\{[^']{80,}\}'", "'{…}'", line) for line in plan]
@@ -154,12 +160,16 @@ def impact(db: Loaded, per_group: int) -> dict[str, Any]:
                 dt, ans = _timed(lambda start=start: traverse.trace(conn, start, direction=traverse.DOWNSTREAM))
                 runs.append((dt, len(ans.nodes), ans.predictions_total, ans.truncated))
             out[group] = {
-                "starts": len(runs), "nodes_total": sum(r[1] for r in runs), "nodes_max": max(r[1] for r in runs),
-                "predictions_total": sum(r[2] for r in runs), "truncated": sum(r[3] for r in runs),
-                "seconds_total": sum(r[0] for r in runs), "seconds_max": max(r[0] for r in runs),
+                "starts": len(runs),
+                "nodes_total": sum(r[1] for r in runs),
+                "nodes_max": max(r[1] for r in runs),
+                "predictions_total": sum(r[2] for r in runs),
+                "truncated": sum(r[3] for r in runs),
+                "seconds_total": sum(r[0] for r in runs),
+                "seconds_max": max(r[0] for r in runs),
                 "us_per_node_median": statistics.median(r[0] / r[1] * 1e6 for r in runs),
                 "us_per_node_overall": sum(r[0] for r in runs) / sum(r[1] for r in runs) * 1e6,
-            }  # fmt: skip
+            }
     return out
 
 
@@ -177,8 +187,15 @@ def impact_pages(served: Served, page_size: int = 5000, max_pages: int = 10) -> 
             break
         req.page_token = resp.next_page_token
     total = time.perf_counter() - t0
-    return {"start": start, "pages": pages, "items": items, "seconds": total, "complete": not resp.next_page_token,
-            "page_p50_ms": _pct(per_page, 0.5) * 1e3, "us_per_item": total / max(items, 1) * 1e6}  # fmt: skip
+    return {
+        "start": start,
+        "pages": pages,
+        "items": items,
+        "seconds": total,
+        "complete": not resp.next_page_token,
+        "page_p50_ms": _pct(per_page, 0.5) * 1e3,
+        "us_per_item": total / max(items, 1) * 1e6,
+    }
 
 
 # --- (c) inclusion proofs, (d) export -------------------------------------------------------------------------
@@ -197,8 +214,13 @@ def proofs(db: Loaded, samples: int) -> dict[str, Any]:
                 proof.append(dp)
                 base.append(dq)
                 lengths.append(len(hashes))
-    return {"leaves": db.leaves, "samples": samples, "proof": _stats(proof), "pk_select": _stats(base),
-            "hashes_mean": statistics.mean(lengths)}  # fmt: skip
+    return {
+        "leaves": db.leaves,
+        "samples": samples,
+        "proof": _stats(proof),
+        "pk_select": _stats(base),
+        "hashes_mean": statistics.mean(lengths),
+    }
 
 
 def export(db: Loaded) -> dict[str, Any]:
@@ -216,9 +238,16 @@ def export(db: Loaded) -> dict[str, Any]:
         t2 = time.perf_counter()
     graph_rows = db.nodes + db.edges + db.predictions
     return {
-        "db": db.name, "triples": triples, "bytes": size, "seconds": t1 - t0, "triples_per_s": triples / (t1 - t0),
-        "rows_per_s": graph_rows / (t1 - t0), "copy_rows": rows, "copy_seconds": t2 - t1, "copy_rows_per_s": rows / (t2 - t1),
-    }  # fmt: skip
+        "db": db.name,
+        "triples": triples,
+        "bytes": size,
+        "seconds": t1 - t0,
+        "triples_per_s": triples / (t1 - t0),
+        "rows_per_s": graph_rows / (t1 - t0),
+        "copy_rows": rows,
+        "copy_seconds": t2 - t1,
+        "copy_rows_per_s": rows / (t2 - t1),
+    }
 
 
 # --- (e) projector rebuild --------------------------------------------------------------------------------------
@@ -232,12 +261,25 @@ def story_events(n: int, rows: int) -> tuple[list, list]:
     events = []
     for k in range(-(-n // 6)):
         u = [str(uuid.uuid4()) for _ in range(3)]
-        i = ps.Ids(dataset="sha256:" + os.urandom(32).hex(), model="sha256:" + os.urandom(32).hex(), run=run_id(u[0]),
-                   deploy=deploy_activity_id(u[1]), deployment=deployment_id("svc", u[1]), batch=predict_batch_id(u[2]),
-                   code=git_id(os.urandom(20).hex()), predictions=tuple(f"req-{k}-{j}" for j in range(rows)))  # fmt: skip
+        i = ps.Ids(
+            dataset="sha256:" + os.urandom(32).hex(),
+            model="sha256:" + os.urandom(32).hex(),
+            run=run_id(u[0]),
+            deploy=deploy_activity_id(u[1]),
+            deployment=deployment_id("svc", u[1]),
+            batch=predict_batch_id(u[2]),
+            code=git_id(os.urandom(20).hex()),
+            predictions=tuple(f"req-{k}-{j}" for j in range(rows)),
+        )
         tr, de, se = chains["trainer"], chains["deployer"], chains["server"]
-        events += [ps.dataset_registered(tr, i), ps.run_started(tr, i), ps.run_completed(tr, i), ps.model_registered(tr, i),
-                   ps.model_deployed(de, i), ps.predictions_logged(se, i)]  # fmt: skip
+        events += [
+            ps.dataset_registered(tr, i),
+            ps.run_started(tr, i),
+            ps.run_completed(tr, i),
+            ps.model_registered(tr, i),
+            ps.model_deployed(de, i),
+            ps.predictions_logged(se, i),
+        ]
     return list(chains.values()), events
 
 
@@ -267,6 +309,13 @@ def rebuild_rate(pg: EmbeddedPostgres, n: int, rows: int, repeats: int = 3) -> d
             scans.append(ds)
         envelope = conn.execute("SELECT avg(length(envelope))::int FROM ledger.entries").fetchone()[0]
     r, s = statistics.median(rebuilds), statistics.median(scans)
-    return {"events": total, "rows_per_batch": rows, "envelope_bytes_mean": envelope, "rebuild_seconds": r,
-            "rebuild_per_s": done / r, "scan_seconds": s, "scan_per_s": seen / s, "repeats": repeats}  # fmt: skip
-
+    return {
+        "events": total,
+        "rows_per_batch": rows,
+        "envelope_bytes_mean": envelope,
+        "rebuild_seconds": r,
+        "rebuild_per_s": done / r,
+        "scan_seconds": s,
+        "scan_per_s": seen / s,
+        "repeats": repeats,
+    }

@@ -93,12 +93,19 @@ class Workload:
         for producer, key in self.keys.items():
             yield self._registration(admin, producer, key)
         steps: tuple[tuple[Callable[[], Iterator[Item]], float], ...] = (
-            (self._raw_dataset, 1.0), (self._pipeline_step, 4.0), (self._training, 3.0), (self._deployment, 0.6),
-        )  # fmt: skip
+            (self._raw_dataset, 1.0),
+            (self._pipeline_step, 4.0),
+            (self._training, 3.0),
+            (self._deployment, 0.6),
+        )
         makers, weights = zip(*steps, strict=True)
         while self.made_edges < self.edges or self.batches * self.batch_rows < self.predictions:
             owed = self.batches * self.batch_rows < self.predictions
-            if owed and self.deployments and self.batches * self.batch_rows * self.edges <= self.predictions * self.made_edges:
+            if (
+                owed
+                and self.deployments
+                and self.batches * self.batch_rows * self.edges <= self.predictions * self.made_edges
+            ):
                 yield self._batch()
                 continue
             if self.made_edges >= self.edges:  # predictions still owed, but nothing deployed yet
@@ -108,8 +115,14 @@ class Workload:
 
     def _registration(self, admin: ProducerChain, producer: str, key: Ed25519Signer) -> Item:
         name = producer.split("@")[0]
-        reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                              identity={"type": "service", "name": name}, kinds=("*",), producers=(producer,))  # fmt: skip
+        reg = KeyRegistration(
+            keyid=key.keyid,
+            public_key=key.public_key,
+            role="producer",
+            identity={"type": "service", "name": name},
+            kinds=("*",),
+            producers=(producer,),
+        )
         return self._item(KEY_REGISTERED, admin.producer_id, {"agent": {service_id(name): {}}}, reg.to_data())
 
     def _person(self) -> str:
@@ -117,14 +130,18 @@ class Workload:
 
     def _raw_dataset(self) -> Iterator[Item]:
         ds, n = "sha256:" + self._hex(), len(self.raw)
-        shards = {"sha256:" + self._hex(): {"provault:bytes": self.rng.randrange(1 << 20, 1 << 30)}
-                  for _ in range(self.rng.randint(4, 24))}  # fmt: skip
+        shards = {
+            "sha256:" + self._hex(): {"provault:bytes": self.rng.randrange(1 << 20, 1 << 30)}
+            for _ in range(self.rng.randint(4, 24))
+        }
         doc = {
-            "entity": {ds: {"prov:type": "provault:Dataset", "prov:label": f"raw-{n}", "provault:uri": f"s3://lake/raw/{n}/"},
-                       **shards},
+            "entity": {
+                ds: {"prov:type": "provault:Dataset", "prov:label": f"raw-{n}", "provault:uri": f"s3://lake/raw/{n}/"},
+                **shards,
+            },
             "wasAttributedTo": {"_:a1": {"prov:entity": ds, "prov:agent": self._person()}},
             "hadMember": {f"_:m{j}": {"prov:collection": ds, "prov:entity": s} for j, s in enumerate(shards)},
-        }  # fmt: skip
+        }
         self.raw.append(ds)
         yield self._item("dataset.registered", "registrar@data-1", doc)
 
@@ -142,9 +159,11 @@ class Workload:
         doc: dict[str, Any] = {
             "activity": {run: {"prov:startTime": stamp(self.seq), "provault:name": f"step-{self.seq}"}},
             "used": {f"_:u{j}": {"prov:activity": run, "prov:entity": e} for j, e in enumerate(inputs)},
-            "wasAssociatedWith": {"_:w1": {"prov:activity": run, "prov:agent": self._person()},
-                                  "_:w2": {"prov:activity": run, "prov:agent": host}},
-        }  # fmt: skip
+            "wasAssociatedWith": {
+                "_:w1": {"prov:activity": run, "prov:agent": self._person()},
+                "_:w2": {"prov:activity": run, "prov:agent": host},
+            },
+        }
         if informant:
             doc["wasInformedBy"] = {"_:i1": {"prov:informed": run, "prov:informant": informant}}
         return doc
@@ -163,9 +182,11 @@ class Workload:
             "activity": {run: {"prov:endTime": stamp(self.seq)}},
             "entity": {out: {"prov:type": "provault:Dataset", "prov:label": f"derived-{len(self.derived)}"}},
             "wasGeneratedBy": {"_:g1": {"prov:entity": out, "prov:activity": run, "prov:time": stamp(self.seq)}},
-            "wasDerivedFrom": {f"_:d{j}": {"prov:generatedEntity": out, "prov:usedEntity": p, "prov:activity": run}
-                               for j, (p, _, _) in enumerate(sorted(parents))},
-        }  # fmt: skip
+            "wasDerivedFrom": {
+                f"_:d{j}": {"prov:generatedEntity": out, "prov:usedEntity": p, "prov:activity": run}
+                for j, (p, _, _) in enumerate(sorted(parents))
+            },
+        }
         self.derived.append((out, depth, run))
         yield self._item("run.completed", f"trainer@gpu-{h:02d}", doc)
 
@@ -184,15 +205,23 @@ class Workload:
         done = {
             "activity": {run: {"prov:endTime": stamp(self.seq), "provault:metrics": '{"f1": 0.9}'}},
             "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run, "prov:time": stamp(self.seq)}},
-            "wasDerivedFrom": {f"_:d{j}": {"prov:generatedEntity": model, "prov:usedEntity": s, "prov:activity": run}
-                               for j, s in enumerate(sources)},
-        }  # fmt: skip
+            "wasDerivedFrom": {
+                f"_:d{j}": {"prov:generatedEntity": model, "prov:usedEntity": s, "prov:activity": run}
+                for j, s in enumerate(sources)
+            },
+        }
         yield self._item("run.completed", producer, done)
         reg = {
-            "entity": {model: {"prov:type": "provault:Model", "prov:label": f"model-{len(self.models)}", "provault:version": "1"}},
+            "entity": {
+                model: {
+                    "prov:type": "provault:Model",
+                    "prov:label": f"model-{len(self.models)}",
+                    "provault:version": "1",
+                }
+            },
             "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
             "wasAttributedTo": {"_:a1": {"prov:entity": model, "prov:agent": self._person()}},
-        }  # fmt: skip
+        }
         self.models.append(model)
         yield self._item("model.registered", producer, reg)
 
@@ -204,13 +233,17 @@ class Workload:
         deploy, deployment = deploy_activity_id(u), deployment_id(f"svc-{len(self.deployments) % 40}", u)
         doc = {
             "activity": {deploy: {"prov:startTime": stamp(self.seq)}},
-            "entity": {deployment: {"prov:type": "provault:Deployment", "prov:label": f"svc-{len(self.deployments) % 40}"}},
+            "entity": {
+                deployment: {"prov:type": "provault:Deployment", "prov:label": f"svc-{len(self.deployments) % 40}"}
+            },
             "used": {"_:u1": {"prov:activity": deploy, "prov:entity": model}},
             "wasGeneratedBy": {"_:g1": {"prov:entity": deployment, "prov:activity": deploy}},
             "wasDerivedFrom": {"_:d1": {"prov:generatedEntity": deployment, "prov:usedEntity": model}},
-            "wasAssociatedWith": {"_:w1": {"prov:activity": deploy, "prov:agent": self._person()},
-                                  "_:w2": {"prov:activity": deploy, "prov:agent": self._person(), "prov:role": "provault:approver"}},
-        }  # fmt: skip
+            "wasAssociatedWith": {
+                "_:w1": {"prov:activity": deploy, "prov:agent": self._person()},
+                "_:w2": {"prov:activity": deploy, "prov:agent": self._person(), "prov:role": "provault:approver"},
+            },
+        }
         self.deployments.append((deployment, model))
         yield self._item("model.deployed", "deployer@ci", doc)
 
@@ -219,11 +252,17 @@ class Workload:
         batch, s, b, when = predict_batch_id(self._uuid()), self.rng.randrange(SERVERS), self.batches, stamp(self.seq)
         doc = {
             "activity": {batch: {"prov:startTime": when, "prov:endTime": when}},
-            "used": {"_:u1": {"prov:activity": batch, "prov:entity": deployment}, "_:u2": {"prov:activity": batch, "prov:entity": model}},
+            "used": {
+                "_:u1": {"prov:activity": batch, "prov:entity": deployment},
+                "_:u2": {"prov:activity": batch, "prov:entity": model},
+            },
             "wasAssociatedWith": {"_:w1": {"prov:activity": batch, "prov:agent": service_id(f"serving-{s}")}},
-        }  # fmt: skip
+        }
         row_time = when[:-1] + ".000000Z"  # format_time's spelling, so rows compare equal with the projector's
-        rows = [[f"req-{b}-{j}", row_time, f"sha256:{b * self.batch_rows + j:064x}", "pos" if j & 1 else "neg"] for j in range(self.batch_rows)]
+        rows = [
+            [f"req-{b}-{j}", row_time, f"sha256:{b * self.batch_rows + j:064x}", "pos" if j & 1 else "neg"]
+            for j in range(self.batch_rows)
+        ]
         self.batches += 1
         data = {"deployment": deployment, "model": model, "columns": ["id", "time", "input", "output"], "rows": rows}
         return self._item("predictions.logged", f"server@serving-{s}", doc, data)
@@ -234,6 +273,9 @@ class Workload:
 
 
 def _producers() -> list[str]:
-    return ["registrar@data-1", "deployer@ci", *(f"trainer@gpu-{h:02d}" for h in range(HOSTS)),
-            *(f"server@serving-{s}" for s in range(SERVERS))]  # fmt: skip
-
+    return [
+        "registrar@data-1",
+        "deployer@ci",
+        *(f"trainer@gpu-{h:02d}" for h in range(HOSTS)),
+        *(f"server@serving-{s}" for s in range(SERVERS)),
+    ]

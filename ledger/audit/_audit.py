@@ -74,11 +74,19 @@ class _Auditor:
     def report(self, stored_size: int) -> AuditReport:
         f = self.findings
         return AuditReport(
-            origin=self.trust.origin, log_size=stored_size, entries_checked=self.tree.size, nodes_checked=self.tree.nodes_checked,
-            checkpoints_checked=self.checkpoints.checked, root_hash=self.tree.root(), key_source=self.trust.key_source,
-            admin_keys_pinned=self.trust.admins_pinned, admin_keyids=tuple(r.keyid for r in self.trust.admins),
-            problem_count=f.count, problems=tuple(f.details), problem_kinds=tuple(f.kinds.most_common()),
-        )  # fmt: skip
+            origin=self.trust.origin,
+            log_size=stored_size,
+            entries_checked=self.tree.size,
+            nodes_checked=self.tree.nodes_checked,
+            checkpoints_checked=self.checkpoints.checked,
+            root_hash=self.tree.root(),
+            key_source=self.trust.key_source,
+            admin_keys_pinned=self.trust.admins_pinned,
+            admin_keyids=tuple(r.keyid for r in self.trust.admins),
+            problem_count=f.count,
+            problems=tuple(f.details),
+            problem_kinds=tuple(f.kinds.most_common()),
+        )
 
 
 @translate_errors

@@ -14,7 +14,9 @@ from ledger.store import log as store_log
 
 from ._report import Problem, at_checkpoint
 
-_CHECKPOINTS_SQL = "SELECT tree_size, root_hash, note FROM ledger.checkpoints WHERE tree_size > %s ORDER BY tree_size LIMIT %s"
+_CHECKPOINTS_SQL = (
+    "SELECT tree_size, root_hash, note FROM ledger.checkpoints WHERE tree_size > %s ORDER BY tree_size LIMIT %s"
+)
 
 
 class CheckpointRow(NamedTuple):
@@ -26,22 +28,43 @@ class CheckpointRow(NamedTuple):
 # --- pure decisions ---------------------------------------------------------------
 
 
-def open_checkpoint_row(row: CheckpointRow, verifier: NoteVerifier | None, origin: str | None) -> tuple[Checkpoint | None, list[Problem]]:
+def open_checkpoint_row(
+    row: CheckpointRow, verifier: NoteVerifier | None, origin: str | None
+) -> tuple[Checkpoint | None, list[Problem]]:
     """Parse and verify a stored checkpoint note; the checkpoint is returned only when its signature verified."""
     size = row.tree_size
     try:
         body = parse_checkpoint(parse_note(row.note).text)
     except DecodeError as e:
-        return None, [at_checkpoint(size, "checkpoint_malformed", f"the stored note is not a signed checkpoint: {e.message}")]
+        return None, [
+            at_checkpoint(size, "checkpoint_malformed", f"the stored note is not a signed checkpoint: {e.message}")
+        ]
     if origin is not None and body.origin != origin:
-        return None, [at_checkpoint(size, "checkpoint_origin", "the checkpoint names another log", expected=repr(origin), found=repr(body.origin))]
+        return None, [
+            at_checkpoint(
+                size,
+                "checkpoint_origin",
+                "the checkpoint names another log",
+                expected=repr(origin),
+                found=repr(body.origin),
+            )
+        ]
     if verifier is None:
-        return None, [at_checkpoint(size, "checkpoint_signature", "cannot verify: no checkpoint key is known (ledger.trust_root has none)")]
+        return None, [
+            at_checkpoint(
+                size, "checkpoint_signature", "cannot verify: no checkpoint key is known (ledger.trust_root has none)"
+            )
+        ]
     try:
         cp = open_checkpoint(row.note, [verifier])
     except (VerificationError, DecodeError) as e:
-        return None, [at_checkpoint(size, "checkpoint_signature",
-                                    f"the signed note does not verify with checkpoint key {verifier.vkey()}: [{e.reason}] {e.message}")]  # fmt: skip
+        return None, [
+            at_checkpoint(
+                size,
+                "checkpoint_signature",
+                f"the signed note does not verify with checkpoint key {verifier.vkey()}: [{e.reason}] {e.message}",
+            )
+        ]
     return cp, row_problems(row, cp)
 
 
@@ -50,10 +73,25 @@ def row_problems(row: CheckpointRow, cp: Checkpoint) -> list[Problem]:
     size = row.tree_size
     problems = []
     if cp.size != size:
-        problems.append(at_checkpoint(size, "checkpoint_row", "the tree_size column differs from the signed size", expected=cp.size, found=size))
+        problems.append(
+            at_checkpoint(
+                size,
+                "checkpoint_row",
+                "the tree_size column differs from the signed size",
+                expected=cp.size,
+                found=size,
+            )
+        )
     if cp.root_hash != row.root_hash:
-        problems.append(at_checkpoint(size, "checkpoint_row", "the root_hash column differs from the signed root",
-                                      expected=cp.root_hash.hex(), found=row.root_hash.hex()))  # fmt: skip
+        problems.append(
+            at_checkpoint(
+                size,
+                "checkpoint_row",
+                "the root_hash column differs from the signed root",
+                expected=cp.root_hash.hex(),
+                found=row.root_hash.hex(),
+            )
+        )
     return problems
 
 
@@ -61,10 +99,12 @@ def checkpoint_root_problem(cp: Checkpoint, size: int, recomputed_root: bytes) -
     if cp.root_hash == recomputed_root:
         return None
     return at_checkpoint(
-        size, "checkpoint_root",
+        size,
+        "checkpoint_root",
         f"checkpoint root mismatch: the signed root is not the root of the first {size} stored envelopes",
-        expected=f"{recomputed_root.hex()} (recomputed)", found=f"{cp.root_hash.hex()} (signed)",
-    )  # fmt: skip
+        expected=f"{recomputed_root.hex()} (recomputed)",
+        found=f"{cp.root_hash.hex()} (signed)",
+    )
 
 
 def consistency_problem(conn: psycopg.Connection, prev: Checkpoint | None, cp: Checkpoint) -> Problem | None:
@@ -76,15 +116,21 @@ def consistency_problem(conn: psycopg.Connection, prev: Checkpoint | None, cp: C
         merkle.verify_consistency(prev.size, cp.size, prev.root_hash, cp.root_hash, proof)
     except ProvaultError as e:
         return at_checkpoint(
-            cp.size, "checkpoint_consistency",
+            cp.size,
+            "checkpoint_consistency",
             f"no valid consistency proof from the previous checkpoint (size {prev.size}) out of the stored nodes: [{e.reason}] {e.message}",
-        )  # fmt: skip
+        )
     return None
 
 
 def beyond_log_problem(row: CheckpointRow, size: int) -> Problem:
-    return at_checkpoint(row.tree_size, "checkpoint_beyond_log", "a checkpoint for more entries than the log holds",
-                         expected=f"at most {size} entries", found=f"{row.tree_size}")  # fmt: skip
+    return at_checkpoint(
+        row.tree_size,
+        "checkpoint_beyond_log",
+        "a checkpoint for more entries than the log holds",
+        expected=f"at most {size} entries",
+        found=f"{row.tree_size}",
+    )
 
 
 # --- reading them in step with the replay -------------------------------------------

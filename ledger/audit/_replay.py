@@ -30,7 +30,17 @@ _KEYS_SQL = (
     "SELECT keyid, public_key, role, identity, kinds, producers, registered_seq, revoked_seq, revoked_from,"
     " revoked_reason FROM ledger.keys ORDER BY keyid"
 )
-_KEY_FIELDS = ("public_key", "role", "identity", "kinds", "producers", "registered_seq", "revoked_seq", "revoked_from", "revoked_reason")
+_KEY_FIELDS = (
+    "public_key",
+    "role",
+    "identity",
+    "kinds",
+    "producers",
+    "registered_seq",
+    "revoked_seq",
+    "revoked_from",
+    "revoked_reason",
+)
 
 
 class EntryRow(NamedTuple):
@@ -73,18 +83,22 @@ def leaf_problem(seq: int, recomputed: bytes, stored: bytes) -> Problem | None:
     if recomputed == stored:
         return None
     return at_seq(
-        seq, "leaf_hash", "leaf hash mismatch: the stored leaf_hash is not SHA-256(0x00 || stored envelope bytes)",
-        expected=recomputed.hex(), found=stored.hex(),
-    )  # fmt: skip
+        seq,
+        "leaf_hash",
+        "leaf hash mismatch: the stored leaf_hash is not SHA-256(0x00 || stored envelope bytes)",
+        expected=recomputed.hex(),
+        found=stored.hex(),
+    )
 
 
 def refused_problem(seq: int, refused: Refused) -> Problem:
     """An entry that the stateless admission checks refuse, with the registry as it stood at its seq."""
     kind = "signature" if refused.reason in (SignatureInvalid.reason, UnknownKey.reason) else "entry_refused"
     return at_seq(
-        seq, kind,
+        seq,
+        kind,
         f"{refused.reason}: the entry does not verify with the key registry as it stood at seq {seq}: {refused.message}",
-    )  # fmt: skip
+    )
 
 
 def authorize(registry: KeyRegistry, checked: Checked) -> KeyRecord:
@@ -135,8 +149,17 @@ def key_table_problems(replayed: Sequence[KeyRecord], rows: Sequence[tuple]) -> 
 
 def _key_row_problems(rec: KeyRecord, row: tuple) -> list[Problem]:
     got = (bytes(row[1]), row[2], dict(row[3]), tuple(row[4]), tuple(row[5]), row[6], row[7], row[8], row[9])
-    exp = (rec.public_key, rec.role, dict(rec.identity), rec.kinds, rec.producers, rec.registered_seq,
-           rec.revoked_seq, rec.revoked_from, rec.revoked_reason)  # fmt: skip
+    exp = (
+        rec.public_key,
+        rec.role,
+        dict(rec.identity),
+        rec.kinds,
+        rec.producers,
+        rec.registered_seq,
+        rec.revoked_seq,
+        rec.revoked_from,
+        rec.revoked_reason,
+    )
     return [
         _at_key(rec.keyid, f"ledger.keys.{name} differs from the replayed log", _show(e), _show(g))
         for name, e, g in zip(_KEY_FIELDS, exp, got, strict=True)
@@ -174,7 +197,13 @@ class Replay:
         try:
             rec = authorize(self.registry, checked)
         except ProvaultError as e:
-            return [at_seq(row.seq, "authorization", f"{e.reason}: with the key registry as it stood at seq {row.seq}: {e.message}")]
+            return [
+                at_seq(
+                    row.seq,
+                    "authorization",
+                    f"{e.reason}: with the key registry as it stood at seq {row.seq}: {e.message}",
+                )
+            ]
         problems = column_problems(row, checked, rec.keyid)
         if checked.event.kind in ADMIN_ONLY_KINDS:
             problems += self._apply(checked, row.seq)

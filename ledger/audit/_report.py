@@ -47,7 +47,9 @@ class Problem:
         return doc
 
 
-def problem(kind: str, where: str, message: str, expected: object = None, found: object = None, **location: Any) -> Problem:
+def problem(
+    kind: str, where: str, message: str, expected: object = None, found: object = None, **location: Any
+) -> Problem:
     """A problem whose expected and found values are shown as text."""
     return Problem(kind=kind, where=where, message=message, expected=_text(expected), found=_text(found), **location)
 

@@ -14,9 +14,9 @@ import psycopg
 from ledger.core import merkle
 from ledger.core.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, parse_checkpoint, parse_note
 from ledger.core.errors import CannotVerify, DecodeError, VerificationError, VerificationFailed, expected_found
+from ledger.db import translate_errors
 from ledger.store import checkpoints as store_checkpoints
 from ledger.store import log as store_log
-from ledger.db import translate_errors
 
 from ._snapshot import snapshot
 from ._trust import checkpoint_key, ledger_origin, source_text
@@ -62,7 +62,9 @@ class CheckpointProof:
 
 
 @translate_errors
-def verify_against_checkpoint(conn: psycopg.Connection, note_text: str, *, key: NoteVerifier | None = None) -> CheckpointProof:
+def verify_against_checkpoint(
+    conn: psycopg.Connection, note_text: str, *, key: NoteVerifier | None = None
+) -> CheckpointProof:
     """Prove that today's log extends a checkpoint saved earlier; raise naming the first failure.
 
     1. the key: ``key`` when the auditor gives one, else the checkpoint key in ledger.trust_root;
@@ -119,7 +121,10 @@ def _open_latest(conn: psycopg.Connection, verifier: NoteVerifier, saved: Checkp
     """Step 5: the ledger's newest checkpoint, which must verify with the same key."""
     stored = store_checkpoints.latest(conn)
     if stored is None:
-        raise CannotVerify("the ledger holds no checkpoint to compare with", hint="run `provault ledger init` and let the service sign one")
+        raise CannotVerify(
+            "the ledger holds no checkpoint to compare with",
+            hint="run `provault ledger init` and let the service sign one",
+        )
     try:
         latest = open_checkpoint(stored.note, [verifier])
     except (VerificationError, DecodeError) as e:
@@ -129,10 +134,14 @@ def _open_latest(conn: psycopg.Connection, verifier: NoteVerifier, saved: Checkp
             hint="the database's checkpoints were not signed by that key: do not trust this log until this is explained",
         ) from e
     if latest.origin != saved.origin:
-        raise OriginMismatch(expected_found("origin of the ledger's latest checkpoint", repr(saved.origin), repr(latest.origin)))
+        raise OriginMismatch(
+            expected_found("origin of the ledger's latest checkpoint", repr(saved.origin), repr(latest.origin))
+        )
     if latest.size < saved.size:
         raise CannotVerify(
-            expected_found("a signed checkpoint at or beyond the saved size", f"size >= {saved.size}", f"latest size {latest.size}"),
+            expected_found(
+                "a signed checkpoint at or beyond the saved size", f"size >= {saved.size}", f"latest size {latest.size}"
+            ),
             hint="wait for the ledger to sign a newer checkpoint, then verify again",
         )
     return latest
@@ -142,7 +151,9 @@ def _prove(conn: psycopg.Connection, saved: Checkpoint, latest: Checkpoint) -> t
     """Steps 6-7: the stored tree reproduces the latest root and extends the saved one."""
     if saved.size == 0:
         if saved.root_hash != merkle.EMPTY_ROOT:
-            raise LogRewritten(expected_found("root of the saved empty checkpoint", merkle.EMPTY_ROOT.hex(), saved.root_hash.hex()))
+            raise LogRewritten(
+                expected_found("root of the saved empty checkpoint", merkle.EMPTY_ROOT.hex(), saved.root_hash.hex())
+            )
         return ()
     _check_stored_root(conn, latest)
     proof = store_log.consistency_proof(conn, saved.size, latest.size)
@@ -163,6 +174,10 @@ def _check_stored_root(conn: psycopg.Connection, latest: Checkpoint) -> None:
     stored_root = store_log.root_at(conn, latest.size)
     if stored_root != latest.root_hash:
         raise StoredTreeDamaged(
-            expected_found(f"root of the stored Merkle tree at size {latest.size}", f"{latest.root_hash.hex()} (signed)", stored_root.hex()),
+            expected_found(
+                f"root of the stored Merkle tree at size {latest.size}",
+                f"{latest.root_hash.hex()} (signed)",
+                stored_root.hex(),
+            ),
             hint="ledger.merkle_nodes does not reproduce the ledger's own latest checkpoint; run `provault verify` to locate the damage",
         )

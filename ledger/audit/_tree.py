@@ -19,9 +19,7 @@ _NODES_SQL = (
     "SELECT n.level, n.idx, n.hash FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS w(l, lo, hi)"
     " JOIN ledger.merkle_nodes n ON n.level = w.l AND n.idx >= w.lo AND n.idx < w.hi"
 )
-_BEYOND_SQL = (
-    "FROM unnest(%s::smallint[], %s::bigint[]) AS w(l, lo) JOIN ledger.merkle_nodes n ON n.level = w.l AND n.idx >= w.lo"
-)
+_BEYOND_SQL = "FROM unnest(%s::smallint[], %s::bigint[]) AS w(l, lo) JOIN ledger.merkle_nodes n ON n.level = w.l AND n.idx >= w.lo"
 
 
 def node_range(start: int, end: int) -> list[tuple[int, int, int]]:
@@ -42,22 +40,48 @@ def node_problems(recomputed: Sequence[Node], stored: StoredNodes) -> Iterator[P
         got = stored.pop((n.level, n.index), None)
         span = f"leaves [{n.index << n.level}, {(n.index + 1) << n.level})"
         if got is None:
-            yield at_node(n.level, n.index, "merkle_node_missing", f"the node over {span} is missing from ledger.merkle_nodes",
-                          expected=n.hash.hex(), found="no row")  # fmt: skip
+            yield at_node(
+                n.level,
+                n.index,
+                "merkle_node_missing",
+                f"the node over {span} is missing from ledger.merkle_nodes",
+                expected=n.hash.hex(),
+                found="no row",
+            )
         elif got != n.hash:
-            yield at_node(n.level, n.index, "merkle_node",
-                          f"merkle node mismatch: the stored hash over {span} is not the one recomputed from the envelopes",
-                          expected=n.hash.hex(), found=got.hex())  # fmt: skip
+            yield at_node(
+                n.level,
+                n.index,
+                "merkle_node",
+                f"merkle node mismatch: the stored hash over {span} is not the one recomputed from the envelopes",
+                expected=n.hash.hex(),
+                found=got.hex(),
+            )
 
 
-def frontier_problems(stored_size: int, stored: Sequence[bytes], size: int, recomputed: Sequence[bytes]) -> list[Problem]:
+def frontier_problems(
+    stored_size: int, stored: Sequence[bytes], size: int, recomputed: Sequence[bytes]
+) -> list[Problem]:
     if stored_size != size:
-        return [problem("log_state_size", "ledger.log_state", "size is not the number of entries",
-                        expected=f"{size} (entries found)", found=str(stored_size))]  # fmt: skip
+        return [
+            problem(
+                "log_state_size",
+                "ledger.log_state",
+                "size is not the number of entries",
+                expected=f"{size} (entries found)",
+                found=str(stored_size),
+            )
+        ]
     if list(stored) != list(recomputed):
-        return [problem("log_state_frontier", "ledger.log_state",
-                        "the stored frontier is not the frontier recomputed from the envelopes",
-                        expected=_hashes(recomputed), found=_hashes(stored))]  # fmt: skip
+        return [
+            problem(
+                "log_state_frontier",
+                "ledger.log_state",
+                "the stored frontier is not the frontier recomputed from the envelopes",
+                expected=_hashes(recomputed),
+                found=_hashes(stored),
+            )
+        ]
     return []
 
 

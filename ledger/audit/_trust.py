@@ -47,7 +47,9 @@ def _trust_problem(message: str, expected: object = None, found: object = None) 
     return problem("trust_root", "ledger.trust_root", message, expected, found)
 
 
-def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins: dict[str, bytes] | None = None) -> Trust:
+def load_trust(
+    conn: psycopg.Connection, given: NoteVerifier | None = None, pins: dict[str, bytes] | None = None
+) -> Trust:
     """Admin keys and the checkpoint key; keys the auditor pinned replace the stored ones.
 
     ``pins`` maps keyid to raw public key, as :func:`ledger.core.keys.pinned_keys` returns it.
@@ -59,7 +61,11 @@ def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins
         if keyid_of(bytes(pk)) != keyid
     ]
     stored_admins = tuple(root_key(bytes(pk), name) for _, pk, purpose, name in rows if purpose == "admin")
-    stored = [NoteVerifier(name=name, verifier=Ed25519Verifier(bytes(pk))) for _, pk, purpose, name in rows if purpose == "checkpoint"]
+    stored = [
+        NoteVerifier(name=name, verifier=Ed25519Verifier(bytes(pk)))
+        for _, pk, purpose, name in rows
+        if purpose == "checkpoint"
+    ]
     problems += _checkpoint_key_problems(stored, given)
     if pins is not None:
         problems += admin_key_problems(stored_admins, pins)
@@ -71,8 +77,14 @@ def load_trust(conn: psycopg.Connection, given: NoteVerifier | None = None, pins
         key, source = given, KEY_GIVEN
     else:
         key, source = (stored[0] if stored else None), KEY_FROM_TRUST_ROOT
-    return Trust(admins=admins, admins_pinned=pins is not None, checkpoint_key=key, origin=key.name if key else None,
-                 key_source=source, problems=tuple(problems))  # fmt: skip
+    return Trust(
+        admins=admins,
+        admins_pinned=pins is not None,
+        checkpoint_key=key,
+        origin=key.name if key else None,
+        key_source=source,
+        problems=tuple(problems),
+    )
 
 
 def admin_key_problems(stored: Sequence[KeyRecord], pins: dict[str, bytes]) -> list[Problem]:
@@ -87,22 +99,33 @@ def admin_key_problems(stored: Sequence[KeyRecord], pins: dict[str, bytes]) -> l
     )
     return [
         problem(
-            "trust_root_mismatch", "ledger.trust_root",
+            "trust_root_mismatch",
+            "ledger.trust_root",
             "the admin keys stored in the database are not the admin keys you pinned (the trust root was replaced, "
             "or the keys are another ledger's): " + "; ".join(parts),
-            ", ".join(sorted(pins)), ", ".join(sorted(have)) or "none",
+            ", ".join(sorted(pins)),
+            ", ".join(sorted(have)) or "none",
         )
-    ]  # fmt: skip
+    ]
 
 
 def _checkpoint_key_problems(stored: list[NoteVerifier], given: NoteVerifier | None) -> list[Problem]:
     """A log has one checkpoint key; the one the auditor gives must be it."""
     problems = []
     if len(stored) > 1:
-        problems.append(_trust_problem("more than one checkpoint key: a log has one checkpoint identity",
-                                       "1 key", ", ".join(v.vkey() for v in stored)))  # fmt: skip
+        problems.append(
+            _trust_problem(
+                "more than one checkpoint key: a log has one checkpoint identity",
+                "1 key",
+                ", ".join(v.vkey() for v in stored),
+            )
+        )
     if given is not None and stored and stored[0].vkey() != given.vkey():
-        problems.append(_trust_problem("the checkpoint key stored in the database is not the key you gave", given.vkey(), stored[0].vkey()))
+        problems.append(
+            _trust_problem(
+                "the checkpoint key stored in the database is not the key you gave", given.vkey(), stored[0].vkey()
+            )
+        )
     if given is None and not stored:
         problems.append(_trust_problem("no checkpoint key: checkpoints cannot be verified", "1 key", "none"))
     return problems

@@ -29,19 +29,30 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ts = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
 
     p = ts.add_parser(
-        "create", parents=[common], help="create a token; it is printed once, only its hash is kept",
+        "create",
+        parents=[common],
+        help="create a token; it is printed once, only its hash is kept",
         description=(
             "Create a bearer token for LedgerService / QueryService and store its SHA-256 hash in grpc.tokens_file "
             "(default <data-dir>/auth/tokens.json, mode 0600). Roles: producer (Append, only for the producer ids "
             "given with --producer), auditor (every query and the ledger's reads), admin (everything). The token is "
             "printed once (or written to --out) and cannot be shown again."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--producer", action="append", default=[], metavar="PATTERN",
-                   help="a producer id a producer token may append for; shell-style patterns, '*' for any; repeat for several")  # fmt: skip
+    p.add_argument(
+        "--producer",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a producer id a producer token may append for; shell-style patterns, '*' for any; repeat for several",
+    )
     p.add_argument("--name", default="", help="who or what holds it (shown in `list` and in the servers' logs)")
-    p.add_argument("--out", metavar="FILE", help="write the token to FILE (new, mode 0600; for grpc.client_token_file) instead of printing it")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the token to FILE (new, mode 0600; for grpc.client_token_file) instead of printing it",
+    )
     p.set_defaults(run=run_create)
 
     p = ts.add_parser("list", parents=[common], help="list the tokens (ids, roles, producers, names; never the tokens)")
@@ -58,9 +69,13 @@ def _patterns(role: str, patterns: list[str]) -> tuple[str, ...]:
     if bad:
         raise TokenCommandFailed(f"--producer: expected a producer id or pattern without spaces, found {bad[0]!r}")
     if role == "producer" and not patterns:
-        raise TokenCommandFailed("a producer token needs --producer PATTERN: the producer ids it may append for ('*' for any)")
+        raise TokenCommandFailed(
+            "a producer token needs --producer PATTERN: the producer ids it may append for ('*' for any)"
+        )
     if role != "producer" and patterns:
-        raise TokenCommandFailed(f"--producer: only producer tokens are limited to producer ids; a {role} token takes none")
+        raise TokenCommandFailed(
+            f"--producer: only producer tokens are limited to producer ids; a {role} token takes none"
+        )
     return tuple(dict.fromkeys(patterns))
 
 
@@ -68,7 +83,9 @@ def _write_new(path: Path, token: str) -> None:
     try:
         write_new_secret(path, token + "\n")
     except FileExistsError:
-        raise TokenCommandFailed(f"--out: {path} already exists; not overwriting a token file", hint="choose another file") from None
+        raise TokenCommandFailed(
+            f"--out: {path} already exists; not overwriting a token file", hint="choose another file"
+        ) from None
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -77,7 +94,9 @@ def run_create(args: argparse.Namespace) -> int:
     store = TokenStore(tokens_path(settings))
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and out.exists():
-        raise TokenCommandFailed(f"--out: {out} already exists; not overwriting a token file", hint="choose another file")
+        raise TokenCommandFailed(
+            f"--out: {out} already exists; not overwriting a token file", hint="choose another file"
+        )
     token, entry = store.create(role=args.role, producers=producers, name=args.name)
     scope = f", producers {', '.join(entry.producers)}" if entry.producers else ""
     print(f"created token {entry.id} (role {entry.role}{scope}) in {store.path}", file=sys.stderr)

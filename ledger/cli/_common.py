@@ -21,4 +21,3 @@ def common_options() -> argparse.ArgumentParser:
         "--data-dir", metavar="DIR", help="where provault keeps its state (default: the user's state directory)"
     )
     return p
-

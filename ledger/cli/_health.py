@@ -47,7 +47,9 @@ class HealthCheckFailed(ProvaultError):
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "health", parents=[common], help="check a ledger or query server's gRPC health (for probes and operators)",
+        "health",
+        parents=[common],
+        help="check a ledger or query server's gRPC health (for probes and operators)",
         description=(
             "Call grpc.health.v1 Check on a provault server and print `provault health: TARGET STATUS`. "
             "TARGET is HOST:PORT, or `ledger` / `query` for the address of grpc.ledger_listen / grpc.query_listen "
@@ -56,16 +58,36 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "otherwise plaintext (for loopback). No token is needed. Exit 0 when SERVING, 1 otherwise (NOT_SERVING, "
             "SERVICE_UNKNOWN, unreachable, TLS failure, timeout), 2 for a wrong command line."
         ),
-    )  # fmt: skip
-    p.add_argument("target", nargs="?", default="ledger", type=_target, metavar="TARGET",
-                   help="HOST:PORT ([v6]:PORT), or `ledger` / `query` (the configured addresses); default: ledger")  # fmt: skip
-    p.add_argument("--service", default="", metavar="NAME",
-                   help=f"the service to ask about: {' or '.join(SERVICES)}; default: the server as a whole")  # fmt: skip
-    p.add_argument("--tls-ca", metavar="FILE", help="CA certificates (PEM) of the server's certificate; default: grpc.tls_ca")
-    p.add_argument("--tls-name", metavar="NAME",
-                   help="check the server's certificate for NAME instead of TARGET's host (e.g. localhost)")  # fmt: skip
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                   help=f"give up after SECONDS (default {DEFAULT_TIMEOUT_S:g})")  # fmt: skip
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="ledger",
+        type=_target,
+        metavar="TARGET",
+        help="HOST:PORT ([v6]:PORT), or `ledger` / `query` (the configured addresses); default: ledger",
+    )
+    p.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help=f"the service to ask about: {' or '.join(SERVICES)}; default: the server as a whole",
+    )
+    p.add_argument(
+        "--tls-ca", metavar="FILE", help="CA certificates (PEM) of the server's certificate; default: grpc.tls_ca"
+    )
+    p.add_argument(
+        "--tls-name",
+        metavar="NAME",
+        help="check the server's certificate for NAME instead of TARGET's host (e.g. localhost)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"give up after SECONDS (default {DEFAULT_TIMEOUT_S:g})",
+    )
     p.add_argument("--json", action="store_true", help='print {"target", "service", "status"} as JSON')
     p.set_defaults(run=run)
 
@@ -129,23 +151,27 @@ def _channel(target: str, creds: ClientCredentials, tls_name: str | None) -> grp
         raise HealthCheckFailed(
             f"--tls-name {tls_name}: the check of {target} would be plaintext, so there is no certificate to check",
             hint="give --tls-ca FILE (or set grpc.tls_ca), the CA that signed the server's certificate",
-        )  # fmt: skip
-    tls = grpc.ssl_channel_credentials(root_certificates=creds.tls_ca, private_key=creds.tls_key, certificate_chain=creds.tls_cert)
+        )
+    tls = grpc.ssl_channel_credentials(
+        root_certificates=creds.tls_ca, private_key=creds.tls_key, certificate_chain=creds.tls_cert
+    )
     return grpc.secure_channel(target, tls, options=[("grpc.ssl_target_name_override", tls_name)])
 
 
 def _cause(details: str) -> str:
     """gRPC's connection error without its 'failed to connect to all addresses; last error: ...' wrapping."""
     m = _LAST_ERROR.search(details)
-    return (details[m.end():] if m else details).strip() or "no details"
+    return (details[m.end() :] if m else details).strip() or "no details"
 
 
 def _unavailable(target: str, details: str, *, tls: bool, tls_name: str | None) -> TransportUnavailable:
     cause = _cause(details)
     low = cause.lower()  # without the address, so that a host name cannot look like a cause
     if "connection refused" in low:
-        return TransportUnavailable(f"{target} is not reachable: nothing listens there ({cause})",
-                                    hint="is `provault ledger serve` / `provault query serve` (or `provault up`) running? check the address")  # fmt: skip
+        return TransportUnavailable(
+            f"{target} is not reachable: nothing listens there ({cause})",
+            hint="is `provault ledger serve` / `provault query serve` (or `provault up`) running? check the address",
+        )
     if "resolving" in details.lower() or "lookup" in low:
         return TransportUnavailable(f"{target} is not reachable: its host name does not resolve ({cause})")
     if tls and "hostname verification" in low:
@@ -161,12 +187,20 @@ def _unavailable(target: str, details: str, *, tls: bool, tls_name: str | None) 
         )
     return TransportUnavailable(
         f"{target} is not reachable{'' if tls else ' in plaintext'}: {cause}",
-        hint=None if tls else "if the server speaks TLS, give --tls-ca FILE (or set grpc.tls_ca) and, if needed, --tls-name",
+        hint=None
+        if tls
+        else "if the server speaks TLS, give --tls-ca FILE (or set grpc.tls_ca) and, if needed, --tls-name",
     )
 
 
-def check_health(target: str, *, credentials: ClientCredentials, service: str = "", tls_name: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> str:  # fmt: skip
+def check_health(
+    target: str,
+    *,
+    credentials: ClientCredentials,
+    service: str = "",
+    tls_name: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
     """The health status name (SERVING, NOT_SERVING, SERVICE_UNKNOWN, UNKNOWN) of ``service`` at ``target``.
 
     TransportUnavailable when the target cannot be reached, the TLS handshake fails or no answer comes within
@@ -188,17 +222,26 @@ def check_health(target: str, *, credentials: ClientCredentials, service: str = 
                     hint="the server may be overloaded or stuck, or something else listens there; raise --timeout to wait longer",
                 ) from None
             if code == grpc.StatusCode.UNIMPLEMENTED:
-                raise HealthCheckFailed(f"{target} does not offer gRPC health (grpc.health.v1): {code.name}",
-                                        hint="is it a provault server? check the port") from None  # fmt: skip
-            raise HealthCheckFailed(f"{target} answered the health check with {code.name}: {details or 'no details'}") from None
+                raise HealthCheckFailed(
+                    f"{target} does not offer gRPC health (grpc.health.v1): {code.name}",
+                    hint="is it a provault server? check the port",
+                ) from None
+            raise HealthCheckFailed(
+                f"{target} answered the health check with {code.name}: {details or 'no details'}"
+            ) from None
     return health_pb2.HealthCheckResponse.ServingStatus.Name(res.status)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     target = resolve_target(args.target, settings)
-    status = check_health(target, credentials=credentials_for(settings, args.tls_ca), service=args.service,
-                          tls_name=args.tls_name, timeout_s=args.timeout)  # fmt: skip
+    status = check_health(
+        target,
+        credentials=credentials_for(settings, args.tls_ca),
+        service=args.service,
+        tls_name=args.tls_name,
+        timeout_s=args.timeout,
+    )
     if args.json:
         print(json.dumps({"target": target, "service": args.service, "status": status}))
     else:

@@ -58,23 +58,34 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(run=run_new)
 
     admin_opts = argparse.ArgumentParser(add_help=False)
-    admin_opts.add_argument("--admin-key", metavar="FILE", help="admin private key (default: <data-dir>/keys/admin.key)")
+    admin_opts.add_argument(
+        "--admin-key", metavar="FILE", help="admin private key (default: <data-dir>/keys/admin.key)"
+    )
     admin_opts.add_argument("--ledger", metavar="HOST:PORT", help="LedgerService address (default: the running stack)")
 
     p = ks.add_parser("register", parents=[common, admin_opts], help="register a producer or admin key in the ledger")
     p.add_argument("key_file", metavar="KEYFILE", help="the key's public (or private) key file")
-    p.add_argument("--identity", required=True, metavar="TYPE:NAME",
-                   help=f"who holds the key; TYPE is one of {', '.join(IDENTITY_TYPES)} (e.g. person:alice)")  # fmt: skip
-    p.add_argument("--kinds", default="*", help="comma-separated event kinds it may sign, patterns allowed (default: *)")
+    p.add_argument(
+        "--identity",
+        required=True,
+        metavar="TYPE:NAME",
+        help=f"who holds the key; TYPE is one of {', '.join(IDENTITY_TYPES)} (e.g. person:alice)",
+    )
+    p.add_argument(
+        "--kinds", default="*", help="comma-separated event kinds it may sign, patterns allowed (default: *)"
+    )
     p.add_argument("--producers", default="*", help="comma-separated producer ids it may speak for, patterns allowed")
     p.add_argument("--role", choices=ROLES, default="producer")
     p.set_defaults(run=run_register)
 
-    p = ks.add_parser("revoke", parents=[common, admin_opts], help="revoke a key: nothing it signs is accepted any more")
+    p = ks.add_parser(
+        "revoke", parents=[common, admin_opts], help="revoke a key: nothing it signs is accepted any more"
+    )
     p.add_argument("keyid", metavar="KEYID")
     p.add_argument("--reason", required=True, help="why (kept in the log)")
-    p.add_argument("--effective-from", metavar="TIME",
-                   help="RFC 3339 UTC time from which its entries are suspect (default: now)")  # fmt: skip
+    p.add_argument(
+        "--effective-from", metavar="TIME", help="RFC 3339 UTC time from which its entries are suspect (default: now)"
+    )
     p.set_defaults(run=run_revoke)
 
     p = ks.add_parser("list", parents=[common], help="list the ledger's keys")
@@ -103,7 +114,9 @@ def _public_key_from(path: str) -> bytes:
 def _identity(text: str) -> dict[str, str]:
     kind, sep, name = text.partition(":")
     if not sep or kind not in IDENTITY_TYPES or not name:
-        raise CommandFailed(f"--identity: expected TYPE:NAME with TYPE one of {', '.join(IDENTITY_TYPES)}, found {text!r}")
+        raise CommandFailed(
+            f"--identity: expected TYPE:NAME with TYPE one of {', '.join(IDENTITY_TYPES)}, found {text!r}"
+        )
     return {"type": kind, "name": name}
 
 
@@ -115,10 +128,18 @@ def run_register(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     public_key = _public_key_from(args.key_file)
     reg = KeyRegistration(
-        keyid=keyid_of(public_key), public_key=public_key, role=args.role, identity=_identity(args.identity),
-        kinds=_patterns(args.kinds), producers=_patterns(args.producers),
-    )  # fmt: skip
-    prov = {"agent": {f"provault:key-{reg.keyid[:16]}": {"prov:type": "provault:SigningKey", "prov:label": reg.identity["name"]}}}
+        keyid=keyid_of(public_key),
+        public_key=public_key,
+        role=args.role,
+        identity=_identity(args.identity),
+        kinds=_patterns(args.kinds),
+        producers=_patterns(args.producers),
+    )
+    prov = {
+        "agent": {
+            f"provault:key-{reg.keyid[:16]}": {"prov:type": "provault:SigningKey", "prov:label": reg.identity["name"]}
+        }
+    }
     return _send_admin_event(args, settings, KEY_REGISTERED, prov, reg.to_data(), f"registered key {reg.keyid}")
 
 
@@ -142,12 +163,16 @@ def _ledger_target(args: argparse.Namespace, settings: Settings) -> str:
     return settings.grpc.ledger_listen
 
 
-def _send_admin_event(args: argparse.Namespace, settings: Settings, kind: str, prov: dict, data: dict, done: str) -> int:
+def _send_admin_event(
+    args: argparse.Namespace, settings: Settings, kind: str, prov: dict, data: dict, done: str
+) -> int:
     admin = load_private_key(args.admin_key or default_admin_key_path(settings))
     outbox = settings.data_dir / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
-    with ChainFile(settings.data_dir / "producers", f"admin/{socket.gethostname()}/{admin.keyid[:16]}") as state, \
-            LedgerClient.from_settings(_ledger_target(args, settings), settings.grpc) as client:  # fmt: skip
+    with (
+        ChainFile(settings.data_dir / "producers", f"admin/{socket.gethostname()}/{admin.keyid[:16]}") as state,
+        LedgerClient.from_settings(_ledger_target(args, settings), settings.grpc) as client,
+    ):
         _resend_outbox(client, outbox)
         chain = ProducerChain(state.producer_id, admin, position=state.load())
         sealed = chain.emit(kind, prov, data=data)
@@ -165,7 +190,9 @@ def _send_admin_event(args: argparse.Namespace, settings: Settings, kind: str, p
         pending.unlink()
     if outcome.status == "rejected":
         raise CommandFailed(f"the ledger refused the event [{outcome.reason}]: {outcome.message}")
-    print(f"{done} (event {sealed.event_id}, log seq {outcome.seq}{', already recorded' if outcome.status == 'duplicate' else ''})")
+    print(
+        f"{done} (event {sealed.event_id}, log seq {outcome.seq}{', already recorded' if outcome.status == 'duplicate' else ''})"
+    )
     return 0
 
 
@@ -183,16 +210,30 @@ def _resend_outbox(client: LedgerClient, outbox: Path) -> None:
 def run_list(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     with connect(resolve_postgres_dsn(settings), autocommit=True) as conn:
-        roots = conn.execute("SELECT keyid, purpose, name, added_at FROM ledger.trust_root ORDER BY added_at").fetchall()
+        roots = conn.execute(
+            "SELECT keyid, purpose, name, added_at FROM ledger.trust_root ORDER BY added_at"
+        ).fetchall()
         keys = conn.execute(
             "SELECT keyid, role, identity, kinds, producers, registered_seq, revoked_seq, revoked_from, revoked_reason"
             " FROM ledger.keys ORDER BY registered_seq"
         ).fetchall()
-    rows = [{"keyid": k, "role": f"trust-root {p}", "identity": n, "since": a.isoformat(), "status": "active"} for k, p, n, a in roots]
+    rows = [
+        {"keyid": k, "role": f"trust-root {p}", "identity": n, "since": a.isoformat(), "status": "active"}
+        for k, p, n, a in roots
+    ]
     for k, role, ident, kinds, prods, rseq, vseq, vfrom, vwhy in keys:
         status = f"revoked at seq {vseq} (from {vfrom.isoformat()}: {vwhy})" if vseq is not None else "active"
-        rows.append({"keyid": k, "role": role, "identity": f"{ident['type']}:{ident['name']}", "since": f"seq {rseq}",
-                     "kinds": kinds, "producers": prods, "status": status})  # fmt: skip
+        rows.append(
+            {
+                "keyid": k,
+                "role": role,
+                "identity": f"{ident['type']}:{ident['name']}",
+                "since": f"seq {rseq}",
+                "kinds": kinds,
+                "producers": prods,
+                "status": status,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     led = sub.add_parser("ledger", help="initialise or run the ledger service")
     led_sub = led.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
     p = led_sub.add_parser(
-        "init", parents=[common],
+        "init",
+        parents=[common],
         help="create the checkpoint-signing key and record the admin public key(s) (idempotent)",
         description=(
             "Migrate the schema, create the checkpoint-signing key (signing.checkpoint_key, default "
@@ -35,20 +36,28 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "ledger's trust root, and sign the empty tree. Without --admin-key, an admin key is created "
             "at <data-dir>/keys/admin.key."
         ),
-    )  # fmt: skip
-    p.add_argument("--admin-key", action="append", default=[], metavar="PUBKEY_FILE",
-                   help="an admin public key (PEM or raw 32 bytes); repeat for several")  # fmt: skip
+    )
+    p.add_argument(
+        "--admin-key",
+        action="append",
+        default=[],
+        metavar="PUBKEY_FILE",
+        help="an admin public key (PEM or raw 32 bytes); repeat for several",
+    )
     p.set_defaults(run=run_init)
-    p = led_sub.add_parser("serve", parents=[common], help="run the ledger service (ingest, checkpoints, gRPC) until stopped")
+    p = led_sub.add_parser(
+        "serve", parents=[common], help="run the ledger service (ingest, checkpoints, gRPC) until stopped"
+    )
     p.set_defaults(run=run_serve)
 
     p = sub.add_parser(
-        "checkpoint", parents=[common],
+        "checkpoint",
+        parents=[common],
         help="print the latest signed checkpoint (save it to prove later that the log was not rewritten)",
         description="Print the ledger's latest signed checkpoint (C2SP signed note). Keep it: "
         "`provault verify --checkpoint FILE` later proves the log still extends it. "
         "With --vkey, print the checkpoint verifier key instead, for `provault verify --key`.",
-    )  # fmt: skip
+    )
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     p.add_argument("--vkey", action="store_true", help="print the checkpoint verifier key (C2SP vkey)")
     p.set_defaults(run=run_checkpoint)

@@ -30,13 +30,17 @@ from ledger.natsauth import (
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    nats = sub.add_parser("nats", help="NATS users: per-agent publish rights, the ledger's consumer, read-only monitors")
+    nats = sub.add_parser(
+        "nats", help="NATS users: per-agent publish rights, the ledger's consumer, read-only monitors"
+    )
     nats_sub = nats.add_subparsers(dest="nats_command", metavar="ACTION", required=True)
     user = nats_sub.add_parser("user", help="add, list and remove NATS users")
     us = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
 
     p = us.add_parser(
-        "add", parents=[common], help="create a NATS user (nkey pair); the seed goes to a new file, the public key to the users file",
+        "add",
+        parents=[common],
+        help="create a NATS user (nkey pair); the seed goes to a new file, the public key to the users file",
         description=(
             "Create a NATS user with a new nkey pair. Role agent: may publish only on the subjects of the producer ids "
             "given with --producer (<nats.subject_prefix>.<producer token>). Role ledger: may only consume and "
@@ -45,11 +49,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "(a new file, mode 0600): point that client's nats.nkey_seed_file at it. The public key is added to "
             "nats.users_file (default <data-dir>/auth/nats-users.json); run `provault nats server-config` afterwards."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("name", metavar="NAME", help="who or what connects (a host, a pipeline); unique")
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--producer", action="append", default=[], metavar="PRODUCER_ID",
-                   help="a producer id an agent user may publish for (exact id); repeat for several")  # fmt: skip
+    p.add_argument(
+        "--producer",
+        action="append",
+        default=[],
+        metavar="PRODUCER_ID",
+        help="a producer id an agent user may publish for (exact id); repeat for several",
+    )
     p.add_argument("--seed-out", required=True, metavar="FILE", help="write the user's seed to FILE (must not exist)")
     p.set_defaults(run=run_add)
 
@@ -57,19 +66,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_list)
 
-    p = us.add_parser("remove", parents=[common], help="remove a NATS user; re-render and reload the servers' config to lock it out")
+    p = us.add_parser(
+        "remove", parents=[common], help="remove a NATS user; re-render and reload the servers' config to lock it out"
+    )
     p.add_argument("name", metavar="NAME")
     p.set_defaults(run=run_remove)
 
     p = nats_sub.add_parser(
-        "server-config", parents=[common], help="render the users as a nats-server authorization block",
+        "server-config",
+        parents=[common],
+        help="render the users as a nats-server authorization block",
         description=(
             "Write the nats-server `authorization { users = [...] }` block for every user in nats.users_file, with "
             "each user's permissions, to --out (replaced atomically) or standard output. Include it from every NATS "
             "server's config (`include ./provault-users.conf`) and reload them (`nats-server --signal reload`). "
             "Once it is included, a client without a listed key is refused."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     p.set_defaults(run=run_server_config)
 
@@ -79,7 +92,9 @@ def run_add(args: argparse.Namespace) -> int:
     store = NatsUsers(users_path(settings))
     out = Path(args.seed_out).expanduser()
     if out.exists():
-        raise NatsUserError(f"--seed-out: {out} already exists; not overwriting a seed file", hint="choose another file")
+        raise NatsUserError(
+            f"--seed-out: {out} already exists; not overwriting a seed file", hint="choose another file"
+        )
     if not out.parent.is_dir():
         raise NatsUserError(f"--seed-out: directory {out.parent} does not exist")
     seed, public_key = new_user_seed()
@@ -118,8 +133,10 @@ def run_list(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     store = NatsUsers(users_path(settings_from(args)))
     user = store.remove(args.name)
-    print(f"removed NATS user {user.name} ({user.public_key}); re-render with `provault nats server-config` and reload "
-          "the NATS servers: until then its key still connects")  # fmt: skip
+    print(
+        f"removed NATS user {user.name} ({user.public_key}); re-render with `provault nats server-config` and reload "
+        "the NATS servers: until then its key still connects"
+    )
     return 0
 
 
@@ -132,8 +149,11 @@ def run_server_config(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise NatsUserError(f"--out: directory {out.parent} does not exist")
         replace_atomically(out, text, mode=0o644)
-        print(f"wrote the authorization block for {len(store.load())} users to {out}; include it from each NATS server's "
-              "config and reload them (nats-server --signal reload)", file=sys.stderr)  # fmt: skip
+        print(
+            f"wrote the authorization block for {len(store.load())} users to {out}; include it from each NATS server's "
+            "config and reload them (nats-server --signal reload)",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(text)
     return 0

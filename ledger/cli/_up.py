@@ -58,7 +58,8 @@ def _print_banner(settings, endpoints: Endpoints, changes: list[str]) -> None:
     lines = [
         "provault is up (DEV MODE: no authentication on gRPC or NATS, loopback only)",
         f"  data dir    {settings.data_dir}",
-        f"  postgres    {redact_dsn(endpoints.postgres_dsn)}" + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
+        f"  postgres    {redact_dsn(endpoints.postgres_dsn)}"
+        + ("  (embedded)" if "postgres" in endpoints.embedded else ""),
         f"  nats        {endpoints.nats_url}" + ("  (embedded)" if "nats" in endpoints.embedded else ""),
         f"  ledger      grpc://{endpoints.ledger_grpc}  (LedgerService)",
         f"  query       grpc://{endpoints.query_grpc}  (QueryService; the projector runs too)",

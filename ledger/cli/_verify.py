@@ -50,19 +50,24 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         ),
     )
     p.add_argument(
-        "--checkpoint", metavar="FILE",
+        "--checkpoint",
+        metavar="FILE",
         help="a signed checkpoint note saved earlier: prove the current log is consistent with it",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--key", metavar="VKEY_FILE",
+        "--key",
+        metavar="VKEY_FILE",
         help="the log's checkpoint verifier key (C2SP vkey: name+hash+base64) to use instead of the one stored "
         "in the database",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--admin-key", action="append", default=[], metavar="PUBKEY_FILE",
+        "--admin-key",
+        action="append",
+        default=[],
+        metavar="PUBKEY_FILE",
         help="an admin (root) public key you trust; repeat for several. The trust root must hold exactly these "
         "admin keys, and the key registry is replayed from them",
-    )  # fmt: skip
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.set_defaults(run=run)
 
@@ -103,7 +108,9 @@ def _load_key(path: Path) -> NoteVerifier:
     try:
         return parse_vkey(text)
     except KeyMaterialError as e:
-        raise KeyMaterialError(f"verifier key file {path}: {e.message}", hint="it holds one line: <name>+<hex key hash>+<base64 key>") from e
+        raise KeyMaterialError(
+            f"verifier key file {path}: {e.message}", hint="it holds one line: <name>+<hex key hash>+<base64 key>"
+        ) from e
 
 
 def _load_admin_key(path: str) -> bytes:
@@ -111,8 +118,11 @@ def _load_admin_key(path: str) -> bytes:
     try:
         return load_public_key(path)
     except KeyMaterialError as e:
-        raise KeyMaterialError(f"--admin-key: {e.message}", hint="give the admin public key file (PEM, or raw 32 bytes) "
-                               "the ledger was initialised with (`provault ledger init --admin-key`)") from e  # fmt: skip
+        raise KeyMaterialError(
+            f"--admin-key: {e.message}",
+            hint="give the admin public key file (PEM, or raw 32 bytes) "
+            "the ledger was initialised with (`provault ledger init --admin-key`)",
+        ) from e
 
 
 # --- output -----------------------------------------------------------------------
@@ -161,10 +171,18 @@ def _saved_text(saved: CheckpointProof | ProvaultError, args: argparse.Namespace
     )
 
 
-def _json(report: AuditReport, saved: CheckpointProof | ProvaultError | None, args: argparse.Namespace) -> dict[str, Any]:
+def _json(
+    report: AuditReport, saved: CheckpointProof | ProvaultError | None, args: argparse.Namespace
+) -> dict[str, Any]:
     doc: dict[str, Any] = {"ok": report.ok and not isinstance(saved, ProvaultError), "audit": report.to_json()}
     if isinstance(saved, ProvaultError):
-        doc["checkpoint"] = {"ok": False, "file": args.checkpoint, "reason": saved.reason, "message": saved.message, "hint": saved.hint}
+        doc["checkpoint"] = {
+            "ok": False,
+            "file": args.checkpoint,
+            "reason": saved.reason,
+            "message": saved.message,
+            "hint": saved.hint,
+        }
     elif saved is not None:
         doc["checkpoint"] = {"file": args.checkpoint, **saved.to_json()}
     return doc

@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .envelope import PAYLOAD_TYPE, Envelope, parse_envelope, require_canonical, verify_envelope
-from .errors import CannotVerify, InvalidEvent, MalformedEnvelope, ProvaultError, UnknownKey, expected_found
-from .events import GENESIS, Event, Producer, chain_hash, event_to_json, parse_event
+from .errors import CannotVerify, MalformedEnvelope, ProvaultError, UnknownKey, expected_found
+from .events import Event, Producer, chain_hash, event_to_json, parse_event
 from .keyring import ADMIN_ONLY_KINDS, KeyRecord, KeyRegistry, check_key_event
 from .keys import Ed25519Verifier
 from .merkle import leaf_hash
@@ -40,6 +40,9 @@ class Limits:
     max_payload_bytes: int = 784_384
     """Base64 makes the envelope about 4/3 of the payload, plus signatures."""
     max_clock_skew: timedelta = timedelta(minutes=5)
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +111,7 @@ def _peek_ids(payload: bytes | None) -> dict[str, Any]:
 
 
 def check_submission(
-    raw: bytes, public_keys: Mapping[str, bytes], *, now: datetime, limits: Limits = Limits()
+    raw: bytes, public_keys: Mapping[str, bytes], *, now: datetime, limits: Limits = DEFAULT_LIMITS
 ) -> Checked | Refused:
     """Stateless checks of one received envelope, in this order:
 
@@ -124,12 +127,21 @@ def check_submission(
     entries admitted under earlier rules, does not.
     """
     if len(raw) > limits.max_envelope_bytes:
-        return Refused(raw=raw, reason=TOO_LARGE, message=f"envelope is {len(raw)} bytes, expected at most {limits.max_envelope_bytes}")
+        return Refused(
+            raw=raw,
+            reason=TOO_LARGE,
+            message=f"envelope is {len(raw)} bytes, expected at most {limits.max_envelope_bytes}",
+        )
     env = None
     try:
         env = parse_envelope(raw, max_size=limits.max_envelope_bytes, payload_type=PAYLOAD_TYPE)
         if len(env.payload) > limits.max_payload_bytes:
-            return Refused(raw=raw, reason=TOO_LARGE, message=f"payload is {len(env.payload)} bytes, expected at most {limits.max_payload_bytes}", keyid=env.signatures[0].keyid)
+            return Refused(
+                raw=raw,
+                reason=TOO_LARGE,
+                message=f"payload is {len(env.payload)} bytes, expected at most {limits.max_payload_bytes}",
+                keyid=env.signatures[0].keyid,
+            )
         keyring = {k: Ed25519Verifier(public_keys[k]) for k in env.keyids() if k in public_keys}
         signers = verify_envelope(env, keyring)
         event = parse_event(env.payload, max_size=limits.max_payload_bytes)
@@ -138,19 +150,31 @@ def check_submission(
         ids = _peek_ids(env.payload if env else None)
         keyid = env.signatures[0].keyid if env and env.signatures else None
         return Refused(raw=raw, reason=e.reason, message=e.message, keyid=keyid, **ids)
-    except Exception as e:  # noqa: BLE001 - a checker bug must refuse (and record) the input, not stop ingest
+    except Exception as e:
         keyid = env.signatures[0].keyid if env and env.signatures else None
-        return Refused(raw=raw, reason=CannotVerify.reason, keyid=keyid,
-                       message=f"the ledger could not check this envelope ({type(e).__name__}: {e!r:.200}); it was refused")  # fmt: skip
+        return Refused(
+            raw=raw,
+            reason=CannotVerify.reason,
+            keyid=keyid,
+            message=f"the ledger could not check this envelope ({type(e).__name__}: {e!r:.200}); it was refused",
+        )
     if event.time > now + limits.max_clock_skew:
         return Refused(
-            raw=raw, reason=CLOCK_SKEW, event_id=event.id, keyid=signers[0], producer_id=event.producer.id,
+            raw=raw,
+            reason=CLOCK_SKEW,
+            event_id=event.id,
+            keyid=signers[0],
+            producer_id=event.producer.id,
             message=f"event time {event.time.isoformat()} is more than {limits.max_clock_skew} ahead of the ledger clock ({now.isoformat()})",
-        )  # fmt: skip
+        )
     return Checked(
-        raw=raw, event=EventHead.of(event), signer_keyids=signers,
-        leaf_hash=leaf_hash(raw), chain_hash=chain_hash(env.payload), form_problem=form_problem(raw, env),
-    )  # fmt: skip
+        raw=raw,
+        event=EventHead.of(event),
+        signer_keyids=signers,
+        leaf_hash=leaf_hash(raw),
+        chain_hash=chain_hash(env.payload),
+        form_problem=form_problem(raw, env),
+    )
 
 
 def form_problem(raw: bytes, env: Envelope) -> str | None:
@@ -172,9 +196,11 @@ def form_problem(raw: bytes, env: Envelope) -> str | None:
         return e.message
     if len(env.signatures) != 1:
         found = f"{len(env.signatures)} (keyids {', '.join(env.keyids())})"
-        return (expected_found("signatures", "exactly one signature", found) + "; the ledger admits one signature per "
-                "envelope: further signatures are not bound to the event, so a relay could drop, reorder or add one "
-                "and log that copy first")  # fmt: skip
+        return (
+            expected_found("signatures", "exactly one signature", found) + "; the ledger admits one signature per "
+            "envelope: further signatures are not bound to the event, so a relay could drop, reorder or add one "
+            "and log that copy first"
+        )
     return None
 
 
@@ -268,7 +294,9 @@ def chain_lookups(heads: Sequence[EventHead], producers: Mapping[str, ProducerSt
     return wanted
 
 
-def plan_batch(items: Sequence[Checked | Refused], tail: TailState, *, now: datetime, limits: Limits = Limits()) -> BatchPlan:
+def plan_batch(
+    items: Sequence[Checked | Refused], tail: TailState, *, now: datetime, limits: Limits = DEFAULT_LIMITS
+) -> BatchPlan:
     """Decide every item of a batch in order; see the module docstring."""
     plan = BatchPlan()
     planner = _Planner(tail, plan, now, limits)
@@ -289,8 +317,14 @@ class _Planner:
         self.producers = dict(tail.producers)
 
     def refuse(self, it: Checked, reason: str, message: str, keyid: str | None = None) -> Refused:
-        r = Refused(raw=it.raw, reason=reason, message=message, event_id=it.event.id,
-                    keyid=keyid or it.keyid, producer_id=it.event.producer.id)  # fmt: skip
+        r = Refused(
+            raw=it.raw,
+            reason=reason,
+            message=message,
+            event_id=it.event.id,
+            keyid=keyid or it.keyid,
+            producer_id=it.event.producer.id,
+        )
         self.plan.refused.append(r)
         return r
 
@@ -309,7 +343,11 @@ class _Planner:
         if it.form_problem is not None:  # before dedupe: another encoding of a logged event is refused for its form
             return self.refuse(it, MalformedEnvelope.reason, it.form_problem)
         if ev.id in self.seen:
-            return self.refuse(it, EVENT_ID_CONFLICT, f"event id {ev.id} is already in the log (seq {seq}) with different bytes; the first one stands")
+            return self.refuse(
+                it,
+                EVENT_ID_CONFLICT,
+                f"event id {ev.id} is already in the log (seq {seq}) with different bytes; the first one stands",
+            )
         try:
             rec = self._authorize(it)
             self.tail.registry.check_apply(ev)
@@ -319,10 +357,17 @@ class _Planner:
         if fork:
             p = it.event.producer
             last = self.producers.get(p.id)
-            self.plan.anomalies.append(Anomaly(
-                producer_id=p.id, kind="fork", expected_seq=last.last_seq + 1 if last else None,
-                found_seq=p.seq, event_id=ev.id, log_seq=None, detail=fork,
-            ))  # fmt: skip
+            self.plan.anomalies.append(
+                Anomaly(
+                    producer_id=p.id,
+                    kind="fork",
+                    expected_seq=last.last_seq + 1 if last else None,
+                    found_seq=p.seq,
+                    event_id=ev.id,
+                    log_seq=None,
+                    detail=fork,
+                )
+            )
             return self.refuse(it, PRODUCER_CHAIN_BROKEN, fork)
         return self._accept(it, rec)
 
@@ -348,11 +393,15 @@ class _Planner:
         st = self.producers.get(p.id)
         if st is None or p.seq > st.last_seq:
             if st is not None and p.seq == st.last_seq + 1 and p.prev != st.last_hash:
-                return (f"producer {p.id} seq {p.seq}: prev is {p.prev}, but the entry at seq {st.last_seq} "
-                        f"hashes to {st.last_hash}: the producer's chain forked")  # fmt: skip
+                return (
+                    f"producer {p.id} seq {p.seq}: prev is {p.prev}, but the entry at seq {st.last_seq} "
+                    f"hashes to {st.last_hash}: the producer's chain forked"
+                )
             return None
         if (p.id, p.seq) in self.chain:
-            return f"producer {p.id} seq {p.seq} is already in the log as a different event: the producer's chain forked"
+            return (
+                f"producer {p.id} seq {p.seq} is already in the log as a different event: the producer's chain forked"
+            )
         before = self.chain.get((p.id, p.seq - 1))
         if before is not None and before != p.prev:
             return f"producer {p.id} seq {p.seq}: prev is {p.prev}, but the entry at seq {p.seq - 1} hashes to {before}"
@@ -379,19 +428,42 @@ class _Planner:
             expected = 1
             st = ProducerState(last_seq=p.seq, last_hash=it.chain_hash, entries=1, first_log_seq=seq, last_log_seq=seq)
             if p.seq != 1:
-                anomaly = ("gap", expected, f"first event seen from {p.id} has seq {p.seq}; seqs 1..{p.seq - 1} are missing")
+                anomaly = (
+                    "gap",
+                    expected,
+                    f"first event seen from {p.id} has seq {p.seq}; seqs 1..{p.seq - 1} are missing",
+                )
         elif p.seq > st.last_seq:
             if p.seq != st.last_seq + 1:
                 anomaly = ("gap", st.last_seq + 1, f"seqs {st.last_seq + 1}..{p.seq - 1} of {p.id} are missing")
-            st = ProducerState(last_seq=p.seq, last_hash=it.chain_hash, entries=st.entries + 1,
-                               first_log_seq=st.first_log_seq, last_log_seq=seq)  # fmt: skip
+            st = ProducerState(
+                last_seq=p.seq,
+                last_hash=it.chain_hash,
+                entries=st.entries + 1,
+                first_log_seq=st.first_log_seq,
+                last_log_seq=seq,
+            )
         else:
             anomaly = ("late", None, f"seq {p.seq} of {p.id} arrived after seq {st.last_seq} (fills a gap)")
-            st = ProducerState(last_seq=st.last_seq, last_hash=st.last_hash, entries=st.entries + 1,
-                               first_log_seq=st.first_log_seq, last_log_seq=seq)  # fmt: skip
+            st = ProducerState(
+                last_seq=st.last_seq,
+                last_hash=st.last_hash,
+                entries=st.entries + 1,
+                first_log_seq=st.first_log_seq,
+                last_log_seq=seq,
+            )
         self.producers[p.id] = st
         self.plan.producers[p.id] = st
         if anomaly:
             kind, expected, detail = anomaly
-            self.plan.anomalies.append(Anomaly(producer_id=p.id, kind=kind, expected_seq=expected, found_seq=p.seq,
-                                               event_id=it.event.id, log_seq=seq, detail=detail))  # fmt: skip
+            self.plan.anomalies.append(
+                Anomaly(
+                    producer_id=p.id,
+                    kind=kind,
+                    expected_seq=expected,
+                    found_seq=p.seq,
+                    event_id=it.event.id,
+                    log_seq=seq,
+                    detail=detail,
+                )
+            )

@@ -66,11 +66,17 @@ class Checkpoint:
     def __post_init__(self) -> None:
         _check_line(self.origin, "checkpoint origin")
         if not isinstance(self.size, int) or isinstance(self.size, bool) or not 0 <= self.size <= MAX_TREE_SIZE:
-            raise MalformedCheckpoint(expected_found("checkpoint tree size", "an integer in [0, 2^64-1]", repr(self.size)))
+            raise MalformedCheckpoint(
+                expected_found("checkpoint tree size", "an integer in [0, 2^64-1]", repr(self.size))
+            )
         if not isinstance(self.root_hash, bytes) or len(self.root_hash) != HASH_SIZE:
-            raise MalformedCheckpoint(expected_found("checkpoint root hash", f"{HASH_SIZE} bytes", _describe(self.root_hash)))
+            raise MalformedCheckpoint(
+                expected_found("checkpoint root hash", f"{HASH_SIZE} bytes", _describe(self.root_hash))
+            )
         if not isinstance(self.extensions, tuple):
-            raise MalformedCheckpoint(expected_found("checkpoint extensions", "a tuple of lines", type(self.extensions).__name__))
+            raise MalformedCheckpoint(
+                expected_found("checkpoint extensions", "a tuple of lines", type(self.extensions).__name__)
+            )
         for i, line in enumerate(self.extensions):
             _check_line(line, f"checkpoint extension line {i + 1}")
 
@@ -86,20 +92,28 @@ def parse_checkpoint(text: str) -> Checkpoint:
     _check_text(text, "checkpoint")
     lines = text[:-1].split("\n")
     if len(lines) < 3:
-        raise MalformedCheckpoint(expected_found("checkpoint lines", "at least 3 (origin, size, root hash)", len(lines)))
+        raise MalformedCheckpoint(
+            expected_found("checkpoint lines", "at least 3 (origin, size, root hash)", len(lines))
+        )
     origin, size, root, *extensions = lines
     if not origin:
         raise MalformedCheckpoint(expected_found("checkpoint line 1 (origin)", "a non-empty log name", "an empty line"))
     if not _TREE_SIZE.fullmatch(size) or int(size) > MAX_TREE_SIZE:
         raise MalformedCheckpoint(
-            expected_found("checkpoint line 2 (tree size)", "a decimal in [0, 2^64-1] without leading zeros", repr(size))
+            expected_found(
+                "checkpoint line 2 (tree size)", "a decimal in [0, 2^64-1] without leading zeros", repr(size)
+            )
         )
     root_hash = _b64decode(root, "checkpoint line 3 (root hash)")
     if len(root_hash) != HASH_SIZE:
-        raise MalformedCheckpoint(expected_found("checkpoint root hash length", f"{HASH_SIZE} bytes", f"{len(root_hash)} bytes"))
+        raise MalformedCheckpoint(
+            expected_found("checkpoint root hash length", f"{HASH_SIZE} bytes", f"{len(root_hash)} bytes")
+        )
     for i, line in enumerate(extensions):
         if not line:
-            raise MalformedCheckpoint(expected_found(f"checkpoint line {i + 4} (extension)", "a non-empty line", "an empty line"))
+            raise MalformedCheckpoint(
+                expected_found(f"checkpoint line {i + 4} (extension)", "a non-empty line", "an empty line")
+            )
     return Checkpoint(origin=origin, size=int(size), root_hash=root_hash, extensions=tuple(extensions))
 
 
@@ -117,9 +131,13 @@ class NoteSignature:
     def __post_init__(self) -> None:
         _check_name(self.name, MalformedCheckpoint)
         if not isinstance(self.key_hash, bytes) or len(self.key_hash) != KEY_HASH_SIZE:
-            raise MalformedCheckpoint(expected_found(f"key hash of signature by {self.name}", "4 bytes", _describe(self.key_hash)))
+            raise MalformedCheckpoint(
+                expected_found(f"key hash of signature by {self.name}", "4 bytes", _describe(self.key_hash))
+            )
         if not isinstance(self.signature, bytes) or not self.signature:
-            raise MalformedCheckpoint(expected_found(f"signature by {self.name}", "non-empty bytes", _describe(self.signature)))
+            raise MalformedCheckpoint(
+                expected_found(f"signature by {self.name}", "non-empty bytes", _describe(self.signature))
+            )
 
     def label(self) -> str:
         """``name+keyhash``, how the spec and error messages name a key."""
@@ -136,16 +154,21 @@ class Note:
     def __post_init__(self) -> None:
         _check_text(self.text, "signed note text")
         if not isinstance(self.signatures, tuple) or not all(isinstance(s, NoteSignature) for s in self.signatures):
-            raise MalformedCheckpoint(expected_found("note signatures", "a tuple of NoteSignature", _describe(self.signatures)))
+            raise MalformedCheckpoint(
+                expected_found("note signatures", "a tuple of NoteSignature", _describe(self.signatures))
+            )
         if len(self.signatures) > MAX_SIGNATURES:
-            raise MalformedCheckpoint(expected_found("number of note signatures", f"at most {MAX_SIGNATURES}", len(self.signatures)))
+            raise MalformedCheckpoint(
+                expected_found("number of note signatures", f"at most {MAX_SIGNATURES}", len(self.signatures))
+            )
 
 
 def format_note(note: Note) -> str:
     """Text, blank line, one ``— name base64`` line per signature."""
     if not note.signatures:
         raise MalformedCheckpoint(
-            expected_found("signatures on a note to format", "at least one", "none"), hint="sign it first with sign_note"
+            expected_found("signatures on a note to format", "at least one", "none"),
+            hint="sign it first with sign_note",
         )
     lines = (_format_signature_line(s) for s in note.signatures)
     return note.text + "\n" + "".join(lines)
@@ -181,14 +204,18 @@ def _format_signature_line(sig: NoteSignature) -> str:
 def _parse_signature_line(line: str, number: int) -> NoteSignature:
     what = f"signature line {number}"
     if not line.startswith(SIGNATURE_PREFIX):
-        raise MalformedCheckpoint(expected_found(what, f"to start with {SIGNATURE_PREFIX!r} (em dash, space)", repr(line[:40])))
+        raise MalformedCheckpoint(
+            expected_found(what, f"to start with {SIGNATURE_PREFIX!r} (em dash, space)", repr(line[:40]))
+        )
     name, sep, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
     if not sep or not name:
         raise MalformedCheckpoint(expected_found(what, "'— <key name> <base64 signature>'", repr(line[:40])))
     _check_name(name, MalformedCheckpoint)
     raw = _b64decode(encoded, f"{what} (signature by {name})")
     if len(raw) <= KEY_HASH_SIZE:
-        raise MalformedCheckpoint(expected_found(f"{what} decoded length", "more than 4 bytes (key hash + signature)", len(raw)))
+        raise MalformedCheckpoint(
+            expected_found(f"{what} decoded length", "more than 4 bytes (key hash + signature)", len(raw))
+        )
     return NoteSignature(name=name, key_hash=raw[:KEY_HASH_SIZE], signature=raw[KEY_HASH_SIZE:])
 
 
@@ -247,7 +274,9 @@ def format_signer_key(name: str, signer: Ed25519Signer) -> str:
 def parse_signer_key(skey: str) -> tuple[str, Ed25519Signer]:
     """Parse a signer key string into its key name and signer."""
     if not isinstance(skey, str) or not skey.startswith(_SIGNER_KEY_PREFIX) or skey.count("+") < 4:
-        raise KeyMaterialError(expected_found("signer key", "PRIVATE+KEY+<name>+<hex key hash>+<base64 seed>", "another shape"))
+        raise KeyMaterialError(
+            expected_found("signer key", "PRIVATE+KEY+<name>+<hex key hash>+<base64 seed>", "another shape")
+        )
     name, hash_hex, encoded = skey[len(_SIGNER_KEY_PREFIX) :].split("+", 2)
     seed = _typed_key(name, hash_hex, encoded, "signer key", derive_public=True)
     return name, Ed25519Signer.from_seed(seed)
@@ -257,13 +286,17 @@ def _typed_key(name: str, hash_hex: str, encoded: str, what: str, *, derive_publ
     """Check name, 0x01 type byte, 32-byte key and key hash; return the key bytes."""
     _check_name(name, KeyMaterialError)
     if not _KEY_HASH_HEX.fullmatch(hash_hex):
-        raise KeyMaterialError(expected_found(f"{what} hash for {name}", "8 lowercase hex digits", f"{len(hash_hex)} characters"))
+        raise KeyMaterialError(
+            expected_found(f"{what} hash for {name}", "8 lowercase hex digits", f"{len(hash_hex)} characters")
+        )
     raw = _b64decode(encoded, f"{what} for {name}", error=KeyMaterialError, quote=not derive_public)
     if not raw or raw[0] != ED25519_TYPE:
         found = f"0x{raw[0]:02x}" if raw else "nothing"
         raise KeyMaterialError(expected_found(f"{what} type for {name}", "0x01 (Ed25519)", found))
     if len(raw) != 1 + 32:
-        raise KeyMaterialError(expected_found(f"{what} length for {name}", "33 bytes (type + 32-byte key)", f"{len(raw)} bytes"))
+        raise KeyMaterialError(
+            expected_found(f"{what} length for {name}", "33 bytes (type + 32-byte key)", f"{len(raw)} bytes")
+        )
     public = Ed25519Signer.from_seed(raw[1:]).public_key if derive_public else raw[1:]
     if key_hash(name, public).hex() != hash_hex:
         raise KeyMaterialError(
@@ -306,7 +339,11 @@ def verify_note(note: Note, verifiers: Iterable[NoteVerifier]) -> tuple[NoteSign
             verified.append(sig)
     if not verified:  # 3. at least one trusted signature
         raise UnknownKey(
-            expected_found("a signature from a trusted key", sorted(_label(k) for k in trusted), [s.label() for s in note.signatures]),
+            expected_found(
+                "a signature from a trusted key",
+                sorted(_label(k) for k in trusted),
+                [s.label() for s in note.signatures],
+            ),
             hint="add the signer's verifier key (name+hash+key) to the trusted keys",
         )
     return tuple(verified)
@@ -320,13 +357,19 @@ def _index_verifiers(verifiers: Iterable[NoteVerifier]) -> dict[tuple[str, bytes
     trusted: dict[tuple[str, bytes], Verifier] = {}
     for v in verifiers:
         if not isinstance(v, NoteVerifier):
-            raise KeyMaterialError(expected_found("trusted note key", "a NoteVerifier (see parse_vkey)", type(v).__name__))
+            raise KeyMaterialError(
+                expected_found("trusted note key", "a NoteVerifier (see parse_vkey)", type(v).__name__)
+            )
         key = (v.name, v.key_hash)
         if key in trusted and trusted[key].public_key != v.verifier.public_key:
-            raise KeyMaterialError(f"two different trusted keys share the name and hash {_label(key)}", hint="remove one")
+            raise KeyMaterialError(
+                f"two different trusted keys share the name and hash {_label(key)}", hint="remove one"
+            )
         trusted[key] = v.verifier
     if not trusted:
-        raise CannotVerify("no trusted note keys were given, so no signature can be checked", hint="pass the log's verifier key")
+        raise CannotVerify(
+            "no trusted note keys were given, so no signature can be checked", hint="pass the log's verifier key"
+        )
     return trusted
 
 
@@ -364,7 +407,11 @@ def open_checkpoint(note_text: str | bytes, verifiers: Iterable[NoteVerifier]) -
     cp = parse_checkpoint(note.text)
     if not any(sig.name == cp.origin for sig in verified):
         raise UnknownKey(
-            expected_found("a verified signature by the log key named after the origin", repr(cp.origin), [s.label() for s in verified]),
+            expected_found(
+                "a verified signature by the log key named after the origin",
+                repr(cp.origin),
+                [s.label() for s in verified],
+            ),
             hint="trust the log's verifier key, whose name is the checkpoint origin",
         )
     return cp
@@ -382,7 +429,9 @@ def _check_text(text: object, what: str) -> None:
     except UnicodeEncodeError as e:
         raise MalformedCheckpoint(f"{what} is not encodable as UTF-8 (character {e.start})") from None
     if (m := _CONTROL.search(text)) is not None:
-        raise MalformedCheckpoint(expected_found(f"{what} characters", "no control characters but newline", f"{m.group()!r} at {m.start()}"))
+        raise MalformedCheckpoint(
+            expected_found(f"{what} characters", "no control characters but newline", f"{m.group()!r} at {m.start()}")
+        )
     if not text.endswith("\n"):
         raise MalformedCheckpoint(expected_found(f"{what} ending", "a final newline", repr(text[-20:])))
 

@@ -78,10 +78,14 @@ class Signature:
     def __post_init__(self) -> None:
         if not isinstance(self.keyid, str) or not _KEYID.fullmatch(self.keyid):
             raise MalformedEnvelope(
-                expected_found("signature keyid", "64 lowercase hex digits (SHA-256 of the public key)", repr(self.keyid)[:80])
+                expected_found(
+                    "signature keyid", "64 lowercase hex digits (SHA-256 of the public key)", repr(self.keyid)[:80]
+                )
             )
         if not isinstance(self.sig, bytes) or not self.sig:
-            raise MalformedEnvelope(expected_found(f"signature by {self.keyid}", "non-empty bytes", repr(self.sig)[:40]))
+            raise MalformedEnvelope(
+                expected_found(f"signature by {self.keyid}", "non-empty bytes", repr(self.sig)[:40])
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +232,9 @@ def _parse_signature(item: Any, index: int) -> Signature:
     keyid = _member(item, "keyid", str, where)
     if not _KEYID.fullmatch(keyid):
         raise MalformedEnvelope(
-            expected_found(f"{where}.keyid", "64 lowercase hex digits (SHA-256 of the raw public key)", repr(keyid[:80]))
+            expected_found(
+                f"{where}.keyid", "64 lowercase hex digits (SHA-256 of the raw public key)", repr(keyid[:80])
+            )
         )
     sig = decode_base64(_member(item, "sig", str, where), what=f"{where}.sig")
     if not sig:
@@ -366,8 +372,14 @@ def _base64_form(doc: dict[str, Any], sigs: list[dict[str, Any]]) -> str | None:
     for what, text in values:
         if base64.b64encode(decode_base64(text, what=what)).decode("ascii") == text:
             continue
-        found = [f for f, bad in (("the URL-safe alphabet ('-', '_')", "-" in text or "_" in text),
-                                  ("no '=' padding", len(text) % 4 != 0)) if bad]  # fmt: skip
+        found = [
+            f
+            for f, bad in (
+                ("the URL-safe alphabet ('-', '_')", "-" in text or "_" in text),
+                ("no '=' padding", len(text) % 4 != 0),
+            )
+            if bad
+        ]
         return expected_found(what, _CANONICAL_BASE64, " and ".join(found) or "another encoding of the same bytes")
     return None
 

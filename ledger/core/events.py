@@ -47,9 +47,7 @@ PRODUCER_MEMBERS = ("id", "seq", "prev")
 
 _KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _PRODUCER_ID = re.compile(r"[A-Za-z0-9._:/@-]+")
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def chain_hash(payload: bytes) -> str:
@@ -67,7 +65,8 @@ def _check_json(value: Any, path: str, depth: int = 0) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidEvent(
-                f"{path}: string contains a NUL character (U+0000)", field=path,
+                f"{path}: string contains a NUL character (U+0000)",
+                field=path,
                 hint="the ledger stores text in PostgreSQL, which cannot hold U+0000; remove or escape it",
             )
         if not value.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
@@ -155,7 +154,9 @@ def parse_time(text: str) -> datetime:
             hint="convert to UTC before emitting: datetime.now(UTC)",
         )
     if fraction is not None and len(fraction) > 6:
-        raise InvalidEvent(expected_found("time fraction", "at most 6 digits (microseconds)", len(fraction)), field="time")
+        raise InvalidEvent(
+            expected_found("time fraction", "at most 6 digits (microseconds)", len(fraction)), field="time"
+        )
     try:
         micro = int((fraction or "0").ljust(6, "0"))
         parts = (int(year), int(month), int(day), int(hour), int(minute), int(second), micro)
@@ -166,9 +167,7 @@ def parse_time(text: str) -> datetime:
 
 def format_time(t: datetime) -> str:
     """The canonical text of an event time: UTC, six fractional digits, ``Z``."""
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
-    )
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def _check_time(value: Any) -> datetime:
@@ -188,7 +187,9 @@ def _check_kind(value: Any) -> str:
         raise InvalidEvent(expected_found("kind", "a string", _json_type(value)), field="kind")
     if len(value) > MAX_KIND_LENGTH or not _KIND.fullmatch(value):
         raise InvalidEvent(
-            expected_found("kind", f"a dotted lowercase name like run.started (at most {MAX_KIND_LENGTH} chars)", repr(value[:140])),
+            expected_found(
+                "kind", f"a dotted lowercase name like run.started (at most {MAX_KIND_LENGTH} chars)", repr(value[:140])
+            ),
             field="kind",
             hint="see docs/events.md for the kinds",
         )
@@ -346,7 +347,9 @@ def _load(payload: bytes, max_size: int) -> Any:
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float
         )
     except json.JSONDecodeError as e:
-        raise InvalidEvent(f"payload is not JSON: {e.msg} at line {e.lineno} column {e.colno}", field="payload") from None
+        raise InvalidEvent(
+            f"payload is not JSON: {e.msg} at line {e.lineno} column {e.colno}", field="payload"
+        ) from None
     except (ValueError, RecursionError) as e:  # over-long integers, absurd nesting
         raise InvalidEvent(f"payload JSON cannot be decoded: {type(e).__name__}", field="payload") from None
 
@@ -387,8 +390,12 @@ def parse_event(payload: bytes, *, max_size: int = MAX_EVENT_SIZE) -> Event:
     if "data" in obj and obj["data"] is None:
         raise InvalidEvent(expected_found("data", "a JSON object", "null"), field="data", hint="omit data instead")
     return Event(
-        id=event_id, time=time, kind=obj["kind"], producer=_producer_from_json(obj["producer"]),
-        prov=obj["prov"], data=obj.get("data"),
+        id=event_id,
+        time=time,
+        kind=obj["kind"],
+        producer=_producer_from_json(obj["producer"]),
+        prov=obj["prov"],
+        data=obj.get("data"),
     )
 
 

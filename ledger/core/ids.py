@@ -84,14 +84,14 @@ def parse_uuid7(text: object) -> uuid.UUID:
         raise InvalidIdentifier(expected_found("UUIDv7", "a string", type(text).__name__))
     if not _UUID7_TEXT.fullmatch(text):
         raise InvalidIdentifier(
-            expected_found("UUIDv7", "canonical lowercase form like 0190c8a2-7b1e-7c3d-9a4f-1b2c3d4e5f60", repr(text[:64])),
+            expected_found(
+                "UUIDv7", "canonical lowercase form like 0190c8a2-7b1e-7c3d-9a4f-1b2c3d4e5f60", repr(text[:64])
+            ),
             hint="write the UUID as 36 lowercase characters with hyphens, no braces or urn: prefix",
         )
     u = uuid.UUID(text)
     if u.variant != uuid.RFC_4122:
-        raise InvalidIdentifier(
-            expected_found(f"UUID variant of {text}", "the RFC 9562 variant (bits 10)", u.variant)
-        )
+        raise InvalidIdentifier(expected_found(f"UUID variant of {text}", "the RFC 9562 variant (bits 10)", u.variant))
     if u.version != 7:
         raise InvalidIdentifier(
             expected_found(f"UUID version of {text}", 7, u.version),

@@ -68,9 +68,14 @@ class KeyRecord:
 
 def root_key(public_key: bytes, name: str) -> KeyRecord:
     return KeyRecord(
-        keyid=keyid_of(public_key), public_key=public_key, role="admin",
-        identity={"type": "service", "name": name}, kinds=("*",), producers=("*",), registered_seq=None,
-    )  # fmt: skip
+        keyid=keyid_of(public_key),
+        public_key=public_key,
+        role="admin",
+        identity={"type": "service", "name": name},
+        kinds=("*",),
+        producers=("*",),
+        registered_seq=None,
+    )
 
 
 class SignedEvent(Protocol):
@@ -130,13 +135,19 @@ def _data(event: SignedEvent) -> Mapping[str, Any]:
 def _str(data: Mapping[str, Any], name: str, where: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
-        raise InvalidEvent(expected_found(f"{where}.{name}", "a non-empty string", repr(value)[:80]), field=f"{where}.{name}")
+        raise InvalidEvent(
+            expected_found(f"{where}.{name}", "a non-empty string", repr(value)[:80]), field=f"{where}.{name}"
+        )
     return value
 
 
 def _patterns(data: Mapping[str, Any], name: str) -> tuple[str, ...]:
     value = data.get(name)
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in value)
+    ):
         raise InvalidEvent(
             expected_found(f"data.{name}", "a non-empty list of patterns like 'run.*' or '*'", repr(value)[:80]),
             field=f"data.{name}",
@@ -152,10 +163,13 @@ def parse_registration(event: SignedEvent) -> KeyRegistration:
     except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise InvalidEvent("data.public_key: expected standard base64 of 32 bytes", field="data.public_key") from None
     if len(public_key) != 32:
-        raise InvalidEvent(expected_found("data.public_key length", "32 bytes", f"{len(public_key)} bytes"), field="data.public_key")
+        raise InvalidEvent(
+            expected_found("data.public_key length", "32 bytes", f"{len(public_key)} bytes"), field="data.public_key"
+        )
     if keyid_of(public_key) != keyid:
         raise InvalidEvent(
-            expected_found("data.keyid", f"SHA-256 of the public key ({keyid_of(public_key)})", keyid), field="data.keyid"
+            expected_found("data.keyid", f"SHA-256 of the public key ({keyid_of(public_key)})", keyid),
+            field="data.keyid",
         )
     role = _str(data, "role", "data")
     if role not in ROLES:
@@ -164,21 +178,30 @@ def parse_registration(event: SignedEvent) -> KeyRegistration:
     if not isinstance(identity, Mapping):
         raise InvalidEvent("data.identity: expected an object with `type` and `name`", field="data.identity")
     if _str(identity, "type", "data.identity") not in IDENTITY_TYPES:
-        raise InvalidEvent(expected_found("data.identity.type", ", ".join(IDENTITY_TYPES), repr(identity.get("type"))), field="data.identity.type")
+        raise InvalidEvent(
+            expected_found("data.identity.type", ", ".join(IDENTITY_TYPES), repr(identity.get("type"))),
+            field="data.identity.type",
+        )
     _str(identity, "name", "data.identity")
     if not all(isinstance(v, str) for v in identity.values()):
         raise InvalidEvent("data.identity: every value must be a string", field="data.identity")
     return KeyRegistration(
-        keyid=keyid, public_key=public_key, role=role, identity=dict(identity),
-        kinds=_patterns(data, "kinds"), producers=_patterns(data, "producers"),
-    )  # fmt: skip
+        keyid=keyid,
+        public_key=public_key,
+        role=role,
+        identity=dict(identity),
+        kinds=_patterns(data, "kinds"),
+        producers=_patterns(data, "producers"),
+    )
 
 
 def parse_revocation(event: SignedEvent) -> KeyRevocation:
     data = _data(event)
     keyid = _str(data, "keyid", "data")
     if not _KEYID.fullmatch(keyid):
-        raise InvalidEvent(expected_found("data.keyid", "64 lowercase hex digits", repr(keyid)[:80]), field="data.keyid")
+        raise InvalidEvent(
+            expected_found("data.keyid", "64 lowercase hex digits", repr(keyid)[:80]), field="data.keyid"
+        )
     try:
         effective_from = parse_time(_str(data, "effective_from", "data"))
     except InvalidEvent as e:
@@ -230,7 +253,9 @@ class KeyRegistry:
         """Raise unless ``keyid`` may sign ``event`` now; return its record."""
         rec = self._keys.get(keyid)
         if rec is None:
-            raise UnknownKey(f"key {keyid} is not registered in this ledger", hint="register it with `provault keys register`")
+            raise UnknownKey(
+                f"key {keyid} is not registered in this ledger", hint="register it with `provault keys register`"
+            )
         if rec.revoked:
             raise KeyRevoked(
                 f"key {keyid} was revoked at log seq {rec.revoked_seq} (effective from {rec.revoked_from}); "
@@ -245,7 +270,9 @@ class KeyRegistry:
             )
         if not rec.may_speak_for(event.producer.id):
             raise KeyNotPermitted(
-                expected_found(f"producer id for key {keyid[:16]}", f"one of {list(rec.producers)}", repr(event.producer.id)),
+                expected_found(
+                    f"producer id for key {keyid[:16]}", f"one of {list(rec.producers)}", repr(event.producer.id)
+                ),
                 hint="register the key for this producer id, or use the producer's own key",
             )
         return rec
@@ -255,18 +282,29 @@ class KeyRegistry:
         if event.kind == KEY_REGISTERED:
             reg = parse_registration(event)
             if reg.keyid in self._keys:
-                raise InvalidEvent(f"key {reg.keyid} is already registered", field="data.keyid", hint="keys are registered once; revoke and use a new key")
+                raise InvalidEvent(
+                    f"key {reg.keyid} is already registered",
+                    field="data.keyid",
+                    hint="keys are registered once; revoke and use a new key",
+                )
             rec = KeyRecord(
-                keyid=reg.keyid, public_key=reg.public_key, role=reg.role, identity=reg.identity,
-                kinds=reg.kinds, producers=reg.producers, registered_seq=seq,
-            )  # fmt: skip
+                keyid=reg.keyid,
+                public_key=reg.public_key,
+                role=reg.role,
+                identity=reg.identity,
+                kinds=reg.kinds,
+                producers=reg.producers,
+                registered_seq=seq,
+            )
         elif event.kind == KEY_REVOKED:
             rev = parse_revocation(event)
             old = self._keys.get(rev.keyid)
             if old is None:
                 raise InvalidEvent(f"cannot revoke key {rev.keyid}: it is not registered", field="data.keyid")
             if old.revoked:
-                raise InvalidEvent(f"key {rev.keyid} is already revoked (log seq {old.revoked_seq})", field="data.keyid")
+                raise InvalidEvent(
+                    f"key {rev.keyid} is already revoked (log seq {old.revoked_seq})", field="data.keyid"
+                )
             if old.registered_seq is None:
                 raise InvalidEvent(
                     f"key {rev.keyid} is a trust-root key; it cannot be revoked through the log",

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from nacl.bindings import crypto_sign_open
-from nacl.exceptions import BadSignatureError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from .errors import InsecureKeyFile, KeyMaterialError, SignatureInvalid, expected_found
 
@@ -60,7 +60,9 @@ def pinned_keys(admin_keys: Sequence[bytes] | None) -> dict[str, bytes] | None:
     pins: dict[str, bytes] = {}
     for i, pk in enumerate(admin_keys):
         if not isinstance(pk, bytes) or len(pk) != PUBLIC_KEY_SIZE:
-            raise KeyMaterialError(expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40]))
+            raise KeyMaterialError(
+                expected_found(f"pinned admin key [{i}]", "a raw 32-byte Ed25519 public key", repr(pk)[:40])
+            )
         pins[keyid_of(pk)] = pk
     if not pins:
         raise KeyMaterialError("no admin keys were pinned", hint="pass at least one admin public key, or None")
@@ -127,9 +129,7 @@ class Ed25519Signer:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        self._public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self._public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self._keyid = keyid_of(self._public)
 
     @classmethod
@@ -139,7 +139,9 @@ class Ed25519Signer:
     @classmethod
     def from_seed(cls, seed: bytes) -> Ed25519Signer:
         if len(seed) != SEED_SIZE:
-            raise KeyMaterialError(expected_found("Ed25519 private seed length", f"{SEED_SIZE} bytes", f"{len(seed)} bytes"))
+            raise KeyMaterialError(
+                expected_found("Ed25519 private seed length", f"{SEED_SIZE} bytes", f"{len(seed)} bytes")
+            )
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     @property
@@ -169,7 +171,7 @@ class Ed25519Signer:
 
 
 def private_key_pem(signer: Ed25519Signer) -> bytes:
-    return signer._key.private_bytes(  # noqa: SLF001 - same module family
+    return signer._key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
@@ -196,7 +198,9 @@ def parse_private_key(data: bytes, *, source: str = "private key") -> Ed25519Sig
     if len(data) == SEED_SIZE:
         return Ed25519Signer.from_seed(data)
     raise KeyMaterialError(
-        expected_found(f"{source} format", "PKCS#8 PEM or a raw 32-byte Ed25519 seed", f"{len(data)} bytes of other data")
+        expected_found(
+            f"{source} format", "PKCS#8 PEM or a raw 32-byte Ed25519 seed", f"{len(data)} bytes of other data"
+        )
     )
 
 
@@ -213,7 +217,9 @@ def parse_public_key(data: bytes, *, source: str = "public key") -> bytes:
     if len(data) == PUBLIC_KEY_SIZE:
         return bytes(data)
     raise KeyMaterialError(
-        expected_found(f"{source} format", "SubjectPublicKeyInfo PEM or raw 32 bytes", f"{len(data)} bytes of other data")
+        expected_found(
+            f"{source} format", "SubjectPublicKeyInfo PEM or raw 32 bytes", f"{len(data)} bytes of other data"
+        )
     )
 
 
@@ -233,11 +239,15 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def save_private_key(signer: Ed25519Signer, path: str | os.PathLike[str], *, raw: bool = False, overwrite: bool = False) -> Path:
+def save_private_key(
+    signer: Ed25519Signer, path: str | os.PathLike[str], *, raw: bool = False, overwrite: bool = False
+) -> Path:
     """Write a private key readable by its owner only (mode 0600)."""
     p = Path(path)
     if p.exists() and not overwrite:
-        raise KeyMaterialError(f"refusing to overwrite existing key file {p}", hint="choose another path or remove it first")
+        raise KeyMaterialError(
+            f"refusing to overwrite existing key file {p}", hint="choose another path or remove it first"
+        )
     _write_atomic(p, signer.seed() if raw else private_key_pem(signer), 0o600)
     return p
 
@@ -254,7 +264,9 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519Signer:
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise KeyMaterialError(f"private key file {p} does not exist", hint="create one with `provault keys new`") from None
+        raise KeyMaterialError(
+            f"private key file {p} does not exist", hint="create one with `provault keys new`"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyMaterialError(expected_found(f"private key path {p}", "a regular file", "something else"))
     if st.st_mode & 0o077:

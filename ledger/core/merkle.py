@@ -203,8 +203,7 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
         raise _wrong_length("inclusion", len(proof), len(inclusion_proof_ranges(index, size)))
     if r != root:
         raise ProofInvalid(
-            f"inclusion proof for leaf {index} in a tree of size {size} computes root "
-            f"{r.hex()}, expected {root.hex()}",
+            f"inclusion proof for leaf {index} in a tree of size {size} computes root {r.hex()}, expected {root.hex()}",
             hint="the leaf, the proof or the root is not from this log at this size",
         )
 
@@ -252,7 +251,9 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
             )
 
 
-def _consistency_walk(old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]) -> tuple[bytes, bytes, int]:
+def _consistency_walk(
+    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+) -> tuple[bytes, bytes, int]:
     """Steps 1-6 of RFC 9162 section 2.1.4.2: (old root, new root, remaining sn)."""
     expected = len(consistency_proof_ranges(old_size, new_size))
     path = list(proof)
@@ -322,9 +323,14 @@ def _require_proof(proof: Sequence[bytes]) -> None:
 
 def _require_index(index: int, size: int, error: type[Exception]) -> None:
     if not _is_int(index) or not _is_int(size):
-        raise error(expected_found("leaf index and tree size", "integers", f"{type(index).__name__}, {type(size).__name__}"))
+        raise error(
+            expected_found("leaf index and tree size", "integers", f"{type(index).__name__}, {type(size).__name__}")
+        )
     if size <= 0:
-        raise error(expected_found("tree size for an inclusion proof", "at least 1", size), hint="the empty tree contains no leaf")
+        raise error(
+            expected_found("tree size for an inclusion proof", "at least 1", size),
+            hint="the empty tree contains no leaf",
+        )
     if not 0 <= index < size:
         raise error(expected_found(f"leaf index in a tree of size {size}", f"0 <= index < {size}", index))
 
@@ -339,14 +345,18 @@ def _require_sizes(old_size: int, new_size: int, error: type[Exception]) -> None
         )
     if old_size > new_size:
         raise error(
-            expected_found("tree sizes of a consistency proof", f"old size <= new size {new_size}", f"old size {old_size}"),
+            expected_found(
+                "tree sizes of a consistency proof", f"old size <= new size {new_size}", f"old size {old_size}"
+            ),
             hint="swap the arguments, or the newer checkpoint is older than the one you hold",
         )
 
 
 def _require_node_range(start: int, end: int) -> None:
     if not _is_int(start) or not _is_int(end):
-        raise InvalidArgument(expected_found("leaf range bounds", "integers", f"{type(start).__name__}, {type(end).__name__}"))
+        raise InvalidArgument(
+            expected_found("leaf range bounds", "integers", f"{type(start).__name__}, {type(end).__name__}")
+        )
     if not 0 <= start < end:
         raise InvalidArgument(expected_found("leaf range [start, end)", "0 <= start < end", f"[{start}, {end})"))
     width = 1 << (end - start - 1).bit_length()  # smallest power of two >= the length

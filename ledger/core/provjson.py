@@ -49,30 +49,34 @@ PREDEFINED_PREFIXES: Mapping[str, str] = MappingProxyType({"prov": PROV_NS, "xsd
 ELEMENT_SECTIONS = ("entity", "activity", "agent")
 
 # Relation section -> (required formal attributes, optional formal attributes), per PROV-DM.
-RELATIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType({
-    "wasGeneratedBy": (("prov:entity",), ("prov:activity", "prov:time")),
-    "used": (("prov:activity",), ("prov:entity", "prov:time")),
-    "wasInformedBy": (("prov:informed", "prov:informant"), ()),
-    "wasStartedBy": (("prov:activity",), ("prov:trigger", "prov:starter", "prov:time")),
-    "wasEndedBy": (("prov:activity",), ("prov:trigger", "prov:ender", "prov:time")),
-    "wasInvalidatedBy": (("prov:entity",), ("prov:activity", "prov:time")),
-    "wasDerivedFrom": (
-        ("prov:generatedEntity", "prov:usedEntity"),
-        ("prov:activity", "prov:generation", "prov:usage"),
-    ),
-    "wasAttributedTo": (("prov:entity", "prov:agent"), ()),
-    "wasAssociatedWith": (("prov:activity",), ("prov:agent", "prov:plan")),
-    "actedOnBehalfOf": (("prov:delegate", "prov:responsible"), ("prov:activity",)),
-    "wasInfluencedBy": (("prov:influencee", "prov:influencer"), ()),
-    "specializationOf": (("prov:specificEntity", "prov:generalEntity"), ()),
-    "alternateOf": (("prov:alternate1", "prov:alternate2"), ()),
-    "hadMember": (("prov:collection", "prov:entity"), ()),
-})
-ELEMENT_FORMALS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "entity": (),
-    "activity": ("prov:startTime", "prov:endTime"),
-    "agent": (),
-})
+RELATIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
+    {
+        "wasGeneratedBy": (("prov:entity",), ("prov:activity", "prov:time")),
+        "used": (("prov:activity",), ("prov:entity", "prov:time")),
+        "wasInformedBy": (("prov:informed", "prov:informant"), ()),
+        "wasStartedBy": (("prov:activity",), ("prov:trigger", "prov:starter", "prov:time")),
+        "wasEndedBy": (("prov:activity",), ("prov:trigger", "prov:ender", "prov:time")),
+        "wasInvalidatedBy": (("prov:entity",), ("prov:activity", "prov:time")),
+        "wasDerivedFrom": (
+            ("prov:generatedEntity", "prov:usedEntity"),
+            ("prov:activity", "prov:generation", "prov:usage"),
+        ),
+        "wasAttributedTo": (("prov:entity", "prov:agent"), ()),
+        "wasAssociatedWith": (("prov:activity",), ("prov:agent", "prov:plan")),
+        "actedOnBehalfOf": (("prov:delegate", "prov:responsible"), ("prov:activity",)),
+        "wasInfluencedBy": (("prov:influencee", "prov:influencer"), ()),
+        "specializationOf": (("prov:specificEntity", "prov:generalEntity"), ()),
+        "alternateOf": (("prov:alternate1", "prov:alternate2"), ()),
+        "hadMember": (("prov:collection", "prov:entity"), ()),
+    }
+)
+ELEMENT_FORMALS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "entity": (),
+        "activity": ("prov:startTime", "prov:endTime"),
+        "agent": (),
+    }
+)
 SECTIONS = ELEMENT_SECTIONS + tuple(RELATIONS)
 TIME_ATTRIBUTES = frozenset({"prov:time", "prov:startTime", "prov:endTime"})
 COMMON_PROV_ATTRIBUTES = frozenset({"prov:label", "prov:location", "prov:role", "prov:type", "prov:value"})
@@ -148,20 +152,32 @@ class _Names:
         if name.startswith("_:"):
             if blank_ok and PN_LOCAL.fullmatch(name[2:]):
                 return name
-            raise _fail(path, f"{what} {name!r} is a blank node; only relation ids may be blank nodes",
-                        hint="give elements a qualified name with a declared prefix")
+            raise _fail(
+                path,
+                f"{what} {name!r} is a blank node; only relation ids may be blank nodes",
+                hint="give elements a qualified name with a declared prefix",
+            )
         prefix, colon, local = name.partition(":")
         if not colon:
             if self.default is None:
-                raise _fail(path, f"{what} {name!r} has no prefix and no default namespace is declared",
-                            hint="write prefix:name with a prefix declared in 'prefix'")
+                raise _fail(
+                    path,
+                    f"{what} {name!r} has no prefix and no default namespace is declared",
+                    hint="write prefix:name with a prefix declared in 'prefix'",
+                )
             prefix, local = "", name
         elif prefix not in self.prefixes:
-            raise _fail(path, f"{what} {name!r} uses the undeclared prefix {prefix!r}",
-                        hint=f"declare it in 'prefix', e.g. \"{prefix}\": \"https://example.org/{prefix}/\"")
+            raise _fail(
+                path,
+                f"{what} {name!r} uses the undeclared prefix {prefix!r}",
+                hint=f'declare it in \'prefix\', e.g. "{prefix}": "https://example.org/{prefix}/"',
+            )
         if not local or not PN_LOCAL.fullmatch(local):
-            raise _fail(path, expected_found(f"local part of {what} {name!r}", "PROV-N name characters", repr(local)),
-                        hint="use letters, digits and _-./@~&+*?#$!=\'(),:;[] or %XX escapes")
+            raise _fail(
+                path,
+                expected_found(f"local part of {what} {name!r}", "PROV-N name characters", repr(local)),
+                hint="use letters, digits and _-./@~&+*?#$!='(),:;[] or %XX escapes",
+            )
         return name
 
     def expand(self, name: str) -> str:
@@ -180,12 +196,16 @@ def _names(doc: Mapping[str, Any], path: str) -> _Names:
     for p, iri in declared.items():
         where = _at(_at(path, "prefix"), p)
         if not isinstance(iri, str) or not _IRI.fullmatch(iri):
-            raise _fail(where, expected_found(f"namespace IRI of prefix {p!r}", "an absolute IRI string", repr(iri)[:120]))
+            raise _fail(
+                where, expected_found(f"namespace IRI of prefix {p!r}", "an absolute IRI string", repr(iri)[:120])
+            )
         if p == "default":
             default = iri
             continue
         if not _PREFIX.fullmatch(p) or p == "_":
-            raise _fail(where, expected_found("prefix name", "letters, digits, '_', '.', '-', starting with a letter", repr(p)))
+            raise _fail(
+                where, expected_found("prefix name", "letters, digits, '_', '.', '-', starting with a letter", repr(p))
+            )
         if p in PREDEFINED_PREFIXES and iri != PREDEFINED_PREFIXES[p]:
             raise _fail(where, expected_found(f"IRI of predefined prefix {p!r}", PREDEFINED_PREFIXES[p], iri))
         prefixes[p] = iri
@@ -207,13 +227,17 @@ def _check_literal(value: Any, names: _Names, path: str) -> None:
     if isinstance(value, Mapping):
         _check_value_object(value, names, path)
         return
-    raise _fail(path, expected_found("attribute value", "string, number, boolean or {\"$\": ...} object", json_type(value)))
+    raise _fail(
+        path, expected_found("attribute value", 'string, number, boolean or {"$": ...} object', json_type(value))
+    )
 
 
 def _check_value_object(value: Mapping[str, Any], names: _Names, path: str) -> None:
     keys = set(value)
     if keys not in ({"$", "type"}, {"$", "lang"}):
-        raise _fail(path, expected_found("value object members", '{"$", "type"} or {"$", "lang"}', sorted(map(str, keys))))
+        raise _fail(
+            path, expected_found("value object members", '{"$", "type"} or {"$", "lang"}', sorted(map(str, keys)))
+        )
     text = value["$"]
     if not isinstance(text, str):
         raise _fail(_at(path, "$"), expected_found('value object "$"', "a string", json_type(text)))
@@ -226,7 +250,10 @@ def _check_value_object(value: Mapping[str, Any], names: _Names, path: str) -> N
     if datatype in ("xsd:QName", "prov:QUALIFIED_NAME"):
         names.check(text, _at(path, "$"), "qualified name value")
     elif datatype == "xsd:dateTime" and not _XSD_DATETIME.fullmatch(text):
-        raise _fail(_at(path, "$"), expected_found("xsd:dateTime", "one with a timezone, e.g. 2026-11-23T01:55:25Z", repr(text)[:80]))
+        raise _fail(
+            _at(path, "$"),
+            expected_found("xsd:dateTime", "one with a timezone, e.g. 2026-11-23T01:55:25Z", repr(text)[:80]),
+        )
 
 
 def _check_values(value: Any, names: _Names, path: str) -> None:
@@ -241,8 +268,12 @@ def _check_values(value: Any, names: _Names, path: str) -> None:
 
 def _check_time(value: Any, path: str) -> None:
     if not isinstance(value, str) or not _XSD_DATETIME.fullmatch(value):
-        raise _fail(path, expected_found("time", "an xsd:dateTime string with a timezone, e.g. 2026-11-23T01:55:25Z",
-                                         repr(value)[:80]))
+        raise _fail(
+            path,
+            expected_found(
+                "time", "an xsd:dateTime string with a timezone, e.g. 2026-11-23T01:55:25Z", repr(value)[:80]
+            ),
+        )
 
 
 def _check_formal(section: str, attr: str, value: Any, names: _Names, path: str) -> None:
@@ -280,7 +311,11 @@ def _check_statement(section: str, attrs: Mapping[str, Any], names: _Names, path
         names.check(attr, where, "attribute name")
         if attr.startswith("prov:") and attr not in COMMON_PROV_ATTRIBUTES:
             allowed = sorted(set(required) | set(optional) | COMMON_PROV_ATTRIBUTES)
-            raise _fail(where, f"{attr} is not an attribute of {section}", hint=f"allowed prov: attributes: {', '.join(allowed)}")
+            raise _fail(
+                where,
+                f"{attr} is not an attribute of {section}",
+                hint=f"allowed prov: attributes: {', '.join(allowed)}",
+            )
         _check_values(value, names, where)
 
 
@@ -290,8 +325,11 @@ def _check_section(section: str, body: Any, names: _Names, path: str) -> None:
         where = _at(path, sid)
         names.check(sid, where, f"{section} id", blank_ok=section in RELATIONS)
         if isinstance(attrs, (list, tuple)):
-            raise _fail(where, f"more than one {section} statement with id {sid!r}",
-                        hint="merge their attributes into one object")
+            raise _fail(
+                where,
+                f"more than one {section} statement with id {sid!r}",
+                hint="merge their attributes into one object",
+            )
         _check_statement(section, _object(attrs, where, f"{section} {sid}"), names, where)
 
 
@@ -303,12 +341,16 @@ def validate_prov(doc: Any, *, path: str = "$") -> None:
     """
     doc = _object(doc, path, "PROV-JSON document")
     if "bundle" in doc:
-        raise _fail(_at(path, "bundle"), "PROV bundles are not supported",
-                    hint="put the statements at the top level; the ledger records who asserted them")
+        raise _fail(
+            _at(path, "bundle"),
+            "PROV bundles are not supported",
+            hint="put the statements at the top level; the ledger records who asserted them",
+        )
     for key in doc:
         if key != "prefix" and key not in SECTIONS:
-            raise _fail(_at(path, key), f"unknown PROV-JSON section {key!r}",
-                        hint=f"sections are prefix, {', '.join(SECTIONS)}")
+            raise _fail(
+                _at(path, key), f"unknown PROV-JSON section {key!r}", hint=f"sections are prefix, {', '.join(SECTIONS)}"
+            )
     names = _names(doc, path)
     for section in SECTIONS:
         if section in doc:
@@ -360,7 +402,9 @@ def iter_statements(doc: Mapping[str, Any]) -> Iterator[Statement]:
         body = doc.get(section, {})
         for sid in sorted(body):
             attrs = body[sid]
-            yield Statement(section=section, id=sid, refs=_refs(section, attrs), attributes=MappingProxyType(dict(attrs)))
+            yield Statement(
+                section=section, id=sid, refs=_refs(section, attrs), attributes=MappingProxyType(dict(attrs))
+            )
 
 
 def expand_name(doc: Mapping[str, Any], name: str) -> str:

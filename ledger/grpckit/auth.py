@@ -185,7 +185,9 @@ class TokenAuthenticator:
                     logger.info("re-read the tokens file %s: %d tokens", self.store.path, len(self._entries))
                 except ProvaultError as e:
                     self._entries = {}
-                    logger.error("the tokens file is unusable, refusing every token until it is fixed: %s", e.diagnostics())
+                    logger.error(
+                        "the tokens file is unusable, refusing every token until it is fixed: %s", e.diagnostics()
+                    )
                 self._stamp = stamp
             return self._entries
 
@@ -211,7 +213,11 @@ def certificate_identity(pem: bytes) -> Identity | None:
         uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         uris = []
-    producers = tuple(u[len(PRODUCER_SAN_PREFIX):] for u in uris if u.startswith(PRODUCER_SAN_PREFIX) and len(u) > len(PRODUCER_SAN_PREFIX))
+    producers = tuple(
+        u[len(PRODUCER_SAN_PREFIX) :]
+        for u in uris
+        if u.startswith(PRODUCER_SAN_PREFIX) and len(u) > len(PRODUCER_SAN_PREFIX)
+    )
     return Identity(subject=f"cert:{cns[0]}", roles=frozenset(ous & set(ROLES)), producers=producers)
 
 
@@ -316,17 +322,20 @@ def tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         if problems:
             raise ConfigError(problems, hint="see docs/configuration.md, [grpc]")
         return None
-    files = {"grpc.tls_cert": _read("grpc.tls_cert", g.tls_cert, problems),
-             "grpc.tls_key": _read("grpc.tls_key", g.tls_key, problems, secret=True)}  # fmt: skip
+    files = {
+        "grpc.tls_cert": _read("grpc.tls_cert", g.tls_cert, problems),
+        "grpc.tls_key": _read("grpc.tls_key", g.tls_key, problems, secret=True),
+    }
     if g.tls_client_ca:
         files["grpc.tls_client_ca"] = _read("grpc.tls_client_ca", g.tls_client_ca, problems)
     problems += [p for k, data in files.items() if data and (p := _pem_problem(k, data, private=k == "grpc.tls_key"))]
     if problems:
         raise ConfigError(problems, hint="see docs/configuration.md, [grpc]")
     return grpc.ssl_server_credentials(
-        [(files["grpc.tls_key"], files["grpc.tls_cert"])], root_certificates=files.get("grpc.tls_client_ca"),
+        [(files["grpc.tls_key"], files["grpc.tls_cert"])],
+        root_certificates=files.get("grpc.tls_client_ca"),
         require_client_auth=bool(g.tls_client_ca),
-    )  # fmt: skip
+    )
 
 
 def server_security(settings: Settings, *, listen: str, listen_key: str) -> ServerSecurity:
@@ -337,20 +346,27 @@ def server_security(settings: Settings, *, listen: str, listen_key: str) -> Serv
         return ServerSecurity(DevModeAuthenticator(), credentials, f"DEV MODE (no authentication), {tls}")
     if credentials is None and not is_loopback(listen):
         raise ConfigError(
-            [f"{listen_key}: {listen} is not a loopback address and grpc.tls_cert is unset: bearer tokens would cross the network in clear"],
+            [
+                f"{listen_key}: {listen} is not a loopback address and grpc.tls_cert is unset: bearer tokens would cross the network in clear"
+            ],
             hint="set grpc.tls_cert and grpc.tls_key (and grpc.tls_client_ca for client certificates), or listen on 127.0.0.1",
-        )  # fmt: skip
+        )
     path = tokens_path(settings)
     if not path.exists() and not settings.grpc.tls_client_ca:
         raise ConfigError(
-            [f"no way to authenticate callers: the tokens file {path} (grpc.tokens_file) does not exist "
-             "and grpc.tls_client_ca (mutual TLS) is unset; outside dev mode nobody may call anonymously"],
+            [
+                f"no way to authenticate callers: the tokens file {path} (grpc.tokens_file) does not exist "
+                "and grpc.tls_client_ca (mutual TLS) is unset; outside dev mode nobody may call anonymously"
+            ],
             hint="create a token with `provault auth token create --role admin` (and one per producer or auditor), "
-                 "or set grpc.tls_client_ca; `provault up` runs a development stack without authentication",
-        )  # fmt: skip
+            "or set grpc.tls_client_ca; `provault up` runs a development stack without authentication",
+        )
     mtls = ", client certificates" if settings.grpc.tls_client_ca else ""
-    return ServerSecurity(CallerAuthenticator(TokenAuthenticator(path), certificates=bool(settings.grpc.tls_client_ca)),
-                          credentials, f"bearer tokens from {path}{mtls}, {tls}")  # fmt: skip
+    return ServerSecurity(
+        CallerAuthenticator(TokenAuthenticator(path), certificates=bool(settings.grpc.tls_client_ca)),
+        credentials,
+        f"bearer tokens from {path}{mtls}, {tls}",
+    )
 
 
 # --- the interceptor -----------------------------------------------------------------------
@@ -389,14 +405,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self.authenticated_prefixes = tuple(authenticated_prefixes)
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:  # fmt: skip
+    ) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
         method = details.method
         if handler is None or method.startswith(self.public_prefixes):
             return handler
-        required = ANY_AUTHENTICATED if method.startswith(self.authenticated_prefixes) else self.method_roles.get(method)
+        required = (
+            ANY_AUTHENTICATED if method.startswith(self.authenticated_prefixes) else self.method_roles.get(method)
+        )
         if required is None:
             return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, f"method {method} is not open to any role")
         return _guarded(handler, lambda context: self._admit(method, required, context))
@@ -405,13 +424,22 @@ class AuthInterceptor(grpc.ServerInterceptor):
         """The caller's identity if it may call ``method``; raises _Refused otherwise."""
         metadata = tuple((m[0], m[1]) for m in context.invocation_metadata() or ())
         peer = getattr(self.authenticator, "authenticate_peer", None)
-        identity = peer(method, metadata, context.auth_context()) if peer else self.authenticator.authenticate(method, metadata)
+        identity = (
+            peer(method, metadata, context.auth_context())
+            if peer
+            else self.authenticator.authenticate(method, metadata)
+        )
         if identity is None:
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "no valid credentials in the call (a bearer token or a client certificate)")
+            raise _Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no valid credentials in the call (a bearer token or a client certificate)",
+            )
         if not permitted(identity, required):
             need = " or ".join(sorted(required))
             have = ", ".join(sorted(identity.roles)) or "none"
-            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs role {need}; {identity.subject} has {have}")
+            raise _Refused(
+                grpc.StatusCode.PERMISSION_DENIED, f"{method} needs role {need}; {identity.subject} has {have}"
+            )
         return identity
 
 
@@ -423,9 +451,13 @@ _CONSTRUCTORS = {
 }
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, behavior: Callable[[Any, grpc.ServicerContext], Any]) -> grpc.RpcMethodHandler:
+def _rebuild(
+    handler: grpc.RpcMethodHandler, behavior: Callable[[Any, grpc.ServicerContext], Any]
+) -> grpc.RpcMethodHandler:
     """A handler of the same kind and (de)serializers with another behaviour."""
-    kind = ("stream_" if handler.request_streaming else "unary_") + ("stream" if handler.response_streaming else "unary")
+    kind = ("stream_" if handler.request_streaming else "unary_") + (
+        "stream" if handler.response_streaming else "unary"
+    )
     return _CONSTRUCTORS[kind](
         behavior, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
     )
@@ -440,7 +472,9 @@ def _abort(context: grpc.ServicerContext, refused: _Refused) -> None:
     context.abort(refused.code, refused.message)
 
 
-def _guarded(handler: grpc.RpcMethodHandler, admit: Callable[[grpc.ServicerContext], Identity]) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler, admit: Callable[[grpc.ServicerContext], Identity]
+) -> grpc.RpcMethodHandler:
     """The same handler, run only for an admitted caller, with its identity set (on the worker thread)."""
     behavior = _behavior(handler)
 

@@ -32,10 +32,16 @@ class ReadPool:
         self.where = describe(dsn)
         self._role = role
         self.pool = ConnectionPool(
-            dsn, min_size=1, max_size=max_size, open=False, timeout=timeout_s, name="provault-ledger-reads",
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout_s,
+            name="provault-ledger-reads",
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            configure=self._configure, check=ConnectionPool.check_connection,
-        )  # fmt: skip
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+        )
         self.pool.open(wait=False)  # serve (and answer UNAVAILABLE) even while the database is down
 
     def _configure(self, conn: psycopg.Connection) -> None:
@@ -60,7 +66,12 @@ class ServiceServer(grpc.Server):
     """A grpc.Server that also releases the read pool and threads once it has stopped."""
 
     def __init__(
-        self, server: grpc.Server, *, reads: ReadPool, health_servicer: health.HealthServicer, executor: ThreadPoolExecutor
+        self,
+        server: grpc.Server,
+        *,
+        reads: ReadPool,
+        health_servicer: health.HealthServicer,
+        executor: ThreadPoolExecutor,
     ) -> None:
         self._server = server
         self.reads = reads
@@ -123,7 +134,10 @@ def serve_on(
     (``reads`` included) is released and ServerStartError names ``listen_key``.
     """
     executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_prefix)
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
     server = grpc.server(executor, interceptors=list(interceptors), options=options)
     add_servicer(server)
     health_servicer = health.HealthServicer()
@@ -133,7 +147,11 @@ def serve_on(
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((service_name, health_name, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_secure_port(listen, server_credentials) if server_credentials else server.add_insecure_port(listen)
+        port = (
+            server.add_secure_port(listen, server_credentials)
+            if server_credentials
+            else server.add_insecure_port(listen)
+        )
     except RuntimeError as e:
         port, cause = 0, e
     else:
@@ -142,5 +160,7 @@ def serve_on(
         server.stop(None)
         reads.close()
         executor.shutdown(wait=False)
-        raise ServerStartError(f"cannot listen for gRPC on {listen}", hint=f"is the port in use? set {listen_key}") from cause
+        raise ServerStartError(
+            f"cannot listen for gRPC on {listen}", hint=f"is the port in use? set {listen_key}"
+        ) from cause
     return ServiceServer(server, reads=reads, health_servicer=health_servicer, executor=executor), port

@@ -126,7 +126,9 @@ class GrpcServerService:
         logger.info("%s listening on %s", self.service_label, self.address)
         host = self.listen.rsplit(":", 1)[0].strip("[]")
         if isinstance(self.authenticator, DevModeAuthenticator) and host not in LOOPBACK:
-            logger.warning("DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen)
+            logger.warning(
+                "DEV MODE authentication on a non-loopback address %s: anyone who can connect is admin", self.listen
+            )
 
     def running(self) -> bool:
         return self._server is not None and not self._stopped.is_set()

@@ -82,7 +82,8 @@ STATUS_TABLE: dict[type[BaseException], StatusRule] = {
     e.VerificationError: StatusRule(grpc.StatusCode.FAILED_PRECONDITION, None),
     # The ledger database was never initialised: retrying will not help.
     NotInitialized: StatusRule(
-        grpc.StatusCode.FAILED_PRECONDITION, "the ledger is not initialised; an operator must run `provault ledger init`"
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "the ledger is not initialised; an operator must run `provault ledger init`",
     ),
     # Stored data is damaged: retrying will not help; an operator must run `provault verify`.
     e.LedgerCorrupted: StatusRule(
@@ -90,7 +91,9 @@ STATUS_TABLE: dict[type[BaseException], StatusRule] = {
     ),
     # Infrastructure: the text may quote the driver or name hosts, so it stays in the log.
     e.StorageUnavailable: StatusRule(grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE),
-    e.TransportUnavailable: StatusRule(grpc.StatusCode.UNAVAILABLE, "a ledger dependency is unavailable; retry with backoff"),
+    e.TransportUnavailable: StatusRule(
+        grpc.StatusCode.UNAVAILABLE, "a ledger dependency is unavailable; retry with backoff"
+    ),
     psycopg.OperationalError: StatusRule(grpc.StatusCode.UNAVAILABLE, _UNAVAILABLE),
     # Server-side faults: configuration, keys, trust root, anything unforeseen.
     e.ConfigError: StatusRule(grpc.StatusCode.INTERNAL, _INTERNAL),

@@ -61,8 +61,14 @@ class TokenEntry:
     created: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "hash": self.hash, "role": self.role, "producers": list(self.producers),
-                "name": self.name, "created": self.created}  # fmt: skip
+        return {
+            "id": self.id,
+            "hash": self.hash,
+            "role": self.role,
+            "producers": list(self.producers),
+            "name": self.name,
+            "created": self.created,
+        }
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -109,8 +115,14 @@ def _entry(obj: object, where: str) -> TokenEntry:
     producers = obj.get("producers", [])
     if not isinstance(producers, list) or not all(isinstance(p, str) and p for p in producers):
         raise ValueError(f"{where}.producers: expected a list of non-empty patterns, found {producers!r}")
-    return TokenEntry(id=fields["id"], hash=fields["hash"], role=fields["role"], producers=tuple(producers),
-                      name=str(fields["name"] or ""), created=str(fields["created"] or ""))  # fmt: skip
+    return TokenEntry(
+        id=fields["id"],
+        hash=fields["hash"],
+        role=fields["role"],
+        producers=tuple(producers),
+        name=str(fields["name"] or ""),
+        created=str(fields["created"] or ""),
+    )
 
 
 def parse_tokens_file(data: bytes, source: str) -> dict[str, TokenEntry]:
@@ -121,7 +133,9 @@ def parse_tokens_file(data: bytes, source: str) -> dict[str, TokenEntry]:
             raise ValueError(f'expected {{"version": {_FILE_VERSION}, "tokens": [...]}}')
         entries = [_entry(t, f"tokens[{i}]") for i, t in enumerate(doc["tokens"])]
     except ValueError as e:  # json.JSONDecodeError is a ValueError
-        raise ConfigError([f"tokens file {source}: {e}"], hint="fix or recreate it with `provault auth token create`") from None
+        raise ConfigError(
+            [f"tokens file {source}: {e}"], hint="fix or recreate it with `provault auth token create`"
+        ) from None
     by_id = {e.id: e for e in entries}
     if len(by_id) != len(entries):
         raise ConfigError([f"tokens file {source}: a token id appears twice"])
@@ -162,7 +176,9 @@ class TokenStore:
             raise ConfigError([f"role: expected one of {', '.join(ROLES)}, found {role!r}"])
         token_id, token = new_token()
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        entry = TokenEntry(id=token_id, hash=hash_token(token), role=role, producers=tuple(producers), name=name, created=created)
+        entry = TokenEntry(
+            id=token_id, hash=hash_token(token), role=role, producers=tuple(producers), name=name, created=created
+        )
         with self._locked() as entries:
             self._write([*entries.values(), entry])
         return token, entry
@@ -173,7 +189,9 @@ class TokenStore:
             entry = entries.pop(token_id, None)
             if entry is None:
                 known = ", ".join(sorted(entries)) or "none"
-                raise TokenNotFound(f"no token with id {token_id!r} in {self.path} (ids: {known})",
-                                    hint="see `provault auth token list`")  # fmt: skip
+                raise TokenNotFound(
+                    f"no token with id {token_id!r} in {self.path} (ids: {known})",
+                    hint="see `provault auth token list`",
+                )
             self._write(list(entries.values()))
         return entry

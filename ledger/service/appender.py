@@ -54,7 +54,12 @@ class Appender:
         with self._lock:
             self._ensure_connection()
             return log.append_batch(
-                self._conn, items, source=source, registry_cache=self._cache, stream_seqs=stream_seqs, limits=self.limits
+                self._conn,
+                items,
+                source=source,
+                registry_cache=self._cache,
+                stream_seqs=stream_seqs,
+                limits=self.limits,
             )
 
     def append(self, raws: Sequence[bytes], *, source: str) -> BatchPlan:

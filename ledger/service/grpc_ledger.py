@@ -129,16 +129,23 @@ def _timestamp(dt: datetime) -> Timestamp:
 
 def _checkpoint_pb(cp: checkpoints.StoredCheckpoint) -> ledger_pb2.Checkpoint:
     return ledger_pb2.Checkpoint(
-        signed_note=cp.note, origin=cp.note.split("\n", 1)[0], tree_size=cp.tree_size,
-        root_hash=cp.root_hash, signed_time=_timestamp(cp.signed_at),
-    )  # fmt: skip
+        signed_note=cp.note,
+        origin=cp.note.split("\n", 1)[0],
+        tree_size=cp.tree_size,
+        root_hash=cp.root_hash,
+        signed_time=_timestamp(cp.signed_at),
+    )
 
 
 def _entry_pb(e: log.StoredEntry) -> ledger_pb2.Entry:
     return ledger_pb2.Entry(
-        seq=e.seq, event_id=e.event_id, keyid=e.keyid, envelope_json=e.envelope,
-        leaf_hash=e.leaf_hash, received_time=_timestamp(e.received_at),
-    )  # fmt: skip
+        seq=e.seq,
+        event_id=e.event_id,
+        keyid=e.keyid,
+        envelope_json=e.envelope,
+        leaf_hash=e.leaf_hash,
+        received_time=_timestamp(e.received_at),
+    )
 
 
 def _clip(text: str, limit: int = MAX_REJECTION_MESSAGE_BYTES) -> str:
@@ -153,15 +160,21 @@ def _result_pb(
 ) -> ledger_pb2.AppendResult:
     if isinstance(outcome, Refused):
         return ledger_pb2.AppendResult(
-            status=_S.APPEND_STATUS_REJECTED, event_id=outcome.event_id or "", received_time=_timestamp(refused_at),
-            rejection_reason=rejection_reason(outcome.reason), rejection_message=_clip(outcome.message),
-        )  # fmt: skip
+            status=_S.APPEND_STATUS_REJECTED,
+            event_id=outcome.event_id or "",
+            received_time=_timestamp(refused_at),
+            rejection_reason=rejection_reason(outcome.reason),
+            rejection_message=_clip(outcome.message),
+        )
     seq, received = receipts[outcome.item.event_id]
     status = _S.APPEND_STATUS_ACCEPTED if isinstance(outcome, Accepted) else _S.APPEND_STATUS_DUPLICATE
     return ledger_pb2.AppendResult(
-        status=status, seq=seq, event_id=outcome.item.event_id, leaf_hash=outcome.item.leaf_hash,
+        status=status,
+        seq=seq,
+        event_id=outcome.item.event_id,
+        leaf_hash=outcome.item.leaf_hash,
         received_time=_timestamp(received),
-    )  # fmt: skip
+    )
 
 
 # --- the servicer ----------------------------------------------------------------------
@@ -189,7 +202,9 @@ def _rpc(fn: F) -> F:
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, *, reads: ReadPool, appender: Appender, max_message_bytes: int, batch_size: int = APPEND_BATCH) -> None:
+    def __init__(
+        self, *, reads: ReadPool, appender: Appender, max_message_bytes: int, batch_size: int = APPEND_BATCH
+    ) -> None:
         self.reads = reads
         self.appender = appender
         self.batch_size = batch_size
@@ -227,11 +242,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             results.extend(self._append(batch))
         counts = {s: sum(1 for r in results if r.status == s) for s in _S.values()}
         return ledger_pb2.AppendStreamResponse(
-            results=results, accepted_count=counts[_S.APPEND_STATUS_ACCEPTED],
-            duplicate_count=counts[_S.APPEND_STATUS_DUPLICATE], rejected_count=counts[_S.APPEND_STATUS_REJECTED],
-        )  # fmt: skip
+            results=results,
+            accepted_count=counts[_S.APPEND_STATUS_ACCEPTED],
+            duplicate_count=counts[_S.APPEND_STATUS_DUPLICATE],
+            rejected_count=counts[_S.APPEND_STATUS_REJECTED],
+        )
 
-    def _checked_stream(self, requests: Iterable[ledger_pb2.AppendStreamRequest]) -> list[ledger_pb2.AppendStreamRequest]:
+    def _checked_stream(
+        self, requests: Iterable[ledger_pb2.AppendStreamRequest]
+    ) -> list[ledger_pb2.AppendStreamRequest]:
         """The whole stream, once every message is known to be the caller's to append; nothing is appended before."""
         held: list[ledger_pb2.AppendStreamRequest] = []
         size = 0
@@ -242,8 +261,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                     f"{MAX_CHECKED_STREAM_BYTES} envelope bytes per stream, found more; nothing was appended",
                     hint="split the events over several streams",
                 )
-            _authorize(_envelope(request.envelope_json, f"stream message {i}: envelope_json"), f"stream message {i}",
-                       suffix="; nothing of this stream was appended")  # fmt: skip
+            _authorize(
+                _envelope(request.envelope_json, f"stream message {i}: envelope_json"),
+                f"stream message {i}",
+                suffix="; nothing of this stream was appended",
+            )
             size += len(request.envelope_json)
             held.append(request)
         return held
@@ -268,7 +290,9 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     # -- reads --
 
     @_rpc
-    def GetEntry(self, request: ledger_pb2.GetEntryRequest, context: grpc.ServicerContext) -> ledger_pb2.GetEntryResponse:
+    def GetEntry(
+        self, request: ledger_pb2.GetEntryRequest, context: grpc.ServicerContext
+    ) -> ledger_pb2.GetEntryResponse:
         selector = _entry_selector(request)
         with self.reads.connection() as conn:
             entry = self._entry(conn, selector)
@@ -364,7 +388,9 @@ def _authorize(raw: bytes, what: str, *, suffix: str = "") -> None:
     """NotPermitted when the caller may not append ``raw`` (see :func:`~.auth.append_refusal`)."""
     refusal = append_refusal(current_identity(), raw)
     if refusal:
-        raise NotPermitted(f"{what}: {refusal}{suffix}", hint="ask an admin for a credential that covers this producer id")
+        raise NotPermitted(
+            f"{what}: {refusal}{suffix}", hint="ask an admin for a credential that covers this producer id"
+        )
 
 
 def _require_covers(tree_size: int, seq: int) -> None:
@@ -405,12 +431,21 @@ def build_ledger_server(
     server and the bound port (useful with port 0).
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=SERVICE_ROLE)
-    servicer = LedgerServicer(reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch)
+    servicer = LedgerServicer(
+        reads=reads, appender=appender, max_message_bytes=max_message_bytes, batch_size=append_batch
+    )
     return serve_on(
-        listen, reads=reads, service_name=SERVICE_NAME, add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
-        interceptors=interceptors, max_workers=max_workers, max_message_bytes=max_message_bytes,
-        server_credentials=server_credentials, thread_prefix="provault-grpc", listen_key="grpc.ledger_listen",
-    )  # fmt: skip
+        listen,
+        reads=reads,
+        service_name=SERVICE_NAME,
+        add_servicer=lambda server: register_servicer(server, SERVICE, servicer),
+        interceptors=interceptors,
+        max_workers=max_workers,
+        max_message_bytes=max_message_bytes,
+        server_credentials=server_credentials,
+        thread_prefix="provault-grpc",
+        listen_key="grpc.ledger_listen",
+    )
 
 
 class LedgerGrpcService(GrpcServerService):
@@ -426,6 +461,10 @@ class LedgerGrpcService(GrpcServerService):
 
     def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
         return build_ledger_server(
-            dsn=self.dsn, appender=self.appender, listen=self.listen, max_message_bytes=self.max_message_bytes,
-            interceptors=interceptors, server_credentials=self.server_credentials,
-        )  # fmt: skip
+            dsn=self.dsn,
+            appender=self.appender,
+            listen=self.listen,
+            max_message_bytes=self.max_message_bytes,
+            interceptors=interceptors,
+            server_credentials=self.server_credentials,
+        )

@@ -87,7 +87,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def check_chunk(raws: Sequence[bytes], public_keys: dict[str, bytes], now: datetime, limits: Limits) -> list[Checked | Refused]:
+def check_chunk(
+    raws: Sequence[bytes], public_keys: dict[str, bytes], now: datetime, limits: Limits
+) -> list[Checked | Refused]:
     """Worker-process entry point: stateless checks of a chunk of messages."""
     return [check_submission(r, public_keys, now=now, limits=limits) for r in raws]
 
@@ -182,7 +184,9 @@ class JetStreamIngest:
                 f"{self.settings.nats.subject_prefix}.>",
                 durable=CONSUMER,
                 stream=self.settings.nats.stream,
-                config=consumer_config(ack_wait_s=self.settings.ingest.ack_wait_s, max_ack_pending=self.settings.ingest.batch_size * 4),
+                config=consumer_config(
+                    ack_wait_s=self.settings.ingest.ack_wait_s, max_ack_pending=self.settings.ingest.batch_size * 4
+                ),
             )
         except (TimeoutError, nats.errors.Error) as e:
             if self.refusal is None:
@@ -190,8 +194,8 @@ class JetStreamIngest:
             raise TransportUnavailable(
                 f"NATS at {self.url} refused the ledger's requests ({self.refusal}); the ledger cannot ingest",
                 hint="nats.nkey_seed_file must be the seed of a user with the ledger role for this stream "
-                     f"(`provault nats user add NAME --role ledger`, nats.stream = {self.settings.nats.stream})",
-            ) from e  # fmt: skip
+                f"(`provault nats user add NAME --role ledger`, nats.stream = {self.settings.nats.stream})",
+            ) from e
 
     async def _connect(self):
         """Connect once within CONNECT_TIMEOUT_S (a clear error), then reconnect forever."""
@@ -203,17 +207,25 @@ class JetStreamIngest:
 
         try:
             return await asyncio.wait_for(
-                nats.connect(servers=nats_servers(self.url), name="provault-ledger", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                             connect_timeout=2, allow_reconnect=True, error_cb=quiet, **self.connect_options),
+                nats.connect(
+                    servers=nats_servers(self.url),
+                    name="provault-ledger",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    error_cb=quiet,
+                    **self.connect_options,
+                ),
                 timeout=CONNECT_TIMEOUT_S,
-            )  # fmt: skip
+            )
         except (TimeoutError, OSError, nats.errors.Error) as e:
             if is_refusal(e) or self.refusal:
                 raise TransportUnavailable(
                     f"NATS at {self.url} refused the ledger's credentials ({self.refusal or e}); the ledger cannot ingest",
                     hint="check nats.nkey_seed_file, and that its user is in the servers' authorization block "
-                         "(`provault nats server-config`, then reload NATS)",
-                ) from None  # fmt: skip
+                    "(`provault nats server-config`, then reload NATS)",
+                ) from None
             raise TransportUnavailable(
                 f"NATS at {self.url} is not reachable ({type(e).__name__}); the ledger cannot ingest",
                 hint="start NATS (or `provault up`), or fix nats.url",
@@ -284,11 +296,17 @@ class JetStreamIngest:
         subject_prefix = f"{self.settings.nats.subject_prefix}."
         genuine, stray = [], []
         for m in msgs:
-            (genuine if (m.reply or "").startswith(ack_prefix) and m.subject.startswith(subject_prefix) else stray).append(m)
+            (
+                genuine if (m.reply or "").startswith(ack_prefix) and m.subject.startswith(subject_prefix) else stray
+            ).append(m)
         if stray:
-            log.warning("dropped %d message(s) on the ledger's inbox that did not come from the stream (subject %r, %d bytes): "
-                        "someone published with the ledger's inbox as reply subject", len(stray),
-                        stray[0].subject[:120], len(stray[0].data))  # fmt: skip
+            log.warning(
+                "dropped %d message(s) on the ledger's inbox that did not come from the stream (subject %r, %d bytes): "
+                "someone published with the ledger's inbox as reply subject",
+                len(stray),
+                stray[0].subject[:120],
+                len(stray[0].data),
+            )
         return genuine
 
     async def _check(self, pool: ProcessPoolExecutor, raws: list[bytes]) -> list[Checked | Refused]:
@@ -297,7 +315,9 @@ class JetStreamIngest:
         now = datetime.now(UTC)
         size = -(-len(raws) // self.workers)
         chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
-        parts = await asyncio.gather(*(loop.run_in_executor(pool, check_chunk, c, keys, now, self.limits) for c in chunks))
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(pool, check_chunk, c, keys, now, self.limits) for c in chunks)
+        )
         return [item for part in parts for item in part]
 
     def bind_subjects(self, subjects: Sequence[str], items: list[Checked | Refused]) -> list[Checked | Refused]:
@@ -318,10 +338,14 @@ class JetStreamIngest:
                 continue
             if subject != (want := subject_for(self.settings.nats, pid)):
                 it = Refused(
-                    raw=it.raw, reason=WRONG_SUBJECT, event_id=event_id, keyid=keyid, producer_id=pid,
+                    raw=it.raw,
+                    reason=WRONG_SUBJECT,
+                    event_id=event_id,
+                    keyid=keyid,
+                    producer_id=pid,
                     message=f"an event of producer {pid!r} arrived on subject {subject!r}; "
-                            f"it must be published on its producer's subject {want!r}",
-                )  # fmt: skip
+                    f"it must be published on its producer's subject {want!r}",
+                )
             out.append(it)
         return out
 
@@ -389,7 +413,9 @@ class IngestService:
                 self.stop()
                 if isinstance(self.error, ProvaultError):
                     raise self.error
-                raise ServerStartError(f"ingest did not start within {ready_timeout:.0f} s: {self.error or 'timed out'}")
+                raise ServerStartError(
+                    f"ingest did not start within {ready_timeout:.0f} s: {self.error or 'timed out'}"
+                )
 
     def _main(self) -> None:
         async def main() -> None:

@@ -79,10 +79,13 @@ class LedgerRuntime:
             self.ingest = IngestService(JetStreamIngest(s, self.appender, self.nats_url))
             self.ingest.start()
             self.grpc = LedgerGrpcService(
-                dsn=self.dsn, appender=self.appender, listen=s.grpc.ledger_listen,
+                dsn=self.dsn,
+                appender=self.appender,
+                listen=s.grpc.ledger_listen,
                 max_message_bytes=s.grpc.max_message_bytes,
-                authenticator=security.authenticator, server_credentials=security.credentials,
-            )  # fmt: skip
+                authenticator=security.authenticator,
+                server_credentials=security.credentials,
+            )
             self.grpc.start()
         except BaseException:
             self.stop()

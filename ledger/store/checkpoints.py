@@ -11,7 +11,6 @@ from ledger.core.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, si
 from ledger.core.errors import ProvaultError, StorageUnavailable
 from ledger.core.frontier import frontier_root
 from ledger.core.keys import Ed25519Signer, Ed25519Verifier, keyid_of
-
 from ledger.db import translate_errors
 
 
@@ -102,16 +101,20 @@ def _row(r: tuple | None) -> StoredCheckpoint | None:
 
 @translate_errors
 def latest(conn: psycopg.Connection) -> StoredCheckpoint | None:
-    return _row(conn.execute(
-        "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints ORDER BY tree_size DESC LIMIT 1"
-    ).fetchone())  # fmt: skip
+    return _row(
+        conn.execute(
+            "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints ORDER BY tree_size DESC LIMIT 1"
+        ).fetchone()
+    )
 
 
 @translate_errors
 def at_size(conn: psycopg.Connection, tree_size: int) -> StoredCheckpoint | None:
-    return _row(conn.execute(
-        "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints WHERE tree_size = %s", (tree_size,)
-    ).fetchone())  # fmt: skip
+    return _row(
+        conn.execute(
+            "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints WHERE tree_size = %s", (tree_size,)
+        ).fetchone()
+    )
 
 
 @translate_errors

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from ledger.core import merkle
 from ledger.core.admission import (
+    DEFAULT_LIMITS,
     BatchPlan,
     Checked,
     Limits,
@@ -31,10 +32,9 @@ from ledger.core.admission import (
     plan_batch,
 )
 from ledger.core.errors import InvalidArgument, LedgerCorrupted
-from ledger.db import translate_errors
 from ledger.core.frontier import append_leaves, frontier_root
 from ledger.core.keyring import KeyRecord, KeyRegistry, root_key
-
+from ledger.db import translate_errors
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,18 +74,29 @@ class RegistryCache:
 
 @translate_errors
 def load_registry(conn: psycopg.Connection) -> KeyRegistry:
-    records = [root_key(bytes(pk), name) for pk, name in conn.execute(
-        "SELECT public_key, name FROM ledger.trust_root WHERE purpose = 'admin'"
-    )]  # fmt: skip
+    records = [
+        root_key(bytes(pk), name)
+        for pk, name in conn.execute("SELECT public_key, name FROM ledger.trust_root WHERE purpose = 'admin'")
+    ]
     rows = conn.execute(
         "SELECT keyid, public_key, role, identity, kinds, producers, registered_seq,"
         " revoked_seq, revoked_from, revoked_reason FROM ledger.keys"
     )
     for r in rows:
-        records.append(KeyRecord(
-            keyid=r[0], public_key=bytes(r[1]), role=r[2], identity=r[3], kinds=tuple(r[4]),
-            producers=tuple(r[5]), registered_seq=r[6], revoked_seq=r[7], revoked_from=r[8], revoked_reason=r[9],
-        ))  # fmt: skip
+        records.append(
+            KeyRecord(
+                keyid=r[0],
+                public_key=bytes(r[1]),
+                role=r[2],
+                identity=r[3],
+                kinds=tuple(r[4]),
+                producers=tuple(r[5]),
+                registered_seq=r[6],
+                revoked_seq=r[7],
+                revoked_from=r[8],
+                revoked_reason=r[9],
+            )
+        )
     return KeyRegistry(records)
 
 
@@ -100,7 +111,7 @@ def append_batch(
     source: str,
     registry_cache: RegistryCache,
     stream_seqs: Sequence[int | None] | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> BatchPlan:
     """Plan and write one batch in one transaction; return the plan (one outcome per item)."""
     now = datetime.now(UTC)
@@ -122,7 +133,9 @@ def append_batch(
     return plan
 
 
-def _load_tail(conn: psycopg.Connection, items: Sequence[Checked | Refused], size: int, cache: RegistryCache) -> TailState:
+def _load_tail(
+    conn: psycopg.Connection, items: Sequence[Checked | Refused], size: int, cache: RegistryCache
+) -> TailState:
     heads = heads_to_plan(items)
     ids = [uuid.UUID(h.id) for h in heads]
     existing = {
@@ -169,9 +182,7 @@ def _write(
         with conn.cursor().copy("COPY ledger.merkle_nodes (level, idx, hash) FROM STDIN") as cp:
             for n in nodes:
                 cp.write_row((n.level, n.index, n.hash))
-        conn.execute(
-            "UPDATE ledger.log_state SET size = %s, frontier = %s", (size + len(plan.accepted), new_frontier)
-        )
+        conn.execute("UPDATE ledger.log_state SET size = %s, frontier = %s", (size + len(plan.accepted), new_frontier))
     _write_producers(conn, plan)
     _write_keys(conn, plan.key_changes)
     _write_rejections(conn, plan, source, items, stream_seqs)
@@ -184,10 +195,21 @@ def _write_entries(conn: psycopg.Connection, plan: BatchPlan, source: str) -> No
     ) as cp:
         for a in plan.accepted:
             ev = a.item.event
-            cp.write_row((
-                a.seq, ev.id, a.keyid, ev.producer.id, ev.producer.seq, ev.kind, ev.time,
-                a.item.raw, a.item.leaf_hash, a.item.chain_hash, source,
-            ))  # fmt: skip
+            cp.write_row(
+                (
+                    a.seq,
+                    ev.id,
+                    a.keyid,
+                    ev.producer.id,
+                    ev.producer.seq,
+                    ev.kind,
+                    ev.time,
+                    a.item.raw,
+                    a.item.leaf_hash,
+                    a.item.chain_hash,
+                    source,
+                )
+            )
 
 
 def _write_producers(conn: psycopg.Connection, plan: BatchPlan) -> None:
@@ -197,13 +219,19 @@ def _write_producers(conn: psycopg.Connection, plan: BatchPlan) -> None:
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (producer_id) DO UPDATE SET"
             " last_seq = EXCLUDED.last_seq, last_hash = EXCLUDED.last_hash, entries = EXCLUDED.entries,"
             " last_log_seq = EXCLUDED.last_log_seq",
-            [(p, s.last_seq, s.last_hash, s.entries, s.first_log_seq, s.last_log_seq) for p, s in plan.producers.items()],
+            [
+                (p, s.last_seq, s.last_hash, s.entries, s.first_log_seq, s.last_log_seq)
+                for p, s in plan.producers.items()
+            ],
         )
     if plan.anomalies:
         conn.cursor().executemany(
             "INSERT INTO ledger.producer_anomalies (producer_id, kind, expected_seq, found_seq, event_id, log_seq, detail)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(a.producer_id, a.kind, a.expected_seq, a.found_seq, a.event_id, a.log_seq, a.detail) for a in plan.anomalies],
+            [
+                (a.producer_id, a.kind, a.expected_seq, a.found_seq, a.event_id, a.log_seq, a.detail)
+                for a in plan.anomalies
+            ],
         )
 
 
@@ -216,9 +244,20 @@ def _write_keys(conn: psycopg.Connection, changes: Iterable[KeyRecord]) -> None:
             " ON CONFLICT (keyid) DO UPDATE SET revoked_seq = EXCLUDED.revoked_seq,"
             " revoked_from = EXCLUDED.revoked_from, revoked_reason = EXCLUDED.revoked_reason,"
             " changed_seq = EXCLUDED.changed_seq",
-            (k.keyid, k.public_key, k.role, Jsonb(dict(k.identity)), list(k.kinds), list(k.producers),
-             k.registered_seq, k.revoked_seq, k.revoked_from, k.revoked_reason, changed),
-        )  # fmt: skip
+            (
+                k.keyid,
+                k.public_key,
+                k.role,
+                Jsonb(dict(k.identity)),
+                list(k.kinds),
+                list(k.producers),
+                k.registered_seq,
+                k.revoked_seq,
+                k.revoked_from,
+                k.revoked_reason,
+                changed,
+            ),
+        )
 
 
 def _write_rejections(
@@ -230,11 +269,21 @@ def _write_rejections(
 ) -> None:
     seqs = list(stream_seqs) if stream_seqs is not None else [None] * len(items)
     rows = [
-        (source, sseq, _storable(r.event_id), _storable(r.keyid), _storable(r.producer_id), r.reason, _storable(r.message),
-         len(r.raw), hashlib.sha256(r.raw).digest(), r.raw)
+        (
+            source,
+            sseq,
+            _storable(r.event_id),
+            _storable(r.keyid),
+            _storable(r.producer_id),
+            r.reason,
+            _storable(r.message),
+            len(r.raw),
+            hashlib.sha256(r.raw).digest(),
+            r.raw,
+        )
         for r, sseq in zip(plan.outcomes, seqs, strict=True)
         if isinstance(r, Refused)
-    ]  # fmt: skip
+    ]
     if not rows:
         return
     conn.cursor().executemany(
@@ -266,9 +315,18 @@ def current_root(conn: psycopg.Connection) -> tuple[int, bytes]:
 
 def _row_to_entry(r: tuple) -> StoredEntry:
     return StoredEntry(
-        seq=r[0], event_id=r[1], keyid=r[2], producer_id=r[3], producer_seq=r[4], kind=r[5],
-        event_time=r[6], envelope=bytes(r[7]), leaf_hash=bytes(r[8]), received_at=r[9], source=r[10],
-    )  # fmt: skip
+        seq=r[0],
+        event_id=r[1],
+        keyid=r[2],
+        producer_id=r[3],
+        producer_seq=r[4],
+        kind=r[5],
+        event_time=r[6],
+        envelope=bytes(r[7]),
+        leaf_hash=bytes(r[8]),
+        received_at=r[9],
+        source=r[10],
+    )
 
 
 @translate_errors

@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 
 from ledger.core.errors import StorageUnavailable
-
 from ledger.db import connect
 
 _NAME = re.compile(r"^V(\d{3})__([a-z0-9_]+)\.sql$")
@@ -49,7 +48,9 @@ def discover(folder: Path) -> tuple[Migration, ...]:
         found.append(Migration(version=int(m.group(1)), name=m.group(2), sql=path.read_text(encoding="utf-8")))
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"migrations in {folder}: expected versions 1..{len(found)} without gaps, found {versions}")
+        raise MigrationError(
+            f"migrations in {folder}: expected versions 1..{len(found)} without gaps, found {versions}"
+        )
     return tuple(found)
 
 

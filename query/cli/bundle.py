@@ -17,7 +17,6 @@ from typing import Any
 
 from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
-
 from query.bundle_verify import BundleReport, printable, read_bundle, verify_bundle
 
 AUDITOR_ROLE = "provault_auditor"
@@ -25,7 +24,8 @@ AUDITOR_ROLE = "provault_auditor"
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "bundle", parents=[common],
+        "bundle",
+        parents=[common],
         help="write an audit bundle for a node's trace: envelopes, inclusion proofs, checkpoint, key history",
         description=(
             "Trace from node ID (upstream by default) as of the latest checkpoint, and write everything needed "
@@ -33,20 +33,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "each against one signed checkpoint, and the key registrations behind every signing key. Check it "
             "anywhere with `provault verify-bundle FILE`."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("node_id", metavar="ID", help="the node to trace from (e.g. sha256:…, provault:prediction/…)")
     way = p.add_mutually_exclusive_group()
     way.add_argument("--down", action="store_true", help="walk downstream (impact) instead of upstream (traceback)")
     way.add_argument("--both", action="store_true", help="walk both ways")
     p.add_argument("--as-of", type=int, metavar="SEQ", help="answer as of this seq (default: the latest checkpoint)")
-    p.add_argument("--depth", type=int, default=0, metavar="N", help="follow at most N relation hops (default: the server's)")
-    p.add_argument("--max-nodes", type=int, default=0, metavar="N", help="include at most N nodes (default: the server's)")
+    p.add_argument(
+        "--depth", type=int, default=0, metavar="N", help="follow at most N relation hops (default: the server's)"
+    )
+    p.add_argument(
+        "--max-nodes", type=int, default=0, metavar="N", help="include at most N nodes (default: the server's)"
+    )
     p.add_argument("-o", "--out", required=True, metavar="FILE", help="where to write the bundle")
     p.add_argument("--binary", action="store_true", help="write the binary protobuf encoding instead of JSON")
     p.set_defaults(run=run_bundle)
 
     p = sub.add_parser(
-        "verify-bundle", parents=[common],
+        "verify-bundle",
+        parents=[common],
         help="verify an audit bundle offline (no database, no network)",
         description=(
             "Check an audit bundle without trusting the server that built it: (1) the checkpoint's signature, "
@@ -55,11 +60,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "admin keys with --admin-key; without them the bundle's own checkpoint key is used and admin "
             "signatures are not checked (both are reported). Exit 0 when it verifies, 1 naming the first failure."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("file", metavar="FILE", help="the bundle file (JSON or binary, as `provault bundle` wrote it)")
-    p.add_argument("--key", metavar="VKEY_FILE", help="the checkpoint verifier key you saved (`provault checkpoint --vkey`)")
-    p.add_argument("--admin-key", action="append", default=[], metavar="PUBKEY_FILE",
-                   help="an admin (root) public key you trust; repeat for several")  # fmt: skip
+    p.add_argument(
+        "--key", metavar="VKEY_FILE", help="the checkpoint verifier key you saved (`provault checkpoint --vkey`)"
+    )
+    p.add_argument(
+        "--admin-key",
+        action="append",
+        default=[],
+        metavar="PUBKEY_FILE",
+        help="an admin (root) public key you trust; repeat for several",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.set_defaults(run=run_verify)
 
@@ -69,14 +81,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run_bundle(args: argparse.Namespace) -> int:
     from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
     from ledger.db import connect  # noqa: PLC0415
+    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
     from provault.v1 import query_pb2  # noqa: PLC0415
-
     from query.bundle import bundle_rpc, write_bundle  # noqa: PLC0415
 
-    direction = query_pb2.DIRECTION_DOWNSTREAM if args.down else query_pb2.DIRECTION_BOTH if args.both else query_pb2.DIRECTION_UPSTREAM
-    request = query_pb2.BundleRequest(node_id=args.node_id, direction=direction, max_depth=max(args.depth, 0), max_nodes=max(args.max_nodes, 0))
+    direction = (
+        query_pb2.DIRECTION_DOWNSTREAM
+        if args.down
+        else query_pb2.DIRECTION_BOTH
+        if args.both
+        else query_pb2.DIRECTION_UPSTREAM
+    )
+    request = query_pb2.BundleRequest(
+        node_id=args.node_id, direction=direction, max_depth=max(args.depth, 0), max_nodes=max(args.max_nodes, 0)
+    )
     if args.as_of is not None:
         request.as_of.seq = args.as_of
     dsn = resolve_postgres_dsn(settings_from(args))
@@ -127,8 +146,16 @@ def _print_failure(e: ProvaultError, args: argparse.Namespace) -> None:
     detail = printable(getattr(e, "detail", e.message))
     hint = printable(e.hint) if e.hint else None
     if args.json:
-        doc: dict[str, Any] = {"ok": False, "file": args.file, "step": step, "step_name": getattr(e, "step_name", "bundle format"),
-                               "place": place, "reason": e.reason, "message": detail, "hint": hint}  # fmt: skip
+        doc: dict[str, Any] = {
+            "ok": False,
+            "file": args.file,
+            "step": step,
+            "step_name": getattr(e, "step_name", "bundle format"),
+            "place": place,
+            "reason": e.reason,
+            "message": detail,
+            "hint": hint,
+        }
         print(_json(doc))
         return
     name = getattr(e, "step_name", "bundle format")
@@ -144,11 +171,19 @@ def _summary(r: BundleReport, args: argparse.Namespace) -> str:
         f"  subject         {r.node_id} ({r.direction}), as of seq {r.as_of_seq}",
         f"  contents        {r.entries} entries, {r.key_entries} key entries, {r.nodes} nodes, {r.edges} edges",
         *(f"  step {s}" for s in r.steps),
-        "  checkpoint key  " + ("pinned with --key" if r.key_source == "given"
-                                else "NOT pinned: taken from the bundle itself; pin it with --key"),  # fmt: skip
-        "  admin keys      " + ("pinned with --admin-key" if r.admin_keys_pinned else
-                                f"NOT pinned: {len(r.unchecked_seqs)} signature(s) by root keys {', '.join(k[:16] + '…' for k in r.root_keyids)} "
-                                "were not checked; pin them with --admin-key"),  # fmt: skip
+        "  checkpoint key  "
+        + (
+            "pinned with --key"
+            if r.key_source == "given"
+            else "NOT pinned: taken from the bundle itself; pin it with --key"
+        ),
+        "  admin keys      "
+        + (
+            "pinned with --admin-key"
+            if r.admin_keys_pinned
+            else f"NOT pinned: {len(r.unchecked_seqs)} signature(s) by root keys {', '.join(k[:16] + '…' for k in r.root_keyids)} "
+            "were not checked; pin them with --admin-key"
+        ),
     ]
     lines += [f"  note            {n}" for n in r.notes]
     return "\n".join(printable(line) for line in lines)

@@ -26,9 +26,12 @@ FORMATS = ("turtle", "jsonld", "provjson", "ntriples")
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     scope = argparse.ArgumentParser(add_help=False)
     scope.add_argument(
-        "--node", metavar="ID", action="append", dest="nodes",
+        "--node",
+        metavar="ID",
+        action="append",
+        dest="nodes",
         help="limit to this node and the edges among the nodes given (repeatable; default: the whole graph)",
-    )  # fmt: skip
+    )
     scope.add_argument("--as-of", metavar="SEQ", type=int, help="the graph as the ledger stood at this log seq")
     p = sub.add_parser(
         "export",
@@ -48,17 +51,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "as `provault export`). Updates, CONSTRUCT, DESCRIBE, SERVICE and FROM are refused. Prefixes prov, "
         "provault, sha256, rdf, rdfs and xsd are predeclared.",
     )
-    q.add_argument("query", metavar="QUERY_OR_@FILE", help="the query text, or @FILE to read it from FILE ('@-': stdin)")
+    q.add_argument(
+        "query", metavar="QUERY_OR_@FILE", help="the query text, or @FILE to read it from FILE ('@-': stdin)"
+    )
     q.add_argument("--limit", type=int, default=None, metavar="N", help="return at most N solutions (default: 10000)")
-    q.add_argument("--timeout", type=float, default=None, metavar="S", help="stop the query after S seconds (default: 10)")
+    q.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="stop the query after S seconds (default: 10)"
+    )
     q.add_argument("--json", action="store_true", help="print SPARQL 1.1 Query Results JSON")
     q.set_defaults(run=run_sparql)
 
 
 def _connect(args: argparse.Namespace):
     from ledger.config import settings_from  # noqa: PLC0415 - keep `provault --help` light
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
     from ledger.db import connect  # noqa: PLC0415
+    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
 
     return connect(resolve_postgres_dsn(settings_from(args)), autocommit=True, role=AUDITOR_ROLE)
 
@@ -149,7 +156,8 @@ def results_json(result: Any) -> dict[str, Any]:
     if result.kind == "ask":
         return {"head": {}, "boolean": result.boolean}
     bindings = [
-        {var: _json_term(v) for var, v in zip(result.variables, row, strict=True) if v is not None} for row in result.rows
+        {var: _json_term(v) for var, v in zip(result.variables, row, strict=True) if v is not None}
+        for row in result.rows
     ]
     return {"head": {"vars": list(result.variables)}, "results": {"bindings": bindings}, "truncated": result.truncated}
 
@@ -165,7 +173,7 @@ def _short(v: Any) -> str:
         return f"{v.value}@{v.lang}" if v.lang else v.value
     for prefix, ns in sorted(NAMESPACES.items(), key=lambda kv: -len(kv[1])):
         if v.value.startswith(ns) and len(v.value) > len(ns):
-            return f"{prefix}:{v.value[len(ns):]}"
+            return f"{prefix}:{v.value[len(ns) :]}"
     return f"<{v.value}>"
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ledger.config import settings_from
-from ledger.stack import resolve_postgres_dsn
 from ledger.db import connect
-
+from ledger.stack import resolve_postgres_dsn
 from query.projector import PROJECTOR_ROLE, checksum, lag, project, rebuild
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "project", parents=[common],
+        "project",
+        parents=[common],
         help="bring the PROV projection up to date with the log (or rebuild it, checksum it, show its lag)",
         description=(
             "Project every ledger entry not yet projected into the PROV tables and exit. "
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "every PROV table (equal before and after a rebuild: the projection is deterministic); "
             "--lag prints how far the projection is behind the log."
         ),
-    )  # fmt: skip
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--rebuild", action="store_true", help="drop the projection and replay the whole log")
     mode.add_argument("--checksum", action="store_true", help="print a digest of every PROV table")

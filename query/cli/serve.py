@@ -11,7 +11,6 @@ from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
 from ledger.grpckit.auth import server_security
 from ledger.stack import resolve_postgres_dsn
-
 from query.projector import Projector
 from query.service import QueryGrpcService
 
@@ -22,14 +21,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     q = sub.add_parser("query", help="run the query side (projector and QueryService)")
     qs = q.add_subparsers(dest="query_command", metavar="ACTION", required=True)
     p = qs.add_parser(
-        "serve", parents=[common],
+        "serve",
+        parents=[common],
         help="run the projector and the gRPC QueryService until stopped",
         description=(
             "Keep the PROV projection up to date with the log and serve QueryService on grpc.query_listen. "
             "With --no-projector only the QueryService runs (for replicas on a read-only database, "
             "while one projector runs elsewhere)."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("--no-projector", action="store_true", help="serve queries only; another process projects")
     p.set_defaults(run=run)
 
@@ -44,14 +44,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.no_projector:
             services.append(Projector(dsn))
-        services.append(QueryGrpcService(dsn=dsn, listen=settings.grpc.query_listen,
-                                         max_message_bytes=settings.grpc.max_message_bytes,
-                                         authenticator=security.authenticator,
-                                         server_credentials=security.credentials))  # fmt: skip
+        services.append(
+            QueryGrpcService(
+                dsn=dsn,
+                listen=settings.grpc.query_listen,
+                max_message_bytes=settings.grpc.max_message_bytes,
+                authenticator=security.authenticator,
+                server_credentials=security.credentials,
+            )
+        )
         for svc in services:
             svc.start()
-        print(f"provault query serving: gRPC {services[-1].address}"
-              + ("" if args.no_projector else ", projector running"), flush=True)  # fmt: skip
+        print(
+            f"provault query serving: gRPC {services[-1].address}"
+            + ("" if args.no_projector else ", projector running"),
+            flush=True,
+        )
         while not stop.wait(POLL_S):
             for svc in services:
                 if not svc.running():

@@ -19,9 +19,8 @@ from typing import Any
 import psycopg
 
 from ledger.config import settings_from
-from ledger.stack import resolve_postgres_dsn
 from ledger.db import connect
-
+from ledger.stack import resolve_postgres_dsn
 from query import render, traverse
 from query.projector import lag
 
@@ -55,7 +54,9 @@ def _as_of(text: str) -> int | datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a seq or an RFC 3339 time like 2025-03-02T10:00:00Z, found {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a seq or an RFC 3339 time like 2025-03-02T10:00:00Z, found {text!r}"
+        ) from None
     if when.tzinfo is None:
         raise argparse.ArgumentTypeError(f"expected a time with a UTC offset (e.g. a trailing Z), found {text!r}")
     return when
@@ -69,49 +70,82 @@ def _relation(text: str) -> str:
 
 def _walk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("id", help="a node id (sha256:<hex>, provault:run/<uuid>, ...), a prediction id or a keyid")
-    p.add_argument("--depth", type=lambda t: _count(t, minimum=0), default=traverse.DEFAULT_MAX_DEPTH,
-                   metavar="N", help=f"follow at most N relation hops (default {traverse.DEFAULT_MAX_DEPTH})")  # fmt: skip
-    p.add_argument("--max-nodes", type=lambda t: _count(t, minimum=1), default=traverse.DEFAULT_MAX_NODES,
-                   metavar="N", help=f"return at most N nodes (default {traverse.DEFAULT_MAX_NODES})")  # fmt: skip
-    p.add_argument("--relation", type=_relation, action="append", default=[], metavar="R",
-                   help="follow only this PROV relation (repeatable), e.g. used, wasGeneratedBy")  # fmt: skip
-    p.add_argument("--as-of", type=_as_of, metavar="SEQ|TIME",
-                   help="answer as the ledger stood at this seq, or at this time of the ledger's clock")  # fmt: skip
-    p.add_argument("--limit", type=lambda t: _count(t, minimum=0), metavar="N",
-                   help="list at most N prediction ids (downstream)")  # fmt: skip
+    p.add_argument(
+        "--depth",
+        type=lambda t: _count(t, minimum=0),
+        default=traverse.DEFAULT_MAX_DEPTH,
+        metavar="N",
+        help=f"follow at most N relation hops (default {traverse.DEFAULT_MAX_DEPTH})",
+    )
+    p.add_argument(
+        "--max-nodes",
+        type=lambda t: _count(t, minimum=1),
+        default=traverse.DEFAULT_MAX_NODES,
+        metavar="N",
+        help=f"return at most N nodes (default {traverse.DEFAULT_MAX_NODES})",
+    )
+    p.add_argument(
+        "--relation",
+        type=_relation,
+        action="append",
+        default=[],
+        metavar="R",
+        help="follow only this PROV relation (repeatable), e.g. used, wasGeneratedBy",
+    )
+    p.add_argument(
+        "--as-of",
+        type=_as_of,
+        metavar="SEQ|TIME",
+        help="answer as the ledger stood at this seq, or at this time of the ledger's clock",
+    )
+    p.add_argument(
+        "--limit", type=lambda t: _count(t, minimum=0), metavar="N", help="list at most N prediction ids (downstream)"
+    )
     p.add_argument("--after", metavar="PREDICTION_ID", help="list prediction ids after this one (the next page)")
     p.add_argument("--out", metavar="FILE", help="write the answer to FILE instead of stdout")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     t = sub.add_parser(
-        "trace", parents=[common],
+        "trace",
+        parents=[common],
         help="traceback (or --down: impact) from a node or prediction, with the keys that signed each step",
         description=(
             "Walk the PROV graph from a node, a prediction id or a key: upstream by default (the code, data, "
             "people and runs it came from), downstream with --down (everything it touched). Reads the projection "
             "directly and never writes; the first line says how far the projection has got."
         ),
-    )  # fmt: skip
+    )
     _walk_options(t)
     way = t.add_mutually_exclusive_group()
-    way.add_argument("--down", action="store_const", dest="direction", const=traverse.DOWNSTREAM,
-                     help="downstream: what the node touched (impact)")  # fmt: skip
-    way.add_argument("--both", action="store_const", dest="direction", const=traverse.BOTH,
-                     help="both directions (the union of the two answers)")  # fmt: skip
+    way.add_argument(
+        "--down",
+        action="store_const",
+        dest="direction",
+        const=traverse.DOWNSTREAM,
+        help="downstream: what the node touched (impact)",
+    )
+    way.add_argument(
+        "--both",
+        action="store_const",
+        dest="direction",
+        const=traverse.BOTH,
+        help="both directions (the union of the two answers)",
+    )
     fmt = t.add_mutually_exclusive_group()
     fmt.add_argument("--format", choices=FORMATS, default="table", help="table (default), json, dot or svg")
     fmt.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
     t.set_defaults(run=run_trace, direction=traverse.UPSTREAM)
 
     i = sub.add_parser(
-        "impact", parents=[common],
+        "impact",
+        parents=[common],
         help="what a dataset, commit, model or key touched: affected models, deployments and predictions",
         description=(
             "Walk downstream from a node or key and summarise what it affected: models, deployments, datasets, "
             "runs and prediction ids (paged with --limit / --after). The same walk as `provault trace --down`."
         ),
-    )  # fmt: skip
+    )
     _walk_options(i)
     fmt = i.add_mutually_exclusive_group()
     fmt.add_argument("--format", choices=IMPACT_FORMATS, default="table", help="table (default) or json")
@@ -135,10 +169,16 @@ def _query(args: argparse.Namespace, default_limit: int) -> tuple[traverse.Trace
     with connect(dsn, autocommit=True, role=AUDITOR_ROLE) as conn:
         progress = lag(conn)
         answer = traverse.trace(
-            conn, args.id, direction=args.direction, max_depth=args.depth, max_nodes=args.max_nodes,
-            relations=args.relation, as_of_seq=_pin(conn, args.as_of),
-            predictions_limit=default_limit if args.limit is None else args.limit, predictions_after=args.after,
-        )  # fmt: skip
+            conn,
+            args.id,
+            direction=args.direction,
+            max_depth=args.depth,
+            max_nodes=args.max_nodes,
+            relations=args.relation,
+            as_of_seq=_pin(conn, args.as_of),
+            predictions_limit=default_limit if args.limit is None else args.limit,
+            predictions_after=args.after,
+        )
     return answer, progress
 
 
@@ -177,14 +217,24 @@ def run_trace(args: argparse.Namespace) -> int:
 
 def impact_summary(answer: traverse.Trace) -> dict[str, Any]:
     groups = {
-        name: [{"id": n.id, "label": n.label, "depth": n.depth} for n in answer.nodes if test(n) and n.id != answer.start]
+        name: [
+            {"id": n.id, "label": n.label, "depth": n.depth} for n in answer.nodes if test(n) and n.id != answer.start
+        ]
         for name, test in _IMPACT_GROUPS
     }
     return {
-        "start": answer.start, "as_of_seq": answer.as_of_seq, "truncated": answer.truncated, **groups,
-        "predictions": {"total": answer.predictions_total, "ids": list(answer.predictions), "next_after": answer.predictions_next},
-        "nodes": len(answer.nodes), "seqs": list(answer.seqs),
-    }  # fmt: skip
+        "start": answer.start,
+        "as_of_seq": answer.as_of_seq,
+        "truncated": answer.truncated,
+        **groups,
+        "predictions": {
+            "total": answer.predictions_total,
+            "ids": list(answer.predictions),
+            "next_after": answer.predictions_next,
+        },
+        "nodes": len(answer.nodes),
+        "seqs": list(answer.seqs),
+    }
 
 
 def impact_table(summary: dict[str, Any]) -> str:
@@ -196,7 +246,9 @@ def impact_table(summary: dict[str, Any]) -> str:
         out += [f"    {render.short(it['id'])}" + (f"  {it['label']}" if it["label"] else "") for it in items]
     preds = summary["predictions"]
     ids = preds["ids"]
-    out.append(f"  predictions affected: {preds['total']}" + (f" (listing {len(ids)})" if len(ids) < preds["total"] else ""))
+    out.append(
+        f"  predictions affected: {preds['total']}" + (f" (listing {len(ids)})" if len(ids) < preds["total"] else "")
+    )
     out += [f"    {pid}" for pid in ids]
     if preds["next_after"]:
         out.append(f"  more: add --after {preds['next_after']}")

@@ -66,8 +66,9 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_demo(settings: Settings, *, config: str | None = None, out: TextIO | None = None,
-             started: float | None = None) -> int:  # fmt: skip
+def run_demo(
+    settings: Settings, *, config: str | None = None, out: TextIO | None = None, started: float | None = None
+) -> int:
     """Tell the story on ``settings.data_dir``; 0 on success, raises :class:`DemoFailed` (or another error) if not.
 
     ``config`` is passed on to the ``provault`` commands the demo runs;
@@ -80,8 +81,10 @@ def run_demo(settings: Settings, *, config: str | None = None, out: TextIO | Non
     say = Narrator(out or sys.stdout)
     demo = Demo(settings, out=say, config=config, started=started)
     say.title("provault demo: one model's provenance, from raw data to a production prediction, on a real ledger.")
-    say.title(f"Data directory {settings.data_dir}; the demo's own files go to {demo.paths.root}, and the commands "
-              "shown are meant to be run there (step 9 says how).")  # fmt: skip
+    say.title(
+        f"Data directory {settings.data_dir}; the demo's own files go to {demo.paths.root}, and the commands "
+        "shown are meant to be run there (step 9 says how)."
+    )
     refuse_if_up(settings)  # before the try: stopping a stack that never started removes stack.json
     for path in (demo.paths.keys, demo.paths.data, demo.paths.models):
         path.mkdir(parents=True, exist_ok=True)

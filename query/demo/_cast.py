@@ -81,9 +81,9 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT_S) ->
     start = time.monotonic()
     while not check():
         if time.monotonic() - start > timeout:
-            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}",
-                             hint="the stack's services log to stderr; see above")  # fmt: skip
+            raise DemoFailed(
+                f"timed out after {timeout:.0f} s waiting for {what}",
+                hint="the stack's services log to stderr; see above",
+            )
         time.sleep(0.1)
     return time.monotonic() - start
-
-

@@ -31,8 +31,10 @@ def short_label(text: str) -> str:
 
 def impact_lines(summary: dict[str, Any]) -> str:
     """The `provault impact` answer, in short: a count and names per group."""
-    out = [f"impact of {short_label(summary['start'])} as of seq {summary['as_of_seq']}"
-           + (" (TRUNCATED: a depth or node limit cut the walk)" if summary["truncated"] else "")]  # fmt: skip
+    out = [
+        f"impact of {short_label(summary['start'])} as of seq {summary['as_of_seq']}"
+        + (" (TRUNCATED: a depth or node limit cut the walk)" if summary["truncated"] else "")
+    ]
     for group in ("models", "deployments", "datasets", "runs"):
         items = summary[group]
         names = sorted({it["label"] or short_label(it["id"]) for it in items}) if group != "runs" else []

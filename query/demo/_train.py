@@ -40,7 +40,9 @@ def write_raw(path: str | Path) -> int:
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow([*bunch.feature_names, TARGET])
-        out.writerows([*map(repr, map(float, row)), str(int(label))] for row, label in zip(bunch.data, bunch.target, strict=True))
+        out.writerows(
+            [*map(repr, map(float, row)), str(int(label))] for row, label in zip(bunch.data, bunch.target, strict=True)
+        )
     return len(bunch.target)
 
 
@@ -61,7 +63,9 @@ def standardize(src: str | Path, dst: str | Path) -> int:
     with open(dst, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow([*names, TARGET])
-        out.writerows([*(f"{v:.{DIGITS}f}" for v in row), str(int(label))] for row, label in zip(scaled, labels, strict=True))
+        out.writerows(
+            [*(f"{v:.{DIGITS}f}" for v in row), str(int(label))] for row, label in zip(scaled, labels, strict=True)
+        )
     return len(labels)
 
 
@@ -81,10 +85,13 @@ def fit(path: str | Path, c: float) -> tuple[LogisticRegression, float]:
 def save_model(model: LogisticRegression, path: str | Path, features: list[str]) -> None:
     """The fitted model as JSON: parameters, features, classes, coefficients (floats written exactly)."""
     doc = {
-        "estimator": "sklearn.linear_model.LogisticRegression", "params": {"C": model.C, "max_iter": model.max_iter},
-        "features": list(features), "classes": [int(c) for c in model.classes_],
-        "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(),
-    }  # fmt: skip
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "params": {"C": model.C, "max_iter": model.max_iter},
+        "features": list(features),
+        "classes": [int(c) for c in model.classes_],
+        "coef": model.coef_.tolist(),
+        "intercept": model.intercept_.tolist(),
+    }
     Path(path).write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -39,8 +39,13 @@ XSD_STRING, XSD_INTEGER, XSD_DOUBLE, XSD_BOOLEAN, XSD_DATETIME = (
 )
 PROVAULT_SEQ = PROVAULT_NS + "seq"
 NAMESPACES: Mapping[str, str] = {
-    "prov": PROV_NS, "provault": PROVAULT_NS, "sha256": SHA256_NS, "rdf": RDF_NS, "rdfs": RDFS_NS, "xsd": XSD_NS,
-}  # fmt: skip
+    "prov": PROV_NS,
+    "provault": PROVAULT_NS,
+    "sha256": SHA256_NS,
+    "rdf": RDF_NS,
+    "rdfs": RDFS_NS,
+    "xsd": XSD_NS,
+}
 """Prefixes bound in Turtle / JSON-LD output and predeclared for SPARQL."""
 TTL_PREFIXES = tuple(sorted(NAMESPACES.items(), key=lambda kv: -len(kv[1])))
 
@@ -64,11 +69,17 @@ _QUALIFIED: Mapping[str, tuple[str, str, str]] = {
 }
 # Attribute -> PROV-O property, for attributes PROV-O names differently from PROV-JSON.
 _PROPERTY = {
-    "prov:label": RDFS_LABEL, "prov:startTime": PROV_NS + "startedAtTime", "prov:endTime": PROV_NS + "endedAtTime",
-    "prov:time": PROV_NS + "atTime", "prov:role": PROV_NS + "hadRole", "prov:location": PROV_NS + "atLocation",
-    "prov:plan": PROV_NS + "hadPlan", "prov:activity": PROV_NS + "hadActivity", "prov:starter": PROV_NS + "hadActivity",
+    "prov:label": RDFS_LABEL,
+    "prov:startTime": PROV_NS + "startedAtTime",
+    "prov:endTime": PROV_NS + "endedAtTime",
+    "prov:time": PROV_NS + "atTime",
+    "prov:role": PROV_NS + "hadRole",
+    "prov:location": PROV_NS + "atLocation",
+    "prov:plan": PROV_NS + "hadPlan",
+    "prov:activity": PROV_NS + "hadActivity",
+    "prov:starter": PROV_NS + "hadActivity",
     "prov:ender": PROV_NS + "hadActivity",
-}  # fmt: skip
+}
 _TIMES = frozenset({"prov:startTime", "prov:endTime", "prov:time"})
 _NODE_REFS = frozenset({"prov:plan", "prov:activity", "prov:starter", "prov:ender"})
 """Edge attributes holding a node id (formal attributes besides the edge's two ends)."""
@@ -174,5 +185,3 @@ def _attribute_triples(s: str, name: str, value: Any) -> Iterator[Triple]:
         else:
             prop = _PROPERTY.get(name) or node_iri(name)
             yield (s, prop, _iri_value(v, plain=False) or _literal(v, XSD_DATETIME if name in _TIMES else None))
-
-

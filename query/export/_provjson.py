@@ -46,7 +46,7 @@ class _QNames:
     def __call__(self, iri: str) -> str:
         for prefix, ns in _FIXED_LONGEST_FIRST:
             if iri.startswith(ns) and PN_LOCAL.fullmatch(iri[len(ns) :]):
-                return f"{prefix}:{iri[len(ns):]}"
+                return f"{prefix}:{iri[len(ns) :]}"
         ns, local = _split(iri)
         prefix = self._by_ns.get(ns)
         if prefix is None:
@@ -148,10 +148,16 @@ class _ProvJson:
             self.count += 1
         entities[pid] = {**entities.get(pid, {}), **attrs}  # a later seq's row wins, as for nodes
         if p.linked:
-            self.add("wasGeneratedBy", self.q(generation_iri(p.id, p.seq)), {
-                "prov:entity": pid, "prov:activity": self.q(node_iri(p.activity)),
-                "prov:time": format_time(p.time.astimezone(UTC)), "provault:seq": p.seq,
-            })  # fmt: skip
+            self.add(
+                "wasGeneratedBy",
+                self.q(generation_iri(p.id, p.seq)),
+                {
+                    "prov:entity": pid,
+                    "prov:activity": self.q(node_iri(p.activity)),
+                    "prov:time": format_time(p.time.astimezone(UTC)),
+                    "provault:seq": p.seq,
+                },
+            )
 
     def document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"prefix": dict(self.q.declared)}
@@ -183,5 +189,3 @@ def prov_json_from_rows(rows: Iterable[ExportRow], *, max_statements: int = MAX_
         else:
             b.prediction(row)
     return b.document()
-
-

@@ -168,5 +168,3 @@ def export_graph(
             raise too_large("triples", max_triples)
         g.add(rdflib_triple(t))
     return g
-
-

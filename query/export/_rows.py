@@ -86,7 +86,9 @@ _EDGES = sql.SQL(
     "  WHERE x.seq = e.seq AND x.relation = 'used' AND x.stmt_id = e.attributes ->> 'prov:usage') END"
     " FROM prov.edges e WHERE true"
 )
-_PREDICTIONS = sql.SQL("SELECT p.id, p.seq, p.activity, p.time, p.input, p.output, {} FROM prov.predictions p WHERE true")
+_PREDICTIONS = sql.SQL(
+    "SELECT p.id, p.seq, p.activity, p.time, p.input, p.output, {} FROM prov.predictions p WHERE true"
+)
 
 
 def _queries(scope: Scope) -> tuple[tuple[sql.Composed, type], ...]:
@@ -109,7 +111,9 @@ def _queries(scope: Scope) -> tuple[tuple[sql.Composed, type], ...]:
     )
 
 
-def read_rows(conn: psycopg.Connection, scope: Scope, *, statement_timeout_ms: int | None = None) -> Iterator[ExportRow]:
+def read_rows(
+    conn: psycopg.Connection, scope: Scope, *, statement_timeout_ms: int | None = None
+) -> Iterator[ExportRow]:
     """Nodes (by id), then edges (by seq, ordinal), then predictions (by id, seq) in ``scope``.
 
     One read-only REPEATABLE READ snapshot when ``conn`` has no transaction
@@ -125,7 +129,9 @@ def read_rows(conn: psycopg.Connection, scope: Scope, *, statement_timeout_ms: i
             if idle:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             if statement_timeout_ms is not None:
-                conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(max(1, statement_timeout_ms))))
+                conn.execute(
+                    sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(max(1, statement_timeout_ms)))
+                )
             for n, (query, row) in enumerate(_queries(scope)):
                 with conn.cursor(name=f"provault_export_{n}") as cur:
                     cur.itersize = FETCH_ROWS
@@ -141,5 +147,3 @@ def read_rows(conn: psycopg.Connection, scope: Scope, *, statement_timeout_ms: i
             f"PostgreSQL error during export: {text}",
             hint="check the server and that `provault db migrate` applied the prov schema",
         ) from e
-
-

@@ -90,5 +90,3 @@ def rechunk(pieces: Iterable[bytes], chunk_bytes: int) -> Iterator[bytes]:
             del buf[:cut]
     if buf:
         yield bytes(buf)
-
-

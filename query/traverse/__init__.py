@@ -7,7 +7,6 @@ are in docs/query.md, "Traceback and impact". Modules: ``_answers`` (the answer 
 ``_search`` (one node, search).
 """
 
-
 from __future__ import annotations
 
 from ._answers import (

@@ -86,9 +86,13 @@ class PredictionRef:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "seq": self.seq, "activity": self.activity, "time": format_time(self.time),
-            "input": self.input, "output": self.output,
-        }  # fmt: skip
+            "id": self.id,
+            "seq": self.seq,
+            "activity": self.activity,
+            "time": format_time(self.time),
+            "input": self.input,
+            "output": self.output,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,5 +136,3 @@ class Trace:
 
     def node(self, node_id: str) -> TraceNode | None:
         return next((n for n in self.nodes if n.id == node_id), None)
-
-

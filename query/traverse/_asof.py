@@ -96,9 +96,7 @@ def pin_as_of(conn: psycopg.Connection, as_of_seq: int | None) -> int:
 
 # --- nodes as of a seq -----------------------------------------------------------------
 
-_NODES = (
-    "SELECT id, node_type, first_seq FROM prov.nodes WHERE id = ANY(%s) AND first_seq <= %s"
-)
+_NODES = "SELECT id, node_type, first_seq FROM prov.nodes WHERE id = ANY(%s) AND first_seq <= %s"
 _VERSIONS = (  # the versions that say something (a partial index), without the empty mentions of hubs
     "SELECT node_id, seq, node_type, attributes FROM prov.node_versions"
     " WHERE node_id = ANY(%s) AND seq <= %s AND attributes <> '{}'::jsonb"
@@ -133,16 +131,25 @@ def _load_nodes(conn: psycopg.Connection, ids: Sequence[str], seq: int) -> dict[
         vs = versions.get(nid, [])
         attrs = fold_attributes(a for _, _, a in vs)
         out[nid] = TraceNode(
-            id=nid, type=types[nid], label=node_label(attrs), kind=node_kind(attrs),
-            attributes=MappingProxyType(attrs), first_seq=first, seqs=tuple(sorted({first, *(s for s, _, _ in vs)})),
-        )  # fmt: skip
+            id=nid,
+            type=types[nid],
+            label=node_label(attrs),
+            kind=node_kind(attrs),
+            attributes=MappingProxyType(attrs),
+            first_seq=first,
+            seqs=tuple(sorted({first, *(s for s, _, _ in vs)})),
+        )
     return out
 
 
 def _with_depth(node: TraceNode, depth: int) -> TraceNode:
     return TraceNode(
-        id=node.id, type=node.type, label=node.label, kind=node.kind, attributes=node.attributes,
-        first_seq=node.first_seq, depth=depth, seqs=node.seqs,
-    )  # fmt: skip
-
-
+        id=node.id,
+        type=node.type,
+        label=node.label,
+        kind=node.kind,
+        attributes=node.attributes,
+        first_seq=node.first_seq,
+        depth=depth,
+        seqs=node.seqs,
+    )

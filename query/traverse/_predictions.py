@@ -15,7 +15,9 @@ from ._answers import PREDICTION_KIND, PredictionRef, TraceEdge, TraceNode
 
 # --- predictions ---------------------------------------------------------------------------
 
-_PREDICTION_ROWS = "SELECT id, seq, activity, time, input, output FROM prov.predictions WHERE id = %s AND seq <= %s ORDER BY seq"
+_PREDICTION_ROWS = (
+    "SELECT id, seq, activity, time, input, output FROM prov.predictions WHERE id = %s AND seq <= %s ORDER BY seq"
+)
 
 
 def _ref(row: Sequence[Any]) -> PredictionRef:
@@ -33,17 +35,27 @@ def prediction_node(rows: Sequence[PredictionRef], depth: int = 0) -> TraceNode:
     attrs: dict[str, Any] = {"prov:type": PREDICTION_KIND, "prov:generatedAtTime": format_time(first.time)}
     attrs.update({f"provault:{k}": v for k, v in (("input", first.input), ("output", first.output)) if v is not None})
     return TraceNode(
-        id=first.id, type="entity", label=None, kind=PREDICTION_KIND, attributes=MappingProxyType(attrs),
-        first_seq=first.seq, depth=depth, seqs=tuple(sorted({r.seq for r in rows})),
-    )  # fmt: skip
+        id=first.id,
+        type="entity",
+        label=None,
+        kind=PREDICTION_KIND,
+        attributes=MappingProxyType(attrs),
+        first_seq=first.seq,
+        depth=depth,
+        seqs=tuple(sorted({r.seq for r in rows})),
+    )
 
 
 def prediction_edge(row: PredictionRef) -> TraceEdge:
     """The prediction ``wasGeneratedBy`` its batch activity, at the row's seq (no attributes)."""
     return TraceEdge(
-        relation="wasGeneratedBy", src=row.id, dst=row.activity, seq=row.seq, origin="prediction",
+        relation="wasGeneratedBy",
+        src=row.id,
+        dst=row.activity,
+        seq=row.seq,
+        origin="prediction",
         attributes=MappingProxyType({}),
-    )  # fmt: skip
+    )
 
 
 def _prediction_rows(conn: psycopg.Connection, pid: str, seq: int) -> list[PredictionRef]:
@@ -73,18 +85,28 @@ def _predictions_of(
     ).fetchone()
     ids: list[str] = []
     if limit > 0 and total:
-        ids = [r[0] for r in conn.execute(
-            "SELECT id FROM (SELECT DISTINCT id FROM prov.predictions"
-            " WHERE activity = ANY(%s) AND seq <= %s AND (%s::text IS NULL OR id > %s)) AS p ORDER BY id LIMIT %s",
-            (acts, seq, after, after, limit + 1),
-        )]  # fmt: skip
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM (SELECT DISTINCT id FROM prov.predictions"
+                " WHERE activity = ANY(%s) AND seq <= %s AND (%s::text IS NULL OR id > %s)) AS p ORDER BY id LIMIT %s",
+                (acts, seq, after, after, limit + 1),
+            )
+        ]
     more = len(ids) > limit
     ids = ids[:limit]
-    rows = [_ref(r) for r in conn.execute(
-        "SELECT id, seq, activity, time, input, output FROM prov.predictions"
-        " WHERE id = ANY(%s) AND activity = ANY(%s) AND seq <= %s ORDER BY id, seq",
-        (ids, acts, seq),
-    )] if ids else []  # fmt: skip
+    rows = (
+        [
+            _ref(r)
+            for r in conn.execute(
+                "SELECT id, seq, activity, time, input, output FROM prov.predictions"
+                " WHERE id = ANY(%s) AND activity = ANY(%s) AND seq <= %s ORDER BY id, seq",
+                (ids, acts, seq),
+            )
+        ]
+        if ids
+        else []
+    )
     return _PredictionPage(
         ids=tuple(ids), rows=tuple(rows), total=int(total), seqs=tuple(sorted(seqs)), next=ids[-1] if more else None
     )
@@ -96,5 +118,3 @@ def predictions_page(
     """The index rows of one page of the predictions of ``activities`` (for services that page them)."""
     page = _predictions_of(conn, activities, as_of_seq, limit=limit, after=after)
     return page.rows, page.next
-
-

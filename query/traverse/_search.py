@@ -72,7 +72,9 @@ _TEXT_CONDITION = """(strpos(lower(n.id), lower(%(text)s)) > 0 OR EXISTS (
     WHERE strpos(lower(CASE jsonb_typeof(j.v) WHEN 'object' THEN j.v ->> '$' ELSE j.v #>> '{}' END), lower(%(text)s)) > 0))"""
 
 
-def _search_conditions(text: str | None, node_type: str | None, kind: str | None, attributes: Sequence[tuple[str, str]]) -> tuple[list[sql.Composable], dict[str, Any]]:
+def _search_conditions(
+    text: str | None, node_type: str | None, kind: str | None, attributes: Sequence[tuple[str, str]]
+) -> tuple[list[sql.Composable], dict[str, Any]]:
     conds: list[sql.Composable] = []
     params: dict[str, Any] = {}
     if text:
@@ -84,9 +86,11 @@ def _search_conditions(text: str | None, node_type: str | None, kind: str | None
     filters = ([("prov:type", kind)] if kind else []) + list(attributes)
     for i, (name, value) in enumerate(filters):
         params[f"a{i}"], params[f"v{i}"], params["vpath"] = name, Jsonb({"v": value}), _VALUE_PATH
-        conds.append(sql.SQL("jsonb_path_exists(x.attrs -> {}, %(vpath)s::jsonpath, {})").format(
-            sql.Placeholder(f"a{i}"), sql.Placeholder(f"v{i}")
-        ))  # fmt: skip
+        conds.append(
+            sql.SQL("jsonb_path_exists(x.attrs -> {}, %(vpath)s::jsonpath, {})").format(
+                sql.Placeholder(f"a{i}"), sql.Placeholder(f"v{i}")
+            )
+        )
     return conds, params
 
 
@@ -125,14 +129,16 @@ def search(
         more = len(ids) > limit
         ids = ids[:limit]
         loaded = _load_nodes(conn, ids, seq)
-    return SearchPage(nodes=tuple(loaded[i] for i in ids if i in loaded), as_of_seq=seq, next_after=ids[-1] if more else None)
+    return SearchPage(
+        nodes=tuple(loaded[i] for i in ids if i in loaded), as_of_seq=seq, next_after=ids[-1] if more else None
+    )
 
 
 def _attribute_filters(attributes: Iterable[tuple[str, str]] | Mapping[str, str]) -> list[tuple[str, str]]:
     items = list(attributes.items()) if isinstance(attributes, Mapping) else list(attributes)
     for i, item in enumerate(items):
         if not (isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, str) for v in item) and item[0]):
-            raise InvalidArgument(expected_found(f"attributes[{i}]", "a (name, value) pair of strings with a name", repr(item)))
+            raise InvalidArgument(
+                expected_found(f"attributes[{i}]", "a (name, value) pair of strings with a name", repr(item))
+            )
     return items
-
-

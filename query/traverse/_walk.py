@@ -89,16 +89,29 @@ class _Limits:
 
 
 def _walk(
-    conn: psycopg.Connection, *, forward: bool, depth0: int, frontier: Sequence[str], visited: Sequence[str],
-    budget: int, lim: _Limits,
-) -> tuple[dict[str, int], bool]:  # fmt: skip
+    conn: psycopg.Connection,
+    *,
+    forward: bool,
+    depth0: int,
+    frontier: Sequence[str],
+    visited: Sequence[str],
+    budget: int,
+    lim: _Limits,
+) -> tuple[dict[str, int], bool]:
     """Breadth-first from ``frontier`` (at ``depth0``): new node -> depth, and whether a bound cut the walk."""
     near, far = ("src", "dst") if forward else ("dst", "src")
-    query = sql.SQL(_WALK).format(near=sql.Identifier(near), far=sql.Identifier(far), relations=_relations_sql(lim.relations))
+    query = sql.SQL(_WALK).format(
+        near=sql.Identifier(near), far=sql.Identifier(far), relations=_relations_sql(lim.relations)
+    )
     params = {
-        "depth0": depth0, "frontier": list(frontier), "visited": list(visited), "seq": lim.seq,
-        "max_depth": lim.max_depth, "budget": budget, "relations": list(lim.relations),
-    }  # fmt: skip
+        "depth0": depth0,
+        "frontier": list(frontier),
+        "visited": list(visited),
+        "seq": lim.seq,
+        "max_depth": lim.max_depth,
+        "budget": budget,
+        "relations": list(lim.relations),
+    }
     found: list[tuple[int, str]] = []
     for depth, ids in conn.execute(query, params):
         found.extend((depth, nid) for nid in ids)
@@ -112,7 +125,8 @@ def _induced_edges(conn: psycopg.Connection, ids: Sequence[str], lim: _Limits) -
     query = sql.SQL(_INDUCED_EDGES).format(relations=_relations_sql(lim.relations))
     rows = conn.execute(query, {"ids": list(ids), "seq": lim.seq, "relations": list(lim.relations)})
     return [
-        TraceEdge(relation=r, src=s, dst=d, seq=q, attributes=MappingProxyType(a), origin=o) for r, s, d, q, a, o in rows
+        TraceEdge(relation=r, src=s, dst=d, seq=q, attributes=MappingProxyType(a), origin=o)
+        for r, s, d, q, a, o in rows
     ]
 
 
@@ -162,7 +176,9 @@ def _resolve_start(conn: psycopg.Connection, start: str, seq: int) -> _Start:
         node = _load_nodes(conn, [kid], seq).get(kid)
         if node is not None:
             return _Start(id=kid, node=node, keyid=keyid)
-        first = conn.execute("SELECT min(seq) FROM prov.entries WHERE keyid = %s AND seq <= %s", (keyid, seq)).fetchone()[0]
+        first = conn.execute(
+            "SELECT min(seq) FROM prov.entries WHERE keyid = %s AND seq <= %s", (keyid, seq)
+        ).fetchone()[0]
         if first is not None:
             return _Start(id=kid, keyid=keyid, synthetic=_root_key_node(keyid, first))
     raise _not_found(conn, start, seq)
@@ -172,9 +188,14 @@ def _root_key_node(keyid: str, first_signed: int) -> TraceNode:
     """A key the log never registered (a root key of the trust root), introduced by the first entry it signed."""
     attrs = {"prov:type": KEY_KIND, "provault:keyid": keyid, "provault:role": "admin"}
     return TraceNode(
-        id=key_node_id(keyid), type="entity", label=None, kind=KEY_KIND, attributes=MappingProxyType(attrs),
-        first_seq=first_signed, seqs=(first_signed,),
-    )  # fmt: skip
+        id=key_node_id(keyid),
+        type="entity",
+        label=None,
+        kind=KEY_KIND,
+        attributes=MappingProxyType(attrs),
+        first_seq=first_signed,
+        seqs=(first_signed,),
+    )
 
 
 def _not_found(conn: psycopg.Connection, start: str, seq: int) -> NodeNotFound:
@@ -223,7 +244,9 @@ def _half(conn: psycopg.Connection, origin: _Start, *, forward: bool, lim: _Limi
     half.depths.update((nid, 1) for nid in level)
     if not level:
         return half
-    found, cut = _walk(conn, forward=forward, depth0=1, frontier=level, visited=list(half.depths), budget=budget, lim=lim)
+    found, cut = _walk(
+        conn, forward=forward, depth0=1, frontier=level, visited=list(half.depths), budget=budget, lim=lim
+    )
     half.depths.update(found)
     half.truncated = half.truncated or cut
     return half
@@ -238,8 +261,15 @@ def _first_level(conn: psycopg.Connection, origin: _Start, *, forward: bool, lim
     level: dict[str, None] = {}
     if origin.node is not None:
         one = _Limits(seq=lim.seq, max_depth=1, max_nodes=lim.max_nodes, relations=lim.relations)
-        found, _ = _walk(conn, forward=forward, depth0=0, frontier=[origin.id], visited=[origin.id],
-                         budget=lim.max_nodes + 1, lim=one)  # fmt: skip
+        found, _ = _walk(
+            conn,
+            forward=forward,
+            depth0=0,
+            frontier=[origin.id],
+            visited=[origin.id],
+            budget=lim.max_nodes + 1,
+            lim=one,
+        )
         level.update(dict.fromkeys(nid for nid, d in found.items() if d == 1))
     if origin.prediction and forward:
         for row in origin.prediction:
@@ -250,27 +280,41 @@ def _first_level(conn: psycopg.Connection, origin: _Start, *, forward: bool, lim
             if nid == origin.id:
                 continue
             level[nid] = None
-            half.extra_edges.append(TraceEdge(
-                relation="wasInfluencedBy", src=nid, dst=origin.id, seq=seq, origin="signature",
-                attributes=MappingProxyType({"prov:type": SIGNED_BY}),
-            ))  # fmt: skip
+            half.extra_edges.append(
+                TraceEdge(
+                    relation="wasInfluencedBy",
+                    src=nid,
+                    dst=origin.id,
+                    seq=seq,
+                    origin="signature",
+                    attributes=MappingProxyType({"prov:type": SIGNED_BY}),
+                )
+            )
     return sorted(level)
 
 
 # --- the answer ----------------------------------------------------------------------------
 
 
-def _check(direction: str, max_depth: int, max_nodes: int, relations: Sequence[str], predictions_limit: int) -> tuple[str, ...]:
+def _check(
+    direction: str, max_depth: int, max_nodes: int, relations: Sequence[str], predictions_limit: int
+) -> tuple[str, ...]:
     if direction not in DIRECTIONS:
         raise InvalidArgument(expected_found("direction", " or ".join(DIRECTIONS), repr(direction)))
-    for what, value, low in (("max_depth", max_depth, 0), ("max_nodes", max_nodes, 1), ("predictions_limit", predictions_limit, 0)):
+    for what, value, low in (
+        ("max_depth", max_depth, 0),
+        ("max_nodes", max_nodes, 1),
+        ("predictions_limit", predictions_limit, 0),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InvalidArgument(expected_found(what, f"an integer >= {low}", repr(value)))
     if isinstance(relations, str):
         relations = (relations,)
     unknown = [r for r in relations if r not in RELATION_ENDS]
     if unknown:
-        raise InvalidArgument(expected_found("relations", f"PROV relations among {', '.join(RELATIONS)}", ", ".join(map(repr, unknown))))
+        raise InvalidArgument(
+            expected_found("relations", f"PROV relations among {', '.join(RELATIONS)}", ", ".join(map(repr, unknown)))
+        )
     return tuple(sorted(set(relations)))
 
 
@@ -290,13 +334,22 @@ def trace(
     """Walk from ``start`` (a node id, a prediction id or a key) as of ``as_of_seq`` (see the module doc)."""
     rels = _check(direction, max_depth, max_nodes, relations, predictions_limit)
     with snapshot(conn):
-        return _trace(conn, start, direction, max_depth, max_nodes, rels, as_of_seq, predictions_limit, predictions_after)
+        return _trace(
+            conn, start, direction, max_depth, max_nodes, rels, as_of_seq, predictions_limit, predictions_after
+        )
 
 
 def _trace(
-    conn: psycopg.Connection, start: str, direction: str, max_depth: int, max_nodes: int, rels: tuple[str, ...],
-    as_of_seq: int | None, predictions_limit: int, predictions_after: str | None,
-) -> Trace:  # fmt: skip
+    conn: psycopg.Connection,
+    start: str,
+    direction: str,
+    max_depth: int,
+    max_nodes: int,
+    rels: tuple[str, ...],
+    as_of_seq: int | None,
+    predictions_limit: int,
+    predictions_after: str | None,
+) -> Trace:
     seq = pin_as_of(conn, as_of_seq)
     origin = _resolve_start(conn, start, seq)
     lim = _Limits(seq=seq, max_depth=max_depth, max_nodes=max_nodes, relations=rels)
@@ -312,15 +365,27 @@ def _trace(
     seqs = sorted({s for n in nodes for s in n.seqs} | {e.seq for e in edges} | set(page.seqs))
     signers, keys = _signers(conn, seqs)
     return Trace(
-        start=origin.id, direction=direction, as_of_seq=seq, nodes=tuple(nodes), edges=tuple(edges), seqs=tuple(seqs),
-        truncated=truncated, prediction=origin.prediction[0].as_dict() if origin.prediction else None,
-        signers=signers, keys=keys, predictions=page.ids,
-        prediction_rows=page.rows, predictions_total=page.total, predictions_next=page.next,
+        start=origin.id,
+        direction=direction,
+        as_of_seq=seq,
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+        seqs=tuple(seqs),
+        truncated=truncated,
+        prediction=origin.prediction[0].as_dict() if origin.prediction else None,
+        signers=signers,
+        keys=keys,
+        predictions=page.ids,
+        prediction_rows=page.rows,
+        predictions_total=page.total,
+        predictions_next=page.next,
         prediction_activities=sources,
-    )  # fmt: skip
+    )
 
 
-def _merge(conn: psycopg.Connection, origin: _Start, halves: Sequence[_Half], lim: _Limits) -> tuple[list[TraceNode], list[TraceEdge], bool]:
+def _merge(
+    conn: psycopg.Connection, origin: _Start, halves: Sequence[_Half], lim: _Limits
+) -> tuple[list[TraceNode], list[TraceEdge], bool]:
     depths: dict[str, int] = {}
     synthetic: dict[str, TraceNode] = {}
     for h in halves:
@@ -355,15 +420,19 @@ def _predictions_beyond(conn: psycopg.Connection, nodes: Sequence[TraceNode], ma
     edge = [n.id for n in nodes if n.depth >= max_depth and n.type == "activity"]
     if not edge:
         return False
-    return bool(conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM prov.predictions WHERE activity = ANY(%s) AND seq <= %s)", (edge, seq)
-    ).fetchone()[0])  # fmt: skip
+    return bool(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM prov.predictions WHERE activity = ANY(%s) AND seq <= %s)", (edge, seq)
+        ).fetchone()[0]
+    )
 
 
 def _signers(conn: psycopg.Connection, seqs: Sequence[int]) -> tuple[dict[int, str], dict[str, Signer]]:
     if not seqs:
         return {}, {}
-    signers = dict(conn.execute("SELECT seq, keyid FROM prov.entries WHERE seq = ANY(%s) ORDER BY seq", (list(seqs),)).fetchall())
+    signers = dict(
+        conn.execute("SELECT seq, keyid FROM prov.entries WHERE seq = ANY(%s) ORDER BY seq", (list(seqs),)).fetchall()
+    )
     keys: dict[str, Signer] = {}
     for keyid, key_node, name, role, root in conn.execute(
         "SELECT DISTINCT ON (keyid) keyid, key_node, identity ->> 'name', role, root_key FROM prov.entry_signers"
@@ -372,5 +441,3 @@ def _signers(conn: psycopg.Connection, seqs: Sequence[int]) -> tuple[dict[int, s
     ):
         keys[keyid] = Signer(keyid=keyid, key_node=key_node, name=name, role=role, root_key=bool(root))
     return signers, keys
-
-

@@ -243,7 +243,10 @@ def test_corrupt_cache_is_ignored_with_a_warning_and_rebuilt(
 def test_malformed_entries_are_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = old_file(tmp_path / "data", b"payload")
     st = data.stat()
-    bad = {"format": "provault-digest-cache/1", "entries": {str(data): [st.st_size, st.st_mtime_ns, st.st_ino, "sha256:zz"]}}
+    bad = {
+        "format": "provault-digest-cache/1",
+        "entries": {str(data): [st.st_size, st.st_mtime_ns, st.st_ino, "sha256:zz"]},
+    }
     (tmp_path / "c.json").write_text(json.dumps(bad))
     with caplog.at_level(logging.WARNING, logger="agents.capture"):
         cache = DigestCache(tmp_path / "c.json")
@@ -301,7 +304,13 @@ def test_clean_repository(repo: Path) -> None:
     assert state is not None
     assert state.commit == git(repo, "rev-parse", "HEAD")
     assert state.id == f"provault:git/{state.commit}"
-    assert (state.branch, state.remote, state.dirty, state.diff_digest, state.untracked) == ("main", None, False, None, 0)
+    assert (state.branch, state.remote, state.dirty, state.diff_digest, state.untracked) == (
+        "main",
+        None,
+        False,
+        None,
+        0,
+    )
     assert state.root == str(repo)
 
 
@@ -396,7 +405,9 @@ def test_image_digest_explicit_or_from_podman(tmp_path: Path) -> None:
         environment(image_digest="latest")
     assert environment(root=tmp_path).image_digest is None
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / ".containerenv").write_text(f'engine="podman-5.0"\nimage="docker.io/x:1"\nimageid="{"cd" * 32}"\n')
+    (tmp_path / "run" / ".containerenv").write_text(
+        f'engine="podman-5.0"\nimage="docker.io/x:1"\nimageid="{"cd" * 32}"\n'
+    )
     env = environment(root=tmp_path)
     assert (env.image_digest, env.container) == ("sha256:" + "cd" * 32, "podman")
     assert env.content_id != environment(root=tmp_path / "run").content_id

@@ -29,7 +29,16 @@ from ledger.cli import main
 from ledger.core.envelope import parse_envelope
 from ledger.core.events import Event, parse_event
 from ledger.core.keys import Ed25519Signer, save_private_key
-from tests.agents.test_runs import AUTHOR, git, git_repo, ledger_events, read_with_prov_package, relations, sha256_of, thaw
+from tests.agents.test_runs import (
+    AUTHOR,
+    git,
+    git_repo,
+    ledger_events,
+    read_with_prov_package,
+    relations,
+    sha256_of,
+    thaw,
+)
 from tests.service.natskit import wait_for
 
 HERE_PYTHON = os.path.dirname(sys.executable)
@@ -46,11 +55,14 @@ def offline_env(tmp_path: Path, producer: str = "trainer@host-1/cli") -> dict[st
     key = Ed25519Signer.generate()
     save_private_key(key, tmp_path / "producer.key")
     return {
-        "PROVAULT_NATS_URL": f"nats://127.0.0.1:{closed_port()}", "PROVAULT_DATA_DIR": str(tmp_path / "data"),
-        "PROVAULT_AGENT_KEY_FILE": str(tmp_path / "producer.key"), "PROVAULT_AGENT_PRODUCER_ID": producer,
-        "PROVAULT_AGENT_SPOOL_DIR": str(tmp_path / "spool"), "PROVAULT_AGENT_PUBLISH_TIMEOUT_S": "0.3",
+        "PROVAULT_NATS_URL": f"nats://127.0.0.1:{closed_port()}",
+        "PROVAULT_DATA_DIR": str(tmp_path / "data"),
+        "PROVAULT_AGENT_KEY_FILE": str(tmp_path / "producer.key"),
+        "PROVAULT_AGENT_PRODUCER_ID": producer,
+        "PROVAULT_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
+        "PROVAULT_AGENT_PUBLISH_TIMEOUT_S": "0.3",
         "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-    }  # fmt: skip
+    }
 
 
 def spooled(tmp_path: Path) -> list[Event]:
@@ -82,7 +94,19 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_a_failing_command_exits_with_its_code_and_emits_run_failed(offline: Path, capsys) -> None:
     Path("in.csv").write_text("1\n")
-    code = main(["run", "--input", "in.csv", "--output", "out.bin", "--", "python", "-c", "import sys; print('hi'); sys.exit(3)"])
+    code = main(
+        [
+            "run",
+            "--input",
+            "in.csv",
+            "--output",
+            "out.bin",
+            "--",
+            "python",
+            "-c",
+            "import sys; print('hi'); sys.exit(3)",
+        ]
+    )
     assert code == 3
     out, err = capsys.readouterr()
     assert "spooled" in err and "sent the next time producer trainer@host-1/cli runs" in err
@@ -91,7 +115,11 @@ def test_a_failing_command_exits_with_its_code_and_emits_run_failed(offline: Pat
     end = activity(failed)
     assert end["provault:exitCode"] == 3 and end["provault:error"] == "command exited with code 3"
     assert "wasGeneratedBy" not in thaw(failed.prov), "a failed command's outputs are not claimed"
-    assert shlex.split(activity(started)["provault:command"]) == ["python", "-c", "import sys; print('hi'); sys.exit(3)"]
+    assert shlex.split(activity(started)["provault:command"]) == [
+        "python",
+        "-c",
+        "import sys; print('hi'); sys.exit(3)",
+    ]
 
 
 def test_a_missing_command_is_127_and_emits_nothing(offline: Path, capsys) -> None:
@@ -106,7 +134,10 @@ def test_a_command_that_cannot_be_executed_is_126_and_a_failed_run(offline: Path
     assert main(["run", "--", "./not-a-program"]) == 126
     assert "cannot execute" in capsys.readouterr().err
     started, failed = spooled(offline)
-    assert activity(failed)["provault:exitCode"] == 126 and "cannot execute ./not-a-program" in activity(failed)["provault:error"]
+    assert (
+        activity(failed)["provault:exitCode"] == 126
+        and "cannot execute ./not-a-program" in activity(failed)["provault:error"]
+    )
 
 
 def test_manifest_and_flags_declare_inputs_outputs_and_params(offline: Path) -> None:
@@ -114,7 +145,8 @@ def test_manifest_and_flags_declare_inputs_outputs_and_params(offline: Path) -> 
     Path("conf/a.yaml").write_text("lr: 0.1\n")
     Path("conf/b.yaml").write_text("depth: 3\n")
     Path("train.csv").write_text("x\n1\n")
-    Path("job.toml").write_text(textwrap.dedent("""
+    Path("job.toml").write_text(
+        textwrap.dedent("""
         name = "nightly"
         inputs = ["train.csv", {path = "conf", role = "config", name = "settings"}]
         outputs = [{path = "model.bin", kind = "model"}, "report.txt"]
@@ -122,9 +154,12 @@ def test_manifest_and_flags_declare_inputs_outputs_and_params(offline: Path) -> 
         [params]
         C = 0.5
         solver = "lbfgs"
-    """))
+    """)
+    )
     script = "open('model.bin','wb').write(b'M'); open('report.txt','w').write('ok')"
-    code = main(["run", "--manifest", "job.toml", "--param", "C=2", "--param", 'tag="007"', "--", "python", "-c", script])
+    code = main(
+        ["run", "--manifest", "job.toml", "--param", "C=2", "--param", 'tag="007"', "--", "python", "-c", script]
+    )
     assert code == 0
     started, completed = spooled(offline)
     act = activity(started)
@@ -147,7 +182,11 @@ def test_an_invalid_manifest_lists_every_problem(offline: Path, capsys) -> None:
     assert main(["run", "--manifest", "bad.json", "--", "true"]) == 1
     err = capsys.readouterr().err
     assert "[manifest_invalid]" in err
-    for problem in ("unknown key 'extra'", "inputs[0]: expected a path or a table with 'path'", "outputs: expected a list"):
+    for problem in (
+        "unknown key 'extra'",
+        "inputs[0]: expected a path or a table with 'path'",
+        "outputs: expected a list",
+    ):
         assert problem in err
 
 
@@ -215,7 +254,9 @@ def test_ctrl_c_at_a_terminal_reaches_the_command_once(offline: Path) -> None:
         assert os.waitstatus_to_exitcode(done[1]) == 41
     finally:
         os.close(master)
-    assert Path("got").read_text() == f"{int(signal.SIGINT)}:kernel", "delivered once, by the terminal, not again by the wrapper"
+    assert Path("got").read_text() == f"{int(signal.SIGINT)}:kernel", (
+        "delivered once, by the terminal, not again by the wrapper"
+    )
 
 
 # --- the acceptance test: a real scikit-learn training script, wrapped and instrumented -------------
@@ -266,12 +307,16 @@ def stack_env(tmp_path: Path, settings, nats_target, ledger, producer: str) -> d
     ledger.append(ledger.registration(key, producers=[producer]))
     save_private_key(key, tmp_path / f"{producer.rsplit('/', 1)[1]}.key")
     return {
-        **os.environ, "PATH": HERE_PYTHON + os.pathsep + os.environ.get("PATH", ""),
-        "PROVAULT_NATS_URL": nats_target.url, "PROVAULT_NATS_STREAM": settings.nats.stream,
-        "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix, "PROVAULT_DATA_DIR": str(settings.data_dir),
+        **os.environ,
+        "PATH": HERE_PYTHON + os.pathsep + os.environ.get("PATH", ""),
+        "PROVAULT_NATS_URL": nats_target.url,
+        "PROVAULT_NATS_STREAM": settings.nats.stream,
+        "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
+        "PROVAULT_DATA_DIR": str(settings.data_dir),
         "PROVAULT_AGENT_KEY_FILE": str(tmp_path / f"{producer.rsplit('/', 1)[1]}.key"),
-        "PROVAULT_AGENT_PRODUCER_ID": producer, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-    }  # fmt: skip
+        "PROVAULT_AGENT_PRODUCER_ID": producer,
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+    }
 
 
 def check_training_run(events: list[Event], *, data: str, model: str, commit: str) -> tuple[dict, dict, str]:
@@ -280,7 +325,9 @@ def check_training_run(events: list[Event], *, data: str, model: str, commit: st
     started, completed = thaw(events[0].prov), thaw(events[1].prov)
     run_id = next(iter(started["activity"]))
     env_id = next(e for e, a in started["entity"].items() if a["prov:type"]["$"] == "provault:Environment")
-    env_text = json.dumps(thaw(events[0].data)["environment"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    env_text = json.dumps(
+        thaw(events[0].data)["environment"], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     assert env_id == "sha256:" + hashlib.sha256(env_text.encode()).hexdigest()
     used = {u["prov:entity"]: u["prov:role"] for d in (started, completed) for u in relations(d, "used")}
     assert used == {data: "provault:data", f"provault:git/{commit}": "provault:code", env_id: "provault:environment"}
@@ -288,7 +335,9 @@ def check_training_run(events: list[Event], *, data: str, model: str, commit: st
     assert {w["prov:agent"] for w in relations(started, "wasAssociatedWith")} >= {f"provault:person/{AUTHOR}"}
     assert relations(completed, "wasGeneratedBy")[0]["prov:entity"] == model
     assert relations(completed, "wasGeneratedBy")[0]["prov:activity"] == run_id
-    assert relations(completed, "wasDerivedFrom") == [{"prov:generatedEntity": model, "prov:usedEntity": data, "prov:activity": run_id}]
+    assert relations(completed, "wasDerivedFrom") == [
+        {"prov:generatedEntity": model, "prov:usedEntity": data, "prov:activity": run_id}
+    ]
     for doc in (started, completed):
         read_with_prov_package(doc)
     return started, completed, env_id
@@ -298,33 +347,60 @@ def check_training_run(events: list[Event], *, data: str, model: str, commit: st
 @pytest.mark.nats
 def test_a_real_sklearn_training_run_wrapped_and_instrumented(tmp_path, ledger, ingest, settings, nats_target) -> None:
     repo = tmp_path / "repo"
-    commit = git_repo(repo, {"train.py": TRAIN, "train_sdk.py": TRAIN_SDK}, ignore=("data.csv", "model.pkl", "__pycache__/"))
+    commit = git_repo(
+        repo, {"train.py": TRAIN, "train_sdk.py": TRAIN_SDK}, ignore=("data.csv", "model.pkl", "__pycache__/")
+    )
     iris_csv(repo / "data.csv")
     data = sha256_of(repo / "data.csv")
 
     # (a) no code change: the command wrapped by provault run
     env = stack_env(tmp_path, settings, nats_target, ledger, "trainer@ci/wrapped")
-    done = subprocess.run([sys.executable, "-m", "ledger.cli", "run", "--input", "data.csv", "--output", "model.pkl",
-                           "--param", "C=1.0", "--", "python", "train.py"],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ledger.cli",
+            "run",
+            "--input",
+            "data.csv",
+            "--output",
+            "model.pkl",
+            "--param",
+            "C=1.0",
+            "--",
+            "python",
+            "train.py",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("accuracy "), "the command's stdout passes through untouched"
     assert "delivered" in done.stderr
     model_a = sha256_of(repo / "model.pkl")
     wait_for(lambda: len(ledger_events(ledger, "trainer@ci/wrapped")) == 2, what="the wrapped run's events")
-    started, _, env_a = check_training_run(ledger_events(ledger, "trainer@ci/wrapped"), data=data, model=model_a, commit=commit)
+    started, _, env_a = check_training_run(
+        ledger_events(ledger, "trainer@ci/wrapped"), data=data, model=model_a, commit=commit
+    )
     act = started["activity"][next(iter(started["activity"]))]
     assert json.loads(act["provault:params"]) == {"C": 1.0} and act["provault:command"] == "python train.py"
     assert act["provault:name"] == "train.py"
 
     # (b) the same training instrumented with the SDK
     env = stack_env(tmp_path, settings, nats_target, ledger, "trainer@ci/sdk")
-    done = subprocess.run([sys.executable, "train_sdk.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "train_sdk.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     run_id, acc = done.stdout.split()
     model_b = sha256_of(repo / "model.pkl")
     wait_for(lambda: len(ledger_events(ledger, "trainer@ci/sdk")) == 2, what="the SDK run's events")
-    started, completed, env_b = check_training_run(ledger_events(ledger, "trainer@ci/sdk"), data=data, model=model_b, commit=commit)
+    started, completed, env_b = check_training_run(
+        ledger_events(ledger, "trainer@ci/sdk"), data=data, model=model_b, commit=commit
+    )
     assert json.loads(started["activity"][run_id]["provault:params"]) == {"C": 1.0}
     assert json.loads(completed["activity"][run_id]["provault:metrics"]) == {"accuracy": float(acc)}
     assert env_a == env_b, "same interpreter and packages: same environment id"
@@ -337,7 +413,9 @@ def test_a_real_sklearn_training_run_wrapped_and_instrumented(tmp_path, ledger, 
 
 @pytest.mark.postgres
 @pytest.mark.nats
-def test_dataset_and_model_commands_reach_the_ledger(tmp_path, monkeypatch, ledger, ingest, settings, nats_target, capsys) -> None:
+def test_dataset_and_model_commands_reach_the_ledger(
+    tmp_path, monkeypatch, ledger, ingest, settings, nats_target, capsys
+) -> None:
     for name, value in stack_env(tmp_path, settings, nats_target, ledger, "trainer@ci/assets").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("agents.runs._default_cache", None)
@@ -349,8 +427,23 @@ def test_dataset_and_model_commands_reach_the_ledger(tmp_path, monkeypatch, ledg
     assert main(["dataset", "register", "raw.csv", "--name", "raw"]) == 0
     assert main(["dataset", "register", "clean.csv", "--name", "clean", "--derived-from", raw, "--json"]) == 0
     assert main(["model", "register", "m.pkl", "--name", "m", "--version", "2"]) == 0
-    assert main(["model", "deploy", sha256_of(Path("m.pkl")), "--name", "prod", "--target", "k8s://prod/m",
-                 "--approved-by", "carol@example.com", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "model",
+                "deploy",
+                sha256_of(Path("m.pkl")),
+                "--name",
+                "prod",
+                "--target",
+                "k8s://prod/m",
+                "--approved-by",
+                "carol@example.com",
+                "--json",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"dataset.registered {raw} event ") and lines[0].endswith(" delivered")
     clean, deployed = json.loads(lines[1]), json.loads(lines[3])
@@ -358,7 +451,12 @@ def test_dataset_and_model_commands_reach_the_ledger(tmp_path, monkeypatch, ledg
     assert deployed["id"].startswith("provault:deployment/prod/")
     wait_for(lambda: len(ledger_events(ledger, "trainer@ci/assets")) == 4, what="four events")
     events = ledger_events(ledger, "trainer@ci/assets")
-    assert [e.kind for e in events] == ["dataset.registered", "dataset.registered", "model.registered", "model.deployed"]
+    assert [e.kind for e in events] == [
+        "dataset.registered",
+        "dataset.registered",
+        "model.registered",
+        "model.deployed",
+    ]
     assert [e.id for e in events][1::2] == [clean["event"], deployed["event"]]
     assert relations(thaw(events[1].prov), "wasDerivedFrom")[0]["prov:usedEntity"] == raw
     assert deployed["id"] in thaw(events[3].prov)["entity"]

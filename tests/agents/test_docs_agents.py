@@ -56,7 +56,14 @@ def test_the_page_has_examples_of_every_part() -> None:
     python = [b for b in BLOCKS if b.lang == "python" and not b.file]
     assert len(python) >= 5
     text = " ".join(b.body for b in BLOCKS)
-    for name in ("agents.run(", "agents.step(", "register_dataset(", "register_model(", "deploy_model(", "provault run"):
+    for name in (
+        "agents.run(",
+        "agents.step(",
+        "register_dataset(",
+        "register_model(",
+        "deploy_model(",
+        "provault run",
+    ):
         assert name in text, f"docs/agents.md has no example of {name}"
     assert {b.file for b in BLOCKS if b.file} == {"provault.toml", "train.py", "provault-run.toml"}
 
@@ -90,16 +97,21 @@ def test_the_toml_examples_load(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.nats
-def test_the_examples_run_against_a_real_stack(tmp_path, monkeypatch, capfd, ledger, ingest, settings, nats_target) -> None:
+def test_the_examples_run_against_a_real_stack(
+    tmp_path, monkeypatch, capfd, ledger, ingest, settings, nats_target
+) -> None:
     key = Ed25519Signer.generate()
     ledger.append(ledger.registration(key, producers=["docs@test/*"]))
     save_private_key(key, tmp_path / "producer.key")
     env = {
-        "PROVAULT_NATS_URL": nats_target.url, "PROVAULT_NATS_STREAM": settings.nats.stream,
-        "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix, "PROVAULT_DATA_DIR": str(settings.data_dir),
-        "PROVAULT_AGENT_KEY_FILE": str(tmp_path / "producer.key"), "PROVAULT_AGENT_PRODUCER_ID": "docs@test/cli",
+        "PROVAULT_NATS_URL": nats_target.url,
+        "PROVAULT_NATS_STREAM": settings.nats.stream,
+        "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
+        "PROVAULT_DATA_DIR": str(settings.data_dir),
+        "PROVAULT_AGENT_KEY_FILE": str(tmp_path / "producer.key"),
+        "PROVAULT_AGENT_PRODUCER_ID": "docs@test/cli",
         "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-    }  # fmt: skip
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PATH", HERE_PYTHON + os.pathsep + os.environ.get("PATH", ""))
@@ -116,7 +128,7 @@ def test_the_examples_run_against_a_real_stack(tmp_path, monkeypatch, capfd, led
             if block.file:
                 Path(block.file).write_text(block.body)
             elif block.lang == "python":
-                exec(compile(block.body, f"<docs/agents.md block {i}>", "exec"), namespace)  # noqa: S102 - our docs
+                exec(compile(block.body, f"<docs/agents.md block {i}>", "exec"), namespace)
             elif block.lang == "bash" and block.mark == "run":
                 for argv in block.commands():
                     assert main(argv) == 0, f"`provault {shlex.join(argv)}` failed: {capfd.readouterr().err}"
@@ -127,13 +139,21 @@ def test_the_examples_run_against_a_real_stack(tmp_path, monkeypatch, capfd, led
 
     out = capfd.readouterr().out
     assert "completed" in out and "failed" in out and "provault:deployment/price-prod/" in out
-    assert namespace["failed"].status == "failed" and namespace["deployment"].startswith("provault:deployment/price-prod/")
+    assert namespace["failed"].status == "failed" and namespace["deployment"].startswith(
+        "provault:deployment/price-prod/"
+    )
     assert "trained on 4 rows with ['--epochs', '3']" in out
     expected = sdk.stats.emitted + cli_events
     wait_for(lambda: len(ledger_events(ledger)) == expected + 1, what=f"all {expected} events of the page")  # + the key
     events = [e for e in ledger_events(ledger) if e.kind != "key.registered"]
     assert ledger.rejections() == []
     assert {e.kind for e in events} == {
-        "run.started", "run.completed", "run.failed", "dataset.registered", "model.registered", "model.deployed"}  # fmt: skip
+        "run.started",
+        "run.completed",
+        "run.failed",
+        "dataset.registered",
+        "model.registered",
+        "model.deployed",
+    }
     for e in events:
         read_with_prov_package(thaw(e.prov))

@@ -15,9 +15,17 @@ from typing import Any
 import pytest
 
 from agents.predictions import (
-    COLUMNS, PREDICTIONS_LOGGED, PredictionBacklogFull, PredictionLogger, PredictionLoggerClosed, canonical_json,
-    input_digest_of, output_value, plan_chunks, unix_time_text,
-)  # fmt: skip
+    COLUMNS,
+    PREDICTIONS_LOGGED,
+    PredictionBacklogFull,
+    PredictionLogger,
+    PredictionLoggerClosed,
+    canonical_json,
+    input_digest_of,
+    output_value,
+    plan_chunks,
+    unix_time_text,
+)
 from agents.runtime import Agent
 from agents.spool import Spool
 from agents.transport import NatsTransport
@@ -61,7 +69,7 @@ class RecordingAgent(Agent):
         self.gate = gate
         self.events: list[Emitted] = []
 
-    def emit(self, kind, prov, *, data=None, time=None) -> str:  # noqa: A002
+    def emit(self, kind, prov, *, data=None, time=None) -> str:
         thread = threading.current_thread().name
         if self.gate is not None and thread.startswith(BATCH_THREAD):
             self.gate.wait(30)
@@ -74,17 +82,28 @@ class RecordingAgent(Agent):
         return [row for e in self.events for row in e.data["rows"]]
 
 
-def make_agent(tmp_path: Path, *, url: str | None = None, key: Ed25519Signer | None = None,
-               nats: NatsSettings | None = None, gate: threading.Event | None = None, **settings: Any) -> RecordingAgent:  # fmt: skip
+def make_agent(
+    tmp_path: Path,
+    *,
+    url: str | None = None,
+    key: Ed25519Signer | None = None,
+    nats: NatsSettings | None = None,
+    gate: threading.Event | None = None,
+    **settings: Any,
+) -> RecordingAgent:
     """An agent; without ``url`` its NATS is a free port nobody listens on (nothing is delivered)."""
     timeout = 2.0 if url else 0.3
     url = url or f"nats://127.0.0.1:{free_port()}"
     settings.setdefault("publish_timeout_s", 2.0)
     return RecordingAgent(
-        producer_id=PRODUCER, signer=key or Ed25519Signer.generate(), spool_dir=tmp_path / "spool",
-        state_dir=tmp_path / "state", transport=NatsTransport(url, nats or NatsSettings(), PRODUCER, timeout_s=timeout),
-        settings=AgentSettings(**settings), gate=gate,
-    )  # fmt: skip
+        producer_id=PRODUCER,
+        signer=key or Ed25519Signer.generate(),
+        spool_dir=tmp_path / "spool",
+        state_dir=tmp_path / "state",
+        transport=NatsTransport(url, nats or NatsSettings(), PRODUCER, timeout_s=timeout),
+        settings=AgentSettings(**settings),
+        gate=gate,
+    )
 
 
 def make_logger(agent: Agent, **kw: Any) -> PredictionLogger:
@@ -237,7 +256,12 @@ def test_the_event_is_valid_prov_and_its_rows_are_what_was_logged(offline: Recor
     assert event.data["columns"] == list(COLUMNS)
     ids, times, inputs, outputs = zip(*event.data["rows"], strict=True)
     assert ids == ("a", "b", "c", "7")
-    assert inputs == (content_id(b"in-a"), content_id(b"text input"), content_id(b"elsewhere"), content_id(b'{"age":41}'))
+    assert inputs == (
+        content_id(b"in-a"),
+        content_id(b"text input"),
+        content_id(b"elsewhere"),
+        content_id(b'{"age":41}'),
+    )
     assert outputs == ({"label": "churn", "p": 0.8}, 0.5, "no", None)
     assert all(format_time(parse_time(t)) == t for t in times)
     offline.close(timeout=0.1)
@@ -385,8 +409,11 @@ def test_five_thousand_predictions_reach_the_ledger_each_once(tmp_path, ledger, 
     def logged() -> list:
         return [e for e in log.iter_entries(ledger.conn) if e.kind == PREDICTIONS_LOGGED]
 
-    wait_until(lambda: sum(len(parse_event(parse_envelope(e.envelope).payload).data["rows"]) for e in logged()) >= 5000,
-               timeout=60, what="every batch in the ledger")  # fmt: skip
+    wait_until(
+        lambda: sum(len(parse_event(parse_envelope(e.envelope).payload).data["rows"]) for e in logged()) >= 5000,
+        timeout=60,
+        what="every batch in the ledger",
+    )
     rows = []
     for entry in logged():
         event = parse_event(parse_envelope(entry.envelope).payload)

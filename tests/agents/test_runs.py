@@ -75,8 +75,9 @@ def sha256_of(path: Path) -> str:
 
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    done = subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=repo, env=env, check=True,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
     return done.stdout.strip()
 
 
@@ -158,7 +159,9 @@ def test_run_documents_follow_the_vocabulary(tmp_path: Path, monkeypatch: pytest
     assert {u["prov:entity"]: u["prov:role"] for u in relations(done, "used")} == {data.id: "provault:data"}
     (gen,) = relations(done, "wasGeneratedBy")
     assert (gen["prov:entity"], gen["prov:activity"], gen["prov:time"]) == (model.id, r.id, end["prov:endTime"])
-    assert relations(done, "wasDerivedFrom") == [{"prov:generatedEntity": model.id, "prov:usedEntity": data.id, "prov:activity": r.id}]
+    assert relations(done, "wasDerivedFrom") == [
+        {"prov:generatedEntity": model.id, "prov:usedEntity": data.id, "prov:activity": r.id}
+    ]
     assert done["entity"][model.id]["prov:label"] == "fraud model"
     for _, doc, _ in rec.events:
         read_with_prov_package(doc)
@@ -180,7 +183,9 @@ def test_inputs_declared_before_start_are_in_run_started(tmp_path: Path, monkeyp
     assert rec.prov("run.completed")["activity"][r.id]["provault:exitCode"] == 0
 
 
-def test_an_exception_emits_run_failed_and_propagates_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_exception_emits_run_failed_and_propagates_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
 
     class DivergedError(RuntimeError):
@@ -195,7 +200,9 @@ def test_an_exception_emits_run_failed_and_propagates_unchanged(tmp_path: Path, 
     assert caught.value is boom
     assert rec.kinds() == ["run.started", "run.failed"] and r.status == "failed"
     failed = rec.prov("run.failed")["activity"][r.id]
-    assert failed["provault:errorType"].endswith("test_an_exception_emits_run_failed_and_propagates_unchanged.<locals>.DivergedError")
+    assert failed["provault:errorType"].endswith(
+        "test_an_exception_emits_run_failed_and_propagates_unchanged.<locals>.DivergedError"
+    )
     assert failed["provault:error"] == "loss is nan at step 7"
     assert json.loads(failed["provault:metrics"]) == {"loss": "nan"}
     read_with_prov_package(rec.prov("run.failed"))
@@ -233,7 +240,9 @@ def test_metric_values_are_checked_and_series_bounded(tmp_path: Path, monkeypatc
     assert json.loads(end["provault:metrics"])["auc"] == "inf"
 
 
-def test_uris_are_named_by_their_text_and_flagged_not_content_addressed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uris_are_named_by_their_text_and_flagged_not_content_addressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     rec = Recorder()
     with agents.run("u", agent=rec) as r:  # type: ignore[arg-type]
@@ -243,7 +252,10 @@ def test_uris_are_named_by_their_text_and_flagged_not_content_addressed(tmp_path
     assert a.id == "provault:uri/" + hashlib.sha256(b"https://data.example.com/reviews.csv").hexdigest()
     assert b.id == "sha256:" + "ab" * 32
     entity = rec.prov("run.completed")["entity"][a.id]
-    assert entity["provault:contentAddressed"] is False and entity["provault:uri"] == "https://data.example.com/reviews.csv"
+    assert (
+        entity["provault:contentAddressed"] is False
+        and entity["provault:uri"] == "https://data.example.com/reviews.csv"
+    )
     assert "secret" not in json.dumps(rec.events)
     read_with_prov_package(rec.prov("run.completed"))
 
@@ -274,11 +286,20 @@ def test_nested_steps_link_up_with_was_informed_by(tmp_path: Path, monkeypatch: 
         with agents.step("prepare", agent=rec) as prepare:
             feat = featurize()
         trained = asyncio.run(train())
-    informed = {i["prov:informed"]: i["prov:informant"] for _, p, _ in rec.events for i in relations(p, "wasInformedBy")}
+    informed = {
+        i["prov:informed"]: i["prov:informant"] for _, p, _ in rec.events for i in relations(p, "wasInformedBy")
+    }
     assert informed == {prepare.id: pipeline.id, feat: prepare.id, trained: pipeline.id}
     assert alone.id not in informed
-    names = {a: v["provault:name"] for _, p, _ in rec.events for a, v in p.get("activity", {}).items() if "provault:name" in v}
-    assert names[feat] == "test_nested_steps_link_up_with_was_informed_by.<locals>.featurize" and names[trained] == "train"
+    names = {
+        a: v["provault:name"]
+        for _, p, _ in rec.events
+        for a, v in p.get("activity", {}).items()
+        if "provault:name" in v
+    }
+    assert (
+        names[feat] == "test_nested_steps_link_up_with_was_informed_by.<locals>.featurize" and names[trained] == "train"
+    )
     assert rec.kinds().count("run.completed") == 5
     for _, doc, _ in rec.events:
         read_with_prov_package(doc)
@@ -297,13 +318,28 @@ def test_dataset_model_and_deployment_documents(tmp_path: Path, monkeypatch: pyt
     clean = register_dataset("clean.csv", name="clean", derived_from=[raw], uri="s3://lake/clean.csv", agent=rec)  # type: ignore[arg-type]
     with agents.run("train", agent=rec) as r:  # type: ignore[arg-type]
         model = register_model("model.pkl", name="fraud", version="3", agent=rec)  # type: ignore[arg-type]
-    deployment = agents.deploy_model(model, name="fraud prod", target="k8s://prod/fraud", approved_by="carol@example.com",
-                                     deployer="provault:service/ci", agent=rec)  # type: ignore[arg-type]  # fmt: skip
-    assert rec.kinds() == ["dataset.registered", "dataset.registered", "run.started", "model.registered", "run.completed", "model.deployed"]
+    deployment = agents.deploy_model(
+        model,
+        name="fraud prod",
+        target="k8s://prod/fraud",
+        approved_by="carol@example.com",
+        deployer="provault:service/ci",
+        agent=rec,
+    )  # type: ignore[arg-type]
+    assert rec.kinds() == [
+        "dataset.registered",
+        "dataset.registered",
+        "run.started",
+        "model.registered",
+        "run.completed",
+        "model.deployed",
+    ]
 
     first = rec.prov("dataset.registered")
     assert first["entity"][raw]["prov:label"] == "raw" and first["entity"][raw]["provault:bytes"] == 6
-    assert relations(first, "wasAttributedTo") == [{"prov:entity": raw, "prov:agent": "provault:person/dana@example.com"}]
+    assert relations(first, "wasAttributedTo") == [
+        {"prov:entity": raw, "prov:agent": "provault:person/dana@example.com"}
+    ]
     second = rec.prov("dataset.registered", 1)
     assert second["entity"][clean]["provault:uri"] == "s3://lake/clean.csv"
     assert relations(second, "wasDerivedFrom") == [{"prov:generatedEntity": clean, "prov:usedEntity": raw}]
@@ -340,14 +376,21 @@ PRODUCER = "trainer@host-1/sdk"
 def registered_agent(ledger: Ledger, settings: Settings, url: str, tmp_path: Path, producer: str = PRODUCER) -> Agent:
     key = Ed25519Signer.generate()
     ledger.append(ledger.registration(key, producers=["trainer@*"]))
-    return Agent(producer_id=producer, signer=key, spool_dir=tmp_path / "spool", state_dir=tmp_path / "state",
-                 transport=NatsTransport(url, settings.nats, producer, timeout_s=5.0),
-                 settings=AgentSettings(publish_timeout_s=5.0))  # fmt: skip
+    return Agent(
+        producer_id=producer,
+        signer=key,
+        spool_dir=tmp_path / "spool",
+        state_dir=tmp_path / "state",
+        transport=NatsTransport(url, settings.nats, producer, timeout_s=5.0),
+        settings=AgentSettings(publish_timeout_s=5.0),
+    )
 
 
 @pytest.mark.postgres
 @pytest.mark.nats
-def test_events_arrive_verified_through_the_real_ingest(tmp_path, monkeypatch, ledger, ingest, settings, nats_target) -> None:
+def test_events_arrive_verified_through_the_real_ingest(
+    tmp_path, monkeypatch, ledger, ingest, settings, nats_target
+) -> None:
     commit = git_repo(tmp_path / "repo", {"train.py": "pass\n"}, ignore=("*.csv", "*.pkl"))
     monkeypatch.chdir(tmp_path / "repo")
     Path("data.csv").write_text("x\n1\n")
@@ -364,7 +407,14 @@ def test_events_arrive_verified_through_the_real_ingest(tmp_path, monkeypatch, l
     wait_for(lambda: len(ledger_events(ledger, PRODUCER)) == 6, what="the six events in the ledger")
     events = ledger_events(ledger, PRODUCER)
     assert ledger.rejections() == []
-    assert [e.kind for e in events] == ["run.started", "run.started", "run.completed", "run.completed", "model.registered", "model.deployed"]
+    assert [e.kind for e in events] == [
+        "run.started",
+        "run.started",
+        "run.completed",
+        "run.completed",
+        "model.registered",
+        "model.deployed",
+    ]
     step_started = thaw(events[1].prov)
     assert relations(step_started, "wasInformedBy") == [{"prov:informed": r.id, "prov:informant": pipeline.id}]
     assert f"provault:git/{commit}" in step_started["entity"]

@@ -33,9 +33,13 @@ def _registered_key(ledger: Ledger) -> Ed25519Signer:
 def _agent(tmp_path: Path, key: Ed25519Signer, settings: Settings, url: str, **kw) -> Agent:
     agent_settings = AgentSettings(publish_timeout_s=2.0, **kw)
     return Agent(
-        producer_id=PRODUCER, signer=key, spool_dir=tmp_path / "spool", state_dir=tmp_path / "state",
-        transport=NatsTransport(url, settings.nats, PRODUCER, timeout_s=2.0), settings=agent_settings,
-    )  # fmt: skip
+        producer_id=PRODUCER,
+        signer=key,
+        spool_dir=tmp_path / "spool",
+        state_dir=tmp_path / "state",
+        transport=NatsTransport(url, settings.nats, PRODUCER, timeout_s=2.0),
+        settings=agent_settings,
+    )
 
 
 def _ours(ledger: Ledger) -> list:
@@ -54,7 +58,9 @@ def test_emitted_events_arrive_verified_and_in_order(tmp_path, ledger, ingest, s
     assert ledger.rejections() == []
 
 
-def test_nats_down_for_the_whole_run_then_everything_arrives_once(tmp_path, ledger, ingest, settings, nats_target) -> None:
+def test_nats_down_for_the_whole_run_then_everything_arrives_once(
+    tmp_path, ledger, ingest, settings, nats_target
+) -> None:
     key = _registered_key(ledger)
     nats_target.server.stop()
     agent = _agent(tmp_path, key, settings, nats_target.url)
@@ -94,8 +100,11 @@ CHILD = textwrap.dedent("""
 def test_sigkill_mid_batch_loses_nothing_accepted(tmp_path, ledger, ingest, settings, nats_target) -> None:
     key = _registered_key(ledger)
     save_private_key(key, tmp_path / "p.key")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, nats_target.url, str(tmp_path / "p.key"), str(tmp_path), PRODUCER],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, nats_target.url, str(tmp_path / "p.key"), str(tmp_path), PRODUCER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     accepted = []
     try:
         assert child.stdout is not None

@@ -124,8 +124,13 @@ def test_a_logging_failure_never_breaks_predict_unless_strict(logger, caplog) ->
 
 
 def environ(body: bytes = b"", **extra) -> dict:
-    env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "CONTENT_LENGTH": str(len(body)),
-           "wsgi.input": io.BytesIO(body), **extra}  # fmt: skip
+    env = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/predict",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        **extra,
+    }
     setup_testing_defaults(env)
     return env
 
@@ -291,7 +296,7 @@ def test_the_serving_guide_examples_run() -> None:
     namespace: dict = {"__name__": "docs_serving"}
     try:
         for i, code in enumerate(blocks):
-            exec(compile(code, f"<docs/serving.md block {i}>", "exec"), namespace)  # noqa: S102 - our own docs
+            exec(compile(code, f"<docs/serving.md block {i}>", "exec"), namespace)
     finally:
         for name in ("logger", "agent"):
             if hasattr(namespace.get(name), "close"):

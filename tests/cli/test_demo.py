@@ -29,6 +29,7 @@ BUDGET_S = 60.0
 """The demo's promise: done in under a minute (it takes about 10 s on a 2-core machine)."""
 TIMEOUT_S = 240.0
 
+
 @dataclass(frozen=True, slots=True)
 class Round:
     code: int
@@ -49,14 +50,21 @@ def _run_demo(data_dir: Path, tmp: Path, name: str) -> Round:
     seen: set[int] = set()
     start = time.monotonic()
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data_dir)],
-                                stdout=o, stderr=e, env=_env(tmp), cwd=tmp)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data_dir)],
+            stdout=o,
+            stderr=e,
+            env=_env(tmp),
+            cwd=tmp,
+        )
         while proc.poll() is None:
             seen.update(_children(proc.pid))
             if time.monotonic() - start > TIMEOUT_S:
                 proc.kill()
                 proc.wait()
-                pytest.fail(f"provault demo did not finish within {TIMEOUT_S:.0f} s:\n{out.read_text()}\n{err.read_text()}")
+                pytest.fail(
+                    f"provault demo did not finish within {TIMEOUT_S:.0f} s:\n{out.read_text()}\n{err.read_text()}"
+                )
             time.sleep(0.05)
     seconds = time.monotonic() - start
     return Round(proc.returncode, out.read_text(), err.read_text(), seconds, frozenset(seen))
@@ -81,7 +89,9 @@ def _section(out: str, start: str, end: str) -> str:
 def _commands(out: str) -> list[list[str]]:
     """Every `$ provault ...` command the narrative shows, continuation lines joined."""
     text = re.sub(r" \\\n\s+", " ", out)
-    return [shlex.split(line.split("$ ", 1)[1]) for line in text.splitlines() if line.lstrip().startswith("$ provault ")]
+    return [
+        shlex.split(line.split("$ ", 1)[1]) for line in text.splitlines() if line.lstrip().startswith("$ provault ")
+    ]
 
 
 # --- the story --------------------------------------------------------------------------------
@@ -147,8 +157,19 @@ def test_the_audit_and_the_bundle_verify(rounds) -> None:
     demo = data / "demo"
     assert (demo / "bundle.json").is_file()
     # Offline, with the real CLI and the pinned keys the demo left.
-    assert main(["verify-bundle", str(demo / "bundle.json"), "--key", str(demo / "log.vkey"),
-                 "--admin-key", str(data / "keys" / "admin.key.pub")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "verify-bundle",
+                str(demo / "bundle.json"),
+                "--key",
+                str(demo / "log.vkey"),
+                "--admin-key",
+                str(data / "keys" / "admin.key.pub"),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.postgres
@@ -177,8 +198,13 @@ def test_refused_while_provault_up_holds_the_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "state"
     proc, _ = _start_up(data, extra_env={"PROVAULT_GRPC_QUERY_LISTEN": "127.0.0.1:0"})
     try:
-        res = subprocess.run([sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data)],
-                             capture_output=True, text=True, env=_env(tmp_path), timeout=120)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            env=_env(tmp_path),
+            timeout=120,
+        )
         assert (data / "stack.json").exists(), "the running stack's file is left alone"
     finally:
         _stop(proc, signal.SIGINT)
@@ -225,8 +251,12 @@ def test_a_failing_step_stops_the_stack_and_says_which_step(tmp_path: Path, monk
 def test_sigterm_stops_the_stack(tmp_path: Path) -> None:
     data, out = tmp_path / "state", tmp_path / "out"
     with open(out, "w") as o:
-        proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data)],
-                                stdout=o, stderr=subprocess.STDOUT, env=_env(tmp_path))  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "demo", "--data-dir", str(data)],
+            stdout=o,
+            stderr=subprocess.STDOUT,
+            env=_env(tmp_path),
+        )
         deadline = time.monotonic() + TIMEOUT_S
         while "[3/9]" not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -245,7 +275,9 @@ def test_sigterm_stops_the_stack(tmp_path: Path) -> None:
 
 def _quickstart_commands() -> list[str]:
     text = QUICKSTART.read_text(encoding="utf-8")
-    lines = [ln.strip() for block in re.findall(r"^```bash\n(.*?)^```$", text, re.S | re.M) for ln in block.splitlines()]
+    lines = [
+        ln.strip() for block in re.findall(r"^```bash\n(.*?)^```$", text, re.S | re.M) for ln in block.splitlines()
+    ]
     parts = [part.strip() for ln in lines if ln and not ln.startswith("#") for part in ln.split("&&")]
     return [part for part in parts if part.startswith("provault ")]
 

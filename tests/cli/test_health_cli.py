@@ -66,8 +66,9 @@ def plaintext_health_server() -> Iterator[tuple[int, health.HealthServicer]]:
 # --- TLS -------------------------------------------------------------------------------------------
 
 
-def test_serving_with_the_right_ca(tls_server: tuple[int, health.HealthServicer], pki: Tls,
-                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_serving_with_the_right_ca(
+    tls_server: tuple[int, health.HealthServicer], pki: Tls, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, _ = tls_server
     target = f"127.0.0.1:{port}"
     code, out, err = _run(capsys, target, "--tls-ca", str(pki.ca), "--tls-name", "localhost")
@@ -79,8 +80,9 @@ def test_serving_with_the_right_ca(tls_server: tuple[int, health.HealthServicer]
     assert code == 0 and out == f"provault health: localhost:{port} SERVING\n"
 
 
-def test_a_certificate_that_does_not_name_the_host_fails(tls_server: tuple[int, health.HealthServicer], pki: Tls,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_certificate_that_does_not_name_the_host_fails(
+    tls_server: tuple[int, health.HealthServicer], pki: Tls, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, _ = tls_server
     code, out, err = _run(capsys, f"127.0.0.1:{port}", "--tls-ca", str(pki.ca))
     assert code == 1 and out == ""
@@ -88,8 +90,9 @@ def test_a_certificate_that_does_not_name_the_host_fails(tls_server: tuple[int, 
     assert f"127.0.0.1:{port}" in err and "does not name 127.0.0.1" in err and "--tls-name" in err
 
 
-def test_another_ca_fails_the_tls_handshake(tls_server: tuple[int, health.HealthServicer], other_ca: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_another_ca_fails_the_tls_handshake(
+    tls_server: tuple[int, health.HealthServicer], other_ca: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, _ = tls_server
     code, out, err = _run(capsys, f"127.0.0.1:{port}", "--tls-ca", str(other_ca), "--tls-name", "localhost")
     assert code == 1 and out == ""
@@ -97,9 +100,12 @@ def test_another_ca_fails_the_tls_handshake(tls_server: tuple[int, health.Health
     assert "CERTIFICATE_VERIFY_FAILED" in err and "hint: check --tls-ca" in err
 
 
-def test_grpc_tls_ca_from_the_settings_is_the_default_ca(tls_server: tuple[int, health.HealthServicer], pki: Tls,
-                                                         monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_grpc_tls_ca_from_the_settings_is_the_default_ca(
+    tls_server: tuple[int, health.HealthServicer],
+    pki: Tls,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     port, _ = tls_server
     monkeypatch.setenv("PROVAULT_GRPC_TLS_CA", str(pki.ca))
     code, out, _ = _run(capsys, f"localhost:{port}")
@@ -119,8 +125,9 @@ def test_ca_files_that_cannot_be_used(tmp_path: Path, capsys: pytest.CaptureFixt
 # --- statuses --------------------------------------------------------------------------------------
 
 
-def test_not_serving_and_per_service_statuses(tls_server: tuple[int, health.HealthServicer], pki: Tls,
-                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_not_serving_and_per_service_statuses(
+    tls_server: tuple[int, health.HealthServicer], pki: Tls, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, servicer = tls_server
     target = f"127.0.0.1:{port}"
     tls = ["--tls-ca", str(pki.ca), "--tls-name", "localhost"]
@@ -134,7 +141,11 @@ def test_not_serving_and_per_service_statuses(tls_server: tuple[int, health.Heal
     code, out, _ = _run(capsys, target, *tls, "--service", "provault.v1.LedgerService")
     assert (code, out) == (0, f"provault health: {target} provault.v1.LedgerService SERVING\n")
     code, out, _ = _run(capsys, target, *tls, "--service", "provault.v1.QueryService", "--json")
-    assert code == 1 and json.loads(out) == {"target": target, "service": "provault.v1.QueryService", "status": "SERVICE_UNKNOWN"}
+    assert code == 1 and json.loads(out) == {
+        "target": target,
+        "service": "provault.v1.QueryService",
+        "status": "SERVICE_UNKNOWN",
+    }
 
     servicer.enter_graceful_shutdown()  # what the servers do on SIGTERM
     code, out, _ = _run(capsys, target, *tls, "--service", "provault.v1.LedgerService")
@@ -150,8 +161,9 @@ def test_a_plaintext_target(capsys: pytest.CaptureFixture[str]) -> None:
         assert (code, out, err) == (0, f"provault health: 127.0.0.1:{port} SERVING\n", "")
 
 
-def test_plaintext_against_tls_and_tls_against_plaintext_say_so(tls_server: tuple[int, health.HealthServicer], pki: Tls,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_plaintext_against_tls_and_tls_against_plaintext_say_so(
+    tls_server: tuple[int, health.HealthServicer], pki: Tls, capsys: pytest.CaptureFixture[str]
+) -> None:
     port, _ = tls_server
     code, _, err = _run(capsys, f"127.0.0.1:{port}")
     assert code == 1 and f"127.0.0.1:{port} is not reachable in plaintext" in err
@@ -167,7 +179,9 @@ def test_nothing_listening(pki: Tls, capsys: pytest.CaptureFixture[str]) -> None
         started = time.monotonic()
         code, out, err = _run(capsys, f"127.0.0.1:{port}", *tls)
         assert code == 1 and out == ""
-        assert err.startswith(f"provault: error [transport_unavailable]: 127.0.0.1:{port} is not reachable: nothing listens there")
+        assert err.startswith(
+            f"provault: error [transport_unavailable]: 127.0.0.1:{port} is not reachable: nothing listens there"
+        )
         assert "hint: is `provault ledger serve`" in err
         assert time.monotonic() - started < 3, "a refused connection fails at once"
 
@@ -186,12 +200,17 @@ def test_a_server_that_never_answers_times_out(capsys: pytest.CaptureFixture[str
 # --- TARGET: words, the stack file, syntax ---------------------------------------------------------
 
 
-def test_ledger_and_query_resolve_from_the_settings(tmp_path: Path, pki: Tls, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_ledger_and_query_resolve_from_the_settings(
+    tmp_path: Path, pki: Tls, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
-    with plaintext_health_server() as (ledger_port, _), tls_health_server(
-        grpc.ssl_server_credentials([(pki.key.read_bytes(), pki.cert.read_bytes())])
-    ) as (query_port, _):
+    with (
+        plaintext_health_server() as (ledger_port, _),
+        tls_health_server(grpc.ssl_server_credentials([(pki.key.read_bytes(), pki.cert.read_bytes())])) as (
+            query_port,
+            _,
+        ),
+    ):
         # A wildcard listen address is dialled on loopback; `ledger` is the default TARGET.
         monkeypatch.setenv("PROVAULT_GRPC_LEDGER_LISTEN", f"0.0.0.0:{ledger_port}")
         for argv in ([], ["ledger"]):
@@ -211,8 +230,15 @@ def test_a_running_provault_up_wins_over_the_settings(tmp_path: Path, capsys: py
     data.mkdir()
     with plaintext_health_server() as (ledger_port, _), plaintext_health_server() as (query_port, _):
         # The stack file names this (live) process, as `provault up` names its own.
-        write_stack_file(data, Endpoints(postgres_dsn="postgresql://x@127.0.0.1/x", nats_url="nats://127.0.0.1:4222",
-                                         ledger_grpc=f"127.0.0.1:{ledger_port}", query_grpc=f"127.0.0.1:{query_port}"))  # fmt: skip
+        write_stack_file(
+            data,
+            Endpoints(
+                postgres_dsn="postgresql://x@127.0.0.1/x",
+                nats_url="nats://127.0.0.1:4222",
+                ledger_grpc=f"127.0.0.1:{ledger_port}",
+                query_grpc=f"127.0.0.1:{query_port}",
+            ),
+        )
         for word, port in (("ledger", ledger_port), ("query", query_port)):
             code, out, _ = _run(capsys, word, "--data-dir", str(data))
             assert (code, out) == (0, f"provault health: 127.0.0.1:{port} SERVING\n")
@@ -223,13 +249,27 @@ def test_wildcard_listen_addresses_are_dialled_on_loopback(listen: str, tmp_path
     from ledger.cli._health import resolve_target  # noqa: PLC0415
 
     settings = Settings(data_dir=tmp_path, grpc=GrpcSettings(ledger_listen=listen))
-    expected = {"0.0.0.0:7430": "127.0.0.1:7430", "[::]:7430": "[::1]:7430", ":::7430": "[::1]:7430"}.get(listen, listen)
+    expected = {"0.0.0.0:7430": "127.0.0.1:7430", "[::]:7430": "[::1]:7430", ":::7430": "[::1]:7430"}.get(
+        listen, listen
+    )
     assert resolve_target("ledger", settings) == expected
     assert resolve_target("10.1.2.3:99", settings) == "10.1.2.3:99"
 
 
-@pytest.mark.parametrize("argv", [["foo"], ["host:"], [":7430"], ["host:99999"], ["host:0"], ["::1:7430"],
-                                  ["127.0.0.1:7430", "extra"], ["--timeout", "0"], ["--timeout", "soon"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["foo"],
+        ["host:"],
+        [":7430"],
+        ["host:99999"],
+        ["host:0"],
+        ["::1:7430"],
+        ["127.0.0.1:7430", "extra"],
+        ["--timeout", "0"],
+        ["--timeout", "soon"],
+    ],
+)
 def test_a_wrong_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["health", *argv])
@@ -251,7 +291,9 @@ def test_ipv6_and_host_names_parse(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.postgres
-def test_the_real_ledger_and_query_servers(ledger, tmp_path: Path, pki: Tls, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_real_ledger_and_query_servers(
+    ledger, tmp_path: Path, pki: Tls, capsys: pytest.CaptureFixture[str]
+) -> None:
     """LedgerService and QueryService with TLS and tokens, as `ledger serve` / `query serve` secure them: no token
     needed, each SERVING as a whole and for its own service, the other service unknown."""
     from ledger.grpckit.tokens import TokenStore, tokens_path  # noqa: PLC0415
@@ -260,11 +302,17 @@ def test_the_real_ledger_and_query_servers(ledger, tmp_path: Path, pki: Tls, cap
     settings = Settings(data_dir=tmp_path / "data", grpc=GrpcSettings(tls_cert=str(pki.cert), tls_key=str(pki.key)))
     TokenStore(tokens_path(settings)).create(role="admin", name="bootstrap")
     with serving(ledger, settings) as s:
-        for target, own, other in ((s.ledger_target, "provault.v1.LedgerService", "provault.v1.QueryService"),
-                                   (s.query_target, "provault.v1.QueryService", "provault.v1.LedgerService")):  # fmt: skip
+        for target, own, other in (
+            (s.ledger_target, "provault.v1.LedgerService", "provault.v1.QueryService"),
+            (s.query_target, "provault.v1.QueryService", "provault.v1.LedgerService"),
+        ):
             port = target.rsplit(":", 1)[1]
             tls = ["--tls-ca", str(pki.ca), "--tls-name", "localhost"]
-            for service, code_expected, status in (("", 0, "SERVING"), (own, 0, "SERVING"), (other, 1, "SERVICE_UNKNOWN")):
+            for service, code_expected, status in (
+                ("", 0, "SERVING"),
+                (own, 0, "SERVING"),
+                (other, 1, "SERVICE_UNKNOWN"),
+            ):
                 code, out, err = _run(capsys, f"127.0.0.1:{port}", *tls, "--service", service, "--json")
                 assert code == code_expected, err
                 assert json.loads(out) == {"target": f"127.0.0.1:{port}", "service": service, "status": status}

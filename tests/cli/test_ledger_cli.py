@@ -69,7 +69,9 @@ def test_checkpoint_due_policy(size: int, last_size: int, last_time: float, now:
 
 
 @pytest.mark.postgres
-def test_db_migrate_applies_once(pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_migrate_applies_once(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("PROVAULT_POSTGRES_DSN", pg_dsn)
     assert main(["db", "migrate"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == ["applied ledger V001 ledger", "applied prov V001 prov"]
@@ -77,13 +79,17 @@ def test_db_migrate_applies_once(pg_dsn: str, monkeypatch: pytest.MonkeyPatch, c
     assert capsys.readouterr().out.strip() == "schema is up to date"
 
 
-def test_db_migrate_without_a_server_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_db_migrate_without_a_server_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = _closed_port()
     monkeypatch.setenv("PROVAULT_POSTGRES_DSN", f"postgresql://provault:s3cret-pw@127.0.0.1:{port}/ledger")
     assert main(["db", "migrate"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith(f"provault: error [storage_unavailable]: cannot connect to PostgreSQL at 127.0.0.1:{port}/ledger")
+    assert err.startswith(
+        f"provault: error [storage_unavailable]: cannot connect to PostgreSQL at 127.0.0.1:{port}/ledger"
+    )
     assert "hint: is the server running?" in err
     assert "Traceback" not in err and "psycopg" not in err
     assert "s3cret-pw" not in err, "the password must never be printed"
@@ -105,8 +111,13 @@ def test_ledger_init_creates_keys_and_trust_root_once(
     assert (data / "keys" / "checkpoint.key.pub").exists() and (data / "keys" / "admin.key.pub").exists()
     ck_id, admin_id = load_private_key(ck).keyid, load_private_key(admin).keyid
     assert _trust_root(pg_dsn) == [(admin_id, "admin", "admin"), (ck_id, "checkpoint", "provault.local/log")]
-    for line in ("applied ledger V001 ledger", f"created checkpoint key {ck}", f"created admin key {admin}",
-                 f"checkpoint key {ck_id} for origin provault.local/log", f"admin key {admin_id} (admin)"):  # fmt: skip
+    for line in (
+        "applied ledger V001 ledger",
+        f"created checkpoint key {ck}",
+        f"created admin key {admin}",
+        f"checkpoint key {ck_id} for origin provault.local/log",
+        f"admin key {admin_id} (admin)",
+    ):
         assert line in out.splitlines()
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT tree_size FROM ledger.checkpoints").fetchall() == [(0,)], "the empty tree is signed"
@@ -328,7 +339,7 @@ def _doc_command_lines() -> list[str]:
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
     """Every runnable command path of the parser, e.g. ('keys', 'register')."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001 - argparse has no public walk
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         return {prefix}
     return {path for name, p in subs[0].choices.items() for path in _subcommands(p, (*prefix, name))}

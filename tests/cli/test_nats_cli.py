@@ -19,14 +19,28 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def test_add_list_render_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = ["--data-dir", str(tmp_path / "data")]
-    code, out, err = _run(capsys, "nats", "user", "add", "ledger", "--role", "ledger", "--seed-out", str(tmp_path / "ledger.nk"), *d)
+    code, out, err = _run(
+        capsys, "nats", "user", "add", "ledger", "--role", "ledger", "--seed-out", str(tmp_path / "ledger.nk"), *d
+    )
     assert code == 0
     seed, public = read_seed_file(tmp_path / "ledger.nk")
     assert out.strip() == public, "the public key goes to stdout, for scripts"
     assert "nats.nkey_seed_file" in err and "server-config" in err
     assert (tmp_path / "ledger.nk").stat().st_mode & 0o777 == 0o600
-    code, out, _ = _run(capsys, "nats", "user", "add", "gpu-07", "--role", "agent", "--producer", "trainer@gpu-07",
-                        "--seed-out", str(tmp_path / "gpu-07.nk"), *d)  # fmt: skip
+    code, out, _ = _run(
+        capsys,
+        "nats",
+        "user",
+        "add",
+        "gpu-07",
+        "--role",
+        "agent",
+        "--producer",
+        "trainer@gpu-07",
+        "--seed-out",
+        str(tmp_path / "gpu-07.nk"),
+        *d,
+    )
     assert code == 0
 
     code, out, _ = _run(capsys, "nats", "user", "list", "--json", *d)
@@ -61,7 +75,9 @@ def test_refusals_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 1 and "already exists; not overwriting" in err
     assert existing.read_text() == "something precious\n" and not users.exists()
     # A missing directory for the seed.
-    code, _, err = _run(capsys, "nats", "user", "add", "a", "--role", "ledger", "--seed-out", str(tmp_path / "no" / "a.nk"), *d)
+    code, _, err = _run(
+        capsys, "nats", "user", "add", "a", "--role", "ledger", "--seed-out", str(tmp_path / "no" / "a.nk"), *d
+    )
     assert code == 1 and "does not exist" in err and not users.exists()
     # Role rules.
     code, _, err = _run(capsys, "nats", "user", "add", "a", "--role", "agent", "--seed-out", str(tmp_path / "a.nk"), *d)
@@ -71,7 +87,20 @@ def test_refusals_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert exit_.value.code == 2
     capsys.readouterr()
     # Only agents: the ledger could not consume.
-    code, _, _ = _run(capsys, "nats", "user", "add", "a", "--role", "agent", "--producer", "p", "--seed-out", str(tmp_path / "a.nk"), *d)
+    code, _, _ = _run(
+        capsys,
+        "nats",
+        "user",
+        "add",
+        "a",
+        "--role",
+        "agent",
+        "--producer",
+        "p",
+        "--seed-out",
+        str(tmp_path / "a.nk"),
+        *d,
+    )
     assert code == 0
     code, _, err = _run(capsys, "nats", "server-config", *d)
     assert code == 1 and "no user has the ledger role" in err

@@ -15,7 +15,6 @@ import sys
 import grpc
 import psycopg
 import pytest
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.cli import main
 from ledger.config import NatsSettings
@@ -23,6 +22,7 @@ from ledger.core import merkle
 from ledger.core.checkpoint import NoteVerifier, open_checkpoint
 from ledger.core.keys import Ed25519Signer, Ed25519Verifier, save_private_key
 from ledger.core.producing import ProducerChain
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.cli.test_up import _start_up, _stop
 from tests.ledgerkit import dataset_prov
 from tests.service.natskit import publish, wait_for
@@ -40,8 +40,24 @@ def test_ten_thousand_events_from_three_producers(tmp_path, capsys) -> None:
         keys = [Ed25519Signer.generate() for _ in range(PRODUCERS)]
         for i, k in enumerate(keys):
             save_private_key(k, tmp_path / f"p{i}.key")
-            assert main(["keys", "register", str(tmp_path / f"p{i}.key"), "--identity", f"service:trainer-{i}",
-                         "--kinds", "dataset.*", "--producers", f"trainer-{i}@*", "--data-dir", str(data)]) == 0  # fmt: skip
+            assert (
+                main(
+                    [
+                        "keys",
+                        "register",
+                        str(tmp_path / f"p{i}.key"),
+                        "--identity",
+                        f"service:trainer-{i}",
+                        "--kinds",
+                        "dataset.*",
+                        "--producers",
+                        f"trainer-{i}@*",
+                        "--data-dir",
+                        str(data),
+                    ]
+                )
+                == 0
+            )
         chains = [ProducerChain(f"trainer-{i}@host", k) for i, k in enumerate(keys)]
         events = [chains[i % PRODUCERS].emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(EVENTS)]
         publish(info["nats_url"], NatsSettings(), events)
@@ -74,8 +90,12 @@ def _check_proofs(target: str, leaves: list[bytes], data) -> None:
         checkpoint_key = (data / "keys" / "checkpoint.key.pub").read_bytes()
         from ledger.core.keys import parse_public_key  # noqa: PLC0415
 
-        opened = open_checkpoint(cp.signed_note, [NoteVerifier(name=cp.origin, verifier=Ed25519Verifier(parse_public_key(checkpoint_key)))])
-        assert opened.root_hash == merkle.root_hash(leaves) == cp.root_hash, "the signed root is the root of the stored leaves"
+        opened = open_checkpoint(
+            cp.signed_note, [NoteVerifier(name=cp.origin, verifier=Ed25519Verifier(parse_public_key(checkpoint_key)))]
+        )
+        assert opened.root_hash == merkle.root_hash(leaves) == cp.root_hash, (
+            "the signed root is the root of the stored leaves"
+        )
         rng = random.Random(7)
         for seq in rng.sample(range(size), 25):
             res = stub.GetInclusionProof(ledger_pb2.GetInclusionProofRequest(seq=seq, tree_size=size))
@@ -87,7 +107,12 @@ def _check_proofs(target: str, leaves: list[bytes], data) -> None:
 
 def test_cli_verify_passes_after_the_story_would_run(tmp_path) -> None:
     """`provault verify` against a stopped stack's database needs the stack: say so clearly."""
-    res = subprocess.run([sys.executable, "-m", "ledger.cli", "verify", "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "verify", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert res.returncode == 1
     assert "no running `provault up` found" in res.stderr

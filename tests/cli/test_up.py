@@ -45,8 +45,11 @@ def _start_up(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + BANNER_TIMEOUT_S
     lines = []
     assert proc.stdout is not None
@@ -110,8 +113,11 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
         res = subprocess.run(
             [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(tmp_path / "state")],
-            capture_output=True, text=True, env=env, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     finally:
         _stop(proc, signal.SIGINT)
     assert res.returncode == 1

@@ -64,7 +64,9 @@ PETER_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx0
 PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 ENOCH_VKEY = "EnochRoot+af0cfe78+ATtqJ7zOtqQtYqOo0CpvDXNlMhV3HeJDpjrASKGLWdop"
 PETER_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
-PETER_SIG = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+PETER_SIG = (
+    "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
 ENOCH_SIG = "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
 
 
@@ -115,7 +117,10 @@ def test_go_note_unknown_signatures_are_ignored() -> None:
 
 def test_go_note_with_no_trusted_signature_cannot_be_verified() -> None:
     note = parse_note(PETER_TEXT + "\n" + PETER_SIG + ENOCH_SIG)
-    with pytest.raises(UnknownKey, match=r"expected \['example.com/foo\+530d903a'\], found \['PeterNeumann\+c74f20a3', 'EnochRoot\+af0cfe78'\]"):
+    with pytest.raises(
+        UnknownKey,
+        match=r"expected \['example.com/foo\+530d903a'\], found \['PeterNeumann\+c74f20a3', 'EnochRoot\+af0cfe78'\]",
+    ):
         verify_note(note, [parse_vkey(C2SP_VKEY)])
     with pytest.raises(CannotVerify, match="no trusted note keys"):
         verify_note(note, [])
@@ -200,7 +205,11 @@ WITNESS_KEY = NoteVerifier(name="witness.example/w1", verifier=WITNESS.verifier(
 CP = Checkpoint(origin=LOG, size=12345, root_hash=ROOT, extensions=("ext one",))
 
 LINE = st.text(st.characters(blacklist_categories=("Cs",), min_codepoint=0x20), min_size=1, max_size=30)
-NAME = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), blacklist_characters="+"), min_size=1, max_size=20)
+NAME = st.text(
+    st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), blacklist_characters="+"),
+    min_size=1,
+    max_size=20,
+)
 NAME = NAME.filter(lambda s: not any(c.isspace() for c in s))
 
 
@@ -212,7 +221,12 @@ def test_checkpoint_round_trip(origin: str, size: int, root: bytes, extensions: 
 
 
 @settings(max_examples=100)
-@given(st.lists(LINE | st.just(""), min_size=1, max_size=5), st.lists(st.tuples(NAME, st.binary(min_size=4, max_size=4), st.binary(min_size=1, max_size=80)), min_size=1, max_size=4))
+@given(
+    st.lists(LINE | st.just(""), min_size=1, max_size=5),
+    st.lists(
+        st.tuples(NAME, st.binary(min_size=4, max_size=4), st.binary(min_size=1, max_size=80)), min_size=1, max_size=4
+    ),
+)
 def test_note_round_trip(lines: list[str], sigs: list[tuple[str, bytes, bytes]]) -> None:
     signatures = tuple(NoteSignature(name=n, key_hash=h, signature=s) for n, h, s in sigs)
     note = Note(text="\n".join(lines) + "\n", signatures=signatures)
@@ -228,7 +242,9 @@ def test_sign_and_open_checkpoint_round_trip() -> None:
 
 def test_witness_cosignature_is_kept_but_not_enough() -> None:
     log_note = parse_note(sign_checkpoint(CP, LOG, SIGNER))
-    cosigned = replace(log_note, signatures=log_note.signatures + sign_note(log_note.text, WITNESS_KEY.name, WITNESS).signatures)
+    cosigned = replace(
+        log_note, signatures=log_note.signatures + sign_note(log_note.text, WITNESS_KEY.name, WITNESS).signatures
+    )
     text = format_note(cosigned)
     assert open_checkpoint(text, [LOG_KEY, WITNESS_KEY]) == CP
     assert [s.name for s in verify_note(cosigned, [WITNESS_KEY])] == ["witness.example/w1"]
@@ -346,13 +362,28 @@ def test_one_hundred_signatures_are_accepted() -> None:
     [
         (lambda: Checkpoint(origin="", size=1, root_hash=ROOT), "checkpoint origin: expected a non-empty line"),
         (lambda: Checkpoint(origin="a\nb", size=1, root_hash=ROOT), "expected one line without control characters"),
-        (lambda: Checkpoint(origin="o", size=-1, root_hash=ROOT), "tree size: expected an integer in [0, 2^64-1], found -1"),
+        (
+            lambda: Checkpoint(origin="o", size=-1, root_hash=ROOT),
+            "tree size: expected an integer in [0, 2^64-1], found -1",
+        ),
         (lambda: Checkpoint(origin="o", size=True, root_hash=ROOT), "found True"),
-        (lambda: Checkpoint(origin="o", size=1, root_hash=ROOT.hex()), "root hash: expected 32 bytes, found str of length 64"),
-        (lambda: Checkpoint(origin="o", size=1, root_hash=ROOT, extensions=["x"]), "extensions: expected a tuple of lines, found list"),
-        (lambda: Checkpoint(origin="o", size=1, root_hash=ROOT, extensions=("",)), "extension line 1: expected a non-empty line"),
+        (
+            lambda: Checkpoint(origin="o", size=1, root_hash=ROOT.hex()),
+            "root hash: expected 32 bytes, found str of length 64",
+        ),
+        (
+            lambda: Checkpoint(origin="o", size=1, root_hash=ROOT, extensions=["x"]),
+            "extensions: expected a tuple of lines, found list",
+        ),
+        (
+            lambda: Checkpoint(origin="o", size=1, root_hash=ROOT, extensions=("",)),
+            "extension line 1: expected a non-empty line",
+        ),
         (lambda: Note(text="no newline", signatures=()), "signed note text ending: expected a final newline"),
-        (lambda: NoteSignature(name="n", key_hash=b"abc", signature=b"s"), "key hash of signature by n: expected 4 bytes"),
+        (
+            lambda: NoteSignature(name="n", key_hash=b"abc", signature=b"s"),
+            "key hash of signature by n: expected 4 bytes",
+        ),
         (lambda: NoteSignature(name="n", key_hash=b"abcd", signature=b""), "signature by n: expected non-empty bytes"),
         (lambda: format_note(Note(text="t\n")), "signatures on a note to format: expected at least one, found none"),
         (lambda: sign_note("t", LOG, SIGNER), "text to sign ending: expected a final newline"),

@@ -65,7 +65,10 @@ def _sig_item(**overrides: object) -> dict[str, object]:
 
 def test_pae_dsse_spec_vector() -> None:
     # secure-systems-lab/dsse protocol.md, "Test Vectors"
-    assert pae("http://example.com/HelloWorld", b"hello world") == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert (
+        pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
 
 
 def test_pae_counts_bytes_not_characters() -> None:
@@ -179,7 +182,9 @@ def test_parse_rejects_unpaired_surrogate_payload_type() -> None:
         parse_envelope(_raw(payloadType="\ud800"), payload_type=None)
 
 
-@pytest.mark.parametrize(("text", "data"), [("", b""), ("QQ", b"A"), ("QQ==", b"A"), ("-_8", b"\xfb\xff"), ("+/8=", b"\xfb\xff")])
+@pytest.mark.parametrize(
+    ("text", "data"), [("", b""), ("QQ", b"A"), ("QQ==", b"A"), ("-_8", b"\xfb\xff"), ("+/8=", b"\xfb\xff")]
+)
 def test_decode_base64_accepts(text: str, data: bytes) -> None:
     assert decode_base64(text, what="x") == data
 
@@ -197,7 +202,12 @@ def test_parse_arbitrary_bytes_raises_only_decode_errors(raw: bytes) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["payload", "payloadType", "signatures", "keyid", "sig", "x"]), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["payload", "payloadType", "signatures", "keyid", "sig", "x"]), inner, max_size=4
+            )
+        ),
         max_leaves=20,
     )
 )
@@ -255,36 +265,67 @@ def test_require_canonical_uses_the_parsed_envelope_or_parses_itself() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        pytest.param(_recoded(lambda d: d.update(note="hi")),
-                     "envelope: unknown member 'note'; the ledger admits only payload, payloadType and signatures",
-                     id="unknown-top-member"),
-        pytest.param(_recoded(lambda d: d.update(b=1, a=2, c=3, d=4)), "unknown members 'a', 'b', 'c' and 1 more",
-                     id="unknown-top-members"),
-        pytest.param(_recoded(lambda d: d["signatures"][0].update(extension={"kind": "x"})),
-                     "signatures[0]: unknown member 'extension'; the ledger admits only keyid and sig", id="unknown-signature-member"),
-        pytest.param(_recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload))),
-                     "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found the URL-safe alphabet",
-                     id="url-safe-payload"),
-        pytest.param(_recoded(lambda d: d.update(payload=base64.b64encode(SIGNED.payload).decode().rstrip("="))),
-                     "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found no '=' padding",
-                     id="unpadded-payload"),
-        pytest.param(_recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload).rstrip("="))),
-                     "found the URL-safe alphabet ('-', '_') and no '=' padding", id="url-safe-unpadded-payload"),
-        pytest.param(_recoded(lambda d: d["signatures"][0].update(sig=_urlsafe(SIGNED.signatures[0].sig).rstrip("="))),
-                     "signatures[0].sig: expected standard padded base64", id="unpadded-signature"),
-        pytest.param(_recoded(separators=(", ", ": ")),
-                     "envelope: not in canonical form: the first difference is at byte 11 (found b' \"", id="whitespace"),
-        pytest.param(CANONICAL + b"\n", "the first difference is at byte " + str(len(CANONICAL)) + " (found b'\\n', expected b'')",
-                     id="trailing-newline"),
-        pytest.param(_recoded(_reorder("signatures", "payload", "payloadType"), sort_keys=False),
-                     "the first difference is at byte 2 (found b'signatures", id="reordered-members"),
-        pytest.param(_recoded(lambda d: d.update(signatures=[{"sig": s["sig"], "keyid": s["keyid"]} for s in d["signatures"]]),
-                              sort_keys=False),
-                     "in the canonical order (payload, payloadType, signatures; keyid, sig in each signature)",
-                     id="reordered-signature-members"),
+        pytest.param(
+            _recoded(lambda d: d.update(note="hi")),
+            "envelope: unknown member 'note'; the ledger admits only payload, payloadType and signatures",
+            id="unknown-top-member",
+        ),
+        pytest.param(
+            _recoded(lambda d: d.update(b=1, a=2, c=3, d=4)),
+            "unknown members 'a', 'b', 'c' and 1 more",
+            id="unknown-top-members",
+        ),
+        pytest.param(
+            _recoded(lambda d: d["signatures"][0].update(extension={"kind": "x"})),
+            "signatures[0]: unknown member 'extension'; the ledger admits only keyid and sig",
+            id="unknown-signature-member",
+        ),
+        pytest.param(
+            _recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload))),
+            "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found the URL-safe alphabet",
+            id="url-safe-payload",
+        ),
+        pytest.param(
+            _recoded(lambda d: d.update(payload=base64.b64encode(SIGNED.payload).decode().rstrip("="))),
+            "payload: expected standard padded base64 (alphabet A-Z a-z 0-9 + /, '=' padding), found no '=' padding",
+            id="unpadded-payload",
+        ),
+        pytest.param(
+            _recoded(lambda d: d.update(payload=_urlsafe(SIGNED.payload).rstrip("="))),
+            "found the URL-safe alphabet ('-', '_') and no '=' padding",
+            id="url-safe-unpadded-payload",
+        ),
+        pytest.param(
+            _recoded(lambda d: d["signatures"][0].update(sig=_urlsafe(SIGNED.signatures[0].sig).rstrip("="))),
+            "signatures[0].sig: expected standard padded base64",
+            id="unpadded-signature",
+        ),
+        pytest.param(
+            _recoded(separators=(", ", ": ")),
+            "envelope: not in canonical form: the first difference is at byte 11 (found b' \"",
+            id="whitespace",
+        ),
+        pytest.param(
+            CANONICAL + b"\n",
+            "the first difference is at byte " + str(len(CANONICAL)) + " (found b'\\n', expected b'')",
+            id="trailing-newline",
+        ),
+        pytest.param(
+            _recoded(_reorder("signatures", "payload", "payloadType"), sort_keys=False),
+            "the first difference is at byte 2 (found b'signatures",
+            id="reordered-members",
+        ),
+        pytest.param(
+            _recoded(
+                lambda d: d.update(signatures=[{"sig": s["sig"], "keyid": s["keyid"]} for s in d["signatures"]]),
+                sort_keys=False,
+            ),
+            "in the canonical order (payload, payloadType, signatures; keyid, sig in each signature)",
+            id="reordered-signature-members",
+        ),
         pytest.param(CANONICAL.replace(b"/", b"\\/", 1), "and no needless string escapes", id="escaped-slash"),
     ],
-)  # fmt: skip
+)
 def test_require_canonical_names_what_is_not_canonical(raw: bytes, fragment: str) -> None:
     env = parse_envelope(raw)  # valid for reading: the same signed payload and signature
     assert env == SIGNED and raw != CANONICAL
@@ -304,7 +345,10 @@ def test_the_ledger_admits_the_canonical_encoding_with_one_signature() -> None:
     "raw",
     [
         pytest.param(encode_envelope(sign_envelope(PAYLOAD_TYPE, PAYLOAD, [ALICE, BOB])), id="two-signatures"),
-        pytest.param(_recoded(lambda d: d["signatures"].append({"keyid": "0" * 64, "sig": "AAAA"})), id="added-unknown-key-signature"),
+        pytest.param(
+            _recoded(lambda d: d["signatures"].append({"keyid": "0" * 64, "sig": "AAAA"})),
+            id="added-unknown-key-signature",
+        ),
     ],
 )
 def test_a_second_signature_is_not_admitted(raw: bytes) -> None:

@@ -139,7 +139,9 @@ def test_constructed_event_refuses_non_json_data() -> None:
 
 
 def test_chain_hash_links_exact_payload_bytes() -> None:
-    first = Event(id=new_event_id(), time=datetime.now(UTC), kind="run.started", producer=Producer.first("p"), prov=PROV)
+    first = Event(
+        id=new_event_id(), time=datetime.now(UTC), kind="run.started", producer=Producer.first("p"), prov=PROV
+    )
     raw = encode_event(first)
     nxt = first.producer.next(raw)
     assert nxt == Producer(id="p", seq=2, prev=chain_hash(raw))
@@ -170,7 +172,11 @@ _BIG = 1 << 63
         (payload(data={"a": 1}).replace(b'"a": 1', b'"a": 1e999'), "payload", "expected a finite number"),
         (payload(data={"a": 1}).replace(b'"a": 1', b'"a": ' + b"9" * 5000), "payload", "cannot be decoded"),
         (payload(data={"a": "\ud800"}), "$.data.a", "unpaired UTF-16 surrogate"),
-        (payload(data={"a": 1}).replace(b'"a": 1', b'"a": ' + b"[" * 80 + b"]" * 80), "$.data.a" + "[0]" * 64, "nesting"),
+        (
+            payload(data={"a": 1}).replace(b'"a": 1', b'"a": ' + b"[" * 80 + b"]" * 80),
+            "$.data.a" + "[0]" * 64,
+            "nesting",
+        ),
         (payload(extra=1), "event.extra", "unknown member 'extra'"),
         (payload(id=_DELETE), "event.id", "required member 'id' is missing"),
         (payload(time=_DELETE), "event.time", "required member 'time' is missing"),
@@ -249,12 +255,19 @@ def test_parse_rejects_non_bytes() -> None:
 
 # --- properties ------------------------------------------------------------------------------------
 
-def _TEXT(**kw):  # noqa: N802 - a strategy factory; U+0000 is refused by the contract (PostgreSQL cannot store it)
-    return st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), **kw)  # lone surrogates are refused too
+
+def _TEXT(**kw):
+    return st.text(
+        alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), **kw
+    )  # lone surrogates are refused too
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | _TEXT(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT(max_size=6), inner, max_size=4),
     max_leaves=16,
 )

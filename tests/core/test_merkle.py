@@ -34,21 +34,34 @@ from ledger.core.merkle import (
 # (inclusion and consistency proofs; indices there are 0-based in
 # reference_test.go, 1-based in verify_test.go).
 
-LEAF_INPUTS = [bytes.fromhex(h) for h in (
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f",
-)]
+LEAF_INPUTS = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
 LEAVES = [leaf_hash(d) for d in LEAF_INPUTS]
-ROOTS = [bytes.fromhex(h) for h in (
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-)]
+ROOTS = [
+    bytes.fromhex(h)
+    for h in (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    )
+]
 NODES = {  # (level, index) -> hash, testonly.NodeHashes()
     (0, 0): "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
     (0, 1): "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
@@ -148,9 +161,7 @@ MAX = 70
 TREE = [leaf_hash(i.to_bytes(4, "big")) for i in range(2 * MAX + 2)]
 ROOT = [root_hash(TREE[:n]) for n in range(len(TREE) + 1)]
 STORED = {  # what the storage layer keeps: every perfect aligned node
-    (level, i): root_hash(TREE[i << level : (i + 1) << level])
-    for level in range(8)
-    for i in range(len(TREE) >> level)
+    (level, i): root_hash(TREE[i << level : (i + 1) << level]) for level in range(8) for i in range(len(TREE) >> level)
 }
 
 
@@ -327,7 +338,7 @@ def test_perfect_subtrees_of_proof_ranges_are_aligned_and_tile(case) -> None:
         nodes = perfect_subtrees(start, end)
         spans = [(idx << lv, (idx + 1) << lv) for lv, idx in nodes]
         assert spans[0][0] == start and spans[-1][1] == end
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
         assert [lv for lv, _ in nodes] == sorted({lv for lv, _ in nodes}, reverse=True)
         assert len(nodes) <= end.bit_length()
 
@@ -391,8 +402,14 @@ C68 = consistency_proof(LEAVES, 6)
         ((LEAVES[5], 5.0, 8, P8, ROOTS[8]), "expected integers, found float, int"),
         ((LEAVES[5][:31], 5, 8, P8, ROOTS[8]), "leaf hash length: expected 32 bytes, found 31 bytes"),
         ((LEAVES[5], 5, 8, P8, ROOTS[8].hex()), "root hash: expected 32 bytes, found str"),
-        ((LEAVES[5], 5, 8, [P8[0], bytearray(P8[1]), P8[2]], ROOTS[8]), "proof element [1]: expected 32 bytes, found bytearray"),
-        ((LEAVES[5], 5, 8, [P8[0], P8[1] + b"\0", P8[2]], ROOTS[8]), "proof element [1] length: expected 32 bytes, found 33"),
+        (
+            (LEAVES[5], 5, 8, [P8[0], bytearray(P8[1]), P8[2]], ROOTS[8]),
+            "proof element [1]: expected 32 bytes, found bytearray",
+        ),
+        (
+            (LEAVES[5], 5, 8, [P8[0], P8[1] + b"\0", P8[2]], ROOTS[8]),
+            "proof element [1] length: expected 32 bytes, found 33",
+        ),
         ((LEAVES[5], 5, 8, b"".join(P8), ROOTS[8]), "proof: expected a sequence of 32-byte hashes, found bytes"),
         ((LEAVES[5], 5, 8, P8 + [H], ROOTS[8]), "number of inclusion proof hashes: expected 3, found 4"),
         ((LEAVES[5], 5, 8, P8[:2], ROOTS[8]), "number of inclusion proof hashes: expected 3, found 2"),

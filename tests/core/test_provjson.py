@@ -88,9 +88,16 @@ def test_iter_statements_stable_order_and_refs() -> None:
     doc = training_run()
     stmts = list(iter_statements(doc))
     assert [s.section for s in stmts] == [
-        "entity", "entity", "activity", "agent",
-        "wasGeneratedBy", "used", "wasDerivedFrom", "wasAttributedTo", "wasAssociatedWith",
-    ]  # fmt: skip
+        "entity",
+        "entity",
+        "activity",
+        "agent",
+        "wasGeneratedBy",
+        "used",
+        "wasDerivedFrom",
+        "wasAttributedTo",
+        "wasAssociatedWith",
+    ]
     assert [s.id for s in stmts[:2]] == sorted([DATASET, MODEL])
     used = stmts[5]
     assert used.is_relation and not stmts[0].is_relation
@@ -174,9 +181,19 @@ def test_structure_violations(doc: Any, location: str, fragment: str) -> None:
     [
         (("used", "_:u1", "prov:activity"), _DELETE, "$.used['_:u1']", "used requires prov:activity"),
         (("wasGeneratedBy", "_:g1", "prov:entity"), _DELETE, "$.wasGeneratedBy['_:g1']", "requires prov:entity"),
-        (("wasDerivedFrom", "_:d1", "prov:usedEntity"), _DELETE, "$.wasDerivedFrom['_:d1']", "requires prov:usedEntity"),
+        (
+            ("wasDerivedFrom", "_:d1", "prov:usedEntity"),
+            _DELETE,
+            "$.wasDerivedFrom['_:d1']",
+            "requires prov:usedEntity",
+        ),
         (("wasAttributedTo", "_:t1", "prov:agent"), _DELETE, "$.wasAttributedTo['_:t1']", "requires prov:agent"),
-        (("wasAssociatedWith", "_:a1", "prov:activity"), _DELETE, "$.wasAssociatedWith['_:a1']", "requires prov:activity"),
+        (
+            ("wasAssociatedWith", "_:a1", "prov:activity"),
+            _DELETE,
+            "$.wasAssociatedWith['_:a1']",
+            "requires prov:activity",
+        ),
         (("used", "_:u1", "prov:agent"), "people:alice", "$.used['_:u1']['prov:agent']", "not an attribute of used"),
         (("entity", DATASET, "prov:startTime"), "2026-01-01T00:00:00Z", None, "not an attribute of entity"),
         (("used", "_:u1", "prov:entity"), "nope:x", "$.used['_:u1']['prov:entity']", "undeclared prefix 'nope'"),
@@ -189,12 +206,27 @@ def test_structure_violations(doc: Any, location: str, fragment: str) -> None:
         (("activity", "pv:run/0190c8a2", "pv:x"), [], None, "must not be empty"),
         (("activity", "pv:run/0190c8a2", "pv:x"), [[1]], "$.activity['pv:run/0190c8a2']['pv:x'][0]", "found array"),
         (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a"}, None, "value object members"),
-        (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a", "type": "xsd:string", "lang": "en"}, None, "value object members"),
-        (("activity", "pv:run/0190c8a2", "pv:x"), {"$": 1, "type": "xsd:int"}, None, 'value object "$": expected a string'),
+        (
+            ("activity", "pv:run/0190c8a2", "pv:x"),
+            {"$": "a", "type": "xsd:string", "lang": "en"},
+            None,
+            "value object members",
+        ),
+        (
+            ("activity", "pv:run/0190c8a2", "pv:x"),
+            {"$": 1, "type": "xsd:int"},
+            None,
+            'value object "$": expected a string',
+        ),
         (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a", "type": "bad:t"}, None, "undeclared prefix 'bad'"),
         (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "bad:x", "type": "xsd:QName"}, None, "undeclared prefix 'bad'"),
         (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a", "lang": "not a tag"}, None, "language tag"),
-        (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "2026-01-01T00:00:00", "type": "xsd:dateTime"}, None, "with a timezone"),
+        (
+            ("activity", "pv:run/0190c8a2", "pv:x"),
+            {"$": "2026-01-01T00:00:00", "type": "xsd:dateTime"},
+            None,
+            "with a timezone",
+        ),
         (("activity", "pv:run/0190c8a2", "prov:foo"), "x", None, "prov:foo is not an attribute of activity"),
         (("activity", "pv:run/0190c8a2", "pv:x"), float("nan"), None, "finite"),
         (("hadMember",), {"_:m": {"prov:collection": "pv:c", "prov:entity": []}}, None, "lists no entity"),

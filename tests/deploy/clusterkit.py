@@ -27,10 +27,13 @@ def start_cluster(root: Path, size: int = 3) -> list[EmbeddedNats]:
     route_ports = [free_port() for _ in range(size)]
     routes = [f"nats://127.0.0.1:{p}" for p in route_ports]
     nodes = [
-        EmbeddedNats(root / f"n{i}", server_name=f"n{i}",
-                     cluster=(CLUSTER_NAME, route_ports[i], tuple(r for j, r in enumerate(routes) if j != i)))
+        EmbeddedNats(
+            root / f"n{i}",
+            server_name=f"n{i}",
+            cluster=(CLUSTER_NAME, route_ports[i], tuple(r for j, r in enumerate(routes) if j != i)),
+        )
         for i in range(size)
-    ]  # fmt: skip
+    ]
     started: list[EmbeddedNats] = []
     try:
         for node in nodes:
@@ -54,7 +57,7 @@ async def _create_stream(urls: Sequence[str], settings: NatsSettings) -> str:
                 info = await ensure_stream(js, settings)
                 if info.cluster is not None and info.cluster.leader:
                     return info.cluster.leader
-            except (nats.errors.Error, JetStreamError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error, JetStreamError):
                 if time.monotonic() > deadline:
                     raise
             await asyncio.sleep(RETRY_PAUSE_S)
@@ -87,10 +90,15 @@ async def _send_in_order(js, settings: NatsSettings, events: Sequence[Sealed], s
         subject = subject_for(settings, sealed.event.producer.id)
         while True:
             try:
-                await js.publish(subject, sealed.envelope, timeout=PUBLISH_TIMEOUT_S,
-                                 stream=settings.stream, headers={"Nats-Msg-Id": sealed.event_id})  # fmt: skip
+                await js.publish(
+                    subject,
+                    sealed.envelope,
+                    timeout=PUBLISH_TIMEOUT_S,
+                    stream=settings.stream,
+                    headers={"Nats-Msg-Id": sealed.event_id},
+                )
                 break
-            except (nats.errors.Error, JetStreamError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, nats.errors.Error, JetStreamError, OSError) as e:
                 stats.failures += 1
                 stats.errors[type(e).__name__] = stats.errors.get(type(e).__name__, 0) + 1
                 await asyncio.sleep(RETRY_PAUSE_S)
@@ -98,7 +106,11 @@ async def _send_in_order(js, settings: NatsSettings, events: Sequence[Sealed], s
 
 
 async def _publish(
-    urls: Sequence[str], settings: NatsSettings, streams: Sequence[Sequence[Sealed]], kill_after: int, kill: Callable[[], None]
+    urls: Sequence[str],
+    settings: NatsSettings,
+    streams: Sequence[Sequence[Sealed]],
+    kill_after: int,
+    kill: Callable[[], None],
 ) -> PublishStats:
     stats = PublishStats()
 
@@ -106,8 +118,9 @@ async def _publish(
         pass
 
     started = time.monotonic()
-    nc = await nats.connect(list(urls), connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
-                            error_cb=quiet)  # fmt: skip
+    nc = await nats.connect(
+        list(urls), connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=quiet
+    )
     try:
         js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
 
@@ -125,8 +138,12 @@ async def _publish(
 
 
 def publish_while_killing(
-    urls: Sequence[str], settings: NatsSettings, streams: Sequence[Sequence[Sealed]], *, kill_after: int,
+    urls: Sequence[str],
+    settings: NatsSettings,
+    streams: Sequence[Sequence[Sealed]],
+    *,
+    kill_after: int,
     kill: Callable[[], None],
-) -> PublishStats:  # fmt: skip
+) -> PublishStats:
     """Publish several producers' events concurrently; call ``kill`` once ``kill_after`` are acked."""
     return asyncio.run(_publish(urls, settings, streams, kill_after, kill))

@@ -92,7 +92,12 @@ PATH_SETTINGS = (
 )
 """Variables whose value is a file or folder in the container."""
 
-PRIVATE_SETTINGS = ("PROVAULT_SIGNING_CHECKPOINT_KEY", "PROVAULT_GRPC_TLS_KEY", "PROVAULT_NATS_NKEY_SEED_FILE", "PGPASSFILE")
+PRIVATE_SETTINGS = (
+    "PROVAULT_SIGNING_CHECKPOINT_KEY",
+    "PROVAULT_GRPC_TLS_KEY",
+    "PROVAULT_NATS_NKEY_SEED_FILE",
+    "PGPASSFILE",
+)
 """Files provault (or libpq) refuses when group or others may read them."""
 
 _INSTALL_0600 = re.compile(r"install -m 0600 (\S+) (\S+)")
@@ -160,11 +165,17 @@ def compose_processes() -> list[Process]:
             mounts.append(Mount(path=target, kind="bind" if source.startswith(".") else "volume", source=source))
         mounts += [Mount(path=t.split(":")[0], kind="tmpfs", source="") for t in svc.get("tmpfs", [])]
         test = svc.get("healthcheck", {}).get("test")
-        out.append(Process(
-            where=f"compose {name}", env={**base, **env_values(svc.get("environment"))},
-            commands=provault_commands(argv, entrypoint_is_provault="entrypoint" not in svc), mounts=mounts,
-            health=[test[1:]] if test and test[0] == "CMD" else [], grpc_probes=[], init_copies={},
-        ))  # fmt: skip
+        out.append(
+            Process(
+                where=f"compose {name}",
+                env={**base, **env_values(svc.get("environment"))},
+                commands=provault_commands(argv, entrypoint_is_provault="entrypoint" not in svc),
+                mounts=mounts,
+                health=[test[1:]] if test and test[0] == "CMD" else [],
+                grpc_probes=[],
+                init_copies={},
+            )
+        )
     return out
 
 
@@ -203,10 +214,17 @@ def kube_processes(docs: list[dict[str, Any]]) -> list[Process]:
             uses_config = any(s.get("configMapRef", {}).get("name") == "provault-config" for s in c.get("envFrom", []))
             env = {**base, **(config if uses_config else {}), **env_values(c.get("env"))}
             probes = [c[p] for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in c]
-            out.append(Process(
-                where=f"Deployment/{d['metadata']['name']}/{c['name']}", env=env,
-                commands=provault_commands(Container(where="", spec=c).argv(), entrypoint_is_provault="command" not in c),
-                mounts=_kube_mounts(c, volumes), health=[p["exec"]["command"] for p in probes if "exec" in p],
-                grpc_probes=[f"port {p['grpc']['port']}" for p in probes if "grpc" in p], init_copies=copies,
-            ))  # fmt: skip
+            out.append(
+                Process(
+                    where=f"Deployment/{d['metadata']['name']}/{c['name']}",
+                    env=env,
+                    commands=provault_commands(
+                        Container(where="", spec=c).argv(), entrypoint_is_provault="command" not in c
+                    ),
+                    mounts=_kube_mounts(c, volumes),
+                    health=[p["exec"]["command"] for p in probes if "exec" in p],
+                    grpc_probes=[f"port {p['grpc']['port']}" for p in probes if "grpc" in p],
+                    init_copies=copies,
+                )
+            )
     return out

@@ -52,8 +52,19 @@ def nats_users(folder: Path) -> dict[str, Path]:
     data = ["--data-dir", str(folder / "data")]
     files = {"ledger": folder / "ledger.nk", "agent": folder / "gpu-07.nk", "auth.conf": folder / "auth.conf"}
     provault("nats", "user", "add", "ledger", "--role", "ledger", "--seed-out", str(files["ledger"]), *data)
-    provault("nats", "user", "add", "gpu-07", "--role", "agent", "--producer", "trainer@gpu-07",
-             "--seed-out", str(files["agent"]), *data)  # fmt: skip
+    provault(
+        "nats",
+        "user",
+        "add",
+        "gpu-07",
+        "--role",
+        "agent",
+        "--producer",
+        "trainer@gpu-07",
+        "--seed-out",
+        str(files["agent"]),
+        *data,
+    )
     provault("nats", "server-config", "--out", str(files["auth.conf"]), *data)
     return files
 
@@ -102,7 +113,9 @@ def compose_nats_tree(conf: Path, root: Path, *, auth_conf: Path, tls: Tls) -> P
         assert name in files, f"{conf.stem}: a Compose secret this test cannot provide: {name}"
         assert c["secrets"][name]["file"] == f"./secrets/{name}"
         shutil.copy(files[name], run / name)
-    (etc / "nats.conf").write_text(conf.read_text().replace("/etc/nats/", f"{etc}/").replace("/run/secrets/", f"{run}/"))
+    (etc / "nats.conf").write_text(
+        conf.read_text().replace("/etc/nats/", f"{etc}/").replace("/run/secrets/", f"{run}/")
+    )
     return etc / "nats.conf"
 
 
@@ -136,8 +149,9 @@ def nats_server(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     from ledger.embedded import nats_server_binary  # noqa: PLC0415
 
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(nats_server_binary()), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=config.parent)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(nats_server_binary()), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=config.parent
+        )
         try:
             yield proc
         finally:
@@ -178,12 +192,23 @@ def routes_form(root: Path, *, cert: Path, key: Path, ca: Path, timeout: float =
     for i, p in enumerate(ports):
         other = ports[1 - i].route
         config = root / f"route-{i}.conf"
-        config.write_text(json.dumps({
-            "server_name": f"route-{i}", "listen": f"127.0.0.1:{p.client}", "http": f"127.0.0.1:{p.http}",
-            "cluster": {"name": "provault", "listen": f"127.0.0.1:{p.route}", "no_advertise": True,
+        config.write_text(
+            json.dumps(
+                {
+                    "server_name": f"route-{i}",
+                    "listen": f"127.0.0.1:{p.client}",
+                    "http": f"127.0.0.1:{p.http}",
+                    "cluster": {
+                        "name": "provault",
+                        "listen": f"127.0.0.1:{p.route}",
+                        "no_advertise": True,
                         "routes": [f"nats-route://localhost:{other}"],
-                        "tls": {"cert_file": str(cert), "key_file": str(key), "ca_file": str(ca), "verify": True}},
-        }, indent=2))  # fmt: skip
+                        "tls": {"cert_file": str(cert), "key_file": str(key), "ca_file": str(ca), "verify": True},
+                    },
+                },
+                indent=2,
+            )
+        )
         configs.append(config)
     with nats_server(configs[0], root / "route-0.log"), nats_server(configs[1], root / "route-1.log"):
         deadline = time.monotonic() + timeout
@@ -202,6 +227,7 @@ def check_route_certificate_with_python_tls(cert: Path, key: Path, ca: Path, hos
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     errors: list[BaseException] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
+
         def accept() -> None:
             conn, _ = listener.accept()
             conn.settimeout(10)
@@ -215,8 +241,10 @@ def check_route_certificate_with_python_tls(cert: Path, key: Path, ca: Path, hos
         t.start()
         client_ctx = ssl.create_default_context(cafile=str(ca))
         client_ctx.load_cert_chain(cert, key)
-        with socket.create_connection(listener.getsockname(), timeout=10) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname=host) as tls:  # fmt: skip
+        with (
+            socket.create_connection(listener.getsockname(), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             assert tls.recv(1) == b"x"
         t.join(timeout=10)
     assert errors == [], f"the route's server end refused the certificate: {errors}"
@@ -243,13 +271,18 @@ async def connects_only_with_tls_first_and_credentials(url: str, settings: Setti
     assert set(opts) >= {"tls", "nkeys_seed_str"}
     assert opts.get("tls_handshake_first", True) is True, "provault's clients start TLS first when nats.tls_ca is set"
     first = {**opts, "tls_handshake_first": True}
-    common: dict[str, Any] = {"connect_timeout": 2, "max_reconnect_attempts": 0, "allow_reconnect": False, "error_cb": _quiet}
+    common: dict[str, Any] = {
+        "connect_timeout": 2,
+        "max_reconnect_attempts": 0,
+        "allow_reconnect": False,
+        "error_cb": _quiet,
+    }
     deadline = time.monotonic() + 20
     while True:
         try:
             nc = await nats.connect(url, **common, **first)
             break
-        except (OSError, nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, OSError, nats.errors.Error):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)

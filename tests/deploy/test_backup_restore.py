@@ -62,8 +62,11 @@ def test_a_restored_backup_verifies_against_a_saved_checkpoint_and_a_rollback_do
 ) -> None:
     with psycopg.connect(ledger.dsn) as conn:
         server = conn.info.server_version // 10000
-    tools = int(subprocess.run([str(postgres_bin_dir() / "pg_dump"), "--version"], capture_output=True, text=True,
-                               check=True).stdout.split()[-1].split(".")[0])  # fmt: skip
+    tools = int(
+        subprocess.run([str(postgres_bin_dir() / "pg_dump"), "--version"], capture_output=True, text=True, check=True)
+        .stdout.split()[-1]
+        .split(".")[0]
+    )
     if server > tools:
         pytest.skip(f"pg_dump {tools} cannot dump a PostgreSQL {server} server")
     _grow(ledger, 20)

@@ -24,9 +24,9 @@ import pytest
 from ledger.audit import audit
 from ledger.config import NatsSettings
 from ledger.core.keys import save_private_key
+from ledger.db import connect
 from ledger.embedded import EmbeddedNats
 from ledger.store import log
-from ledger.db import connect
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import wait_for
 
@@ -50,23 +50,26 @@ def cluster(tmp_path: Path) -> Iterator[list[EmbeddedNats]]:
 
 def _serve(ledger: Ledger, data_dir: Path, nats_url: str, log_file: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
-    env.update({
-        "PROVAULT_POSTGRES_DSN": ledger.dsn,
-        # One URL on purpose: the client learns the other cluster members from the
-        # server and fails over to them (nats.url may also list every node).
-        "PROVAULT_NATS_URL": nats_url,
-        "PROVAULT_NATS_REPLICAS": "3",
-        "PROVAULT_DATA_DIR": str(data_dir),
-        "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
-        "PROVAULT_INGEST_BATCH_SIZE": "200",
-        "PROVAULT_INGEST_WORKERS": "2",
-        "PROVAULT_INGEST_ACK_WAIT_S": "2",
-        "PROVAULT_INGEST_FETCH_TIMEOUT_S": "0.2",
-        "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
-    })  # fmt: skip
+    env.update(
+        {
+            "PROVAULT_POSTGRES_DSN": ledger.dsn,
+            # One URL on purpose: the client learns the other cluster members from the
+            # server and fails over to them (nats.url may also list every node).
+            "PROVAULT_NATS_URL": nats_url,
+            "PROVAULT_NATS_REPLICAS": "3",
+            "PROVAULT_DATA_DIR": str(data_dir),
+            "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+            "PROVAULT_INGEST_BATCH_SIZE": "200",
+            "PROVAULT_INGEST_WORKERS": "2",
+            "PROVAULT_INGEST_ACK_WAIT_S": "2",
+            "PROVAULT_INGEST_FETCH_TIMEOUT_S": "0.2",
+            "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
+        }
+    )
     with open(log_file, "wb") as out:  # a file, not a pipe: reconnect warnings must never block the ledger
-        return subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def test_killing_a_nats_node_mid_publish_loses_and_duplicates_nothing(
@@ -82,8 +85,10 @@ def test_killing_a_nats_node_mid_publish_loses_and_duplicates_nothing(
     save_private_key(ledger.checkpoint_key, data_dir / "keys" / "checkpoint.key")
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(PRODUCERS)]
     ledger.append(*(reg for _, reg in chains))
-    streams = [[ch.emit("dataset.registered", dataset_prov(f"{p:02x}{i:062x}")) for i in range(EVENTS_PER_PRODUCER)]
-               for p, (ch, _) in enumerate(chains)]  # fmt: skip
+    streams = [
+        [ch.emit("dataset.registered", dataset_prov(f"{p:02x}{i:062x}")) for i in range(EVENTS_PER_PRODUCER)]
+        for p, (ch, _) in enumerate(chains)
+    ]
     expected = {e.event_id for events in streams for e in events}
     total = PRODUCERS + len(expected)
 
@@ -91,8 +96,11 @@ def test_killing_a_nats_node_mid_publish_loses_and_duplicates_nothing(
     serving = _serve(ledger, data_dir, victim.url, ledger_log)
     try:
         # Connected first: its one URL is the node about to die, and it must learn the others from it.
-        wait_for(lambda: "provault ledger serving" in ledger_log.read_text(errors="replace") or serving.poll() is not None,
-                 timeout=60, what="the ledger to start")  # fmt: skip
+        wait_for(
+            lambda: "provault ledger serving" in ledger_log.read_text(errors="replace") or serving.poll() is not None,
+            timeout=60,
+            what="the ledger to start",
+        )
         stats = publish_while_killing(urls, settings, streams, kill_after=len(expected) // 3, kill=victim.kill)
         wait_for(lambda: log.log_size(ledger.conn) >= total, timeout=60, what=f"{total} entries in the log")
     finally:

@@ -46,8 +46,6 @@ def _compose_nats_tls(folder: Path) -> Tls:
     return make_tls(folder, ["nats-1", "nats-2", "nats-3", "localhost"], cn="provault-nats", client_auth=True)
 
 
-
-
 def _block(text: str, opener: str) -> str:
     """The body of the first ``opener {...}`` block (a line matching the regex ``opener``, braces balanced)."""
     m = re.search(rf"^[ \t]*{opener}[ \t]*\{{", text, re.M)
@@ -70,20 +68,27 @@ def _settings(block: str) -> dict[str, str]:
     return out
 
 
-
 @pytest.mark.parametrize("conf", NATS_CONFS, ids=lambda p: p.name)
-def test_compose_nats_config_with_a_generated_users_include_is_valid(conf: Path, users: dict[str, Path], tmp_path: Path) -> None:
+def test_compose_nats_config_with_a_generated_users_include_is_valid(
+    conf: Path, users: dict[str, Path], tmp_path: Path
+) -> None:
     text = conf.read_text()
     assert f"server_name: {conf.stem}" in text
     assert all(f"nats-route://nats-{i}:6222" in text for i in (1, 2, 3))
-    assert re.search(r"^include \./secrets/auth\.conf$", text, re.M), "the users file, from `provault nats server-config`"
+    assert re.search(r"^include \./secrets/auth\.conf$", text, re.M), (
+        "the users file, from `provault nats server-config`"
+    )
     assert re.search(r"^tls \{", text, re.M) and "no_advertise: true" in text
     # Clients: TLS first, with no fallback to a clear INFO (a duration would fall back).
     assert _settings(_block(text, "tls"))["handshake_first"] == "true"
     # Routes: mutual TLS against the private CA, which the service gets as the Compose secret ca.crt.
     route_tls = _settings(_block(_block(text, "cluster"), "tls"))
-    assert route_tls == {"cert_file": "/etc/nats/secrets/server.crt", "key_file": "/etc/nats/secrets/server.key",
-                         "ca_file": "/run/secrets/ca.crt", "verify": "true"}  # fmt: skip
+    assert route_tls == {
+        "cert_file": "/etc/nats/secrets/server.crt",
+        "key_file": "/etc/nats/secrets/server.key",
+        "ca_file": "/run/secrets/ca.crt",
+        "verify": "true",
+    }
     assert "ca.crt" in compose()["services"][conf.stem]["secrets"]
     config = compose_nats_tree(conf, tmp_path, auth_conf=users["auth.conf"], tls=_compose_nats_tls(tmp_path / "pki"))
     res = nats_config_check(config, tmp_path)
@@ -94,32 +99,40 @@ def test_compose_nats_config_with_a_generated_users_include_is_valid(conf: Path,
     assert res.returncode != 0 and "auth.conf" in res.stdout + res.stderr
 
 
-
 def _compose_ledger() -> Process:
     return next(p for p in compose_processes() if p.where == "compose ledger")
 
 
-def _start_compose_nats(names: list[str], root: Path, users: dict[str, Path], tls: Tls) -> tuple[dict[str, NatsPorts], list[Path]]:
+def _start_compose_nats(
+    names: list[str], root: Path, users: dict[str, Path], tls: Tls
+) -> tuple[dict[str, NatsPorts], list[Path]]:
     """Configurations for the Compose nodes ``names`` as shipped, moved to this machine; the other nodes are absent."""
     ports = {f"nats-{i}": NatsPorts(client=free_port(), http=free_port(), route=free_port()) for i in (1, 2, 3)}
     configs = []
     for name in names:
         config = compose_nats_tree(NATS_CONFS[int(name[-1]) - 1], root / name, auth_conf=users["auth.conf"], tls=tls)
-        localize_compose_nats(config, ports=ports[name], store=root / name / "js",
-                              peers={n: p.route for n, p in ports.items()})  # fmt: skip
+        localize_compose_nats(
+            config, ports=ports[name], store=root / name / "js", peers={n: p.route for n, p in ports.items()}
+        )
         configs.append(config)
     return ports, configs
 
 
-def test_compose_nats_admits_the_ledger_over_tls_first_and_nobody_anonymously(users: dict[str, Path], tmp_path: Path) -> None:
+def test_compose_nats_admits_the_ledger_over_tls_first_and_nobody_anonymously(
+    users: dict[str, Path], tmp_path: Path
+) -> None:
     """nats-1 as configured (ports and store moved to this machine, its peers absent) against the ledger's NATS
     settings from compose: TLS first with the CA and the ledger's nkey works; the server says nothing in clear, so
     a client that waits for INFO before TLS (the downgradable kind) gets nowhere."""
     tls = _compose_nats_tls(tmp_path / "pki")
     ports, (config,) = _start_compose_nats(["nats-1"], tmp_path, users, tls)
     env = _compose_ledger().env
-    assert env["PROVAULT_NATS_NKEY_SEED_FILE"].startswith("/run/secrets/") and env["PROVAULT_NATS_TLS_CA"].startswith("/run/secrets/")
-    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)})
+    assert env["PROVAULT_NATS_NKEY_SEED_FILE"].startswith("/run/secrets/") and env["PROVAULT_NATS_TLS_CA"].startswith(
+        "/run/secrets/"
+    )
+    settings = load_settings(
+        env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)}
+    )
     port = ports["nats-1"].client
     with nats_server(config, tmp_path / "nats.log"):
         asyncio.run(connects_only_with_tls_first_and_credentials(f"nats://localhost:{port}", settings))
@@ -133,11 +146,12 @@ def test_compose_nats_admits_the_ledger_over_tls_first_and_nobody_anonymously(us
         assert b"INFO" not in greeting, greeting
 
 
-
 _ROUTE_CONNECT = b'CONNECT {"verbose":false,"pedantic":false,"tls_required":false,"name":"intruder","cluster":"provault"}\r\nPING\r\n'
 
 
-def _route_attempt(port: int, ctx: ssl.SSLContext | None, *, host: str = "nats-1", bound: float = 8) -> tuple[str, bytes]:
+def _route_attempt(
+    port: int, ctx: ssl.SSLContext | None, *, host: str = "nats-1", bound: float = 8
+) -> tuple[str, bytes]:
     """Try to open a route to ``port`` as an intruder would: in clear (``ctx`` None) or over TLS with ``ctx``, then a
     route CONNECT and a PING.  Returns how it ended ("closed", "ssl: REASON" or "timeout", within ``bound``
     seconds) and what the server sent after the CONNECT."""
@@ -170,7 +184,11 @@ def _route_attempt(port: int, ctx: ssl.SSLContext | None, *, host: str = "nats-1
 
 def _intruder(root: Path, name: str, route: int, tls: dict[str, str] | None) -> Path:
     """A nats-server of its own that dials ``route`` as a route of cluster provault, with route TLS ``tls``."""
-    cluster: dict[str, Any] = {"name": "provault", "listen": f"127.0.0.1:{free_port()}", "routes": [f"nats-route://localhost:{route}"]}
+    cluster: dict[str, Any] = {
+        "name": "provault",
+        "listen": f"127.0.0.1:{free_port()}",
+        "routes": [f"nats-route://localhost:{route}"],
+    }
     if tls is not None:
         cluster["tls"] = tls
     config = root / f"{name}.conf"
@@ -178,7 +196,9 @@ def _intruder(root: Path, name: str, route: int, tls: dict[str, str] | None) -> 
     return config
 
 
-def test_compose_nats_routes_admit_only_peers_with_a_certificate_from_the_ca(users: dict[str, Path], tmp_path: Path) -> None:
+def test_compose_nats_routes_admit_only_peers_with_a_certificate_from_the_ca(
+    users: dict[str, Path], tmp_path: Path
+) -> None:
     """nats-1 and nats-2 as shipped (nats-3 absent; the routes dial localhost): they form their route over mutual
     TLS.  Intruders on nats-1's route port get no route: nats-servers of their own that dial it in clear, or over
     TLS with a certificate (serverAuth and clientAuth) from another CA; and a raw client (in clear, TLS without a
@@ -187,13 +207,22 @@ def test_compose_nats_routes_admit_only_peers_with_a_certificate_from_the_ca(use
     ports, configs = _start_compose_nats(["nats-1", "nats-2"], tmp_path, users, tls)
     route, http = ports["nats-1"].route, ports["nats-1"].http
     other = make_tls(tmp_path / "other-ca", ["nats-9", "localhost"], client_auth=True)
-    intruders = [_intruder(tmp_path, "intruder-in-clear", route, None),
-                 _intruder(tmp_path, "intruder-other-ca", route, {"cert_file": str(other.cert), "key_file": str(other.key),
-                                                                  "ca_file": str(tls.ca)})]  # fmt: skip
+    intruders = [
+        _intruder(tmp_path, "intruder-in-clear", route, None),
+        _intruder(
+            tmp_path,
+            "intruder-other-ca",
+            route,
+            {"cert_file": str(other.cert), "key_file": str(other.key), "ca_file": str(tls.ca)},
+        ),
+    ]
     with nats_server(configs[0], tmp_path / "nats-1.log"), nats_server(configs[1], tmp_path / "nats-2.log"):
         wait_until(lambda: route_peers(http) != [], timeout=20, what="nats-1 and nats-2 form a route")
         assert set(route_peers(http)) == {"nats-2"}
-        with nats_server(intruders[0], tmp_path / "intruder-1.log"), nats_server(intruders[1], tmp_path / "intruder-2.log"):
+        with (
+            nats_server(intruders[0], tmp_path / "intruder-1.log"),
+            nats_server(intruders[1], tmp_path / "intruder-2.log"),
+        ):
             # They retry every second; watch for 4 s: never a route, and nats-1 refuses them.
             deadline = time.monotonic() + 4
             while time.monotonic() < deadline:
@@ -204,8 +233,11 @@ def test_compose_nats_routes_admit_only_peers_with_a_certificate_from_the_ca(use
         no_cert = ssl.create_default_context(cafile=str(tls.ca))
         other_ca = ssl.create_default_context(cafile=str(tls.ca))
         other_ca.load_cert_chain(other.cert, other.key)
-        attempts = {"in clear": _route_attempt(route, None), "TLS, no certificate": _route_attempt(route, no_cert),
-                    "TLS, another CA's certificate": _route_attempt(route, other_ca)}  # fmt: skip
+        attempts = {
+            "in clear": _route_attempt(route, None),
+            "TLS, no certificate": _route_attempt(route, no_cert),
+            "TLS, another CA's certificate": _route_attempt(route, other_ca),
+        }
         for how, (ending, data) in attempts.items():
             assert ending == "closed" or ending.startswith("ssl: "), f"{how}: {ending} {data!r}"
             assert b"PONG" not in data, f"{how}: the server answered {data!r}"
@@ -217,7 +249,10 @@ def test_the_routes_need_a_certificate_for_client_authentication_too(tmp_path: P
     """Why the NATS servers' certificate carries clientAuth: each server presents it when it dials a route, and
     its peer (verify: true) refuses one made for serverAuth only."""
     only_server = make_tls(tmp_path / "server-only", ["localhost"])
-    assert routes_form(tmp_path / "server-only", cert=only_server.cert, key=only_server.key, ca=only_server.ca, timeout=4) == []
+    assert (
+        routes_form(tmp_path / "server-only", cert=only_server.cert, key=only_server.key, ca=only_server.ca, timeout=4)
+        == []
+    )
     log = "".join(p.read_text() for p in (tmp_path / "server-only").glob("route-*.log"))
     assert "incompatible key usage" in log, log[-2000:]
     both = make_tls(tmp_path / "both", ["localhost"], client_auth=True)

@@ -42,7 +42,9 @@ def test_kubernetes_containers_have_resources_and_health_probes() -> None:
         if c.spec["name"] in ports:
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 command = c.spec[probe]["exec"]["command"]
-                assert command[:3] == ["provault", "health", f"127.0.0.1:{ports[c.spec['name']]}"], f"{c.where}: {probe}"
+                assert command[:3] == ["provault", "health", f"127.0.0.1:{ports[c.spec['name']]}"], (
+                    f"{c.where}: {probe}"
+                )
                 check_timeout = build_parser().parse_args(command[1:]).timeout
                 # The CLI takes about a second to start, then waits up to --timeout for the answer.
                 assert c.spec[probe]["timeoutSeconds"] >= check_timeout + 2, f"{c.where}: {probe}: timeoutSeconds"
@@ -62,10 +64,17 @@ def test_kubernetes_secrets_are_referenced_never_contained() -> None:
     docs = kube_documents()
     assert not [d for d in docs if d["kind"] == "Secret"], "keys and passwords are created by the operator"
     text = "\n".join(p.read_text() for p in (KUBE / "base").glob("*.yaml"))
-    for name in ("provault-checkpoint-key", "provault-admin-keys", "provault-pg-ledger", "provault-pg-query",
-                 "provault-grpc-tls", "provault-grpc-tokens", "provault-ca", "provault-ledger-nats"):  # fmt: skip
+    for name in (
+        "provault-checkpoint-key",
+        "provault-admin-keys",
+        "provault-pg-ledger",
+        "provault-pg-query",
+        "provault-grpc-tls",
+        "provault-grpc-tokens",
+        "provault-ca",
+        "provault-ledger-nats",
+    ):
         assert name in text
-
 
 
 NATS_NETWORK_POLICY = KUBE / "nats-networkpolicy.yaml"
@@ -82,9 +91,15 @@ def test_the_nats_network_policy_admits_each_port_from_the_expected_pods_only() 
     the NATS pods only; 8222 from the NATS pods and pods labelled provault.io/nats-monitor; nothing else."""
     docs = load_all(NATS_NETWORK_POLICY)
     assert docs and all(d["apiVersion"] == "networking.k8s.io/v1" and d["kind"] == "NetworkPolicy" for d in docs)
-    nats_pod = {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": CHART_RELEASE, "app.kubernetes.io/component": "nats"}
+    nats_pod = {
+        "app.kubernetes.io/name": "nats",
+        "app.kubernetes.io/instance": CHART_RELEASE,
+        "app.kubernetes.io/component": "nats",
+    }
     nats_box = {**nats_pod, "app.kubernetes.io/component": "nats-box"}
-    ledger = next(d for d in kube_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "provault-ledger")
+    ledger = next(
+        d for d in kube_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == "provault-ledger"
+    )
     ledger_pod = ledger["spec"]["template"]["metadata"]["labels"]
     provault_ns = {"kubernetes.io/metadata.name": "provault"}
     admitted: dict[int, list[dict[str, Any]]] = {}
@@ -108,24 +123,40 @@ def test_the_nats_network_policy_admits_each_port_from_the_expected_pods_only() 
         for peer in admitted[port]:
             assert set(peer) <= {"podSelector", "namespaceSelector"}, f"{port}: {peer} (no ipBlock by default)"
             # Without a namespaceSelector, a podSelector means pods of the policy's own namespace.
-            in_ns = _selects(peer["namespaceSelector"], namespace) if "namespaceSelector" in peer else namespace == in_namespace("nats")
+            in_ns = (
+                _selects(peer["namespaceSelector"], namespace)
+                if "namespaceSelector" in peer
+                else namespace == in_namespace("nats")
+            )
             if in_ns and _selects(peer.get("podSelector", {}), labels):
                 return True
         return False
 
     nats_ns, monitoring_ns, agents_ns = in_namespace("nats"), in_namespace("monitoring"), in_namespace("ml")
-    agent, monitor, stranger = {"provault.io/nats-client": "true"}, {"provault.io/nats-monitor": "true"}, {"app": "anything"}
+    agent, monitor, stranger = (
+        {"provault.io/nats-client": "true"},
+        {"provault.io/nats-monitor": "true"},
+        {"app": "anything"},
+    )
     assert admits(4222, ledger_pod, provault_ns) and admits(4222, agent, agents_ns)
     assert not admits(4222, stranger, agents_ns) and not admits(4222, ledger_pod, agents_ns)
     assert admits(6222, nats_pod, nats_ns)
-    for labels, ns in ((ledger_pod, provault_ns), (agent, agents_ns), (monitor, monitoring_ns), (stranger, nats_ns),
-                       (nats_pod, agents_ns), (nats_box, nats_ns)):  # fmt: skip
+    for labels, ns in (
+        (ledger_pod, provault_ns),
+        (agent, agents_ns),
+        (monitor, monitoring_ns),
+        (stranger, nats_ns),
+        (nats_pod, agents_ns),
+        (nats_box, nats_ns),
+    ):
         assert not admits(6222, labels, ns), f"6222 from {labels} in {ns}"
     assert admits(8222, nats_pod, nats_ns) and admits(8222, monitor, monitoring_ns)
     for labels, ns in ((ledger_pod, provault_ns), (agent, agents_ns), (stranger, monitoring_ns)):
         assert not admits(8222, labels, ns), f"8222 from {labels} in {ns}"
     # provault's own egress policy reaches these pods on 4222.
-    egress = next(d for d in kube_documents() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "provault-egress")
+    egress = next(
+        d for d in kube_documents() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "provault-egress"
+    )
     to_nats = [r for r in egress["spec"]["egress"] if any(p["port"] == 4222 for p in r["ports"])]
     assert to_nats and all(_selects(peer["podSelector"], nats_pod) for r in to_nats for peer in r["to"])
 

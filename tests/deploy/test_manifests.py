@@ -57,7 +57,9 @@ def test_kustomization_lists_only_files_that_exist(kustomization: Path) -> None:
     for patch in k.get("patches", []):
         if "path" in patch:
             assert (here / patch["path"]).is_file(), f"{kustomization}: patch {patch['path']} does not exist"
-    listed = {here / e for e in k.get("resources", [])} | {here / p["path"] for p in k.get("patches", []) if "path" in p}
+    listed = {here / e for e in k.get("resources", [])} | {
+        here / p["path"] for p in k.get("patches", []) if "path" in p
+    }
     unlisted = {p for p in here.glob("*.yaml") if p.name != "kustomization.yaml"} - listed
     assert unlisted == set(), f"{kustomization}: files not in the kustomization: {sorted(p.name for p in unlisted)}"
 
@@ -65,10 +67,20 @@ def test_kustomization_lists_only_files_that_exist(kustomization: Path) -> None:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
 @pytest.mark.parametrize("kustomization", _kustomizations(), ids=lambda p: str(p.relative_to(KUBE)))
 def test_kustomize_renders(kustomization: Path) -> None:
-    res = subprocess.run(["kubectl", "kustomize", str(kustomization.parent)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["kubectl", "kustomize", str(kustomization.parent)], capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0, res.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(res.stdout) if d}
-    assert {"Namespace", "ConfigMap", "Deployment", "Service", "Cluster", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "Cluster",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    } <= kinds
 
 
 # --- settings and commands --------------------------------------------------------------------------

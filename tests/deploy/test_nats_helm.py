@@ -45,8 +45,10 @@ def _chart_tls(values: dict[str, Any], protocol: str) -> dict[str, Any]:
     every block, then the block's merge."""
     tls = values["config"][protocol]["tls"]
     folder = (tls.get("dir") or f"/etc/nats-certs/{protocol}").rstrip("/")
-    block: dict[str, Any] = {"cert_file": f"{folder}/{tls.get('cert') or 'tls.crt'}",
-                             "key_file": f"{folder}/{tls.get('key') or 'tls.key'}"}  # fmt: skip
+    block: dict[str, Any] = {
+        "cert_file": f"{folder}/{tls.get('cert') or 'tls.crt'}",
+        "key_file": f"{folder}/{tls.get('key') or 'tls.key'}",
+    }
     ca = values.get("tlsCA", {})
     if ca.get("enabled") and (ca.get("secretName") or ca.get("configMapName")):
         block["ca_file"] = f"{(ca.get('dir') or '/etc/nats-ca-cert').rstrip('/')}/{ca.get('key') or 'ca.crt'}"
@@ -62,13 +64,19 @@ def _chart_config(values: dict[str, Any]) -> str:
         "server_name": "nats-0",
         "port": 4222,
         "tls": _chart_tls(values, "nats"),
-        "cluster": {"name": CHART_RELEASE, "port": 6222, "no_advertise": cluster.get("noAdvertise", True),
-                    "routes": [f"{'tls' if cluster['tls']['enabled'] else 'nats'}://{h}:6222" for h in chart_route_hosts(values)],
-                    **({"tls": _chart_tls(values, "cluster")} if cluster["tls"]["enabled"] else {})},
+        "cluster": {
+            "name": CHART_RELEASE,
+            "port": 6222,
+            "no_advertise": cluster.get("noAdvertise", True),
+            "routes": [
+                f"{'tls' if cluster['tls']['enabled'] else 'nats'}://{h}:6222" for h in chart_route_hosts(values)
+            ],
+            **({"tls": _chart_tls(values, "cluster")} if cluster["tls"]["enabled"] else {}),
+        },
         "http_port": 8222,
         "jetstream": {"store_dir": config["jetstream"]["fileStore"]["dir"]},
         **{k: v for k, v in config["merge"].items() if not k.endswith("$include")},
-    }  # fmt: skip
+    }
     includes = "".join(f"  include {v};\n" for k, v in config["merge"].items() if k.endswith("$include"))
     return json.dumps(doc, indent=2)[:-2] + ",\n" + includes + "}\n"
 
@@ -77,8 +85,12 @@ def _chart_files(values: dict[str, Any], users: dict[str, Path], root: Path) -> 
     """The pod's /etc (the chart's config, the Secrets' files) and /data under ``root``: the config file, and the
     certificate it serves (the Service name, the route names, localhost; serverAuth and clientAuth)."""
     etc = root / "etc"
-    tls = make_tls(root / "pki", [f"{CHART_RELEASE}.{CHART_RELEASE}.svc.cluster.local", *chart_route_hosts(values), "localhost"],
-                   cn="provault-nats", client_auth=True)  # fmt: skip
+    tls = make_tls(
+        root / "pki",
+        [f"{CHART_RELEASE}.{CHART_RELEASE}.svc.cluster.local", *chart_route_hosts(values), "localhost"],
+        cn="provault-nats",
+        client_auth=True,
+    )
     text = _chart_config(values)
     for f in re.findall(r'"(/etc/[^"]+)"', text):
         dst = etc / f.removeprefix("/etc/")
@@ -102,9 +114,14 @@ def test_nats_helm_values_include_the_users_secret_and_serve_tls(users: dict[str
     includes = [v for k, v in values["config"]["merge"].items() if k.endswith("$include")]
     assert len(includes) == 1
     target = posixpath.normpath(posixpath.join(CHART_CONFIG_DIR, includes[0]))
-    mounts = [op["value"] for op in values["container"]["patch"] if op["op"] == "add" and op["path"] == "/volumeMounts/-"]
-    volumes = {op["value"]["name"]: op["value"] for op in values["podTemplate"]["patch"]
-               if op["op"] == "add" and op["path"] == "/spec/volumes/-"}  # fmt: skip
+    mounts = [
+        op["value"] for op in values["container"]["patch"] if op["op"] == "add" and op["path"] == "/volumeMounts/-"
+    ]
+    volumes = {
+        op["value"]["name"]: op["value"]
+        for op in values["podTemplate"]["patch"]
+        if op["op"] == "add" and op["path"] == "/spec/volumes/-"
+    }
     mount = next(m for m in mounts if target.startswith(m["mountPath"].rstrip("/") + "/"))
     assert volumes[mount["name"]]["secret"]["secretName"] == "nats-auth"
     assert mount["mountPath"].startswith("/etc/") and not mount["mountPath"].startswith(CHART_CONFIG_DIR + "/")
@@ -131,17 +148,26 @@ def test_nats_helm_values_serve_tls_first_and_mutual_tls_on_the_routes(users: di
     assert not values["config"]["monitor"].get("tls", {}).get("enabled"), "the chart's httpGet probes stay plain http"
     assert not cluster.get("routeURLs", {}).get("user"), "routes authenticate with certificates, not a shared password"
     rendered = json.loads(_chart_config(values).split("  include ")[0].rstrip().rstrip(",") + "}")
-    assert rendered["cluster"]["tls"] == {"cert_file": "/etc/nats-certs/cluster/tls.crt", "key_file": "/etc/nats-certs/cluster/tls.key",
-                                          "ca_file": "/etc/nats-ca-cert/ca.crt", "verify": True}  # fmt: skip
+    assert rendered["cluster"]["tls"] == {
+        "cert_file": "/etc/nats-certs/cluster/tls.crt",
+        "key_file": "/etc/nats-certs/cluster/tls.key",
+        "ca_file": "/etc/nats-ca-cert/ca.crt",
+        "verify": True,
+    }
     assert rendered["cluster"]["routes"] == [f"tls://nats-{i}.nats-headless:6222" for i in range(3)]
     config, tls = _chart_files(values, users, tmp_path)
     port, http, route = free_port(), free_port(), free_port()
     text = config.read_text()
-    for old, new in (('"port": 4222', f'"listen": "127.0.0.1:{port}"'), ('"http_port": 8222', f'"http": "127.0.0.1:{http}"'),
-                     ('"port": 6222', f'"listen": "127.0.0.1:{route}"')):  # fmt: skip
+    for old, new in (
+        ('"port": 4222', f'"listen": "127.0.0.1:{port}"'),
+        ('"http_port": 8222', f'"http": "127.0.0.1:{http}"'),
+        ('"port": 6222', f'"listen": "127.0.0.1:{route}"'),
+    ):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     config.write_text(text)
-    settings = load_settings(env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)})
+    settings = load_settings(
+        env={"PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"]), "PROVAULT_NATS_TLS_CA": str(tls.ca)}
+    )
     with nats_server(config, tmp_path / "nats.log"):
         asyncio.run(connects_only_with_tls_first_and_credentials(f"nats://localhost:{port}", settings))

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from ledger.config import IngestSettings, Settings, load_settings
-from ledger.core.errors import TransportUnavailable
 from ledger.embedded import free_port
 from ledger.service.appender import Appender
 from ledger.service.ingest import IngestService, JetStreamIngest, limits_from
@@ -51,9 +50,10 @@ def test_the_ledger_connects_when_the_first_of_several_nats_urls_is_down(setting
     assert settings.nats.url is not None
     urls = f"nats://127.0.0.1:{free_port()},{settings.nats.url}"
     s = dataclasses.replace(
-        settings, nats=dataclasses.replace(settings.nats, url=urls),
+        settings,
+        nats=dataclasses.replace(settings.nats, url=urls),
         ingest=IngestSettings(batch_size=10, workers=1, fetch_timeout_s=0.2),
-    )  # fmt: skip
+    )
     appender = Appender(ledger.dsn, limits=limits_from(s))
     svc = IngestService(JetStreamIngest(s, appender, urls))
     try:

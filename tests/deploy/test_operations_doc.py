@@ -89,8 +89,13 @@ def test_files_the_operator_guide_names_exist() -> None:
 
 # --- the set-up steps -------------------------------------------------------------------------------
 
-_ORDER = ("provault keys new", "openssl req -x509", "provault auth token create", "provault nats user add",
-          "provault nats server-config")  # fmt: skip
+_ORDER = (
+    "provault keys new",
+    "openssl req -x509",
+    "provault auth token create",
+    "provault nats user add",
+    "provault nats server-config",
+)
 
 
 @pytest.mark.parametrize("title, last", [("Docker Compose", "docker compose up"), ("Kubernetes", "kubectl apply -k")])
@@ -99,7 +104,9 @@ def test_the_set_up_steps_come_in_order(title: str, last: str) -> None:
     lines = _command_lines(_section(title))
     first = [next((i for i, ln in enumerate(lines) if ln.startswith(step)), None) for step in (*_ORDER, last)]
     assert None not in first, f"{title}: missing one of {(*_ORDER, last)}"
-    assert first == sorted(first), f"{title}: the steps are out of order: {dict(zip((*_ORDER, last), first, strict=True))}"
+    assert first == sorted(first), (
+        f"{title}: the steps are out of order: {dict(zip((*_ORDER, last), first, strict=True))}"
+    )
     ledger_user = next(ln for ln in lines if ln.startswith("provault nats user add ledger"))
     assert "--role ledger" in ledger_user
 
@@ -108,8 +115,12 @@ def test_the_compose_steps_make_every_secret_the_compose_file_mounts() -> None:
     text = " ".join(_command_lines(_section("Docker Compose")))
     c = compose()
     files = [s["file"].removeprefix("./") for s in c["secrets"].values()]
-    folders = {v.split(":")[0].removeprefix("./") for svc in c["services"].values() for v in svc.get("volumes", [])
-               if v.startswith("./secrets/")}  # fmt: skip
+    folders = {
+        v.split(":")[0].removeprefix("./")
+        for svc in c["services"].values()
+        for v in svc.get("volumes", [])
+        if v.startswith("./secrets/")
+    }
     assert folders, "the tokens folder and the NATS folder"
     for path in [*files, *folders]:
         assert path in text, f"docs/operations.md, Docker Compose: nothing makes {path}"
@@ -119,20 +130,32 @@ def test_the_compose_steps_make_every_secret_the_compose_file_mounts() -> None:
 
 def test_the_kubernetes_steps_create_every_secret_the_manifests_mount() -> None:
     lines = _command_lines(_section("Kubernetes"))
-    created = {(ln.split()[2], ln.split()[6]) for ln in lines if re.match(r"kubectl -n \S+ create secret (generic|tls) ", ln)}
+    created = {
+        (ln.split()[2], ln.split()[6]) for ln in lines if re.match(r"kubectl -n \S+ create secret (generic|tls) ", ln)
+    }
     docs = kube_documents()
     wanted = set()
     for proc in kube_processes(docs):
         wanted |= {("provault", m.source) for m in proc.mounts if m.kind == "secret"}
-        wanted |= {("provault", src_mount.source) for _, (_, mounts) in proc.init_copies.items() for src_mount in mounts
-                   if src_mount.kind == "secret"}  # fmt: skip
+        wanted |= {
+            ("provault", src_mount.source)
+            for _, (_, mounts) in proc.init_copies.items()
+            for src_mount in mounts
+            if src_mount.kind == "secret"
+        }
     text = "\n".join(p.read_text() for p in (KUBE / "base").glob("*.yaml"))
-    wanted |= {("provault", n) for n in re.findall(r"secretKeyRef: \{name: (\S+), key:", text) if n != "provault-pg-app"}
+    wanted |= {
+        ("provault", n) for n in re.findall(r"secretKeyRef: \{name: (\S+), key:", text) if n != "provault-pg-app"
+    }
     values = load_all(KUBE / "nats-values.yaml")[0]
     wanted.add(("nats", values["config"]["nats"]["tls"]["secretName"]))
     wanted.add(("nats", values["config"]["cluster"]["tls"]["secretName"]))
     wanted.add(("nats", values["tlsCA"]["secretName"]))
-    wanted |= {("nats", op["value"]["secret"]["secretName"]) for op in values["podTemplate"]["patch"] if "secret" in op["value"]}
+    wanted |= {
+        ("nats", op["value"]["secret"]["secretName"])
+        for op in values["podTemplate"]["patch"]
+        if "secret" in op["value"]
+    }
     assert len(wanted) >= 10
     missing = sorted(wanted - created)
     assert missing == [], f"docs/operations.md, Kubernetes: no `kubectl -n NS create secret` for {missing}"
@@ -144,8 +167,14 @@ def test_the_kubernetes_steps_create_every_secret_the_manifests_mount() -> None:
 def _run_openssl_lines(title: str, cwd: Path) -> None:
     lines = [ln for ln in _command_lines(_section(title)) if ln.startswith(("mkdir ", "openssl "))]
     assert sum(ln.startswith("openssl req") for ln in lines) == 3, f"{title}: the CA and two server certificates"
-    res = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(lines)], cwd=cwd, capture_output=True, text=True,
-                         timeout=120, check=False)  # fmt: skip
+    res = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -160,8 +189,13 @@ def _check_grpc_certificate(cert: Path, key: Path, ca: Path, tmp_path: Path, hea
     """server_security accepts the pair; the deployed health check trusts the server over TLS with the CA."""
     tokens = tmp_path / "auth" / "tokens.json"
     TokenStore(tokens).create(role="admin")
-    settings = load_settings(env={"PROVAULT_GRPC_TLS_CERT": str(cert), "PROVAULT_GRPC_TLS_KEY": str(key),
-                                  "PROVAULT_GRPC_TOKENS_FILE": str(tokens)})  # fmt: skip
+    settings = load_settings(
+        env={
+            "PROVAULT_GRPC_TLS_CERT": str(cert),
+            "PROVAULT_GRPC_TLS_KEY": str(key),
+            "PROVAULT_GRPC_TOKENS_FILE": str(tokens),
+        }
+    )
     security = server_security(settings, listen="0.0.0.0:7430", listen_key="grpc.ledger_listen")
     with tls_health_server(security.credentials) as (port, _):
         res = run_health_check(health, f"127.0.0.1:{port}", ca)
@@ -178,6 +212,7 @@ def _check_nats_certificate_with_python_tls(cert: Path, key: Path, ca: Path, hos
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     with socket.create_server(("127.0.0.1", 0)) as listener:
+
         def accept() -> None:
             conn, _ = listener.accept()
             with contextlib.suppress(ssl.SSLError, OSError), server_ctx.wrap_socket(conn, server_side=True) as tls:
@@ -186,8 +221,10 @@ def _check_nats_certificate_with_python_tls(cert: Path, key: Path, ca: Path, hos
         t = threading.Thread(target=accept, daemon=True)
         t.start()
         client_ctx = ssl.create_default_context(cafile=str(ca))
-        with socket.create_connection(listener.getsockname(), timeout=10) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname=host) as tls:  # fmt: skip
+        with (
+            socket.create_connection(listener.getsockname(), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=host) as tls,
+        ):
             assert tls.version() is not None
             tls.sendall(b"x")
         t.join(timeout=10)
@@ -207,7 +244,9 @@ def test_the_compose_openssl_lines_make_certificates_the_deployment_accepts(tmp_
     ledger = next(p for p in compose_processes() if p.where == "compose ledger")
     nats_hosts = {urlsplit(u).hostname for u in nats_servers(ledger.env["PROVAULT_NATS_URL"])}
     nats_cert = tmp_path / "secrets" / "nats" / "server.crt"
-    assert {*nats_hosts, "localhost"} <= san_names(nats_cert), "the names in nats.url, and localhost for agents on the host"
+    assert {*nats_hosts, "localhost"} <= san_names(nats_cert), (
+        "the names in nats.url, and localhost for agents on the host"
+    )
     assert (tmp_path / "secrets" / "nats" / "server.key").is_file()
     assert not list((tmp_path / "secrets").glob("*.srl")), "the serial file stays in pki/"
     _check_grpc_certificate(secret["grpc.crt"], secret["grpc.key"], secret["ca.crt"], tmp_path, ledger.health[0])
@@ -234,17 +273,23 @@ def test_the_kubernetes_openssl_lines_make_certificates_the_deployment_accepts(t
     nats_hosts = {urlsplit(u).hostname for u in nats_servers(config["PROVAULT_NATS_URL"])}
     assert nats_hosts <= san_names(tmp_path / "nats.crt")
     ledger = next(p for p in kube_processes(docs) if p.where == "Deployment/provault-ledger/ledger")
-    _check_grpc_certificate(tmp_path / "grpc.crt", tmp_path / "grpc.key", tmp_path / "ca.crt", tmp_path, ledger.health[0])
+    _check_grpc_certificate(
+        tmp_path / "grpc.crt", tmp_path / "grpc.key", tmp_path / "ca.crt", tmp_path, ledger.health[0]
+    )
     for host in sorted(nats_hosts):
         _check_nats_certificate_with_python_tls(tmp_path / "nats.crt", tmp_path / "nats.key", tmp_path / "ca.crt", host)
     # Routes: the names the chart dials for these values (release nats), the certificate on both ends, checked
     # against the CA, which the steps put into the Secret the values' tlsCA names.
     values = load_all(KUBE / "nats-values.yaml")[0]
     route_hosts = chart_route_hosts(values)
-    assert route_hosts == [f"nats-{i}.nats-headless" for i in range(3)] and set(route_hosts) <= san_names(tmp_path / "nats.crt")
+    assert route_hosts == [f"nats-{i}.nats-headless" for i in range(3)] and set(route_hosts) <= san_names(
+        tmp_path / "nats.crt"
+    )
     lines = _command_lines(_section("Kubernetes"))
     assert f"kubectl -n nats create secret generic {values['tlsCA']['secretName']} --from-file=ca.crt" in lines
-    _check_nats_routes(tmp_path / "nats.crt", tmp_path / "nats.key", tmp_path / "ca.crt", route_hosts, tmp_path / "routes")
+    _check_nats_routes(
+        tmp_path / "nats.crt", tmp_path / "nats.key", tmp_path / "ca.crt", route_hosts, tmp_path / "routes"
+    )
 
 
 def _check_nats_routes(cert: Path, key: Path, ca: Path, hosts: list[str], root: Path) -> None:
@@ -253,17 +298,22 @@ def _check_nats_routes(cert: Path, key: Path, ca: Path, hosts: list[str], root: 
     which the certificate also names)."""
     for host in hosts:
         check_route_certificate_with_python_tls(cert, key, ca, host)
-    assert set(routes_form(root, cert=cert, key=key, ca=ca)) == {"route-1"}, "two servers with this certificate form a route"
+    assert set(routes_form(root, cert=cert, key=key, ca=ca)) == {"route-1"}, (
+        "two servers with this certificate form a route"
+    )
 
 
 # --- where the set-up steps write ---------------------------------------------------------------------
 
-_WRITES = [re.compile(p) for p in (
-    r"(?:^|\s)-(?:keyout|out|CAserial)\s+(\S+)",           # openssl
-    r"(?:^|\s)--(?:out|seed-out)[= ](\S+)",                 # provault
-    r"(?:^|[^\d&])>\s*(\S+)",                               # shell redirections
-    r"^export \w+=\$PWD/(\S+)",                              # files the following commands write
-)]  # fmt: skip
+_WRITES = [
+    re.compile(p)
+    for p in (
+        r"(?:^|\s)-(?:keyout|out|CAserial)\s+(\S+)",  # openssl
+        r"(?:^|\s)--(?:out|seed-out)[= ](\S+)",  # provault
+        r"(?:^|[^\d&])>\s*(\S+)",  # shell redirections
+        r"^export \w+=\$PWD/(\S+)",  # files the following commands write
+    )
+]
 
 
 def _written_paths(title: str) -> list[tuple[str, str]]:
@@ -289,8 +339,11 @@ def _written_paths(title: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.skipif(shutil.which("git") is None or subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True,
-                    check=False).returncode != 0, reason="not a git checkout")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("git") is None
+    or subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True, check=False).returncode != 0,
+    reason="not a git checkout",
+)
 @pytest.mark.parametrize("title", ["Docker Compose", "Kubernetes"])
 def test_the_set_up_steps_write_secrets_only_where_git_ignores_them(title: str) -> None:
     """Keys, certificates, tokens and seeds must never be written where `git add` would pick them up: every file a
@@ -303,7 +356,9 @@ def test_the_set_up_steps_write_secrets_only_where_git_ignores_them(title: str) 
     exposed = []
     for path, line in inside:
         rel = str(Path(path).relative_to(ROOT)) + ("/" if path.endswith("/") else "")
-        res = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", rel], capture_output=True, check=False)
+        res = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", rel], capture_output=True, check=False
+        )
         if res.returncode != 0:
             exposed.append(f"{rel}  (from `{line}`)")
     assert exposed == [], "docs/operations.md writes where git does not ignore it:\n" + "\n".join(exposed)
@@ -325,9 +380,12 @@ def test_what_the_guide_says_the_ledgers_nats_user_can_do_to_the_stream(tmp_path
     users = nats_users(tmp_path / "users")
     port = free_port()
     config = tmp_path / "nats.conf"
-    config.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\ninclude ./users/auth.conf\n")
-    settings = load_settings(env={"PROVAULT_NATS_URL": f"nats://127.0.0.1:{port}",
-                                  "PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"])})  # fmt: skip
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\ninclude ./users/auth.conf\n"
+    )
+    settings = load_settings(
+        env={"PROVAULT_NATS_URL": f"nats://127.0.0.1:{port}", "PROVAULT_NATS_NKEY_SEED_FILE": str(users["ledger"])}
+    )
     with nats_server(config, tmp_path / "nats.log"):
         asyncio.run(_ledger_user_on_the_stream(settings))
 
@@ -347,10 +405,16 @@ async def _ledger_user_on_the_stream(settings: Settings) -> None:
     deadline = time.monotonic() + 20
     while True:
         try:
-            nc = await nats.connect(settings.nats.url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0,
-                                    error_cb=quiet, **connect_options(settings.nats))  # fmt: skip
+            nc = await nats.connect(
+                settings.nats.url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=quiet,
+                **connect_options(settings.nats),
+            )
             break
-        except (OSError, nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, OSError, nats.errors.Error):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
     try:

@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from provault.v1 import query_pb2, query_pb2_grpc
 from psycopg import sql
 
 from ledger.audit import audit
@@ -29,10 +28,11 @@ from ledger.config import Settings
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
 from ledger.core.keys import Ed25519Signer, load_private_key
 from ledger.core.producing import ProducerChain
+from ledger.db import connect
 from ledger.service.appender import Appender
 from ledger.service.ingest import limits_from
 from ledger.service.runtime import load_checkpoint_signer
-from ledger.db import connect
+from provault.v1 import query_pb2, query_pb2_grpc
 from query.projector import Projector, lag
 from query.service import QueryGrpcService
 
@@ -64,9 +64,13 @@ def logins(pg_dsn: str) -> Iterator[dict[str, str]]:
         for statement in CLUSTER["bootstrap"]["initdb"]["postInitApplicationSQL"]:
             su.execute(statement.replace(f"FOR ROLE {owner_name} ", f"FOR ROLE {owner} "))
         for spec in CLUSTER["managed"]["roles"]:
-            su.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
-                sql.Identifier(roles[spec["name"]]), sql.Literal(password),
-                sql.SQL(", ").join(sql.Identifier(r) for r in spec["inRoles"])))  # fmt: skip
+            su.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                    sql.Identifier(roles[spec["name"]]),
+                    sql.Literal(password),
+                    sql.SQL(", ").join(sql.Identifier(r) for r in spec["inRoles"]),
+                )
+            )
     try:
         yield {"owner": _dsn_as(pg_dsn, owner, password)} | {k: _dsn_as(pg_dsn, v, password) for k, v in roles.items()}
     finally:
@@ -85,9 +89,17 @@ def test_each_service_runs_with_its_least_privileged_login(logins: dict[str, str
     load_checkpoint_signer(settings, logins["provault_ledger_svc"])
     admin = load_private_key(settings.data_dir / "keys" / "admin.key")
     key = Ed25519Signer.generate()
-    reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                          identity={"type": "service", "name": "trainer"}, kinds=("*",), producers=("*",))  # fmt: skip
-    event = ProducerChain("admin/ops", admin).emit(KEY_REGISTERED, {"agent": {"provault:trainer": {}}}, data=reg.to_data())
+    reg = KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "service", "name": "trainer"},
+        kinds=("*",),
+        producers=("*",),
+    )
+    event = ProducerChain("admin/ops", admin).emit(
+        KEY_REGISTERED, {"agent": {"provault:trainer": {}}}, data=reg.to_data()
+    )
     appender = Appender(logins["provault_ledger_svc"], limits=limits_from(settings))
     try:
         assert len(appender.append([event.envelope], source="grpc").accepted) == 1

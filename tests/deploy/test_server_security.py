@@ -15,9 +15,9 @@ import yaml
 
 from ledger.cli import build_parser
 from ledger.config import load_settings
-from ledger.natsauth import connect_options, require_ledger_user
 from ledger.grpckit.auth import server_security
 from ledger.grpckit.tokens import TokenStore
+from ledger.natsauth import connect_options, require_ledger_user
 
 from .manifests import (
     DOCKERFILE,
@@ -56,8 +56,13 @@ def _servers() -> list[Process]:
 
 def test_deploy_runs_every_grpc_server() -> None:
     where = {p.where for p in _servers()}
-    assert {"compose ledger", "compose query", "kubernetes base Deployment/provault-ledger/ledger",
-            "kubernetes base Deployment/provault-projector/projector", "kubernetes base Deployment/provault-query/query"} <= where  # fmt: skip
+    assert {
+        "compose ledger",
+        "compose query",
+        "kubernetes base Deployment/provault-ledger/ledger",
+        "kubernetes base Deployment/provault-projector/projector",
+        "kubernetes base Deployment/provault-query/query",
+    } <= where
 
 
 def _provision(proc: Process, root: Path, users: dict[str, Path]) -> dict[str, str]:
@@ -92,7 +97,9 @@ def _provision(proc: Process, root: Path, users: dict[str, Path]) -> dict[str, s
 
 
 @pytest.mark.parametrize("proc", _servers(), ids=lambda p: p.where)
-def test_grpc_servers_as_deployed_pass_the_servers_security_checks(proc: Process, users: dict[str, Path], tmp_path: Path) -> None:
+def test_grpc_servers_as_deployed_pass_the_servers_security_checks(
+    proc: Process, users: dict[str, Path], tmp_path: Path
+) -> None:
     """`ledger serve` / `query serve` refuse to start without TLS beyond loopback and without a way to authenticate;
     with the settings deploy/ gives them (and valid files where those point), they start with TLS and tokens."""
     listen_key, listen_var = proc.server() or ("", "")
@@ -107,7 +114,9 @@ def test_grpc_servers_as_deployed_pass_the_servers_security_checks(proc: Process
     assert "DEV MODE" not in security.summary
     if listen_key == "grpc.ledger_listen":
         require_ledger_user(settings)  # the ledger also refuses to start without its NATS user
-        assert set(connect_options(settings.nats)) >= {"nkeys_seed_str", "tls"}, f"{proc.where}: NATS with its user, over TLS"
+        assert set(connect_options(settings.nats)) >= {"nkeys_seed_str", "tls"}, (
+            f"{proc.where}: NATS with its user, over TLS"
+        )
 
 
 def test_every_file_a_setting_names_is_mounted_and_private_keys_are_private() -> None:
@@ -124,17 +133,23 @@ def test_every_file_a_setting_names_is_mounted_and_private_keys_are_private() ->
             if proc.where.startswith("compose"):
                 assert mount.kind in ("secret", "bind"), f"{proc.where}: {key}={path} is on a {mount.kind}"
                 if mount.kind == "bind":
-                    assert mount.source.startswith("./secrets/"), f"{proc.where}: {key}: the operator's files live in secrets/"
+                    assert mount.source.startswith("./secrets/"), (
+                        f"{proc.where}: {key}: the operator's files live in secrets/"
+                    )
                 if key == "PROVAULT_GRPC_TOKENS_FILE":
                     # A single-file bind mount keeps showing the old file once `provault auth token` replaces it.
                     assert mount.kind == "bind" and mount.path != path, f"{proc.where}: mount the tokens file's folder"
                 continue
             if key in PRIVATE_SETTINGS:
                 assert mount.kind == "emptyDir", f"{proc.where}: {key}: a Secret volume is group-readable with fsGroup"
-                assert path in proc.init_copies, f"{proc.where}: {key}={path}: no init container installs it with mode 0600"
+                assert path in proc.init_copies, (
+                    f"{proc.where}: {key}={path}: no init container installs it with mode 0600"
+                )
                 source, init_mounts = proc.init_copies[path]
                 src_mount = next((m for m in init_mounts if source.startswith(m.path.rstrip("/") + "/")), None)
-                assert src_mount is not None and src_mount.kind == "secret", f"{proc.where}: {key}: copied from {source}"
+                assert src_mount is not None and src_mount.kind == "secret", (
+                    f"{proc.where}: {key}: copied from {source}"
+                )
             else:
                 assert mount.kind in ("secret", "configMap") and not mount.sub_path, f"{proc.where}: {key}={path}"
     assert checked >= 15
@@ -151,7 +166,9 @@ def test_no_health_check_uses_an_insecure_channel_against_a_tls_port() -> None:
     assert "insecure_channel" not in "".join(p.read_text() for p in yaml_files())
     shapes = set()
     for where, proc in servers.items():
-        assert proc.grpc_probes == [], f"{where}: the kubelet's grpc probe speaks plaintext to a TLS port ({proc.grpc_probes})"
+        assert proc.grpc_probes == [], (
+            f"{where}: the kubelet's grpc probe speaks plaintext to a TLS port ({proc.grpc_probes})"
+        )
         assert proc.health, f"{where}: no health check"
         listen = proc.env[(proc.server() or ("", ""))[1]]
         for argv in proc.health:
@@ -163,8 +180,12 @@ def test_no_health_check_uses_an_insecure_channel_against_a_tls_port() -> None:
             assert args.target == f"127.0.0.1:{listen.rsplit(':', 1)[1]}", f"{where}: checks its own port"
             assert args.tls_ca, f"{where}: no --tls-ca: the check would speak plaintext to a TLS port"
             mount = proc.mount_of(args.tls_ca)
-            assert mount is not None and mount.kind in ("secret", "bind"), f"{where}: the CA file {args.tls_ca} is not mounted"
-            assert args.tls_name == "localhost", f"{where}: the servers' certificates name localhost (docs/operations.md)"
+            assert mount is not None and mount.kind in ("secret", "bind"), (
+                f"{where}: the CA file {args.tls_ca} is not mounted"
+            )
+            assert args.tls_name == "localhost", (
+                f"{where}: the servers' certificates name localhost (docs/operations.md)"
+            )
             assert args.service == "" and args.config is None and args.data_dir is None, where
             shapes.add(tuple(a for a in argv if a not in (args.target, args.tls_ca)))
     assert len(shapes) == 1, f"one health check everywhere, found {shapes}"
@@ -180,7 +201,9 @@ def test_the_image_puts_the_cli_on_path() -> None:
 
 
 @pytest.mark.parametrize("proc", _servers(), ids=lambda p: p.where)
-def test_the_health_check_answers_over_tls_without_a_token(proc: Process, users: dict[str, Path], tmp_path: Path) -> None:
+def test_the_health_check_answers_over_tls_without_a_token(
+    proc: Process, users: dict[str, Path], tmp_path: Path
+) -> None:
     """The deployed check, run as the real `provault health` with the container's settings, against a server made by
     `server_security` from them: it passes with the right CA, fails on NOT_SERVING and with another CA."""
     from grpc_health.v1 import health_pb2  # noqa: PLC0415

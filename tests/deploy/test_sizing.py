@@ -26,5 +26,7 @@ def test_sizing_measures_bytes_per_event(pg_dsn: str) -> None:
     assert result["merkle_nodes_per_event"] == pytest.approx(2.0, abs=0.05)
     per_event = result["bytes_per_event"]
     assert per_event["entries"] > result["envelope_bytes_per_event"] / 2  # the envelope is stored (maybe compressed)
-    assert result["entries_plus_merkle_bytes_per_event"] == pytest.approx(per_event["entries"] + per_event["merkle_nodes"], abs=2)
+    assert result["entries_plus_merkle_bytes_per_event"] == pytest.approx(
+        per_event["entries"] + per_event["merkle_nodes"], abs=2
+    )
     assert result["prov_projection_bytes_per_event"] > 0

@@ -39,16 +39,31 @@ def make_tls(folder: Path, names: list[str], *, cn: str = "provault-test", clien
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provault test CA")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
 
     def san(n: str) -> x509.GeneralName:
         try:
@@ -57,21 +72,30 @@ def make_tls(folder: Path, names: list[str], *, cn: str = "provault-test", clien
             return x509.DNSName(n)
 
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([san(n) for n in names]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              *([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])]
+            ),
+            critical=False,
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     out = Tls(ca=folder / "ca.crt", cert=folder / "server.crt", key=folder / "server.key")
     out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))  # fmt: skip
+    out.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     out.key.chmod(0o600)
     return out
 
@@ -80,8 +104,13 @@ def san_names(cert: Path) -> set[str]:
     """The DNS names and IP addresses a certificate is valid for."""
     from cryptography import x509  # noqa: PLC0415
 
-    sans = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    return {*sans.value.get_values_for_type(x509.DNSName), *(str(a) for a in sans.value.get_values_for_type(x509.IPAddress))}
+    sans = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    return {
+        *sans.value.get_values_for_type(x509.DNSName),
+        *(str(a) for a in sans.value.get_values_for_type(x509.IPAddress)),
+    }
 
 
 # --- a TLS gRPC health server, as the health checks see it ---------------------------------------------
@@ -122,8 +151,12 @@ def provault_executable() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "ledger.cli"]
 
 
-def run_health_check(argv: list[str], target: str, ca: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_health_check(
+    argv: list[str], target: str, ca: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a deploy health check, the real ``provault health`` command line, against ``target`` with ``ca``
     (its HOST:PORT and --tls-ca replaced, every other argument as deployed); ``env`` adds to this environment."""
     cmd = [*provault_executable(), *health_argv(argv, target, ca)[1:]]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})}
+    )

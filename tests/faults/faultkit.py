@@ -21,9 +21,9 @@ from pathlib import Path
 from ledger.audit import audit
 from ledger.config import Settings
 from ledger.core.keys import save_private_key
+from ledger.db import connect
 from ledger.service.failpoints import ENV as FAILPOINT_ENV
 from ledger.store import log
-from ledger.db import connect
 from tests.ledgerkit import Ledger
 
 STOP_TIMEOUT_S = 30.0
@@ -32,29 +32,45 @@ STOP_TIMEOUT_S = 30.0
 class LedgerProcess:
     """``provault ledger serve`` as a child process, its output in a file (a pipe could fill and block it)."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, nats_url: str, out: Path, *,
-                 failpoint: str | None = None, batch_size: int = 20, ack_wait_s: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        nats_url: str,
+        out: Path,
+        *,
+        failpoint: str | None = None,
+        batch_size: int = 20,
+        ack_wait_s: float = 1.0,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
-        env.update({
-            "PROVAULT_POSTGRES_DSN": ledger.dsn,
-            "PROVAULT_NATS_URL": nats_url,
-            "PROVAULT_NATS_STREAM": settings.nats.stream,
-            "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
-            "PROVAULT_DATA_DIR": str(settings.data_dir),
-            "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
-            "PROVAULT_INGEST_BATCH_SIZE": str(batch_size),
-            "PROVAULT_INGEST_WORKERS": "1",
-            "PROVAULT_INGEST_ACK_WAIT_S": str(ack_wait_s),
-            "PROVAULT_INGEST_FETCH_TIMEOUT_S": "0.2",
-            # Nothing here calls the gRPC API (it listens on 127.0.0.1:0); spare the tests a tokens file.
-            "PROVAULT_DEV_MODE": "true",
-        })  # fmt: skip
+        env.update(
+            {
+                "PROVAULT_POSTGRES_DSN": ledger.dsn,
+                "PROVAULT_NATS_URL": nats_url,
+                "PROVAULT_NATS_STREAM": settings.nats.stream,
+                "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
+                "PROVAULT_DATA_DIR": str(settings.data_dir),
+                "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+                "PROVAULT_INGEST_BATCH_SIZE": str(batch_size),
+                "PROVAULT_INGEST_WORKERS": "1",
+                "PROVAULT_INGEST_ACK_WAIT_S": str(ack_wait_s),
+                "PROVAULT_INGEST_FETCH_TIMEOUT_S": "0.2",
+                # Nothing here calls the gRPC API (it listens on 127.0.0.1:0); spare the tests a tokens file.
+                "PROVAULT_DEV_MODE": "true",
+            }
+        )
         if failpoint:
             env[FAILPOINT_ENV] = failpoint
         self.out = out
         with open(out, "wb") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,
-                                         stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ledger.cli", "ledger", "serve"],
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     def output(self) -> str:
         try:
@@ -98,13 +114,17 @@ def save_checkpoint_key(ledger: Ledger, settings: Settings) -> None:
     save_private_key(ledger.checkpoint_key, settings.checkpoint_key_path)
 
 
-def wait_until(condition, *, timeout: float, what: str, every: float = 0.05, alive: LedgerProcess | None = None) -> None:
+def wait_until(
+    condition, *, timeout: float, what: str, every: float = 0.05, alive: LedgerProcess | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         if alive is not None and alive.proc.poll() is not None:
-            raise AssertionError(f"the ledger exited with {alive.proc.returncode} while waiting for {what}:\n{alive.output()}")
+            raise AssertionError(
+                f"the ledger exited with {alive.proc.returncode} while waiting for {what}:\n{alive.output()}"
+            )
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 

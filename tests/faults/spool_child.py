@@ -42,7 +42,7 @@ def _emit(agent: Agent, start: int, n: int) -> None:
     for i in range(start, start + n):
         try:
             eid = agent.emit("dataset.registered", {"entity": {f"sha256:{i:064x}": {"prov:type": "provault:Dataset"}}})
-        except Exception as e:  # noqa: BLE001 - reported to the parent
+        except Exception as e:
             errors += 1
             _say("ERR", type(e).__name__, getattr(e, "errno", None), str(e).replace("\n", " "))
             if errors >= MAX_ERRORS:
@@ -53,11 +53,18 @@ def _emit(agent: Agent, start: int, n: int) -> None:
 
 def main(url: str, key: str, work: str, producer: str, plan_json: str) -> None:
     plan = json.loads(plan_json)
-    nats = NatsSettings(stream=plan.get("stream", "PROVAULT"), subject_prefix=plan.get("subject_prefix", "provault.events"))
+    nats = NatsSettings(
+        stream=plan.get("stream", "PROVAULT"), subject_prefix=plan.get("subject_prefix", "provault.events")
+    )
     settings = AgentSettings(publish_timeout_s=2.0, backpressure=plan.get("backpressure", "block"))
-    agent = Agent(producer_id=producer, signer=load_private_key(Path(key)), spool_dir=Path(work) / "spool",
-                  state_dir=Path(work) / "state", transport=NatsTransport(url, nats, producer, timeout_s=2.0),
-                  settings=settings)  # fmt: skip
+    agent = Agent(
+        producer_id=producer,
+        signer=load_private_key(Path(key)),
+        spool_dir=Path(work) / "spool",
+        state_dir=Path(work) / "state",
+        transport=NatsTransport(url, nats, producer, timeout_s=2.0),
+        settings=settings,
+    )
     for torn in agent.spool.torn:
         _say("TORN", torn.segment, torn.offset)
     _emit(agent, 0, plan.get("before", 0))
@@ -74,7 +81,7 @@ def main(url: str, key: str, work: str, producer: str, plan_json: str) -> None:
     _say("STATS", json.dumps({"emitted": s.emitted, "sent": s.sent, "dropped": s.dropped, "last_error": s.last_error}))
     try:
         _say("CLOSED", agent.close(timeout=30))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         _say("ERR", type(e).__name__, getattr(e, "errno", None), str(e).replace("\n", " "))
         _say("CLOSED", False)
 

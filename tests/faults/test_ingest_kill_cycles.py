@@ -53,7 +53,6 @@ METHODS = ("sigkill", "before_commit", "after_commit")
 CYCLE_TIMEOUT_S = 60.0
 
 
-
 @dataclass
 class Run:
     seed: int
@@ -71,15 +70,26 @@ def _events(ledger: Ledger, per_producer: int) -> list[Sealed]:
     """Keys registered in the log first (so every event verifies at once), events interleaved across producers."""
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(PRODUCERS)]
     ledger.append(*(reg for _, reg in chains))
-    return [ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}")) for i in range(per_producer)
-            for p, (ch, _) in enumerate(chains)]  # fmt: skip
+    return [
+        ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}"))
+        for i in range(per_producer)
+        for p, (ch, _) in enumerate(chains)
+    ]
 
 
-def _kill_once(n: int, method: str, run: Run, rng: random.Random, settings: Settings, ledger: Ledger, url: str, out: Path) -> None:
+def _kill_once(
+    n: int, method: str, run: Run, rng: random.Random, settings: Settings, ledger: Ledger, url: str, out: Path
+) -> None:
     before = log_size(ledger)
     if method == "sigkill":
         with serving(settings, ledger, url, out, batch_size=run.batch_size) as lp:
-            wait_until(lambda: log_size(ledger) > before, timeout=CYCLE_TIMEOUT_S, what=f"cycle {n} to commit", every=0.01, alive=lp)
+            wait_until(
+                lambda: log_size(ledger) > before,
+                timeout=CYCLE_TIMEOUT_S,
+                what=f"cycle {n} to commit",
+                every=0.01,
+                alive=lp,
+            )
             time.sleep(rng.uniform(0, run.kill_jitter_s))
             rc = lp.kill()
         assert rc == -signal.SIGKILL, f"cycle {n} ended with {rc} before the kill:\n{lp.output()}"
@@ -90,8 +100,9 @@ def _kill_once(n: int, method: str, run: Run, rng: random.Random, settings: Sett
         rc = lp.wait(CYCLE_TIMEOUT_S)
     finally:
         lp.kill()
-    assert rc == EXIT_CODE, (f"cycle {n} ({method}@{hit}) ended with {rc}, log at {log_size(ledger)} "
-                             f"(seed {run.seed}):\n{lp.output()}")  # fmt: skip
+    assert rc == EXIT_CODE, (
+        f"cycle {n} ({method}@{hit}) ended with {rc}, log at {log_size(ledger)} (seed {run.seed}):\n{lp.output()}"
+    )
 
 
 def _cycle(n: int, run: Run, rng: random.Random, settings: Settings, ledger: Ledger, url: str, tmp: Path) -> None:
@@ -105,7 +116,9 @@ def _cycle(n: int, run: Run, rng: random.Random, settings: Settings, ledger: Led
     assert distinct == after, f"cycle {n} ({method}): {after - distinct} duplicate(s) in the log (seed {run.seed})"
     order = producer_order_problems(log.iter_entries(ledger.conn))
     previous = METHODS[(n - 1) % len(METHODS)] if n else "no"
-    assert not order, f"cycle {n} ({method}, after a {previous} kill) broke a producer's order (seed {run.seed}): {order[:3]}"
+    assert not order, (
+        f"cycle {n} ({method}, after a {previous} kill) broke a producer's order (seed {run.seed}): {order[:3]}"
+    )
     run.done[method] += 1
     run.progress.append(after)
 
@@ -123,11 +136,15 @@ def _kill_cycles(cycles: int, run: Run, settings: Settings, ledger: Ledger, nats
     under_faults = log_size(ledger) - base
     with serving(settings, ledger, nats_target.url, tmp / "final.log", batch_size=run.batch_size) as lp:
         wait_until(lambda: log_size(ledger) >= run.full, timeout=120, what="the final run to drain", alive=lp)
-        wait_until(lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2)
+        wait_until(
+            lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2
+        )
     assert lp.proc.returncode == 0, lp.output()
-    print(f"\n{cycles} kill cycles {run.done}, seed {run.seed}, batch {run.batch_size}: {under_faults}/{len(events)} events "
-          f"committed under faults, the rest by the final run; log sizes {run.progress}; "
-          f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    print(
+        f"\n{cycles} kill cycles {run.done}, seed {run.seed}, batch {run.batch_size}: {under_faults}/{len(events)} events "
+        f"committed under faults, the rest by the final run; log sizes {run.progress}; "
+        f"{time.monotonic() - started:.1f} s"
+    )
     registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + [e.event_id for e in events])
 

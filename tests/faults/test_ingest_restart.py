@@ -24,8 +24,8 @@ import nats
 import pytest
 
 from ledger.config import Settings
-from ledger.store import log
 from ledger.db import connect
+from ledger.store import log
 from ledger.transport import CONSUMER, consumer_config
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
@@ -53,8 +53,11 @@ SLOW_ACK_WAIT_S = 10.0
 def _publish_events(ledger: Ledger, settings: Settings, url: str, per_producer: int) -> tuple[int, list[str]]:
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(PRODUCERS)]
     ledger.append(*(reg for _, reg in chains))
-    events = [ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}")) for i in range(per_producer)
-              for p, (ch, _) in enumerate(chains)]  # fmt: skip
+    events = [
+        ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}"))
+        for i in range(per_producer)
+        for p, (ch, _) in enumerate(chains)
+    ]
     publish(url, settings.nats, events)
     return log_size(ledger), [e.event_id for e in events]
 
@@ -64,21 +67,29 @@ async def _fetch_and_vanish(url: str, settings: Settings, n: int) -> int:
     nc = await nats.connect(url, connect_timeout=5)
     try:
         sub = await nc.jetstream().pull_subscribe(
-            f"{settings.nats.subject_prefix}.>", durable=CONSUMER, stream=settings.nats.stream,
+            f"{settings.nats.subject_prefix}.>",
+            durable=CONSUMER,
+            stream=settings.nats.stream,
             config=consumer_config(ack_wait_s=ACK_WAIT_S, max_ack_pending=BATCH * 4),
-        )  # fmt: skip
+        )
         return len(await sub.fetch(n, timeout=5))
     finally:
         await nc.close()
 
 
-def test_restart_within_ack_wait_keeps_each_producers_order(tmp_path, settings: Settings, ledger: Ledger, nats_target) -> None:
+def test_restart_within_ack_wait_keeps_each_producers_order(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target
+) -> None:
     save_checkpoint_key(ledger, settings)
     base, ids = _publish_events(ledger, settings, nats_target.url, per_producer=40)
     assert asyncio.run(_fetch_and_vanish(nats_target.url, settings, BATCH)) == BATCH
-    with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log", batch_size=BATCH, ack_wait_s=ACK_WAIT_S) as lp:
+    with serving(
+        settings, ledger, nats_target.url, tmp_path / "ledger.log", batch_size=BATCH, ack_wait_s=ACK_WAIT_S
+    ) as lp:
         wait_until(lambda: log_size(ledger) >= base + len(ids), timeout=60, what="every event", alive=lp)
-        wait_until(lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2)
+        wait_until(
+            lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2
+        )
     registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + ids)
 
@@ -93,11 +104,15 @@ def _stop_during_a_waiting_commit(ledger: Ledger, lp: LedgerProcess) -> float:
     released = time.monotonic()
     rc = lp.wait(STOP_WITHIN_S)
     took = time.monotonic() - released
-    assert rc == 0, f"the ledger did not stop cleanly within {STOP_WITHIN_S:.0f} s of the commit going through ({rc}):\n{lp.output()}"
+    assert rc == 0, (
+        f"the ledger did not stop cleanly within {STOP_WITHIN_S:.0f} s of the commit going through ({rc}):\n{lp.output()}"
+    )
     return took
 
 
-def _restart_and_check(tmp_path, settings: Settings, ledger: Ledger, url: str, base: int, ids: list[str], ack_wait_s: float) -> None:
+def _restart_and_check(
+    tmp_path, settings: Settings, ledger: Ledger, url: str, base: int, ids: list[str], ack_wait_s: float
+) -> None:
     with serving(settings, ledger, url, tmp_path / "again.log", batch_size=BATCH, ack_wait_s=ack_wait_s) as again:
         wait_until(lambda: log_size(ledger) >= base + len(ids), timeout=90, what="every event", alive=again)
     assert again.proc.returncode == 0, again.output()
@@ -113,7 +128,13 @@ def test_sigterm_while_a_commit_waits_stops_promptly(tmp_path, settings: Setting
     base, ids = _publish_events(ledger, settings, nats_target.url, per_producer=667)
     lp = LedgerProcess(settings, ledger, nats_target.url, tmp_path / "ledger.log", batch_size=BATCH, ack_wait_s=1.0)
     try:
-        wait_until(lambda: log_size(ledger) >= base + 5 * BATCH, timeout=60, what="the ledger to be ingesting", every=0.01, alive=lp)
+        wait_until(
+            lambda: log_size(ledger) >= base + 5 * BATCH,
+            timeout=60,
+            what="the ledger to be ingesting",
+            every=0.01,
+            alive=lp,
+        )
         took = _stop_during_a_waiting_commit(ledger, lp)
     finally:
         lp.kill()
@@ -121,14 +142,24 @@ def test_sigterm_while_a_commit_waits_stops_promptly(tmp_path, settings: Setting
     _restart_and_check(tmp_path, settings, ledger, nats_target.url, base, ids, ack_wait_s=1.0)
 
 
-def test_clean_restart_within_ack_wait_keeps_each_producers_order(tmp_path, settings: Settings, ledger: Ledger, nats_target) -> None:
+def test_clean_restart_within_ack_wait_keeps_each_producers_order(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target
+) -> None:
     # ack_wait 10 s > the holds plus a restart; the waiting commit makes the batches left
     # unacked (60 messages, under max_ack_pending) the same at every run.
     save_checkpoint_key(ledger, settings)
     base, ids = _publish_events(ledger, settings, nats_target.url, per_producer=667)
-    lp = LedgerProcess(settings, ledger, nats_target.url, tmp_path / "ledger.log", batch_size=BATCH, ack_wait_s=SLOW_ACK_WAIT_S)
+    lp = LedgerProcess(
+        settings, ledger, nats_target.url, tmp_path / "ledger.log", batch_size=BATCH, ack_wait_s=SLOW_ACK_WAIT_S
+    )
     try:
-        wait_until(lambda: log_size(ledger) >= base + 5 * BATCH, timeout=60, what="the ledger to be ingesting", every=0.01, alive=lp)
+        wait_until(
+            lambda: log_size(ledger) >= base + 5 * BATCH,
+            timeout=60,
+            what="the ledger to be ingesting",
+            every=0.01,
+            alive=lp,
+        )
         _stop_during_a_waiting_commit(ledger, lp)
     finally:
         lp.kill()

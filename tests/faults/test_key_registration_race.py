@@ -54,8 +54,9 @@ def test_events_checked_before_their_key_was_committed_continue_the_chain(ledger
     plan = log.append_batch(ledger.conn, stale, source="nats", registry_cache=ledger.cache, stream_seqs=[7])
     assert len(plan.accepted) == 1
     assert [(a.kind, a.detail) for a in plan.anomalies] == []
-    row = ledger.conn.execute("SELECT last_seq, entries, first_log_seq FROM ledger.producers WHERE producer_id = %s",
-                              (PRODUCER,)).fetchone()  # fmt: skip
+    row = ledger.conn.execute(
+        "SELECT last_seq, entries, first_log_seq FROM ledger.producers WHERE producer_id = %s", (PRODUCER,)
+    ).fetchone()
     first = log.get_entry(ledger.conn, event_id=e1.event_id)
     assert row == (2, 2, first.seq)
 
@@ -73,15 +74,22 @@ def test_a_redelivery_checked_before_its_key_was_committed_is_a_duplicate(ledger
 
 
 @pytest.mark.nats
-def test_keys_registered_through_the_stream_with_their_events(tmp_path, settings: Settings, ledger: Ledger, nats_target) -> None:
+def test_keys_registered_through_the_stream_with_their_events(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target
+) -> None:
     """End to end: registrations and the producers' first events travel the stream together (a fresh deployment)."""
     save_checkpoint_key(ledger, settings)
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(3)]
     events = [reg for _, reg in chains]
-    events += [ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}")) for i in range(100)
-               for p, (ch, _) in enumerate(chains)]  # fmt: skip
+    events += [
+        ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}"))
+        for i in range(100)
+        for p, (ch, _) in enumerate(chains)
+    ]
     publish(nats_target.url, settings.nats, events)
     with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
         wait_until(lambda: log.log_size(ledger.conn) >= len(events), timeout=60, what="every event", alive=lp)
-        wait_until(lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2)
+        wait_until(
+            lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2
+        )
     assert_log_intact(ledger, [e.event_id for e in events])

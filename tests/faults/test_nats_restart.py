@@ -38,9 +38,13 @@ def _agent(tmp: Path, ledger: Ledger, settings: Settings, url: str, n: int) -> A
     key = Ed25519Signer.generate()
     ledger.append(ledger.registration(key, producers=[producer]))
     return Agent(
-        producer_id=producer, signer=key, spool_dir=tmp / f"spool-{n}", state_dir=tmp / "state",
-        transport=NatsTransport(url, settings.nats, producer, timeout_s=2.0), settings=AgentSettings(publish_timeout_s=2.0),
-    )  # fmt: skip
+        producer_id=producer,
+        signer=key,
+        spool_dir=tmp / f"spool-{n}",
+        state_dir=tmp / "state",
+        transport=NatsTransport(url, settings.nats, producer, timeout_s=2.0),
+        settings=AgentSettings(publish_timeout_s=2.0),
+    )
 
 
 def _emit_all(agent: Agent, n: int, ids: list[str], errors: list[BaseException]) -> None:
@@ -48,7 +52,7 @@ def _emit_all(agent: Agent, n: int, ids: list[str], errors: list[BaseException])
         for i in range(EVENTS_PER_AGENT):
             ids.append(agent.emit("dataset.registered", dataset_prov(f"{n:04x}{i:060x}")))
             time.sleep(EMIT_PAUSE_S)
-    except BaseException as e:  # noqa: BLE001 - reported by the test thread
+    except BaseException as e:
         errors.append(e)
 
 
@@ -62,14 +66,22 @@ def test_nats_killed_and_restarted_while_agents_emit(tmp_path, settings: Setting
     base = log_size(ledger)
     ids: list[list[str]] = [[] for _ in agents]
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_emit_all, args=(a, n, ids[n], errors), name=f"emit-{n}") for n, a in enumerate(agents)]
+    threads = [
+        threading.Thread(target=_emit_all, args=(a, n, ids[n], errors), name=f"emit-{n}") for n, a in enumerate(agents)
+    ]
     try:
         with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
             for t in threads:
                 t.start()
             for _ in range(OUTAGES):
                 before = log_size(ledger)
-                wait_until(lambda: log_size(ledger) > before, timeout=30, what="the ledger to be ingesting", every=0.02, alive=lp)
+                wait_until(
+                    lambda before=before: log_size(ledger) > before,
+                    timeout=30,
+                    what="the ledger to be ingesting",
+                    every=0.02,
+                    alive=lp,
+                )
                 assert all(t.is_alive() for t in threads), "the agents finished emitting before the outage"
                 server.kill()
                 time.sleep(DOWN_S)
@@ -79,11 +91,20 @@ def test_nats_killed_and_restarted_while_agents_emit(tmp_path, settings: Setting
             assert not any(t.is_alive() for t in threads), "an emitting thread did not finish"
             assert errors == [], errors
             for a in agents:
-                assert a.flush(timeout=60), f"{a.producer_id}: {a.pending()} event(s) still spooled; last error {a.stats.last_error}"
+                assert a.flush(timeout=60), (
+                    f"{a.producer_id}: {a.pending()} event(s) still spooled; last error {a.stats.last_error}"
+                )
             emitted = [i for per in ids for i in per]
             assert len(emitted) == AGENTS * EVENTS_PER_AGENT and all(emitted)
-            wait_until(lambda: log_size(ledger) >= base + len(emitted), timeout=60, what="every emitted event", alive=lp)
-            wait_until(lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2)
+            wait_until(
+                lambda: log_size(ledger) >= base + len(emitted), timeout=60, what="every emitted event", alive=lp
+            )
+            wait_until(
+                lambda: stream_messages(nats_target.url, settings) == 0,
+                timeout=30,
+                what="every message acked",
+                every=0.2,
+            )
         assert lp.proc.returncode == 0, lp.output()
     finally:
         for a in agents:
@@ -91,5 +112,7 @@ def test_nats_killed_and_restarted_while_agents_emit(tmp_path, settings: Setting
     failures = sum(a.stats.send_failures for a in agents)
     registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + emitted)
-    print(f"\n{OUTAGES} NATS kills, {len(emitted)} events from {AGENTS} agents, {failures} failed sends retried; "
-          f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    print(
+        f"\n{OUTAGES} NATS kills, {len(emitted)} events from {AGENTS} agents, {failures} failed sends retried; "
+        f"{time.monotonic() - started:.1f} s"
+    )

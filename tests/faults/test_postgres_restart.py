@@ -17,13 +17,21 @@ from pathlib import Path
 import pytest
 
 from ledger.config import NatsSettings, PostgresSettings, Settings
+from ledger.db import connect
 from ledger.embedded import EmbeddedPostgres, free_port
 from ledger.store import log
-from ledger.db import connect
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
 
-from .faultkit import LedgerProcess, assert_log_intact, log_size, save_checkpoint_key, serving, stream_messages, wait_until
+from .faultkit import (
+    LedgerProcess,
+    assert_log_intact,
+    log_size,
+    save_checkpoint_key,
+    serving,
+    stream_messages,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
@@ -67,29 +75,47 @@ def test_postgres_restarted_mid_ingest(tmp_path, own_postgres: EmbeddedPostgres,
     ledger = Ledger(own_postgres.dsn())
     try:
         settings = Settings(
-            data_dir=tmp_path / "data", postgres=PostgresSettings(dsn=ledger.dsn),
-            nats=NatsSettings(url=nats_target.url, stream=nats_target.stream, subject_prefix=nats_target.subject_prefix),
-        )  # fmt: skip
+            data_dir=tmp_path / "data",
+            postgres=PostgresSettings(dsn=ledger.dsn),
+            nats=NatsSettings(
+                url=nats_target.url, stream=nats_target.stream, subject_prefix=nats_target.subject_prefix
+            ),
+        )
         save_checkpoint_key(ledger, settings)
         chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(PRODUCERS)]
         ledger.append(*(reg for _, reg in chains))
         base = log_size(ledger)
-        events = [ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}")) for i in range(EVENTS_PER_PRODUCER)
-                  for p, (ch, _) in enumerate(chains)]  # fmt: skip
+        events = [
+            ch.emit("dataset.registered", dataset_prov(f"{p}{i:063x}"))
+            for i in range(EVENTS_PER_PRODUCER)
+            for p, (ch, _) in enumerate(chains)
+        ]
         publish(nats_target.url, settings.nats, events)
         with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
             for n in range(RESTARTS):
                 target = base + (n + 1) * len(events) // (RESTARTS + 2)
-                wait_until(lambda: log_size(ledger) >= target, timeout=60, what=f"{target} entries", every=0.01, alive=lp)
+                wait_until(
+                    lambda target=target: log_size(ledger) >= target,
+                    timeout=60,
+                    what=f"{target} entries",
+                    every=0.01,
+                    alive=lp,
+                )
                 _outage(n, own_postgres, lp, lambda: stream_messages(nats_target.url, settings))
                 _reconnect(ledger)
             wait_until(lambda: log_size(ledger) >= base + len(events), timeout=90, what="every event", alive=lp)
-            wait_until(lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2)
+            wait_until(
+                lambda: stream_messages(nats_target.url, settings) == 0,
+                timeout=30,
+                what="every message acked",
+                every=0.2,
+            )
         assert lp.proc.returncode == 0, lp.output()
         assert "retrying" in lp.output(), "the ledger should log its retries"
         registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
         assert_log_intact(ledger, registrations + [e.event_id for e in events])
-        print(f"\n{RESTARTS} PostgreSQL restarts ({DOWN_S} s down each), {len(events)} events; {time.monotonic() - started:.1f} s")
+        print(
+            f"\n{RESTARTS} PostgreSQL restarts ({DOWN_S} s down each), {len(events)} events; {time.monotonic() - started:.1f} s"
+        )
     finally:
         ledger.close()
-

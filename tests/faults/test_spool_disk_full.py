@@ -54,8 +54,14 @@ class ChildRun:
 
 def _run_child(work: Path, key: Path, url: str, settings: Settings, **plan) -> ChildRun:
     plan |= {"stream": settings.nats.stream, "subject_prefix": settings.nats.subject_prefix}
-    res = subprocess.run([sys.executable, "-m", "tests.faults.spool_child", url, str(key), str(work), PRODUCER, json.dumps(plan)],
-                         capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False, cwd=ROOT)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "tests.faults.spool_child", url, str(key), str(work), PRODUCER, json.dumps(plan)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+        cwd=ROOT,
+    )
     lines = [ln.split(" ", 1) + [""] for ln in res.stdout.splitlines() if ln]
     return ChildRun(
         returncode=res.returncode,
@@ -83,26 +89,36 @@ def _setup(tmp_path: Path, settings: Settings, ledger: Ledger) -> tuple[Path, in
 
 
 def _drained(ledger: Ledger, base: int, returned: list[str], lp) -> None:
-    wait_until(lambda: {e.event_id for e in log.iter_entries(ledger.conn, start=base)} >= set(returned),
-               timeout=60, what="every event emit() returned an id for", every=0.2, alive=lp)  # fmt: skip
+    wait_until(
+        lambda: {e.event_id for e in log.iter_entries(ledger.conn, start=base)} >= set(returned),
+        timeout=60,
+        what="every event emit() returned an id for",
+        every=0.2,
+        alive=lp,
+    )
     time.sleep(1.5)  # anything sent twice would arrive within ack_wait; let it, so the check below sees it
 
 
 @pytest.mark.parametrize("backpressure", ["block", "drop"])
-def test_disk_full_then_restart_delivers_every_returned_id(tmp_path, settings: Settings, ledger: Ledger, nats_target,
-                                                           backpressure: str) -> None:  # fmt: skip
+def test_disk_full_then_restart_delivers_every_returned_id(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target, backpressure: str
+) -> None:
     started = time.monotonic()
     key, base = _setup(tmp_path, settings, ledger)
     work = tmp_path / "agent"
     with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
         full = _run_child(work, key, nats_target.url, settings, limit=LIMIT, emit=EMITS, backpressure=backpressure)
         assert full.returncode == 0, full.stderr
-        assert 0 < len(full.ids) < EMITS, f"{len(full.ids)} of {EMITS} ids returned: the limit never bit, or nothing fitted"
+        assert 0 < len(full.ids) < EMITS, (
+            f"{len(full.ids)} of {EMITS} ids returned: the limit never bit, or nothing fitted"
+        )
         if backpressure == "drop":  # the policy applies to a full disk as to a full spool: counted, never raised
             assert full.errors == () and full.dropped == EMITS - len(full.ids), full
         else:  # emit() waits publish_timeout_s for room, then fails loudly
             assert full.dropped == 0 and full.errors, full
-            assert all(_clear(e, work / "spool") for e in full.errors), f"emit() failed without saying where: {full.errors}"
+            assert all(_clear(e, work / "spool") for e in full.errors), (
+                f"emit() failed without saying where: {full.errors}"
+            )
         segment = next((work / "spool").glob("seg-*.log"))
         assert segment.stat().st_size <= LIMIT
         again = _run_child(work, key, nats_target.url, settings, emit=5)
@@ -110,13 +126,17 @@ def test_disk_full_then_restart_delivers_every_returned_id(tmp_path, settings: S
         assert again.torn == (), f"a failed write left a partial record behind: {again.torn}"
         returned = [*full.ids, *again.ids]
         _drained(ledger, base, returned, lp)
-    print(f"\nspool file limit {LIMIT} B, backpressure={backpressure}: {len(full.ids)} stored, {len(full.errors)} emit error(s) "
-          f"{full.errors[:1]}, {full.dropped} dropped; {time.monotonic() - started:.1f} s")  # fmt: skip
+    print(
+        f"\nspool file limit {LIMIT} B, backpressure={backpressure}: {len(full.ids)} stored, {len(full.errors)} emit error(s) "
+        f"{full.errors[:1]}, {full.dropped} dropped; {time.monotonic() - started:.1f} s"
+    )
     registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + returned)
 
 
-def test_space_back_in_the_same_process_keeps_the_spool_readable(tmp_path, settings: Settings, ledger: Ledger, nats_target) -> None:
+def test_space_back_in_the_same_process_keeps_the_spool_readable(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target
+) -> None:
     key, base = _setup(tmp_path, settings, ledger)
     work = tmp_path / "agent"
     with serving(settings, ledger, nats_target.url, tmp_path / "ledger.log") as lp:
@@ -132,8 +152,9 @@ def test_space_back_in_the_same_process_keeps_the_spool_readable(tmp_path, setti
     assert_log_intact(ledger, registrations + returned)
 
 
-def test_disk_full_while_saving_the_chain_position_keeps_the_agent_startable(tmp_path, settings: Settings, ledger: Ledger,
-                                                                             nats_target) -> None:  # fmt: skip
+def test_disk_full_while_saving_the_chain_position_keeps_the_agent_startable(
+    tmp_path, settings: Settings, ledger: Ledger, nats_target
+) -> None:
     # A 64-byte limit: the spool segment (written before it) is untouched, but the ~110-byte
     # chain position the agent saves on delivery and on close no longer fits.  A short write
     # renamed over the saved position left truncated JSON the next agent refused to start on.
@@ -143,7 +164,9 @@ def test_disk_full_while_saving_the_chain_position_keeps_the_agent_startable(tmp
         run = _run_child(work, key, nats_target.url, settings, before=5, limit=64)
         assert run.returncode == 0 and len(run.ids) == 5, f"{run}\n{run.stderr}"
         again = _run_child(work, key, nats_target.url, settings, emit=5)
-        assert again.returncode == 0 and again.closed, f"the agent cannot start again once space is back: {again.stderr[-600:]}"
+        assert again.returncode == 0 and again.closed, (
+            f"the agent cannot start again once space is back: {again.stderr[-600:]}"
+        )
         returned = [*run.ids, *again.ids]
         _drained(ledger, base, returned, lp)
     registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]

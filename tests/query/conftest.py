@@ -18,7 +18,10 @@ def logged_story(ledger: Ledger) -> Story:
     """The story's keys registered (seqs 0-2) and its six events appended (seqs 3-8); the PROV tables exist, empty."""
     migrate_prov(ledger.dsn)
     s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
+    regs = [
+        ledger.registration(c.signer, name=n)
+        for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))
+    ]
     plan = ledger.append(*regs, *s.events)
     assert [a.seq for a in plan.accepted] == list(range(9)), ledger.rejections()
     return s

@@ -36,13 +36,15 @@ def command_lines() -> list[str]:
 
 def subcommands() -> set[str]:
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001 - no public walk
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return set(sub.choices)
 
 
 def test_every_provault_command_in_the_doc_parses_with_the_cli() -> None:
     lines = command_lines()
-    assert lines and all(line.startswith("provault ") for line in lines), "```bash blocks hold only `provault ...` lines"
+    assert lines and all(line.startswith("provault ") for line in lines), (
+        "```bash blocks hold only `provault ...` lines"
+    )
     known = subcommands()
     shown = set()
     for line in lines:
@@ -64,7 +66,10 @@ def test_the_sparql_examples_answer_on_the_story(ledger: Ledger) -> None:
 
     projector.migrate_prov(ledger.dsn)
     s = build_story()
-    regs = [ledger.registration(c.signer, name=n) for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))]
+    regs = [
+        ledger.registration(c.signer, name=n)
+        for c, n in ((s.trainer, "alice"), (s.deployer, "bob"), (s.server, "serving"))
+    ]
     ledger.append(*regs, *s.events)
     with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
         projector.project(c)

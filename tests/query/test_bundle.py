@@ -17,8 +17,8 @@ from ledger.core import merkle
 from ledger.core.checkpoint import format_vkey
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, save_public_key
-from ledger.store import checkpoints
 from ledger.db import connect
+from ledger.store import checkpoints
 from provault.v1 import query_pb2
 from query import projector
 from query.bundle import build_bundle, bundle_rpc, proofs_for
@@ -75,7 +75,9 @@ def test_a_bundle_for_the_story_verifies_offline(story: Story, ledger: Ledger, a
 
     report = verify_bundle(bundle)
     assert report.key_source == "bundle" and not report.admin_keys_pinned and report.unchecked_seqs == (0,)
-    pinned = verify_bundle(bundle, vkey=format_vkey(ORIGIN, ledger.checkpoint_key.public_key), admin_keys=[ledger.admin.public_key])
+    pinned = verify_bundle(
+        bundle, vkey=format_vkey(ORIGIN, ledger.checkpoint_key.public_key), admin_keys=[ledger.admin.public_key]
+    )
     assert pinned.fully_pinned and pinned.unchecked_seqs == ()
 
     path = tmp_path / "model.bundle.json"
@@ -83,18 +85,31 @@ def test_a_bundle_for_the_story_verifies_offline(story: Story, ledger: Ledger, a
     code, out = run_cli(capsys, "verify-bundle", str(path))
     assert code == 0 and "OK" in out and "NOT pinned" in out
     admin_pub = save_public_key(ledger.admin.public_key, tmp_path / "admin.pub")
-    code, out = run_cli(capsys, "verify-bundle", str(path), "--key", str(vkey_file(tmp_path, ledger)), "--admin-key", str(admin_pub), "--json")
+    code, out = run_cli(
+        capsys,
+        "verify-bundle",
+        str(path),
+        "--key",
+        str(vkey_file(tmp_path, ledger)),
+        "--admin-key",
+        str(admin_pub),
+        "--json",
+    )
     doc = json.loads(out)
     assert code == 0 and doc["ok"] and doc["key_source"] == "given" and doc["admin_keys_pinned"]
     assert decode_bundle(encode_bundle(bundle, binary=True)) == bundle
 
 
 @pytest.mark.postgres
-def test_a_wrong_pinned_key_fails_step_1_and_a_wrong_admin_key_step_3(story: Story, ledger: Ledger, aconn, tmp_path: Path, capsys) -> None:
+def test_a_wrong_pinned_key_fails_step_1_and_a_wrong_admin_key_step_3(
+    story: Story, ledger: Ledger, aconn, tmp_path: Path, capsys
+) -> None:
     bundle = build_bundle(aconn, [8], subject=story.ids.batch, direction="upstream")
     path = tmp_path / "b.json"
     path.write_bytes(encode_bundle(bundle))
-    code, out = run_cli(capsys, "verify-bundle", str(path), "--key", str(vkey_file(tmp_path, ledger, Ed25519Signer.generate())))
+    code, out = run_cli(
+        capsys, "verify-bundle", str(path), "--key", str(vkey_file(tmp_path, ledger, Ed25519Signer.generate()))
+    )
     assert code == 1
     assert "FAILED at step 1 (checkpoint), checkpoint_verifier_key" in out and "the key you pinned" in out
     other = save_public_key(Ed25519Signer.generate().public_key, tmp_path / "other.pub")
@@ -115,7 +130,9 @@ def test_without_the_key_registration_step_3_fails(story: Story, aconn) -> None:
 
 @pytest.mark.postgres
 def test_an_entry_newer_than_the_checkpoint_is_not_provable(story: Story, ledger: Ledger, aconn) -> None:
-    late = ledger.append(predictions_logged(story.server, story.ids, [["req-9", "2025-03-02T11:00:00Z", "sha256:" + "09" * 32, 1]]))
+    late = ledger.append(
+        predictions_logged(story.server, story.ids, [["req-9", "2025-03-02T11:00:00Z", "sha256:" + "09" * 32, 1]])
+    )
     assert [a.seq for a in late.accepted] == [9]
     proofs = proofs_for(aconn, [3, 9, 8])
     assert proofs.checkpoint.tree_size == 9 and proofs.unproven_seqs == (9,)
@@ -140,10 +157,16 @@ def test_the_rpc_traces_then_bundles_and_the_cli_writes_what_verifies(
     traced = trace(aconn, "req-2", direction="upstream", as_of_seq=8)
     assert [n.id for n in up.nodes] == [n.id for n in traced.nodes]  # the same nodes, as the trace states them
     for mine, theirs in zip(up.nodes, traced.nodes, strict=True):
-        assert (json.loads(mine.attributes_json), mine.introduced_seq, mine.kind) == (dict(theirs.attributes), theirs.first_seq, theirs.kind or "")
+        assert (json.loads(mine.attributes_json), mine.introduced_seq, mine.kind) == (
+            dict(theirs.attributes),
+            theirs.first_seq,
+            theirs.kind or "",
+        )
     stated = {(RELATION_NAMES[e.relation], e.from_id, e.to_id, e.seq) for e in up.edges}
     assert {(e.relation, e.src, e.dst, e.seq) for e in traced.edges} <= stated
-    request = query_pb2.BundleRequest(node_id=i.dataset, direction=query_pb2.DIRECTION_DOWNSTREAM, as_of=query_pb2.AsOf(seq=5))
+    request = query_pb2.BundleRequest(
+        node_id=i.dataset, direction=query_pb2.DIRECTION_DOWNSTREAM, as_of=query_pb2.AsOf(seq=5)
+    )
     down = bundle_rpc(aconn, request).bundle
     assert down.as_of_seq == 5 and max(pe.entry.seq for pe in down.entries) == 5
     assert i.model in {n.id for n in down.nodes} and i.deployment not in {n.id for n in down.nodes}
@@ -170,7 +193,9 @@ def test_a_later_revocation_travels_with_the_bundle_and_is_reported(ledger: Ledg
     (note,) = verify_bundle(bundle).notes
     assert "revoked later (seq 2" in note and "AFTER that: treat it as suspect" in note
     del bundle.key_entries[0]  # a revocation without its registration proves nothing
-    with pytest.raises(ProvaultError, match=r"step 3 \(signatures and keys\), key_entries\[0\] \(seq 2\).*not registered"):
+    with pytest.raises(
+        ProvaultError, match=r"step 3 \(signatures and keys\), key_entries\[0\] \(seq 2\).*not registered"
+    ):
         verify_bundle(bundle)
 
 
@@ -198,12 +223,16 @@ def flipped_failures(data: bytes, mask: int) -> list[str]:
             assert getattr(e, "step", None) is not None and e.place, f"byte {i}: unlocated error {e!r}"
             failures.append(f"{e.step}:{e.place}")
             continue
-        pytest.fail(f"flipping byte {i} (0x{data[i]:02x} ^ 0x{mask:02x}) still verifies: {data[max(i - 80, 0) : i + 20]!r}")
+        pytest.fail(
+            f"flipping byte {i} (0x{data[i]:02x} ^ 0x{mask:02x}) still verifies: {data[max(i - 80, 0) : i + 20]!r}"
+        )
     return failures
 
 
 @pytest.mark.postgres
-def test_flipping_any_byte_of_a_bundle_file_fails_with_a_located_error(small_bundle: bytes, tmp_path: Path, capsys) -> None:
+def test_flipping_any_byte_of_a_bundle_file_fails_with_a_located_error(
+    small_bundle: bytes, tmp_path: Path, capsys
+) -> None:
     assert verify_bundle(decode_bundle(small_bundle))
     failures = flipped_failures(small_bundle, 0x01)
     assert len(failures) == len(small_bundle)
@@ -231,7 +260,9 @@ def test_bundle_verify_imports_only_the_pure_core() -> None:
     tree = ast.parse((ROOT / "query" / "bundle_verify.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and not m.startswith(ALLOWED_PREFIXES)}
+    outside = {
+        m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and not m.startswith(ALLOWED_PREFIXES)
+    }
     assert outside == set()
     probe = (
         "import sys, query.bundle_verify; "
@@ -262,7 +293,10 @@ def test_a_non_bundle_file_is_refused_as_step_0(tmp_path: Path, capsys) -> None:
         ("plain, tab-free text: sha256:ab…, é, 日本", "plain, tab-free text: sha256:ab…, é, 日本"),
         ("\x1b[2K\rOK\n\t\x00", "\\x1b[2K\\x0dOK\\x0a\\x09\\x00"),
         ("del\x7f c1\x85\x9b\x9f", "del\\x7f c1\\x85\\x9b\\x9f"),
-        ("\u202a\u202b\u202c\u202d\u202e \u2066\u2067\u2068\u2069", "\\u202a\\u202b\\u202c\\u202d\\u202e \\u2066\\u2067\\u2068\\u2069"),
+        (
+            "\u202a\u202b\u202c\u202d\u202e \u2066\u2067\u2068\u2069",
+            "\\u202a\\u202b\\u202c\\u202d\\u202e \\u2066\\u2067\\u2068\\u2069",
+        ),
         ("marks \u200e\u200f\u061c, a lone \ud800", "marks \\u200e\\u200f\\u061c, a lone \\ud800"),
     ],
     ids=["kept", "c0", "del-and-c1", "bidi-overrides-and-isolates", "bidi-marks-and-surrogates"],
@@ -275,11 +309,24 @@ def test_printable_escapes_what_could_drive_a_terminal(text: str, shown: str) ->
 def test_a_verified_bundles_summary_and_json_carry_no_control_characters() -> None:
     evil = "sha256:ab\x1b[2J\u202eevil\x7f"
     report = BundleReport(
-        node_id=evil, direction="upstream", as_of_seq=3, origin="o", tree_size=4, root_hash=b"\x00" * 32,
-        checkpoint_key="o+abcd+key", key_source="given", admin_keys_pinned=True, root_keyids=("ab" * 32,),
-        unchecked_seqs=(), entries=1, key_entries=1, nodes=1, edges=0, steps=(f"4 graph: subject {evil}",),
+        node_id=evil,
+        direction="upstream",
+        as_of_seq=3,
+        origin="o",
+        tree_size=4,
+        root_hash=b"\x00" * 32,
+        checkpoint_key="o+abcd+key",
+        key_source="given",
+        admin_keys_pinned=True,
+        root_keyids=("ab" * 32,),
+        unchecked_seqs=(),
+        entries=1,
+        key_entries=1,
+        nodes=1,
+        edges=0,
+        steps=(f"4 graph: subject {evil}",),
         notes=(f"note about {evil}",),
-    )  # fmt: skip
+    )
     text = _summary(report, argparse.Namespace(file="bundle\x1b.json"))
     assert not any(c in text for c in "\x1b\x7f\u202e") and "sha256:ab\\x1b[2J\\u202eevil\\x7f" in text
     assert "bundle\\x1b.json" in text

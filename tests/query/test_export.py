@@ -67,25 +67,63 @@ ACME = "https://ml.acme.example/"
 ODD_ROWS = [
     ExportNode("<sha256:not-a-digest>", "entity", {}),
     ExportNode(ACME + "data#set", "entity", {"prov:type": "prov:Collection"}),
-    ExportNode(ACME + "runs/7", "activity", {
-        "prov:startTime": "2025-01-01T00:00:00Z", ACME + "owner": "team a",
-        "prov:type": {"$": "acme:Training", "type": "prov:QUALIFIED_NAME"},
-        "provault:cost": {"$": "12.5", "type": "acme:Money"},
-        "prov:label": [{"$": "Lauf", "lang": "de"}, "run"],
-    }),
+    ExportNode(
+        ACME + "runs/7",
+        "activity",
+        {
+            "prov:startTime": "2025-01-01T00:00:00Z",
+            ACME + "owner": "team a",
+            "prov:type": {"$": "acme:Training", "type": "prov:QUALIFIED_NAME"},
+            "provault:cost": {"$": "12.5", "type": "acme:Money"},
+            "prov:label": [{"$": "Lauf", "lang": "de"}, "run"],
+        },
+    ),
     ExportNode("provault:influencer", None, {}),
-    ExportNode("sha256:" + "aa" * 32, "entity", {
-        "prov:startTime": "2025-01-01T00:00:00Z", "provault:n": 3, "provault:ok": True, "provault:ratio": 0.25,
-        "provault:note": 'a "quote", a \\ and a\nnew line', "provault:size": {"$": "7", "type": "xsd:long"},
-    }),
-    ExportEdge(3, 0, "wasGeneratedBy", "sha256:" + "aa" * 32, ACME + "runs/7", "prov", {"prov:time": "2025-01-02T00:00:00Z"}, None, None),
-    ExportEdge(3, 1, "wasDerivedFrom", "sha256:" + "aa" * 32, "<sha256:not-a-digest>", "prov",
-               {"prov:activity": ACME + "runs/7", "prov:generation": ACME + "g", "prov:type": "prov:Revision"}, 0, None),
+    ExportNode(
+        "sha256:" + "aa" * 32,
+        "entity",
+        {
+            "prov:startTime": "2025-01-01T00:00:00Z",
+            "provault:n": 3,
+            "provault:ok": True,
+            "provault:ratio": 0.25,
+            "provault:note": 'a "quote", a \\ and a\nnew line',
+            "provault:size": {"$": "7", "type": "xsd:long"},
+        },
+    ),
+    ExportEdge(
+        3,
+        0,
+        "wasGeneratedBy",
+        "sha256:" + "aa" * 32,
+        ACME + "runs/7",
+        "prov",
+        {"prov:time": "2025-01-02T00:00:00Z"},
+        None,
+        None,
+    ),
+    ExportEdge(
+        3,
+        1,
+        "wasDerivedFrom",
+        "sha256:" + "aa" * 32,
+        "<sha256:not-a-digest>",
+        "prov",
+        {"prov:activity": ACME + "runs/7", "prov:generation": ACME + "g", "prov:type": "prov:Revision"},
+        0,
+        None,
+    ),
     ExportEdge(3, 2, "hadMember", ACME + "data#set", "sha256:" + "aa" * 32, "prov", {}, None, None),
-    ExportEdge(4, 0, "wasInfluencedBy", ACME + "runs/7", "provault:influencer", "key", {"provault:seq": 99}, None, None),
-    ExportPrediction("provault:prediction/x%20y", 4, ACME + "runs/7", datetime(2025, 1, 3, tzinfo=UTC), {"a": [1, 2]}, 0.5, True),
-    ExportPrediction("provault:prediction/x%20y", 5, ACME + "runs/7", datetime(2025, 1, 4, tzinfo=UTC), None, "late", False),
-]  # fmt: skip
+    ExportEdge(
+        4, 0, "wasInfluencedBy", ACME + "runs/7", "provault:influencer", "key", {"provault:seq": 99}, None, None
+    ),
+    ExportPrediction(
+        "provault:prediction/x%20y", 4, ACME + "runs/7", datetime(2025, 1, 3, tzinfo=UTC), {"a": [1, 2]}, 0.5, True
+    ),
+    ExportPrediction(
+        "provault:prediction/x%20y", 5, ACME + "runs/7", datetime(2025, 1, 4, tzinfo=UTC), None, "late", False
+    ),
+]
 
 
 def test_foreign_names_and_odd_values_export_validly() -> None:
@@ -150,7 +188,9 @@ def test_prov_o_says_who_did_what_with_the_ledger_seqs(story: Story, aconn) -> N
     assert g.value(run, PROV.startedAtTime) == Literal("2025-03-02T09:02:00Z", datatype=XSD.dateTime)
     assert (run, PROV.used, dataset) in g and (model, PROV.wasDerivedFrom, dataset) in g
     # every edge carries its seq on a qualified influence: the model's two generations are seqs 5 and 6
-    generations = {(g.value(q, PROV.activity), g.value(q, PV.seq).toPython()) for q in g.objects(model, PROV.qualifiedGeneration)}
+    generations = {
+        (g.value(q, PROV.activity), g.value(q, PV.seq).toPython()) for q in g.objects(model, PROV.qualifiedGeneration)
+    }
     assert generations == {(run, 5), (run, 6)}
     usage = g.value(run, PROV.qualifiedUsage, any=True)
     assert (usage, RDF.type, PROV.Usage) in g
@@ -176,7 +216,9 @@ def test_prov_json_is_valid_and_reads_with_the_prov_package(story: Story, aconn)
     assert doc["entity"][i.dataset]["prov:type"] == "provault:Dataset"
     assert doc["activity"][i.run]["prov:endTime"] == "2025-03-02T09:30:00Z"
     derived = [r for r in doc["wasDerivedFrom"].values() if r["prov:generatedEntity"] == i.model]
-    assert derived == [{"prov:generatedEntity": i.model, "prov:usedEntity": i.dataset, "prov:activity": i.run, "provault:seq": 5}]
+    assert derived == [
+        {"prov:generatedEntity": i.model, "prov:usedEntity": i.dataset, "prov:activity": i.run, "provault:seq": 5}
+    ]
     assert doc["wasGeneratedBy"]["provault:generation/8/req-1"]["prov:activity"] == i.batch
     read = ProvDocument.deserialize(content=data.decode(), format="json")
     relations = [r for r in read.get_records() if r.is_relation()]

@@ -23,7 +23,7 @@ from query._mapping import (
 )
 from tests.query.provstory import Ids, at, build_story, predictions_logged
 
-I = Ids()
+IDS = Ids()
 
 
 def edges(rows: mapping.EntryRows) -> list[tuple[str, str, str]]:
@@ -41,22 +41,28 @@ def chain() -> ProducerChain:
 # --- names ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("iri", "expected"), [
-    (PROVAULT_NS + "run/1", "provault:run/1"),
-    ("urn:provault:sha256:" + "ab" * 32, "sha256:" + "ab" * 32),
-    ("http://www.w3.org/ns/prov#Person", "prov:Person"),
-    ("https://ml.acme.example/runs/7", "https://ml.acme.example/runs/7"),
-    ("sha256:not-our-namespace", "<sha256:not-our-namespace>"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("iri", "expected"),
+    [
+        (PROVAULT_NS + "run/1", "provault:run/1"),
+        ("urn:provault:sha256:" + "ab" * 32, "sha256:" + "ab" * 32),
+        ("http://www.w3.org/ns/prov#Person", "prov:Person"),
+        ("https://ml.acme.example/runs/7", "https://ml.acme.example/runs/7"),
+        ("sha256:not-our-namespace", "<sha256:not-our-namespace>"),
+    ],
+)
 def test_canonical_ids(iri: str, expected: str) -> None:
     assert canonical_id(iri) == expected
 
 
 def test_a_foreign_prefix_for_a_fixed_namespace_names_the_same_node() -> None:
-    sealed = chain().emit("dataset.registered", {
-        "prefix": {"pv": PROVAULT_NS, "acme": "https://ml.acme.example/"},
-        "entity": {"pv:data/1": {"acme:owner": "ml-team"}, "acme:data/2": {}},
-    })  # fmt: skip
+    sealed = chain().emit(
+        "dataset.registered",
+        {
+            "prefix": {"pv": PROVAULT_NS, "acme": "https://ml.acme.example/"},
+            "entity": {"pv:data/1": {"acme:owner": "ml-team"}, "acme:data/2": {}},
+        },
+    )
     rows = nodes(map_event(sealed.event, 0))
     assert set(rows) == {"provault:data/1", "https://ml.acme.example/data/2"}
     assert rows["provault:data/1"].iri == PROVAULT_NS + "data/1"
@@ -71,28 +77,37 @@ def test_run_started_points_from_the_run_to_what_it_used_and_who_ran_it() -> Non
     rows = map_event(s.started.event, 5)
     assert rows.seq == 5 and rows.kind == "run.started"
     assert edges(rows) == [
-        ("used", I.run, I.dataset), ("used", I.run, I.code),
-        ("wasAssociatedWith", I.run, I.author), ("wasAssociatedWith", I.run, I.host),
-    ]  # fmt: skip
+        ("used", IDS.run, IDS.dataset),
+        ("used", IDS.run, IDS.code),
+        ("wasAssociatedWith", IDS.run, IDS.author),
+        ("wasAssociatedWith", IDS.run, IDS.host),
+    ]
     assert [e.ordinal for e in rows.edges] == [0, 1, 2, 3]
     assert {e.stmt_id for e in rows.edges} == {"_:u1", "_:u2", "_:w1", "_:w2"}
     n = nodes(rows)
-    assert n[I.run].node_type == "activity" and n[I.author].node_type == "agent" and n[I.dataset].node_type == "entity"
-    assert dict(n[I.run].attributes) == {"prov:startTime": "2025-03-02T09:02:00Z", "provault:name": "train sentiment"}
+    assert (
+        n[IDS.run].node_type == "activity"
+        and n[IDS.author].node_type == "agent"
+        and n[IDS.dataset].node_type == "entity"
+    )
+    assert dict(n[IDS.run].attributes) == {"prov:startTime": "2025-03-02T09:02:00Z", "provault:name": "train sentiment"}
 
 
 def test_relation_formals_other_than_the_ends_become_edge_attributes() -> None:
     rows = map_event(build_story().completed.event, 1)
     by_relation = {e.relation: e for e in rows.edges}
     assert dict(by_relation["wasGeneratedBy"].attributes) == {"prov:time": "2025-03-02T09:30:00Z"}
-    assert dict(by_relation["wasDerivedFrom"].attributes) == {"prov:activity": I.run}
-    assert edges(rows) == [("wasGeneratedBy", I.model, I.run), ("wasDerivedFrom", I.model, I.dataset)]
+    assert dict(by_relation["wasDerivedFrom"].attributes) == {"prov:activity": IDS.run}
+    assert edges(rows) == [("wasGeneratedBy", IDS.model, IDS.run), ("wasDerivedFrom", IDS.model, IDS.dataset)]
 
 
 def test_kind_and_label_come_from_prov_type_and_label() -> None:
-    n = nodes(map_event(build_story().model.event, 0))[I.model]
+    n = nodes(map_event(build_story().model.event, 0))[IDS.model]
     assert (n.kind, n.label) == ("provault:Model", "sentiment")
-    assert mapping.node_kind({"prov:type": ["prov:Plan", {"$": "provault:Model", "type": "prov:QUALIFIED_NAME"}]}) == "provault:Model"
+    assert (
+        mapping.node_kind({"prov:type": ["prov:Plan", {"$": "provault:Model", "type": "prov:QUALIFIED_NAME"}]})
+        == "provault:Model"
+    )
     assert mapping.node_label({"prov:label": {"$": "modèle", "lang": "fr"}}) == "modèle"
     assert mapping.node_kind({}) is None
 
@@ -100,60 +115,82 @@ def test_kind_and_label_come_from_prov_type_and_label() -> None:
 def test_predictions_become_index_rows_of_the_batch_activity() -> None:
     rows = map_event(build_story().predicted.event, 9)
     assert [p.id for p in rows.predictions] == [f"provault:prediction/req-{n}" for n in (1, 2, 3)]
-    assert {p.activity for p in rows.predictions} == {I.batch}
+    assert {p.activity for p in rows.predictions} == {IDS.batch}
     assert rows.predictions[0].time == at(50) and rows.predictions[1].output == "neg"
     assert not any(n.id.startswith("provault:prediction/") for n in rows.nodes)
-    assert ("used", I.batch, I.deployment) in edges(rows)
+    assert ("used", IDS.batch, IDS.deployment) in edges(rows)
 
 
 def test_prediction_ids_already_in_vocabulary_form_are_kept() -> None:
-    rows = map_event(predictions_logged(chain(), I, [["provault:prediction/x", "2025-03-02T10:00:00Z", None, 1]]).event, 0)
+    rows = map_event(
+        predictions_logged(chain(), IDS, [["provault:prediction/x", "2025-03-02T10:00:00Z", None, 1]]).event, 0
+    )
     assert rows.predictions[0].id == "provault:prediction/x"
     assert rows.predictions[0].input is None and rows.predictions[0].output == 1
 
 
-@pytest.mark.parametrize(("bad_rows", "message"), [
-    ([["req-1", "yesterday", "x", "y"]], "time"),
-    ([["req-1", "2025-03-02T10:00:00Z", "x"]], "array of 4 values"),
-    ([["", "2025-03-02T10:00:00Z", "x", "y"]], "non-empty string"),
-    ([["a", "2025-03-02T10:00:00Z", "x", "y"], ["a", "2025-03-02T10:00:01Z", "x", "y"]], "more than once"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bad_rows", "message"),
+    [
+        ([["req-1", "yesterday", "x", "y"]], "time"),
+        ([["req-1", "2025-03-02T10:00:00Z", "x"]], "array of 4 values"),
+        ([["", "2025-03-02T10:00:00Z", "x", "y"]], "non-empty string"),
+        ([["a", "2025-03-02T10:00:00Z", "x", "y"], ["a", "2025-03-02T10:00:01Z", "x", "y"]], "more than once"),
+    ],
+)
 def test_bad_prediction_rows_make_the_entry_unprojectable(bad_rows: list, message: str) -> None:
     with pytest.raises(UnprojectableEntry, match=message):
-        map_event(predictions_logged(chain(), I, bad_rows).event, 0)
+        map_event(predictions_logged(chain(), IDS, bad_rows).event, 0)
 
 
 def test_a_prediction_batch_needs_exactly_one_activity() -> None:
-    sealed = chain().emit("predictions.logged", {"entity": {I.model: {}}},
-                          data={"columns": ["id", "time"], "rows": [["a", "2025-03-02T10:00:00Z"]]})  # fmt: skip
+    sealed = chain().emit(
+        "predictions.logged",
+        {"entity": {IDS.model: {}}},
+        data={"columns": ["id", "time"], "rows": [["a", "2025-03-02T10:00:00Z"]]},
+    )
     with pytest.raises(UnprojectableEntry, match="exactly one"):
         map_event(sealed.event, 0)
     with pytest.raises(UnprojectableEntry, match="no data"):
-        map_event(chain().emit("predictions.logged", {"activity": {I.batch: {}}}).event, 0)
+        map_event(chain().emit("predictions.logged", {"activity": {IDS.batch: {}}}).event, 0)
 
 
 # --- relations in general ------------------------------------------------------------------
 
 
 def test_referenced_nodes_get_the_type_their_role_implies() -> None:
-    sealed = chain().emit("run.started", {
-        "wasInformedBy": {"_:i": {"prov:informed": "provault:run/b", "prov:informant": "provault:run/a"}},
-        "actedOnBehalfOf": {"_:o": {"prov:delegate": "provault:service/ci", "prov:responsible": "provault:person/p"}},
-        "wasInfluencedBy": {"_:f": {"prov:influencee": "provault:x", "prov:influencer": "provault:y"}},
-    })  # fmt: skip
+    sealed = chain().emit(
+        "run.started",
+        {
+            "wasInformedBy": {"_:i": {"prov:informed": "provault:run/b", "prov:informant": "provault:run/a"}},
+            "actedOnBehalfOf": {
+                "_:o": {"prov:delegate": "provault:service/ci", "prov:responsible": "provault:person/p"}
+            },
+            "wasInfluencedBy": {"_:f": {"prov:influencee": "provault:x", "prov:influencer": "provault:y"}},
+        },
+    )
     rows = map_event(sealed.event, 0)
     types = {n.id: n.node_type for n in rows.nodes}
-    assert types == {"provault:run/b": "activity", "provault:run/a": "activity", "provault:service/ci": "agent",
-                     "provault:person/p": "agent", "provault:x": None, "provault:y": None}  # fmt: skip
+    assert types == {
+        "provault:run/b": "activity",
+        "provault:run/a": "activity",
+        "provault:service/ci": "agent",
+        "provault:person/p": "agent",
+        "provault:x": None,
+        "provault:y": None,
+    }
     assert ("wasInformedBy", "provault:run/b", "provault:run/a") in edges(rows)
     assert ("actedOnBehalfOf", "provault:service/ci", "provault:person/p") in edges(rows)
 
 
 def test_had_member_gives_one_edge_per_member_and_a_missing_object_no_edge() -> None:
-    sealed = chain().emit("dataset.registered", {
-        "hadMember": {"_:m": {"prov:collection": "provault:set", "prov:entity": ["provault:a", "provault:b"]}},
-        "used": {"_:u": {"prov:activity": "provault:run/x"}},
-    })  # fmt: skip
+    sealed = chain().emit(
+        "dataset.registered",
+        {
+            "hadMember": {"_:m": {"prov:collection": "provault:set", "prov:entity": ["provault:a", "provault:b"]}},
+            "used": {"_:u": {"prov:activity": "provault:run/x"}},
+        },
+    )
     rows = map_event(sealed.event, 0)
     assert edges(rows) == [("hadMember", "provault:set", "provault:a"), ("hadMember", "provault:set", "provault:b")]
     assert "provault:run/x" in nodes(rows)
@@ -164,15 +201,21 @@ def test_had_member_gives_one_edge_per_member_and_a_missing_object_no_edge() -> 
 
 def test_key_registration_adds_the_key_attributed_to_its_identity() -> None:
     admin, key = chain(), Ed25519Signer.generate()
-    reg = KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                          identity={"type": "service", "name": "sentiment-server"}, kinds=("predictions.*",), producers=("*",))  # fmt: skip
+    reg = KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "service", "name": "sentiment-server"},
+        kinds=("predictions.*",),
+        producers=("*",),
+    )
     rows = map_event(admin.emit(KEY_REGISTERED, {"agent": {"provault:admin": {}}}, data=reg.to_data()).event, 3)
     n = nodes(rows)
     assert n[key_node_id(key.keyid)].kind == "provault:Key"
     assert n[key_node_id(key.keyid)].attributes["provault:kinds"] == ["predictions.*"]
-    assert n[I.server].node_type == "agent" and n[I.server].kind == "prov:SoftwareAgent"
+    assert n[IDS.server].node_type == "agent" and n[IDS.server].kind == "prov:SoftwareAgent"
     assert [(e.relation, e.src, e.dst, e.origin) for e in rows.edges] == [
-        ("wasAttributedTo", key_node_id(key.keyid), I.server, "key")
+        ("wasAttributedTo", key_node_id(key.keyid), IDS.server, "key")
     ]
     rev = KeyRevocation(keyid=key.keyid, effective_from=at(0), reason="leaked")
     rows = map_event(admin.emit(KEY_REVOKED, {"agent": {"provault:admin": {}}}, data=rev.to_data()).event, 4)
@@ -186,7 +229,9 @@ def test_key_registration_adds_the_key_attributed_to_its_identity() -> None:
 
 def test_map_entry_reads_envelope_bytes_and_checks_the_ledger_row() -> None:
     sealed = build_story().dataset
-    assert map_entry(sealed.envelope, 0, event_id=sealed.event_id, kind="dataset.registered") == map_event(sealed.event, 0)
+    assert map_entry(sealed.envelope, 0, event_id=sealed.event_id, kind="dataset.registered") == map_event(
+        sealed.event, 0
+    )
     with pytest.raises(UnprojectableEntry, match="kind"):
         map_entry(sealed.envelope, 0, event_id=sealed.event_id, kind="run.started")
     with pytest.raises(DecodeError):
@@ -203,7 +248,7 @@ def test_folding_nodes_does_not_depend_on_chunk_boundaries() -> None:
         merged = {**(a.attributes if a else {}), **(b.attributes if b else {})}
         assert change.attributes == merged
         assert change.first_seq == (a or b).first_seq and change.last_seq == (b or a).last_seq
-    run = whole[I.run]
+    run = whole[IDS.run]
     assert (run.first_seq, run.last_seq) == (1, 3)
     assert set(run.attributes) == {"prov:startTime", "prov:endTime", "provault:name", "provault:metrics"}
 
@@ -214,5 +259,6 @@ def test_the_mapping_imports_no_io_library() -> None:
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     assert not {m for m in imported if m and m.split(".")[0] in {"psycopg", "grpc", "nats", "provault", "rdflib"}}
-    assert {m for m in imported if m and m.startswith("ledger.")} <= {f"ledger.core.{m}" for m in (
-        "envelope", "errors", "events", "keyring", "provjson", "vocab")}  # fmt: skip
+    assert {m for m in imported if m and m.startswith("ledger.")} <= {
+        f"ledger.core.{m}" for m in ("envelope", "errors", "events", "keyring", "provjson", "vocab")
+    }

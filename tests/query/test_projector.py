@@ -57,15 +57,23 @@ def test_the_story_projects_nodes_edges_predictions_with_their_seqs(story: Story
     prov_edges = set(rows(aconn, "SELECT relation, src, dst, seq FROM prov.edges WHERE origin = 'prov'"))
     assert prov_edges == {
         ("wasAttributedTo", i.dataset, i.author, 3),
-        ("used", i.run, i.dataset, 4), ("used", i.run, i.code, 4),
-        ("wasAssociatedWith", i.run, i.author, 4), ("wasAssociatedWith", i.run, i.host, 4),
-        ("wasGeneratedBy", i.model, i.run, 5), ("wasDerivedFrom", i.model, i.dataset, 5),
-        ("wasGeneratedBy", i.model, i.run, 6), ("wasAttributedTo", i.model, i.author, 6),
-        ("wasGeneratedBy", i.deployment, i.deploy, 7), ("used", i.deploy, i.model, 7),
+        ("used", i.run, i.dataset, 4),
+        ("used", i.run, i.code, 4),
+        ("wasAssociatedWith", i.run, i.author, 4),
+        ("wasAssociatedWith", i.run, i.host, 4),
+        ("wasGeneratedBy", i.model, i.run, 5),
+        ("wasDerivedFrom", i.model, i.dataset, 5),
+        ("wasGeneratedBy", i.model, i.run, 6),
+        ("wasAttributedTo", i.model, i.author, 6),
+        ("wasGeneratedBy", i.deployment, i.deploy, 7),
+        ("used", i.deploy, i.model, 7),
         ("wasDerivedFrom", i.deployment, i.model, 7),
-        ("wasAssociatedWith", i.deploy, i.deployer, 7), ("wasAssociatedWith", i.deploy, i.approver, 7),
-        ("used", i.batch, i.deployment, 8), ("used", i.batch, i.model, 8), ("wasAssociatedWith", i.batch, i.server, 8),
-    }  # fmt: skip
+        ("wasAssociatedWith", i.deploy, i.deployer, 7),
+        ("wasAssociatedWith", i.deploy, i.approver, 7),
+        ("used", i.batch, i.deployment, 8),
+        ("used", i.batch, i.model, 8),
+        ("wasAssociatedWith", i.batch, i.server, 8),
+    }
     role = rows(aconn, "SELECT attributes->>'prov:role' FROM prov.edges WHERE dst = %s", i.approver)
     assert role == [("provault:approver",)]
     assert rows(aconn, "SELECT id, activity, seq, output #>> '{}' FROM prov.predictions ORDER BY id") == [
@@ -83,7 +91,10 @@ def test_every_step_leads_to_the_key_and_identity_that_signed_it(story: Story, p
     assert rows(aconn, "SELECT dst, seq, origin FROM prov.edges WHERE src = %s", key) == [
         ("provault:person/serving", 2, "key")
     ]
-    signers = rows(aconn, "SELECT seq, key_node, identity->>'name', root_key FROM prov.entry_signers WHERE seq IN (0, 8) ORDER BY seq")
+    signers = rows(
+        aconn,
+        "SELECT seq, key_node, identity->>'name', root_key FROM prov.entry_signers WHERE seq IN (0, 8) ORDER BY seq",
+    )
     assert signers == [(0, None, "test-admin", True), (8, key, "serving", False)]
 
 
@@ -92,9 +103,20 @@ def test_as_of_answers_are_exact(story: Story, pconn, aconn) -> None:
     i = story.ids
     at_start = rows(aconn, AS_OF_ATTRIBUTES, i.run, 4)[0][0]
     assert set(at_start) == {"prov:startTime", "provault:name"}
-    assert set(rows(aconn, AS_OF_ATTRIBUTES, i.run, 8)[0][0]) == {"prov:startTime", "provault:name", "prov:endTime", "provault:metrics"}
-    assert rows(aconn, "SELECT seq FROM prov.node_versions WHERE node_id = %s ORDER BY seq", i.run) == [(4,), (5,), (6,)]
-    upstream_of_model_at_5 = rows(aconn, "SELECT relation, dst FROM prov.edges WHERE src = %s AND seq <= 5 ORDER BY seq, ordinal", i.model)
+    assert set(rows(aconn, AS_OF_ATTRIBUTES, i.run, 8)[0][0]) == {
+        "prov:startTime",
+        "provault:name",
+        "prov:endTime",
+        "provault:metrics",
+    }
+    assert rows(aconn, "SELECT seq FROM prov.node_versions WHERE node_id = %s ORDER BY seq", i.run) == [
+        (4,),
+        (5,),
+        (6,),
+    ]
+    upstream_of_model_at_5 = rows(
+        aconn, "SELECT relation, dst FROM prov.edges WHERE src = %s AND seq <= 5 ORDER BY seq, ordinal", i.model
+    )
     assert upstream_of_model_at_5 == [("wasGeneratedBy", i.run), ("wasDerivedFrom", i.dataset)]
     assert rows(aconn, "SELECT count(*) FROM prov.edges WHERE seq <= 2") == [(3,)]  # the three key attributions
 
@@ -110,7 +132,9 @@ def test_rebuild_gives_identical_tables_whatever_the_chunking(ledger: Ledger, st
     for _ in range(3):  # project in small steps while the log grows
         project(pconn, batch=2, max_chunks=1)
     assert lag(pconn) == (5, 9)
-    ledger.append(predictions_logged(story.server, story.ids, [["req-9", "2025-03-02T11:00:00Z", "sha256:" + "09" * 32, 0.5]]))
+    ledger.append(
+        predictions_logged(story.server, story.ids, [["req-9", "2025-03-02T11:00:00Z", "sha256:" + "09" * 32, 0.5]])
+    )
     project(pconn, batch=3)
     incremental = checksum(pconn)
     assert rebuild(pconn) == 10
@@ -201,7 +225,12 @@ def test_the_sql_in_docs_query_md_runs_as_the_auditor(story: Story, pconn, aconn
     project(pconn)
     blocks = re.findall(r"^```sql\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.S | re.M)
     assert len(blocks) == 4
-    params = {"prediction": "provault:prediction/req-2", "node": story.ids.run, "seq": 4, "time": "2999-01-01T00:00:00Z"}
+    params = {
+        "prediction": "provault:prediction/req-2",
+        "node": story.ids.run,
+        "seq": 4,
+        "time": "2999-01-01T00:00:00Z",
+    }
     answers = [aconn.execute(b, params).fetchall() for b in blocks]
     assert answers[0][0][:2] == (story.ids.batch, 8)
     assert [(seq, name) for seq, _, _, name, _ in answers[1]] == [(4, "alice")]

@@ -102,8 +102,12 @@ def test_errors_exit_1_and_bad_options_exit_2(cli) -> None:
     assert code == 1 and "provault:run/none" in err and "[not_found]" in err
     code, _, err = cli("trace", "req-1", "--as-of", "99")
     assert code == 1 and "seq 99" in err
-    for argv in (["trace", "req-1", "--format", "png"], ["trace", "req-1", "--as-of", "yesterday"],
-                 ["impact", "req-1", "--format", "dot"], ["trace", "req-1", "--relation", "caused"]):  # fmt: skip
+    for argv in (
+        ["trace", "req-1", "--format", "png"],
+        ["trace", "req-1", "--as-of", "yesterday"],
+        ["impact", "req-1", "--format", "dot"],
+        ["trace", "req-1", "--relation", "caused"],
+    ):
         with pytest.raises(SystemExit) as info:
             cli(*argv)
         assert info.value.code == 2

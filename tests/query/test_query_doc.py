@@ -33,7 +33,9 @@ def _command(argv: list[str]) -> str:
 def test_the_bash_blocks_hold_only_provault_commands() -> None:
     lines = command_lines()
     assert lines, "docs/query.md has no ```bash examples"
-    assert all(line.startswith("provault ") for line in lines), [line for line in lines if not line.startswith("provault ")]
+    assert all(line.startswith("provault ") for line in lines), [
+        line for line in lines if not line.startswith("provault ")
+    ]
 
 
 @pytest.mark.parametrize("line", command_lines())

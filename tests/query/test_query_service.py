@@ -12,12 +12,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.core import merkle
 from ledger.core.vocab import predict_batch_id
 from ledger.grpckit.auth import AuthInterceptor, DevModeAuthenticator, Identity
 from ledger.store import checkpoints
+from provault.v1 import query_pb2, query_pb2_grpc
 from query.service import QUERY_METHOD_ROLES, QueryGrpcService, build_query_server
 from tests.ledgerkit import ORIGIN, Ledger
 from tests.query.test_traverse import Lineage, append, build_lineage, predictions, shared_lineage
@@ -39,7 +39,9 @@ class Served:
 @contextlib.contextmanager
 def serving(li: Lineage, authenticator=None) -> Iterator[Served]:
     interceptors = (AuthInterceptor(authenticator or DevModeAuthenticator(), QUERY_METHOD_ROLES),)
-    server, port = build_query_server(dsn=li.ledger.dsn, listen="127.0.0.1:0", max_message_bytes=4 << 20, interceptors=interceptors)
+    server, port = build_query_server(
+        dsn=li.ledger.dsn, listen="127.0.0.1:0", max_message_bytes=4 << 20, interceptors=interceptors
+    )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -89,7 +91,12 @@ def test_trace_upstream_from_a_prediction(served: Served) -> None:
     assert {li.deployment, li.model2, li.run2, li.ds2, li.eval, li.commit2, li.env2, li.dave, li.host2} <= set(node)
     assert li.run1 not in node and li.alice not in node
     model = node[li.model2]
-    assert (model.type, model.kind, model.label, model.introduced_seq) == (Q.NODE_TYPE_ENTITY, "provault:Model", "sentiment", 10)
+    assert (model.type, model.kind, model.label, model.introduced_seq) == (
+        Q.NODE_TYPE_ENTITY,
+        "provault:Model",
+        "sentiment",
+        10,
+    )
     assert json.loads(model.attributes_json)["provault:version"] == "2"
     assert ("RELATION_WAS_GENERATED_BY", "provault:prediction/req-2", li.batch, 13) in hops(r.edges)
     approval = next(e for e in r.edges if e.to_id == li.carol)
@@ -112,8 +119,10 @@ def test_trace_pages_cover_the_answer_once_and_predictions_page_by_id(served: Se
 
 
 def test_trace_with_proofs_proves_every_entry_of_the_page(served: Served) -> None:
-    r = served.stub.Trace(Q.TraceRequest(start_node_id="req-1", direction=Q.DIRECTION_UPSTREAM, page_size=3,
-                                         include_proofs=True), timeout=TIMEOUT)  # fmt: skip
+    r = served.stub.Trace(
+        Q.TraceRequest(start_node_id="req-1", direction=Q.DIRECTION_UPSTREAM, page_size=3, include_proofs=True),
+        timeout=TIMEOUT,
+    )
     behind = {n.introduced_seq for n in r.nodes} | {e.seq for e in r.edges}
     proofs = r.proofs
     assert behind <= {p.seq for p in proofs.inclusion_proofs} and not proofs.unproven_seqs
@@ -122,8 +131,16 @@ def test_trace_with_proofs_proves_every_entry_of_the_page(served: Served) -> Non
     for p in proofs.inclusion_proofs:
         assert p.leaf_hash == leaves[p.seq]
         merkle.verify_inclusion(p.leaf_hash, p.leaf_index, p.tree_size, list(p.hashes), proofs.checkpoint.root_hash)
-    nxt = served.stub.Trace(Q.TraceRequest(start_node_id="req-1", direction=Q.DIRECTION_UPSTREAM, page_size=3,
-                                           include_proofs=True, page_token=r.next_page_token), timeout=TIMEOUT)  # fmt: skip
+    nxt = served.stub.Trace(
+        Q.TraceRequest(
+            start_node_id="req-1",
+            direction=Q.DIRECTION_UPSTREAM,
+            page_size=3,
+            include_proofs=True,
+            page_token=r.next_page_token,
+        ),
+        timeout=TIMEOUT,
+    )
     assert nxt.proofs.checkpoint.tree_size == proofs.checkpoint.tree_size
 
 
@@ -132,7 +149,9 @@ def test_pagination_is_stable_while_the_log_grows(ledger: Ledger) -> None:
     with serving(li) as s:
         request = Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM, page_size=5)
         first = s.stub.Trace(request, timeout=TIMEOUT)
-        append(li, predictions(li, ("req-0", "req-4"), 70, batch=predict_batch_id("019cade2-0000-7000-8000-0000000000p2")))
+        append(
+            li, predictions(li, ("req-0", "req-4"), 70, batch=predict_batch_id("019cade2-0000-7000-8000-0000000000p2"))
+        )
         request.page_token = first.next_page_token
         second = s.stub.Trace(request, timeout=TIMEOUT)
         assert second.as_of_seq == first.as_of_seq == 13 and second.next_page_token == ""
@@ -155,7 +174,10 @@ def test_get_node_now_and_as_of(served: Served) -> None:
     assert (early.node.label, early.node.kind, early.as_of_seq) == ("", "", 10)
     ts = Timestamp()
     ts.GetCurrentTime()
-    assert served.stub.GetNode(Q.GetNodeRequest(node_id="req-3", as_of=Q.AsOf(time=ts)), timeout=TIMEOUT).node.kind == "provault:Prediction"
+    assert (
+        served.stub.GetNode(Q.GetNodeRequest(node_id="req-3", as_of=Q.AsOf(time=ts)), timeout=TIMEOUT).node.kind
+        == "provault:Prediction"
+    )
     code, details = code_of(served.stub.GetNode, Q.GetNodeRequest(node_id=li.deployment, as_of=Q.AsOf(seq=11)))
     assert code == grpc.StatusCode.NOT_FOUND and "first recorded at seq 12" in details
     code, details = code_of(served.stub.GetNode, Q.GetNodeRequest(node_id="provault:run/none"))
@@ -165,10 +187,18 @@ def test_get_node_now_and_as_of(served: Served) -> None:
 def test_search_pages_by_id(served: Served) -> None:
     li = served.li
     r = served.stub.Search(Q.SearchRequest(kind="provault:Dataset", page_size=2), timeout=TIMEOUT)
-    rest = served.stub.Search(Q.SearchRequest(kind="provault:Dataset", page_size=2, page_token=r.next_page_token), timeout=TIMEOUT)
+    rest = served.stub.Search(
+        Q.SearchRequest(kind="provault:Dataset", page_size=2, page_token=r.next_page_token), timeout=TIMEOUT
+    )
     assert [n.id for n in [*r.nodes, *rest.nodes]] == sorted([li.ds1, li.ds2, li.eval]) and rest.next_page_token == ""
-    found = served.stub.Search(Q.SearchRequest(text="eval", type=Q.NODE_TYPE_ENTITY,
-                                               attributes=[Q.AttributeFilter(name="prov:label", value="reviews eval")]), timeout=TIMEOUT)  # fmt: skip
+    found = served.stub.Search(
+        Q.SearchRequest(
+            text="eval",
+            type=Q.NODE_TYPE_ENTITY,
+            attributes=[Q.AttributeFilter(name="prov:label", value="reviews eval")],
+        ),
+        timeout=TIMEOUT,
+    )
     assert [n.id for n in found.nodes] == [li.eval] and found.as_of_seq == 13
 
 
@@ -181,7 +211,9 @@ def test_search_pages_by_id(served: Served) -> None:
         pytest.param(Q.TraceRequest(direction=Q.DIRECTION_UPSTREAM), "start_node_id", id="no-start"),
         pytest.param(Q.TraceRequest(start_node_id="req-1"), "direction", id="no-direction"),
         pytest.param(Q.TraceRequest(start_node_id="req-1", direction=1, max_depth=101), "at most 100", id="depth-cap"),
-        pytest.param(Q.TraceRequest(start_node_id="req-1", direction=1, max_nodes=100_001), "at most 100000", id="nodes-cap"),
+        pytest.param(
+            Q.TraceRequest(start_node_id="req-1", direction=1, max_nodes=100_001), "at most 100000", id="nodes-cap"
+        ),
         pytest.param(Q.TraceRequest(start_node_id="req-1", direction=1, page_size=5001), "at most 5000", id="page-cap"),
         pytest.param(Q.TraceRequest(start_node_id="req-1", direction=1, relations=[0]), "relations[0]", id="relation"),
         pytest.param(Q.TraceRequest(start_node_id="req-1", direction=1, as_of=Q.AsOf()), "as_of", id="empty-as-of"),
@@ -211,22 +243,35 @@ def test_other_refusals(served: Served) -> None:
 
 def test_export_and_bundle_delegate(served: Served) -> None:
     li = served.li
-    chunks = list(served.stub.Export(Q.ExportRequest(
-        format=Q.EXPORT_FORMAT_NTRIPLES, subgraph=Q.ExportSubgraph(start_node_id=li.model1, direction=Q.DIRECTION_UPSTREAM),
-    ), timeout=TIMEOUT))  # fmt: skip
+    chunks = list(
+        served.stub.Export(
+            Q.ExportRequest(
+                format=Q.EXPORT_FORMAT_NTRIPLES,
+                subgraph=Q.ExportSubgraph(start_node_id=li.model1, direction=Q.DIRECTION_UPSTREAM),
+            ),
+            timeout=TIMEOUT,
+        )
+    )
     assert chunks[0].content_type == "application/n-triples" and chunks[0].as_of_seq == 13
     text = b"".join(c.data for c in chunks).decode()
     assert "b1b1b1b1" in text and "b2b2b2b2" not in text
-    bundle = served.stub.Bundle(Q.BundleRequest(node_id="req-2", direction=Q.DIRECTION_UPSTREAM), timeout=TIMEOUT).bundle
+    bundle = served.stub.Bundle(
+        Q.BundleRequest(node_id="req-2", direction=Q.DIRECTION_UPSTREAM), timeout=TIMEOUT
+    ).bundle
     assert bundle.node_id == "provault:prediction/req-2" and bundle.entries
 
 
 def test_health_and_reflection(served: Served) -> None:
     health = health_pb2_grpc.HealthStub(served.channel)
     for name in ("", "provault.v1.QueryService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=TIMEOUT).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name), timeout=TIMEOUT).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     refl = reflection_pb2_grpc.ServerReflectionStub(served.channel)
-    (resp,) = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT)
+    (resp,) = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT
+    )
     assert "provault.v1.QueryService" in {s.name for s in resp.list_services_response.service}
 
 
@@ -240,7 +285,10 @@ def test_only_auditors_and_admins_may_query(served: Served) -> None:
     with serving(served.li, _RoleAuth()) as s:
         request = Q.GetNodeRequest(node_id=served.li.ds1)
         assert code_of(s.stub.GetNode, request)[0] == grpc.StatusCode.UNAUTHENTICATED
-        assert code_of(s.stub.GetNode, request, metadata=(("x-test-role", "producer"),))[0] == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            code_of(s.stub.GetNode, request, metadata=(("x-test-role", "producer"),))[0]
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
         for role in ("auditor", "admin"):
             assert s.stub.GetNode(request, metadata=(("x-test-role", role),), timeout=TIMEOUT).node.id == served.li.ds1
 
@@ -252,7 +300,9 @@ def test_the_stack_service_starts_and_stops(served: Served) -> None:
         assert service.running() and service.name == "query-grpc" and service.address.startswith("127.0.0.1:")
         with grpc.insecure_channel(service.address) as channel:
             stub = query_pb2_grpc.QueryServiceStub(channel)
-            assert stub.GetNode(Q.GetNodeRequest(node_id="req-1"), timeout=TIMEOUT).node.id == "provault:prediction/req-1"
+            assert (
+                stub.GetNode(Q.GetNodeRequest(node_id="req-1"), timeout=TIMEOUT).node.id == "provault:prediction/req-1"
+            )
     finally:
         service.stop()
     assert not service.running()

@@ -51,16 +51,22 @@ def test_every_update_form_is_refused_by_name(form: str) -> None:
         run_sparql(None, "PREFIX ex: <urn:ex:>\n" + UPDATES[form])  # type: ignore[arg-type] - refused before use
 
 
-@pytest.mark.parametrize(("query", "refusal"), [
-    ("SELECT * WHERE { SERVICE <http://example.org/sparql> { ?s ?p ?o } }", "SERVICE clauses are refused"),
-    ("SELECT * WHERE { ?s ?p ?o OPTIONAL { SERVICE SILENT <http://x/> { ?s ?q ?r } } }", "SERVICE clauses are refused"),
-    ("SELECT * FROM <http://example.org/g.ttl> WHERE { ?s ?p ?o }", "FROM / FROM NAMED are refused"),
-    ("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", "CONSTRUCT queries are refused"),
-    ("DESCRIBE <urn:x>", "DESCRIBE queries are refused"),
-    ("SELECT ?s WHERE { ?s ?p }", "not valid SPARQL"),
-    ("SELECT ?s WHERE { ?s nope:p ?o }", "cannot be prepared"),
-    ("", "empty"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("query", "refusal"),
+    [
+        ("SELECT * WHERE { SERVICE <http://example.org/sparql> { ?s ?p ?o } }", "SERVICE clauses are refused"),
+        (
+            "SELECT * WHERE { ?s ?p ?o OPTIONAL { SERVICE SILENT <http://x/> { ?s ?q ?r } } }",
+            "SERVICE clauses are refused",
+        ),
+        ("SELECT * FROM <http://example.org/g.ttl> WHERE { ?s ?p ?o }", "FROM / FROM NAMED are refused"),
+        ("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", "CONSTRUCT queries are refused"),
+        ("DESCRIBE <urn:x>", "DESCRIBE queries are refused"),
+        ("SELECT ?s WHERE { ?s ?p }", "not valid SPARQL"),
+        ("SELECT ?s WHERE { ?s nope:p ?o }", "cannot be prepared"),
+        ("", "empty"),
+    ],
+)
 def test_other_forms_and_broken_queries_are_refused(query: str, refusal: str) -> None:
     with pytest.raises(InvalidArgument, match=refusal):
         check_query(query)
@@ -86,12 +92,16 @@ def story(ledger: Ledger, logged_story: Story) -> Story:
 def test_select_finds_the_datasets_behind_a_model(story: Story, aconn) -> None:
     r = run_sparql(aconn, DATASETS_BEHIND % node_iri(story.ids.model))
     assert r.kind == "select" and r.variables == ("dataset", "label") and not r.truncated
-    assert r.rows == ((
-        RdfValue(type="iri", value=node_iri(story.ids.dataset)),
-        RdfValue(type="literal", value="reviews v1", datatype=XSD_STRING),
-    ),)  # fmt: skip
+    assert r.rows == (
+        (
+            RdfValue(type="iri", value=node_iri(story.ids.dataset)),
+            RdfValue(type="literal", value="reviews v1", datatype=XSD_STRING),
+        ),
+    )
     assert r.graph_triples > 100
-    seqs = run_sparql(aconn, "SELECT ?seq WHERE { ?m prov:qualifiedGeneration ?g . ?g provault:seq ?seq } ORDER BY ?seq")
+    seqs = run_sparql(
+        aconn, "SELECT ?seq WHERE { ?m prov:qualifiedGeneration ?g . ?g provault:seq ?seq } ORDER BY ?seq"
+    )
     assert [row[0].value for row in seqs.rows] == ["5", "6", "7", "8", "8", "8"]
     path = "SELECT DISTINCT ?up WHERE { <%s> (prov:wasDerivedFrom|prov:used)+ ?up }"
     upstream = run_sparql(aconn, path % node_iri(story.ids.deploy))

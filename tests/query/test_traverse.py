@@ -23,7 +23,16 @@ from psycopg import sql
 from ledger.core.errors import InvalidArgument
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
-from ledger.core.vocab import deploy_activity_id, deployment_id, git_id, host_id, person_id, predict_batch_id, run_id, service_id
+from ledger.core.vocab import (
+    deploy_activity_id,
+    deployment_id,
+    git_id,
+    host_id,
+    person_id,
+    predict_batch_id,
+    run_id,
+    service_id,
+)
 from ledger.db import connect
 from query import projector
 from query.projector import migrate_prov, project
@@ -83,85 +92,138 @@ class Lineage:
 
 
 def _dataset(chain: ProducerChain, author: str, minute: int, **sets: str) -> Sealed:
-    return chain.emit("dataset.registered", {
-        "entity": {d: {"prov:type": "provault:Dataset", "prov:label": label} for d, label in sets.items()},
-        "agent": {author: {}},
-        "wasAttributedTo": {f"_:a{i}": {"prov:entity": d, "prov:agent": author} for i, d in enumerate(sets)},
-    }, time=at(minute))  # fmt: skip
+    return chain.emit(
+        "dataset.registered",
+        {
+            "entity": {d: {"prov:type": "provault:Dataset", "prov:label": label} for d, label in sets.items()},
+            "agent": {author: {}},
+            "wasAttributedTo": {f"_:a{i}": {"prov:entity": d, "prov:agent": author} for i, d in enumerate(sets)},
+        },
+        time=at(minute),
+    )
 
 
-def _run_started(chain: ProducerChain, run: str, inputs: list[str], commit: str, env: str, author: str, host: str, minute: int) -> Sealed:
+def _run_started(
+    chain: ProducerChain, run: str, inputs: list[str], commit: str, env: str, author: str, host: str, minute: int
+) -> Sealed:
     used = {f"_:u{i}": {"prov:activity": run, "prov:entity": e} for i, e in enumerate([*inputs, commit, env])}
-    return chain.emit("run.started", {
-        "activity": {run: {"prov:startTime": xsd_time(at(minute)), "provault:name": "train"}},
-        "entity": {**{d: {} for d in inputs}, commit: {"provault:remote": "git@example.com:ml/sentiment"},
-                   env: {"prov:type": "provault:Environment"}},
-        "agent": {author: {}, host: {}},
-        "used": used,
-        "wasAssociatedWith": {"_:w1": {"prov:activity": run, "prov:agent": author},
-                              "_:w2": {"prov:activity": run, "prov:agent": host}},
-    }, time=at(minute))  # fmt: skip
+    return chain.emit(
+        "run.started",
+        {
+            "activity": {run: {"prov:startTime": xsd_time(at(minute)), "provault:name": "train"}},
+            "entity": {
+                **{d: {} for d in inputs},
+                commit: {"provault:remote": "git@example.com:ml/sentiment"},
+                env: {"prov:type": "provault:Environment"},
+            },
+            "agent": {author: {}, host: {}},
+            "used": used,
+            "wasAssociatedWith": {
+                "_:w1": {"prov:activity": run, "prov:agent": author},
+                "_:w2": {"prov:activity": run, "prov:agent": host},
+            },
+        },
+        time=at(minute),
+    )
 
 
 def _run_completed(chain: ProducerChain, run: str, model: str, inputs: list[str], minute: int) -> Sealed:
-    return chain.emit("run.completed", {
-        "activity": {run: {"prov:endTime": xsd_time(at(minute))}},
-        "entity": {model: {}},
-        "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
-        "wasDerivedFrom": {f"_:d{i}": {"prov:generatedEntity": model, "prov:usedEntity": d, "prov:activity": run}
-                           for i, d in enumerate(inputs)},
-    }, time=at(minute))  # fmt: skip
+    return chain.emit(
+        "run.completed",
+        {
+            "activity": {run: {"prov:endTime": xsd_time(at(minute))}},
+            "entity": {model: {}},
+            "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
+            "wasDerivedFrom": {
+                f"_:d{i}": {"prov:generatedEntity": model, "prov:usedEntity": d, "prov:activity": run}
+                for i, d in enumerate(inputs)
+            },
+        },
+        time=at(minute),
+    )
 
 
 def _model(chain: ProducerChain, model: str, run: str, author: str, version: str, minute: int) -> Sealed:
-    return chain.emit("model.registered", {
-        "entity": {model: {"prov:type": "provault:Model", "prov:label": "sentiment", "provault:version": version}},
-        "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
-        "wasAttributedTo": {"_:a1": {"prov:entity": model, "prov:agent": author}},
-    }, time=at(minute))  # fmt: skip
+    return chain.emit(
+        "model.registered",
+        {
+            "entity": {model: {"prov:type": "provault:Model", "prov:label": "sentiment", "provault:version": version}},
+            "wasGeneratedBy": {"_:g1": {"prov:entity": model, "prov:activity": run}},
+            "wasAttributedTo": {"_:a1": {"prov:entity": model, "prov:agent": author}},
+        },
+        time=at(minute),
+    )
 
 
 def _deployed(li: Lineage, minute: int) -> Sealed:
-    return li.deployer.emit("model.deployed", {
-        "activity": {li.deploy: {"prov:startTime": xsd_time(at(minute))}},
-        "entity": {li.model2: {}, li.deployment: {"prov:type": "provault:Deployment", "prov:label": "sentiment-prod"}},
-        "agent": {li.bob: {}, li.carol: {}},
-        "used": {"_:u1": {"prov:activity": li.deploy, "prov:entity": li.model2}},
-        "wasGeneratedBy": {"_:g1": {"prov:entity": li.deployment, "prov:activity": li.deploy}},
-        "wasDerivedFrom": {"_:d1": {"prov:generatedEntity": li.deployment, "prov:usedEntity": li.model2}},
-        "wasAssociatedWith": {"_:w1": {"prov:activity": li.deploy, "prov:agent": li.bob},
-                              "_:w2": {"prov:activity": li.deploy, "prov:agent": li.carol, "prov:role": "provault:approver"}},
-    }, time=at(minute))  # fmt: skip
+    return li.deployer.emit(
+        "model.deployed",
+        {
+            "activity": {li.deploy: {"prov:startTime": xsd_time(at(minute))}},
+            "entity": {
+                li.model2: {},
+                li.deployment: {"prov:type": "provault:Deployment", "prov:label": "sentiment-prod"},
+            },
+            "agent": {li.bob: {}, li.carol: {}},
+            "used": {"_:u1": {"prov:activity": li.deploy, "prov:entity": li.model2}},
+            "wasGeneratedBy": {"_:g1": {"prov:entity": li.deployment, "prov:activity": li.deploy}},
+            "wasDerivedFrom": {"_:d1": {"prov:generatedEntity": li.deployment, "prov:usedEntity": li.model2}},
+            "wasAssociatedWith": {
+                "_:w1": {"prov:activity": li.deploy, "prov:agent": li.bob},
+                "_:w2": {"prov:activity": li.deploy, "prov:agent": li.carol, "prov:role": "provault:approver"},
+            },
+        },
+        time=at(minute),
+    )
 
 
 def predictions(li: Lineage, ids: tuple[str, ...], minute: int, batch: str | None = None) -> Sealed:
     batch = batch or li.batch
     rows = [[pid, xsd_time(at(minute)), _sha(f"{n:02d}"), "pos"] for n, pid in enumerate(ids)]
-    return li.server.emit("predictions.logged", {
-        "activity": {batch: {"prov:startTime": xsd_time(at(minute))}},
-        "entity": {li.deployment: {}, li.model2: {}},
-        "agent": {li.service: {}},
-        "used": {"_:u1": {"prov:activity": batch, "prov:entity": li.deployment},
-                 "_:u2": {"prov:activity": batch, "prov:entity": li.model2}},
-        "wasAssociatedWith": {"_:w1": {"prov:activity": batch, "prov:agent": li.service}},
-    }, data={"deployment": li.deployment, "model": li.model2, "columns": ["id", "time", "input", "output"], "rows": rows},
-       time=at(minute))  # fmt: skip
+    return li.server.emit(
+        "predictions.logged",
+        {
+            "activity": {batch: {"prov:startTime": xsd_time(at(minute))}},
+            "entity": {li.deployment: {}, li.model2: {}},
+            "agent": {li.service: {}},
+            "used": {
+                "_:u1": {"prov:activity": batch, "prov:entity": li.deployment},
+                "_:u2": {"prov:activity": batch, "prov:entity": li.model2},
+            },
+            "wasAssociatedWith": {"_:w1": {"prov:activity": batch, "prov:agent": li.service}},
+        },
+        data={
+            "deployment": li.deployment,
+            "model": li.model2,
+            "columns": ["id", "time", "input", "output"],
+            "rows": rows,
+        },
+        time=at(minute),
+    )
 
 
 def build_lineage(ledger: Ledger) -> Lineage:
     """Append the lineage (keys at seqs 0-3, events at 4-13) and project it."""
     migrate_prov(ledger.dsn)
     li = Lineage(ledger=ledger)
-    regs = [ledger.registration(c.signer, name=n) for c, n in (
-        (li.trainer1, "alice@example.com"), (li.trainer2, "dave@example.com"), (li.deployer, "bob@example.com"),
-        (li.server, "serving"))]  # fmt: skip
+    regs = [
+        ledger.registration(c.signer, name=n)
+        for c, n in (
+            (li.trainer1, "alice@example.com"),
+            (li.trainer2, "dave@example.com"),
+            (li.deployer, "bob@example.com"),
+            (li.server, "serving"),
+        )
+    ]
     events = {
         "ds1": _dataset(li.trainer1, li.alice, 1, **{li.ds1: "reviews v1"}),
         "ds2": _dataset(li.trainer2, li.dave, 2, **{li.ds2: "reviews v2", li.eval: "reviews eval"}),
         "run1.started": _run_started(li.trainer1, li.run1, [li.ds1], li.commit1, li.env1, li.alice, li.host1, 3),
         "run1.completed": _run_completed(li.trainer1, li.run1, li.model1, [li.ds1], 20),
         "model1": _model(li.trainer1, li.model1, li.run1, li.alice, "1", 21),
-        "run2.started": _run_started(li.trainer2, li.run2, [li.ds2, li.eval], li.commit2, li.env2, li.dave, li.host2, 22),
+        "run2.started": _run_started(
+            li.trainer2, li.run2, [li.ds2, li.eval], li.commit2, li.env2, li.dave, li.host2, 22
+        ),
         "run2.completed": _run_completed(li.trainer2, li.run2, li.model2, [li.ds2, li.eval], 40),
         "model2": _model(li.trainer2, li.model2, li.run2, li.dave, "2", 41),
         "deployed": _deployed(li, 50),
@@ -225,27 +287,48 @@ def ids(t) -> set[str]:
 # --- traceback ------------------------------------------------------------------------------
 
 
-def test_upstream_from_a_prediction_names_exactly_its_lineage_and_signers(li: Lineage, conn: psycopg.Connection) -> None:
+def test_upstream_from_a_prediction_names_exactly_its_lineage_and_signers(
+    li: Lineage, conn: psycopg.Connection
+) -> None:
     t = trace(conn, "req-2")
     pid = "provault:prediction/req-2"
     assert t.start == pid and t.direction == "upstream" and not t.truncated and t.as_of_seq == 13
     assert ids(t) == {
-        pid, li.batch, li.service, li.deployment, li.deploy, li.bob, li.carol, li.model2, li.run2,
-        li.ds2, li.eval, li.commit2, li.env2, li.dave, li.host2,
-    }  # fmt: skip
+        pid,
+        li.batch,
+        li.service,
+        li.deployment,
+        li.deploy,
+        li.bob,
+        li.carol,
+        li.model2,
+        li.run2,
+        li.ds2,
+        li.eval,
+        li.commit2,
+        li.env2,
+        li.dave,
+        li.host2,
+    }
     assert [n.id for n in t.nodes][:2] == [pid, li.batch]
     assert t.node(pid).kind == "provault:Prediction" and t.node(pid).depth == 0
     assert t.node(li.deployment).depth == 2 and t.node(li.run2).depth == 3
     assert t.prediction == {
-        "id": pid, "seq": 13, "activity": li.batch, "time": "2025-03-02T10:00:00.000000Z",
-        "input": _sha("01"), "output": "pos",
-    }  # fmt: skip
+        "id": pid,
+        "seq": 13,
+        "activity": li.batch,
+        "time": "2025-03-02T10:00:00.000000Z",
+        "input": _sha("01"),
+        "output": "pos",
+    }
     hops = {(e.relation, e.src, e.dst) for e in t.edges}
     assert ("wasGeneratedBy", pid, li.batch) in hops
     assert ("wasAssociatedWith", li.deploy, li.carol) in hops and ("wasAttributedTo", li.model2, li.dave) in hops
     assert ("used", li.run2, li.commit2) in hops and ("wasDerivedFrom", li.model2, li.eval) in hops
     # the model is generated by run 2 twice (run.completed, model.registered): one hop, its first seq
-    assert [e.seq for e in t.edges if (e.relation, e.src) == ("wasGeneratedBy", li.model2)] == [li.seq["run2.completed"]]
+    assert [e.seq for e in t.edges if (e.relation, e.src) == ("wasGeneratedBy", li.model2)] == [
+        li.seq["run2.completed"]
+    ]
     # the keys behind every step: dave's, bob's and the server's, and the admin that registered dave and bob
     keys = {li.trainer2.signer.keyid, li.deployer.signer.keyid, li.server.signer.keyid, li.admin_keyid}
     assert set(t.signers.values()) == keys and set(t.keys) == keys
@@ -287,8 +370,12 @@ def test_predictions_page_by_id_and_a_relogged_id_counts_once(fresh: tuple[Linea
     first = trace(conn, li.commit2, direction="downstream", predictions_limit=2)
     assert first.predictions == ("provault:prediction/req-0", "provault:prediction/req-1")
     assert first.predictions_total == 4 and first.predictions_next == "provault:prediction/req-1"
-    rest = trace(conn, li.commit2, direction="downstream", predictions_limit=2, predictions_after=first.predictions_next)
-    assert rest.predictions == ("provault:prediction/req-2", "provault:prediction/req-3") and rest.predictions_next is None
+    rest = trace(
+        conn, li.commit2, direction="downstream", predictions_limit=2, predictions_after=first.predictions_next
+    )
+    assert (
+        rest.predictions == ("provault:prediction/req-2", "provault:prediction/req-3") and rest.predictions_next is None
+    )
     assert [r.seq for r in rest.prediction_rows if r.id.endswith("req-2")] == [13, 14]
 
 
@@ -350,12 +437,21 @@ def test_depth_and_node_limits_are_flagged(li: Lineage, conn: psycopg.Connection
 def test_a_cycle_terminates(fresh: tuple[Lineage, psycopg.Connection]) -> None:
     li, conn = fresh
     a, b = run_id("019cade2-0000-7000-8000-0000000000c1"), run_id("019cade2-0000-7000-8000-0000000000c2")
-    append(li, li.trainer1.emit("run.started", {
-        "activity": {a: {}, b: {}},
-        "wasInformedBy": {"_:i1": {"prov:informed": a, "prov:informant": b},
-                          "_:i2": {"prov:informed": b, "prov:informant": a},
-                          "_:i3": {"prov:informed": a, "prov:informant": a}},
-    }, time=at(80)))  # fmt: skip
+    append(
+        li,
+        li.trainer1.emit(
+            "run.started",
+            {
+                "activity": {a: {}, b: {}},
+                "wasInformedBy": {
+                    "_:i1": {"prov:informed": a, "prov:informant": b},
+                    "_:i2": {"prov:informed": b, "prov:informant": a},
+                    "_:i3": {"prov:informed": a, "prov:informant": a},
+                },
+            },
+            time=at(80),
+        ),
+    )
     for direction in ("upstream", "downstream", "both"):
         t = trace(conn, a, direction=direction)
         assert [n.id for n in t.nodes] == [a, b] and not t.truncated
@@ -375,7 +471,9 @@ def test_both_directions_are_the_union(li: Lineage, conn: psycopg.Connection) ->
     both = trace(conn, li.model2, direction="both")
     up, down = trace(conn, li.model2), trace(conn, li.model2, direction="downstream")
     assert ids(both) == ids(up) | ids(down) and both.predictions_total == 3
-    assert {(e.relation, e.src, e.dst) for e in both.edges} == {(e.relation, e.src, e.dst) for e in [*up.edges, *down.edges]}
+    assert {(e.relation, e.src, e.dst) for e in both.edges} == {
+        (e.relation, e.src, e.dst) for e in [*up.edges, *down.edges]
+    }
     around = trace(conn, "req-1", direction="both")  # its batch is upstream: the batch's other predictions are not
     assert ids(around) == ids(trace(conn, "req-1")) and around.predictions_total == 0
 

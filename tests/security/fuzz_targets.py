@@ -68,10 +68,18 @@ ORIGIN = "fuzz.provault/log"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LIMITS = Limits()
-STAGE1_REASONS = frozenset({
-    TOO_LARGE, "malformed_envelope", "unsupported_payload_type", "unknown_key", "bad_signature",
-    "invalid_event", "invalid_prov", CLOCK_SKEW,
-})  # fmt: skip
+STAGE1_REASONS = frozenset(
+    {
+        TOO_LARGE,
+        "malformed_envelope",
+        "unsupported_payload_type",
+        "unknown_key",
+        "bad_signature",
+        "invalid_event",
+        "invalid_prov",
+        CLOCK_SKEW,
+    }
+)
 """The reasons docs/events.md lists for stage 1; any other one is a contract violation."""
 MAX_MESSAGE_CHARS = 4096
 """A refusal message longer than this floods the rejections table; the longest legitimate ones are ~700."""
@@ -125,35 +133,55 @@ MODEL = "sha256:" + "22" * 32
 
 def _events(admin: Ed25519Signer, trainer: Ed25519Signer) -> tuple[Sealed, ...]:
     ops = ProducerChain("ops@console", admin)
-    reg = KeyRegistration(keyid=trainer.keyid, public_key=trainer.public_key, role="producer",
-                          identity={"type": "host", "name": "gpu-07"}, kinds=("run.*", "dataset.*", "model.*"),
-                          producers=("trainer@*",)).to_data()  # fmt: skip
+    reg = KeyRegistration(
+        keyid=trainer.keyid,
+        public_key=trainer.public_key,
+        role="producer",
+        identity={"type": "host", "name": "gpu-07"},
+        kinds=("run.*", "dataset.*", "model.*"),
+        producers=("trainer@*",),
+    ).to_data()
     chain = ProducerChain("trainer@gpu-07", trainer)
     t = T0
     return (
         ops.emit("key.registered", {"agent": {"provault:ops": {}}}, data=reg, time=t, event_id=_id(1)),
-        chain.emit("dataset.registered", {
-            "entity": {DATASET: {"prov:type": "provault:Dataset", "prov:label": "reviews v1"}},
-        }, time=t + timedelta(minutes=1), event_id=_id(2)),
-        chain.emit("run.started", {
-            "activity": {RUN: {"prov:startTime": "2026-03-02T09:02:00Z"}},
-            "entity": {DATASET: {}},
-            "agent": {"provault:person/alice": {"prov:type": {"$": "prov:Person", "type": "prov:QUALIFIED_NAME"}}},
-            "used": {"_:u1": {"prov:activity": RUN, "prov:entity": DATASET}},
-            "wasAssociatedWith": {"_:a1": {"prov:activity": RUN, "prov:agent": "provault:person/alice"}},
-        }, data={"hyperparameters": {"epochs": 3, "lr": 0.0003}}, time=t + timedelta(minutes=2), event_id=_id(3)),
-        chain.emit("model.registered", {
-            "entity": {MODEL: {"prov:type": "provault:Model", "prov:label": "sentiment"}, DATASET: {}},
-            "activity": {RUN: {}},
-            "wasGeneratedBy": {"_:g1": {"prov:entity": MODEL, "prov:activity": RUN}},
-            "wasDerivedFrom": {"_:d1": {"prov:generatedEntity": MODEL, "prov:usedEntity": DATASET}},
-        }, time=t + timedelta(minutes=3), event_id=_id(4)),
-    )  # fmt: skip
+        chain.emit(
+            "dataset.registered",
+            {
+                "entity": {DATASET: {"prov:type": "provault:Dataset", "prov:label": "reviews v1"}},
+            },
+            time=t + timedelta(minutes=1),
+            event_id=_id(2),
+        ),
+        chain.emit(
+            "run.started",
+            {
+                "activity": {RUN: {"prov:startTime": "2026-03-02T09:02:00Z"}},
+                "entity": {DATASET: {}},
+                "agent": {"provault:person/alice": {"prov:type": {"$": "prov:Person", "type": "prov:QUALIFIED_NAME"}}},
+                "used": {"_:u1": {"prov:activity": RUN, "prov:entity": DATASET}},
+                "wasAssociatedWith": {"_:a1": {"prov:activity": RUN, "prov:agent": "provault:person/alice"}},
+            },
+            data={"hyperparameters": {"epochs": 3, "lr": 0.0003}},
+            time=t + timedelta(minutes=2),
+            event_id=_id(3),
+        ),
+        chain.emit(
+            "model.registered",
+            {
+                "entity": {MODEL: {"prov:type": "provault:Model", "prov:label": "sentiment"}, DATASET: {}},
+                "activity": {RUN: {}},
+                "wasGeneratedBy": {"_:g1": {"prov:entity": MODEL, "prov:activity": RUN}},
+                "wasDerivedFrom": {"_:d1": {"prov:generatedEntity": MODEL, "prov:usedEntity": DATASET}},
+            },
+            time=t + timedelta(minutes=3),
+            event_id=_id(4),
+        ),
+    )
 
 
 def _bundle(log: tuple[Sealed, ...], admin: Ed25519Signer, cp_key: Ed25519Signer, note: str) -> bytes:
     from provault.v1 import ledger_pb2, query_pb2  # noqa: PLC0415 - generated messages, only for bundles
-
     from query.bundle_verify import BUNDLE_FORMAT, edge_pb, encode_bundle, node_pb, recompute_graph  # noqa: PLC0415
 
     leaves = [merkle.leaf_hash(s.envelope) for s in log]
@@ -161,20 +189,35 @@ def _bundle(log: tuple[Sealed, ...], admin: Ed25519Signer, cp_key: Ed25519Signer
 
     def proven(seq: int) -> query_pb2.ProvenEntry:
         s = log[seq]
-        entry = ledger_pb2.Entry(seq=seq, event_id=s.event_id, keyid=parse_envelope(s.envelope).keyids()[0],
-                                 envelope_json=s.envelope, leaf_hash=leaves[seq])  # fmt: skip
-        proof = ledger_pb2.InclusionProof(seq=seq, leaf_index=seq, tree_size=len(log), leaf_hash=leaves[seq],
-                                          hashes=merkle.inclusion_proof(leaves, seq))  # fmt: skip
+        entry = ledger_pb2.Entry(
+            seq=seq,
+            event_id=s.event_id,
+            keyid=parse_envelope(s.envelope).keyids()[0],
+            envelope_json=s.envelope,
+            leaf_hash=leaves[seq],
+        )
+        proof = ledger_pb2.InclusionProof(
+            seq=seq,
+            leaf_index=seq,
+            tree_size=len(log),
+            leaf_hash=leaves[seq],
+            hashes=merkle.inclusion_proof(leaves, seq),
+        )
         return query_pb2.ProvenEntry(entry=entry, inclusion_proof=proof)
 
     entries = range(1, len(log))
     graph = recompute_graph([(seq, log[seq].event) for seq in entries])
     bundle = query_pb2.AuditBundle(
-        format=BUNDLE_FORMAT, node_id=MODEL, direction=1, as_of_seq=len(log) - 1,
+        format=BUNDLE_FORMAT,
+        node_id=MODEL,
+        direction=1,
+        as_of_seq=len(log) - 1,
         checkpoint=ledger_pb2.Checkpoint(signed_note=note, origin=ORIGIN, tree_size=len(log), root_hash=root),
-        checkpoint_verifier_key=format_vkey(ORIGIN, cp_key.public_key), root_keyids=[admin.keyid],
-        entries=[proven(s) for s in entries], key_entries=[proven(0)],
-    )  # fmt: skip
+        checkpoint_verifier_key=format_vkey(ORIGIN, cp_key.public_key),
+        root_keyids=[admin.keyid],
+        entries=[proven(s) for s in entries],
+        key_entries=[proven(0)],
+    )
     order = [MODEL] + sorted(n for n in graph.nodes if n != MODEL)
     bundle.nodes.extend(node_pb(graph.nodes[n]) for n in order)
     for key, stated in sorted(graph.edges.items(), key=lambda kv: (kv[0][3], kv[0][0], kv[0][1], kv[0][2])):
@@ -191,8 +234,14 @@ def corpus() -> Corpus:
     log = _events(admin, trainer)
     root = merkle.root_hash([merkle.leaf_hash(s.envelope) for s in log])
     note = sign_checkpoint(Checkpoint(origin=ORIGIN, size=len(log), root_hash=root), ORIGIN, cp_key)
-    return Corpus(admin=admin, trainer=trainer, checkpoint_key=cp_key, log=log, note=note,
-                  bundle=_bundle(log, admin, cp_key, note))  # fmt: skip
+    return Corpus(
+        admin=admin,
+        trainer=trainer,
+        checkpoint_key=cp_key,
+        log=log,
+        note=note,
+        bundle=_bundle(log, admin, cp_key, note),
+    )
 
 
 def crafted_bundle_with_non_ascii_key() -> bytes:
@@ -205,8 +254,9 @@ def crafted_bundle_with_non_ascii_key() -> bytes:
     forger = Ed25519Signer.from_seed(b"\x09" * 32)
     log = list(c.log)
     data = {**json.loads(c.log[0].payload)["data"], "public_key": "gTl3\u00e9Dqh9F19Wo1Rmw0x+zMuNipG0="}
-    log[0] = ProducerChain("ops@console", c.admin).emit("key.registered", {"agent": {"provault:ops": {}}}, data=data,
-                                                        time=T0, event_id=_id(1))  # fmt: skip
+    log[0] = ProducerChain("ops@console", c.admin).emit(
+        "key.registered", {"agent": {"provault:ops": {}}}, data=data, time=T0, event_id=_id(1)
+    )
     root = merkle.root_hash([merkle.leaf_hash(s.envelope) for s in log])
     note = sign_checkpoint(Checkpoint(origin=ORIGIN, size=len(log), root_hash=root), ORIGIN, forger)
     return _bundle(tuple(log), c.admin, forger, note)
@@ -248,7 +298,9 @@ def _decode_proof(data: bytes) -> tuple[int, int, int, list[bytes], bytes, bytes
 
 def _storable(text: object, what: str) -> None:
     """PostgreSQL text cannot hold U+0000; a refusal that cannot be stored fails its whole batch (docs/security.md D6)."""
-    assert not (isinstance(text, str) and "\x00" in text), f"{what} quotes U+0000, which PostgreSQL text cannot store: {text[:200]!r}"
+    assert not (isinstance(text, str) and "\x00" in text), (
+        f"{what} quotes U+0000, which PostgreSQL text cannot store: {text[:200]!r}"
+    )
 
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -257,21 +309,31 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u
 
 def _printable(error: ProvaultError, what: str) -> None:
     """A bundle error quotes the bundle; its text must not carry control characters or bidi controls (docs/security.md D7)."""
-    parts = {"message": getattr(error, "detail", error.message), "place": getattr(error, "place", ""), "hint": error.hint or ""}
+    parts = {
+        "message": getattr(error, "detail", error.message),
+        "place": getattr(error, "place", ""),
+        "hint": error.hint or "",
+    }
     for name, text in parts.items():
         assert not _UNPRINTABLE.search(text), f"{what} {name} quotes control characters from its input: {text[:200]!r}"
     lines = error.diagnostics().split("\n")  # the one newline is the hint's, written by diagnostics()
     assert not any(_UNPRINTABLE.search(line) for line in lines), f"{what} prints control characters: {lines!r}"[:400]
 
 
-def check_outcome(raw: bytes, result: Checked | Refused, c: Corpus, *, reasons: frozenset[str] = STAGE1_REASONS) -> bytes | None:
+def check_outcome(
+    raw: bytes, result: Checked | Refused, c: Corpus, *, reasons: frozenset[str] = STAGE1_REASONS
+) -> bytes | None:
     """Check a stage-1 outcome; return the verified payload of a ``Checked`` one."""
     if isinstance(result, Checked):
         env = parse_envelope(raw, max_size=LIMITS.max_envelope_bytes)
         assert result.raw == raw and result.leaf_hash == merkle.leaf_hash(raw)
         assert set(result.signer_keyids) <= set(c.public_keys), result.signer_keyids
-        admitted = raw == encode_envelope(env) and len(env.signatures) == 1  # docs/security.md D5: one encoding per event
-        assert (result.form_problem is None) == admitted, f"form {'admitted' if admitted else 'not admitted'}: {result.form_problem}"
+        admitted = (
+            raw == encode_envelope(env) and len(env.signatures) == 1
+        )  # docs/security.md D5: one encoding per event
+        assert (result.form_problem is None) == admitted, (
+            f"form {'admitted' if admitted else 'not admitted'}: {result.form_problem}"
+        )
         if result.form_problem is not None:
             assert len(result.form_problem) <= MAX_MESSAGE_CHARS, f"form problem of {len(result.form_problem)} chars"
             _storable(result.form_problem, "form problem")
@@ -330,7 +392,9 @@ def payload_target(data: bytes) -> str:
         return f"stage2:{outcome.reason}"
     for change in plan.key_changes:  # written to ledger.keys (jsonb identity, text reason); D3
         for value in (*change.identity.values(), change.revoked_reason):
-            assert not (isinstance(value, str) and "\x00" in value), f"an accepted key event carries U+0000 into ledger.keys: {value!r}"
+            assert not (isinstance(value, str) and "\x00" in value), (
+                f"an accepted key event carries U+0000 into ledger.keys: {value!r}"
+            )
     return "accepted:" + project_target_event(raw, len(c.log))
 
 
@@ -478,8 +542,17 @@ def run_target(name: str, data: bytes) -> str:
         return TARGETS[name](data)
     except AssertionError:
         raise
-    except Exception as e:  # noqa: BLE001 - any other escape is the finding
+    except Exception as e:
         raise AssertionError(f"{name}: {type(e).__name__} escaped: {e!r}"[:2000]) from e
 
 
-__all__ = ["NOW", "ORIGIN", "TARGETS", "Corpus", "corpus", "crafted_bundle_with_non_ascii_key", "encode_proof_case", "run_target"]
+__all__ = [
+    "NOW",
+    "ORIGIN",
+    "TARGETS",
+    "Corpus",
+    "corpus",
+    "crafted_bundle_with_non_ascii_key",
+    "encode_proof_case",
+    "run_target",
+]

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from psycopg import sql
 
 from ledger.core import merkle
@@ -31,10 +30,11 @@ from ledger.core.envelope import Envelope, Signature, encode_envelope, pae, pars
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
-from ledger.service.appender import Appender
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import checkpoints, log
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
 _ACCEPTED = {
@@ -87,7 +87,9 @@ def assert_extends(conn: psycopg.Connection, before: State) -> State:
     assert entries_before(conn, before.size) == before.digest("entries"), "an entry accepted earlier changed"
     proof = log.consistency_proof(conn, before.size, after.size)
     merkle.verify_consistency(before.size, after.size, before.root, after.root, proof)
-    assert after.digest("trust_root") == before.digest("trust_root") and after.digest("checkpoints") == before.digest("checkpoints")
+    assert after.digest("trust_root") == before.digest("trust_root") and after.digest("checkpoints") == before.digest(
+        "checkpoints"
+    )
     return after
 
 
@@ -113,8 +115,16 @@ def last_rejection(conn: psycopg.Connection) -> Rejection:
         " FROM ledger.rejections ORDER BY id DESC LIMIT 1"
     ).fetchone()
     assert row is not None, "nothing was recorded in ledger.rejections"
-    return Rejection(source=row[0], reason=row[1], message=row[2], event_id=row[3], keyid=row[4], producer_id=row[5],
-                     raw_sha256=bytes(row[6]), raw_size=row[7])  # fmt: skip
+    return Rejection(
+        source=row[0],
+        reason=row[1],
+        message=row[2],
+        event_id=row[3],
+        keyid=row[4],
+        producer_id=row[5],
+        raw_sha256=bytes(row[6]),
+        raw_size=row[7],
+    )
 
 
 def anomalies(conn: psycopg.Connection) -> list[tuple[str, int | None, int]]:
@@ -138,8 +148,14 @@ class Seeded:
         assert self.lg.conn is not None
         return self.lg.conn
 
-    def event(self, n: int = 0, *, chain: ProducerChain | None = None, kind: str = "dataset.registered",
-              time: datetime | None = None) -> Sealed:  # fmt: skip
+    def event(
+        self,
+        n: int = 0,
+        *,
+        chain: ProducerChain | None = None,
+        kind: str = "dataset.registered",
+        time: datetime | None = None,
+    ) -> Sealed:
         """A fresh, valid event of the trainer (not yet sent), the n-th of its kind in this test."""
         ch = chain or self.trainer
         return ch.emit(kind, dataset_prov(f"{0xE0 + n:064x}"), time=time or datetime.now(UTC) - timedelta(seconds=1))
@@ -179,9 +195,12 @@ def serving(lg: Ledger) -> Iterator[Served]:
     seeded = seed(lg)
     appender = Appender(lg.dsn, limits=lg.limits)
     server, port = build_ledger_server(
-        dsn=lg.dsn, appender=appender, listen="127.0.0.1:0", max_message_bytes=GRPC_MAX_MESSAGE,
+        dsn=lg.dsn,
+        appender=appender,
+        listen="127.0.0.1:0",
+        max_message_bytes=GRPC_MAX_MESSAGE,
         interceptors=(AuthInterceptor(DevModeAuthenticator(), LEDGER_METHOD_ROLES),),
-    )  # fmt: skip
+    )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 8 << 20)])
     try:
@@ -230,7 +249,9 @@ def cosigned(raw: bytes, signer: Ed25519Signer) -> bytes:
     """The envelope with a second, valid signature by ``signer`` over the same payload (canonical bytes)."""
     env = parse_envelope(raw)
     extra = Signature(keyid=signer.keyid, sig=signer.sign(pae(env.payload_type, env.payload)))
-    return encode_envelope(Envelope(payload_type=env.payload_type, payload=env.payload, signatures=(*env.signatures, extra)))
+    return encode_envelope(
+        Envelope(payload_type=env.payload_type, payload=env.payload, signatures=(*env.signatures, extra))
+    )
 
 
 def _urlsafe(text: str) -> str:
@@ -243,9 +264,13 @@ def _unknown_signature(doc: dict) -> None:
 
 REENCODINGS: dict[str, Callable[[bytes, Ed25519Signer], bytes]] = {
     "unknown-member": lambda raw, _: recoded(raw, lambda d: d.update(junk="x" * 10_000)),
-    "unknown-signature-member": lambda raw, _: recoded(raw, lambda d: d["signatures"][0].update(extension={"kind": "x"})),
+    "unknown-signature-member": lambda raw, _: recoded(
+        raw, lambda d: d["signatures"][0].update(extension={"kind": "x"})
+    ),
     "url-safe-base64": lambda raw, _: recoded(raw, lambda d: d.update(payload=_urlsafe(d["payload"]))),
-    "unpadded-base64": lambda raw, _: recoded(raw, lambda d: d["signatures"][0].update(sig=d["signatures"][0]["sig"].rstrip("="))),
+    "unpadded-base64": lambda raw, _: recoded(
+        raw, lambda d: d["signatures"][0].update(sig=d["signatures"][0]["sig"].rstrip("="))
+    ),
     "whitespace": lambda raw, _: recoded(raw, separators=(", ", ": ")),
     "member-order": lambda raw, _: recoded(raw, lambda d: d.update(payload=d.pop("payload")), sort_keys=False),
     "added-unknown-signature": lambda raw, _: recoded(raw, _unknown_signature),
@@ -263,5 +288,11 @@ def reencodable(chain: ProducerChain) -> Sealed:
 
 
 def registration_data(key: Ed25519Signer, name: str = "x") -> dict:
-    return KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                           identity={"type": "host", "name": name}, kinds=("*",), producers=("*",)).to_data()  # fmt: skip
+    return KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "host", "name": name},
+        kinds=("*",),
+        producers=("*",),
+    ).to_data()

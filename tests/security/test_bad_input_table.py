@@ -23,14 +23,26 @@ DOC = ROOT / "docs" / "security.md"
 COLUMNS = ("#", "bad input", "caught where", "outcome", "recorded", "accepted entries", "proven by")
 REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([\w.-]+)\])?`")
 BAD_INPUT_MODULES = (
-    "tests/security/test_bad_inputs.py", "tests/security/test_bad_queries.py", "tests/security/test_fixed_defects.py",
+    "tests/security/test_bad_inputs.py",
+    "tests/security/test_bad_queries.py",
+    "tests/security/test_fixed_defects.py",
     "tests/security/test_nats_auth.py",
 )
 LEDGER_REASONS = (
-    "malformed_envelope", "unsupported_payload_type", "unknown_key", "bad_signature", "invalid_event", "invalid_prov",
-    "clock_skew", "envelope_too_large", "event_id_conflict", "key_revoked", "key_not_permitted", "producer_chain_broken",
+    "malformed_envelope",
+    "unsupported_payload_type",
+    "unknown_key",
+    "bad_signature",
+    "invalid_event",
+    "invalid_prov",
+    "clock_skew",
+    "envelope_too_large",
+    "event_id_conflict",
+    "key_revoked",
+    "key_not_permitted",
+    "producer_chain_broken",
     "wrong_subject",
-)  # fmt: skip
+)
 """Every reason docs/events.md lists that the ledger produces today (cannot_verify it does not)."""
 
 
@@ -97,7 +109,9 @@ def test_every_row_names_tests_that_exist(row: int) -> None:
     assert refs, f"row {r['#']} names no test as `tests/<file>.py::<test>`"
     for path, name, param in refs:
         fn = getattr(_module(path), name, None)
-        assert fn is not None and inspect.isfunction(fn) and name.startswith("test_"), f"row {r['#']}: {path}::{name} is not a test"
+        assert fn is not None and inspect.isfunction(fn) and name.startswith("test_"), (
+            f"row {r['#']}: {path}::{name} is not a test"
+        )
         if param:
             assert param in _param_ids(fn), f"row {r['#']}: {path}::{name} has no parameter id {param!r}"
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from provault.v1 import ledger_pb2
 
 from agents.spool import HEADER, Spool
 from agents.transport import NatsTransport
@@ -34,6 +33,7 @@ from ledger.core.producing import ProducerChain
 from ledger.service.ingest import IngestService
 from ledger.service.rejections import rejection_reason
 from ledger.store import log
+from provault.v1 import ledger_pb2
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.security.securitykit import (
     GRPC_MAX_MESSAGE,
@@ -45,8 +45,8 @@ from tests.security.securitykit import (
     anomalies,
     assert_extends,
     last_rejection,
-    registration_data,
     reencodable,
+    registration_data,
     rejection_count,
     seed,
     with_doc,
@@ -67,7 +67,9 @@ def _signed(signer: Ed25519Signer, payload: bytes, payload_type: str = PAYLOAD_T
 
 def _payload_edit(raw: bytes, edit: Callable[[dict], None]) -> bytes:
     """The envelope with its payload JSON edited and the signature kept (so it no longer verifies)."""
-    return with_doc(raw, lambda d: d.update(payload=base64.b64encode(_edited(base64.b64decode(d["payload"]), edit)).decode()))
+    return with_doc(
+        raw, lambda d: d.update(payload=base64.b64encode(_edited(base64.b64decode(d["payload"]), edit)).decode())
+    )
 
 
 def _edited(payload: bytes, edit: Callable[[dict], None]) -> bytes:
@@ -105,13 +107,19 @@ def _oversized_payload(s: Seeded) -> bytes:
 def _replayed_id(s: Seeded) -> bytes:
     first = s.events[0]
     again = ProducerChain(first.event.producer.id, s.trainer.signer, position=first.event.producer)
-    return again.emit("dataset.registered", dataset_prov("99" * 32), event_id=first.event_id, time=first.event.time).envelope
+    return again.emit(
+        "dataset.registered", dataset_prov("99" * 32), event_id=first.event_id, time=first.event.time
+    ).envelope
 
 
 def _reencoded(s: Seeded) -> bytes:
     """A logged event's signed payload and signature in other envelope bytes: unknown member, URL-safe base64."""
-    return with_doc(s.events[1].envelope, lambda d: d.update(note="hi", payload=base64.urlsafe_b64encode(
-        base64.b64decode(d["payload"])).decode().rstrip("=")))  # fmt: skip
+    return with_doc(
+        s.events[1].envelope,
+        lambda d: d.update(
+            note="hi", payload=base64.urlsafe_b64encode(base64.b64decode(d["payload"])).decode().rstrip("=")
+        ),
+    )
 
 
 def _reencoded_fresh(how: str) -> Callable[[Seeded], bytes]:
@@ -133,35 +141,68 @@ APPEND_CASES: dict[str, Case] = {
     "malformed-json": Case(lambda s: b'{"payload": "e30=", "payloadType": ', "malformed_envelope"),
     "not-an-object": Case(lambda s: b"[1, 2]", "malformed_envelope"),
     "not-utf8": Case(lambda s: b"\xff\xfe{}", "malformed_envelope"),
-    "duplicate-member": Case(lambda s: s.event().envelope.replace(b'{"payload":', b'{"payload":"e30=","payload":', 1), "malformed_envelope"),
+    "duplicate-member": Case(
+        lambda s: s.event().envelope.replace(b'{"payload":', b'{"payload":"e30=","payload":', 1), "malformed_envelope"
+    ),
     "truncated-1-byte": Case(lambda s: s.event().envelope[:-1], "malformed_envelope"),
     "truncated-half": Case(lambda s: (e := s.event().envelope)[: len(e) // 2], "malformed_envelope"),
     "truncated-to-1-byte": Case(lambda s: s.event().envelope[:1], "malformed_envelope"),
-    "truncated-payload-base64": Case(lambda s: with_doc(s.event().envelope, lambda d: d.update(payload=d["payload"][:-8])), "bad_signature"),
-    "no-signatures": Case(lambda s: with_doc(s.event().envelope, lambda d: d.update(signatures=[])), "malformed_envelope"),
-    "bad-signature-payload-edited": Case(lambda s: _payload_edit(s.event().envelope, lambda d: d.update(kind="run.started")), "bad_signature"),
+    "truncated-payload-base64": Case(
+        lambda s: with_doc(s.event().envelope, lambda d: d.update(payload=d["payload"][:-8])), "bad_signature"
+    ),
+    "no-signatures": Case(
+        lambda s: with_doc(s.event().envelope, lambda d: d.update(signatures=[])), "malformed_envelope"
+    ),
+    "bad-signature-payload-edited": Case(
+        lambda s: _payload_edit(s.event().envelope, lambda d: d.update(kind="run.started")), "bad_signature"
+    ),
     "bad-signature-sig-edited": Case(lambda s: _flip_sig(s.event().envelope), "bad_signature"),
-    "unsupported-payload-type": Case(lambda s: _signed(s.trainer.signer, s.event().payload, "application/json"), "unsupported_payload_type"),
-    "unknown-key": Case(lambda s: s.event(chain=ProducerChain("trainer@host-1", Ed25519Signer.generate())).envelope, "unknown_key"),
+    "unsupported-payload-type": Case(
+        lambda s: _signed(s.trainer.signer, s.event().payload, "application/json"), "unsupported_payload_type"
+    ),
+    "unknown-key": Case(
+        lambda s: s.event(chain=ProducerChain("trainer@host-1", Ed25519Signer.generate())).envelope, "unknown_key"
+    ),
     "revoked-key-earlier-batch": Case(lambda s: s.event(chain=s.mallory).envelope, "key_revoked"),
     "out-of-scope-kind": Case(lambda s: s.event(kind="model.deployed").envelope, "key_not_permitted"),
-    "out-of-scope-producer-id": Case(lambda s: s.event(chain=ProducerChain("server@host-9", s.trainer.signer)).envelope, "key_not_permitted"),
-    "producer-key-signs-key-event": Case(lambda s: s.trainer.emit(KEY_REGISTERED, {}, data=registration_data(Ed25519Signer.generate())).envelope, "key_not_permitted"),
+    "out-of-scope-producer-id": Case(
+        lambda s: s.event(chain=ProducerChain("server@host-9", s.trainer.signer)).envelope, "key_not_permitted"
+    ),
+    "producer-key-signs-key-event": Case(
+        lambda s: s.trainer.emit(KEY_REGISTERED, {}, data=registration_data(Ed25519Signer.generate())).envelope,
+        "key_not_permitted",
+    ),
     "replayed-id-other-content": Case(_replayed_id, "event_id_conflict"),
     "replayed-id-reencoded-envelope": Case(_reencoded, "malformed_envelope"),
     **{f"reencoded-{how}": Case(_reencoded_fresh(how), "malformed_envelope") for how in REENCODINGS},
     "oversized-envelope": Case(_oversized_envelope, "envelope_too_large"),
     "oversized-payload": Case(_oversized_payload, "envelope_too_large"),
-    "invalid-prov": Case(lambda s: _resigned(s, lambda d: d["prov"].update(used={"_:u1": {"prov:entity": "provault:x"}})), "invalid_prov"),
+    "invalid-prov": Case(
+        lambda s: _resigned(s, lambda d: d["prov"].update(used={"_:u1": {"prov:entity": "provault:x"}})), "invalid_prov"
+    ),
     "invalid-event-unknown-member": Case(lambda s: _resigned(s, lambda d: d.update(extra=1)), "invalid_event"),
-    "bad-uuid-v4-event-id": Case(lambda s: _resigned(s, lambda d: d.update(id="0190c8a2-7b1e-4c3d-9a4f-1b2c3d4e5f60")), "invalid_event"),
-    "bad-content-id-prev": Case(lambda s: _resigned(s, lambda d: d["producer"].update(prev="sha256:" + "AB" * 32)), "invalid_event"),
+    "bad-uuid-v4-event-id": Case(
+        lambda s: _resigned(s, lambda d: d.update(id="0190c8a2-7b1e-4c3d-9a4f-1b2c3d4e5f60")), "invalid_event"
+    ),
+    "bad-content-id-prev": Case(
+        lambda s: _resigned(s, lambda d: d["producer"].update(prev="sha256:" + "AB" * 32)), "invalid_event"
+    ),
     "clock-far-in-the-future": Case(lambda s: s.event(time=datetime(2999, 1, 1, tzinfo=UTC)).envelope, "clock_skew"),
-    "clock-just-over-the-skew": Case(lambda s: s.event(time=datetime.now(UTC) + timedelta(minutes=6)).envelope, "clock_skew"),
+    "clock-just-over-the-skew": Case(
+        lambda s: s.event(time=datetime.now(UTC) + timedelta(minutes=6)).envelope, "clock_skew"
+    ),
     "key-event-bad-data": Case(lambda s: _admin_event(s, KEY_REGISTERED, {"keyid": "x"}), "invalid_event"),
-    "key-registered-twice": Case(lambda s: _admin_event(s, KEY_REGISTERED, registration_data(s.trainer.signer)), "invalid_event"),
-    "revoke-a-trust-root-key": Case(lambda s: _admin_event(s, KEY_REVOKED, KeyRevocation(
-        keyid=s.lg.admin.keyid, effective_from=datetime.now(UTC), reason="x").to_data()), "invalid_event"),  # fmt: skip
+    "key-registered-twice": Case(
+        lambda s: _admin_event(s, KEY_REGISTERED, registration_data(s.trainer.signer)), "invalid_event"
+    ),
+    "revoke-a-trust-root-key": Case(
+        lambda s: _admin_event(
+            s,
+            KEY_REVOKED,
+            KeyRevocation(keyid=s.lg.admin.keyid, effective_from=datetime.now(UTC), reason="x").to_data(),
+        ),
+        "invalid_event",
+    ),
 }
 
 
@@ -177,14 +218,22 @@ def test_bad_envelope_over_grpc_is_rejected_recorded_and_changes_nothing(shared:
     assert len(result.rejection_message.encode()) <= 320
     row = last_rejection(conn)
     assert rejection_count(conn) == recorded + 1
-    assert (row.source, row.reason, row.raw_sha256, row.raw_size) == ("grpc", case.reason, hashlib.sha256(raw).digest(), len(raw))
+    assert (row.source, row.reason, row.raw_sha256, row.raw_size) == (
+        "grpc",
+        case.reason,
+        hashlib.sha256(raw).digest(),
+        len(raw),
+    )
     assert accepted_state(conn) == before
 
 
 def test_a_revoked_keys_later_events_are_refused_and_findable_by_keyid(shared: Served) -> None:
     """After the revocation entry, whatever time the event claims: key_revoked, recorded under the key's id."""
     s = shared.seeded
-    for when in (datetime.now(UTC) - timedelta(seconds=1), datetime(2020, 1, 1, tzinfo=UTC)):  # back-dating does not help
+    for when in (
+        datetime.now(UTC) - timedelta(seconds=1),
+        datetime(2020, 1, 1, tzinfo=UTC),
+    ):  # back-dating does not help
         result = shared.append(s.event(chain=s.mallory, time=when))
         assert result.rejection_reason == rejection_reason("key_revoked"), result.rejection_message
         row = last_rejection(s.conn)
@@ -219,7 +268,11 @@ def test_a_reencoded_copy_sent_first_is_refused_and_the_original_is_logged(serve
         result = served.append(copy)
         assert (result.status, result.rejection_reason) == malformed, (how, result.rejection_message)
         row = last_rejection(s.conn)
-        assert (row.reason, row.event_id, row.raw_sha256) == ("malformed_envelope", genuine.event_id, hashlib.sha256(copy).digest())
+        assert (row.reason, row.event_id, row.raw_sha256) == (
+            "malformed_envelope",
+            genuine.event_id,
+            hashlib.sha256(copy).digest(),
+        )
     assert accepted_state(s.conn) == before
     assert served.append(genuine).status == S.APPEND_STATUS_ACCEPTED
     assert log.get_entry(s.conn, event_id=genuine.event_id).envelope == genuine.envelope
@@ -254,8 +307,12 @@ def test_gaps_and_late_events_are_accepted_recorded_and_only_extend_the_log(serv
 def test_a_fork_is_refused_recorded_and_changes_nothing(shared: Served) -> None:
     s = shared.seeded
     at_three = s.events[2].event.producer  # the position of the trainer's third event, already in the log
-    forked = ProducerChain(at_three.id, s.trainer.signer, position=at_three).emit("dataset.registered", dataset_prov("f0" * 32))
-    wrong_prev = ProducerChain(at_three.id, s.trainer.signer, position=Producer(id=at_three.id, seq=4, prev="sha256:" + "1" * 64))
+    forked = ProducerChain(at_three.id, s.trainer.signer, position=at_three).emit(
+        "dataset.registered", dataset_prov("f0" * 32)
+    )
+    wrong_prev = ProducerChain(
+        at_three.id, s.trainer.signer, position=Producer(id=at_three.id, seq=4, prev="sha256:" + "1" * 64)
+    )
     for raw in (forked, wrong_prev.emit("dataset.registered", dataset_prov("f1" * 32))):
         before = accepted_state(s.conn)
         result = shared.append(raw)
@@ -312,7 +369,9 @@ def test_bad_envelopes_over_nats_are_recorded_acked_and_change_nothing(
     publish_raw(nats_target.url, settings.nats, list(bad.values()), producer_id="trainer@host-1")
     wait_for(lambda: len(ledger.rejections()) == len(bad), what="every bad message recorded")
     rows = s.conn.execute("SELECT source, reason, raw_sha256 FROM ledger.rejections ORDER BY id").fetchall()
-    assert [(src, r, bytes(h)) for src, r, h in rows] == [("nats", r, hashlib.sha256(b).digest()) for r, b in bad.items()]
+    assert [(src, r, bytes(h)) for src, r, h in rows] == [
+        ("nats", r, hashlib.sha256(b).digest()) for r, b in bad.items()
+    ]
     assert accepted_state(s.conn) == before
     assert ingest.ingest.stats.rejected == len(bad)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
-from provault.v1 import query_pb2, query_pb2_grpc
 
+from ledger.db import connect
 from ledger.grpckit.auth import AuthInterceptor, DevModeAuthenticator
 from ledger.store import checkpoints
-from ledger.db import connect
+from provault.v1 import query_pb2, query_pb2_grpc
 from query import projector
 from query import service as query_service
 from query.service import QUERY_METHOD_ROLES, build_query_server, encode_token
@@ -52,8 +52,9 @@ class Served:
 @contextlib.contextmanager
 def _server(li: Lineage, max_message_bytes: int = 4 << 20) -> Iterator[query_pb2_grpc.QueryServiceStub]:
     interceptors = (AuthInterceptor(DevModeAuthenticator(), QUERY_METHOD_ROLES),)
-    server, port = build_query_server(dsn=li.ledger.dsn, listen="127.0.0.1:0", max_message_bytes=max_message_bytes,
-                                      interceptors=interceptors)  # fmt: skip
+    server, port = build_query_server(
+        dsn=li.ledger.dsn, listen="127.0.0.1:0", max_message_bytes=max_message_bytes, interceptors=interceptors
+    )
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -65,7 +66,11 @@ def _server(li: Lineage, max_message_bytes: int = 4 << 20) -> Iterator[query_pb2
 
 @pytest.fixture(scope="module")
 def q(pg_admin_dsn: str) -> Iterator[Served]:
-    with shared_lineage(pg_admin_dsn) as li, _server(li) as stub, connect(li.ledger.dsn, autocommit=True, role="provault_auditor") as aconn:
+    with (
+        shared_lineage(pg_admin_dsn) as li,
+        _server(li) as stub,
+        connect(li.ledger.dsn, autocommit=True, role="provault_auditor") as aconn,
+    ):
         checkpoints.sign_latest(li.ledger.conn, li.ledger.checkpoint_key, ORIGIN)
         yield Served(li=li, stub=stub, aconn=aconn)
 
@@ -99,7 +104,10 @@ def test_sparql_updates_service_and_from_are_invalid_argument(q: Served) -> None
         for form, text in REFUSED_FORMS.items():
             code, details = code_of(q.stub.Sparql, Q.SparqlRequest(query=text))
             assert code == INVALID, (form, details)
-            assert any(w in details for w in ("updates are refused", "are refused", "queries are refused")), (form, details)
+            assert any(w in details for w in ("updates are refused", "are refused", "queries are refused")), (
+                form,
+                details,
+            )
         assert q.stub.Sparql(Q.SparqlRequest(query="ASK { ?s ?p ?o }"), timeout=TIMEOUT).boolean
 
 
@@ -145,7 +153,9 @@ def test_an_answer_too_big_for_one_message_is_resource_exhausted(q: Served) -> N
     with unchanged(q), _server(q.li, max_message_bytes=4_096 + 1_500) as stub:
         code, details = code_of(stub.Trace, Q.TraceRequest(start_node_id=q.li.ds2, direction=DOWN))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "smaller page_size" in details
-        assert stub.Trace(Q.TraceRequest(start_node_id=q.li.ds2, direction=DOWN, page_size=1), timeout=TIMEOUT).next_page_token
+        assert stub.Trace(
+            Q.TraceRequest(start_node_id=q.li.ds2, direction=DOWN, page_size=1), timeout=TIMEOUT
+        ).next_page_token
 
 
 def _b64(doc: object) -> str:
@@ -158,8 +168,18 @@ def test_malformed_page_tokens_are_invalid_argument(q: Served) -> None:
     real = q.stub.Trace(trace, timeout=TIMEOUT).next_page_token
     search_token = q.stub.Search(Q.SearchRequest(text="a", page_size=1), timeout=TIMEOUT).next_page_token
     with unchanged(q):
-        for token in ["bogus", "pv1.", "pv1.!!!!", "pv1." + "A" * 5000, _b64([1, 2]), _b64({"k": "trace", "s": -1}),
-                      _b64({"k": "trace", "s": "1"}), search_token, real[:-3], real + "x"]:  # fmt: skip
+        for token in [
+            "bogus",
+            "pv1.",
+            "pv1.!!!!",
+            "pv1." + "A" * 5000,
+            _b64([1, 2]),
+            _b64({"k": "trace", "s": -1}),
+            _b64({"k": "trace", "s": "1"}),
+            search_token,
+            real[:-3],
+            real + "x",
+        ]:
             request = Q.TraceRequest()
             request.CopyFrom(trace)
             request.page_token = token

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from provault.v1 import query_pb2, query_pb2_grpc
 
 from ledger.audit import audit
 from ledger.cli import main as cli_main
@@ -20,8 +19,9 @@ from ledger.core.envelope import PAYLOAD_TYPE, encode_envelope, parse_envelope, 
 from ledger.core.keyring import KEY_REGISTERED
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.store import log
 from ledger.db import connect
+from ledger.store import log
+from provault.v1 import query_pb2, query_pb2_grpc
 from query import projector
 from query.bundle_verify import decode_bundle, encode_bundle
 from query.service import QueryGrpcService
@@ -50,8 +50,14 @@ def _key_registered(chain: ProducerChain, data: dict) -> bytes:
 
 def _registration(**overrides: object) -> dict:
     k = Ed25519Signer.generate()
-    data = {"keyid": k.keyid, "public_key": base64.b64encode(k.public_key).decode(), "role": "producer",
-            "identity": {"type": "person", "name": "x"}, "kinds": ["*"], "producers": ["*"]}  # fmt: skip
+    data = {
+        "keyid": k.keyid,
+        "public_key": base64.b64encode(k.public_key).decode(),
+        "role": "producer",
+        "identity": {"type": "person", "name": "x"},
+        "kinds": ["*"],
+        "producers": ["*"],
+    }
     data.update(overrides)
     return data
 
@@ -71,8 +77,7 @@ def test_d1_a_non_ascii_public_key_is_refused_and_recorded(ledger: Ledger) -> No
 
 @pytest.mark.parametrize(
     "data",
-    [_registration(identity={"type": "person", "name": "ev\x00il"}),
-     _registration(keyid="a" * 30 + "\x00" + "a" * 33)],
+    [_registration(identity={"type": "person", "name": "ev\x00il"}), _registration(keyid="a" * 30 + "\x00" + "a" * 33)],
     ids=["nul-in-identity", "nul-in-keyid"],
 )
 def test_d3_d6_a_nul_character_in_key_data_is_refused_alone(ledger: Ledger, data: dict) -> None:
@@ -154,7 +159,9 @@ def test_d5_the_one_signature_cannot_be_relabelled(ledger: Ledger) -> None:
     assert isinstance(ledger.append(genuine).outcomes[0], Accepted)
 
 
-def test_d5_entries_logged_under_the_old_rules_still_verify_and_project(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_d5_entries_logged_under_the_old_rules_still_verify_and_project(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chain, reg = ledger.producer_with_key()
     legacy = REENCODINGS["url-safe-base64"](reencodable(chain).envelope, ledger.admin)
     with monkeypatch.context() as m:
@@ -187,7 +194,9 @@ def _bundle_with_escapes(tmp_path: Path) -> tuple[Path, Path]:
     return path, vkey
 
 
-def test_d7_a_bundle_cannot_write_terminal_escapes_into_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_d7_a_bundle_cannot_write_terminal_escapes_into_the_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, vkey = _bundle_with_escapes(tmp_path)
     assert cli_main(["verify-bundle", str(path), "--key", str(vkey)]) == 1
     out = capsys.readouterr().out
@@ -198,5 +207,10 @@ def test_d7_a_bundle_cannot_write_terminal_escapes_into_the_verdict(tmp_path: Pa
     text = capsys.readouterr().out
     assert text.isascii() and not any(ch in text for ch in "\x1b\r\x7f"), repr(text)
     doc = json.loads(text)
-    assert (doc["ok"], doc["step"], doc["place"], doc["reason"]) == (False, 1, "checkpoint_verifier_key", "verification_failed")
+    assert (doc["ok"], doc["step"], doc["place"], doc["reason"]) == (
+        False,
+        1,
+        "checkpoint_verifier_key",
+        "verification_failed",
+    )
     assert "\\x1b[2K" in doc["message"]

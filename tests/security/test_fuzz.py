@@ -28,11 +28,39 @@ from ledger.core.errors import DecodeError, ProvaultError
 from ledger.core.events import parse_event
 from tests.security.fuzz_targets import corpus, encode_proof_case, run_target
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 INTERESTING = [
-    b'"', b"\\", b"\\u0000", b"\\ud800", b"{", b"}", b"[", b"]", b",", b":", b"null", b"true", b"1e999", b"-0",
-    b"NaN", b"\x00", b"\xff", b"\xc3", b"==", b"=", b"-", b"_", b"+", b"/", b"\n", b" ", b"9" * 30, b"\xe2\x80\x94 ",
-]  # fmt: skip
+    b'"',
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"null",
+    b"true",
+    b"1e999",
+    b"-0",
+    b"NaN",
+    b"\x00",
+    b"\xff",
+    b"\xc3",
+    b"==",
+    b"=",
+    b"-",
+    b"_",
+    b"+",
+    b"/",
+    b"\n",
+    b" ",
+    b"9" * 30,
+    b"\xe2\x80\x94 ",
+]
 
 
 @st.composite
@@ -59,11 +87,31 @@ def mutated(draw: st.DrawFn, seeds: list[bytes], *, max_ops: int = 4) -> bytes:
 
 
 _JSON_LEAF = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=16) | st.sampled_from(["\x00", "a\x00b", "\ud800", "sha256:" + "0" * 64, "GENESIS", "_:b1",
-                                             "provault:x", "xsd:dateTime", "2026-03-02T09:00:00Z", "key.registered"])
-)  # fmt: skip
-_JSON = st.recursive(_JSON_LEAF, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=16)
+    | st.sampled_from(
+        [
+            "\x00",
+            "a\x00b",
+            "\ud800",
+            "sha256:" + "0" * 64,
+            "GENESIS",
+            "_:b1",
+            "provault:x",
+            "xsd:dateTime",
+            "2026-03-02T09:00:00Z",
+            "key.registered",
+        ]
+    )
+)
+_JSON = st.recursive(
+    _JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
@@ -126,7 +174,14 @@ def test_json_mutated_signed_events_pass_both_stages_or_are_refused(data: bytes)
 
 # --- Merkle proofs ---------------------------------------------------------------------------------
 
-_ANY = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=4) | st.binary(max_size=40)
+_ANY = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=4)
+    | st.binary(max_size=40)
+)
 
 
 @FUZZ
@@ -137,10 +192,12 @@ def test_mutated_proofs_fail_only_with_provault_errors(data: bytes) -> None:
 
 @FUZZ
 @given(
-    kind=st.integers(0, 255), a=st.integers(-(2**63), 2**63 - 1), b=st.integers(-(2**63), 2**63 - 1),
+    kind=st.integers(0, 255),
+    a=st.integers(-(2**63), 2**63 - 1),
+    b=st.integers(-(2**63), 2**63 - 1),
     hashes=st.lists(st.binary(min_size=32, max_size=32), max_size=70),
     roots=st.tuples(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)),
-)  # fmt: skip
+)
 def test_random_proofs_fail_only_with_provault_errors(kind: int, a: int, b: int, hashes: list[bytes], roots) -> None:
     run_target("proof", encode_proof_case(kind, a, b, hashes, roots))
 

@@ -21,9 +21,9 @@ import nats.errors
 import pytest
 
 from agents.spool import Record
-from ledger.core.admission import Refused
 from agents.transport import NatsTransport
 from ledger.config import NatsSettings, PostgresSettings, Settings
+from ledger.core.admission import Refused
 from ledger.core.errors import ConfigError, TransportUnavailable
 from ledger.core.producing import Sealed
 from ledger.embedded import EmbeddedNats
@@ -78,8 +78,13 @@ def secured(tmp_path: Path, pg_dsn: str) -> Iterator[SecuredNats]:
     write_new_secret(seeds.setdefault("outsider", tmp_path / "outsider.nk"), outsider + "\n")
     conf = tmp_path / "nats.conf"
     server = EmbeddedNats(tmp_path / "nats", include=conf)
-    sn = SecuredNats(server=server, users=users, conf=conf, seeds=seeds, base=Settings(
-        data_dir=tmp_path / "data", postgres=PostgresSettings(dsn=pg_dsn), nats=NatsSettings(url="")))  # fmt: skip
+    sn = SecuredNats(
+        server=server,
+        users=users,
+        conf=conf,
+        seeds=seeds,
+        base=Settings(data_dir=tmp_path / "data", postgres=PostgresSettings(dsn=pg_dsn), nats=NatsSettings(url="")),
+    )
     sn.render()
     server.start()
     sn.base = dataclasses.replace(sn.base, nats=NatsSettings(url=server.url))
@@ -112,7 +117,9 @@ class Client:
         async def note(e: Exception) -> None:
             self.errors.append(str(e).lower())
 
-        self.nc = await nats.connect(self.url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, error_cb=note, **self.opts)
+        self.nc = await nats.connect(
+            self.url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, error_cb=note, **self.opts
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,7 +154,9 @@ def _send(secured: SecuredNats, user: str | None, producer_id: str, events: Sequ
 
     async def go() -> int:
         try:
-            return await transport.send([Record(index=i, event_id=e.event_id, envelope=e.envelope) for i, e in enumerate(events)])
+            return await transport.send(
+                [Record(index=i, event_id=e.event_id, envelope=e.envelope) for i, e in enumerate(events)]
+            )
         finally:
             await transport.close()
 
@@ -190,10 +199,14 @@ def test_an_agent_delivers_on_its_own_subject_and_the_ledger_logs_it(
     assert ledger.rejections() == []
 
 
-def test_an_agent_cannot_publish_for_another_producer(secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService) -> None:
+def test_an_agent_cannot_publish_for_another_producer(
+    secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService
+) -> None:
     chain = _registered(ledger, "trainer@gpu-08")
     ev = chain.emit("dataset.registered", dataset_prov())
-    with pytest.raises(TransportUnavailable, match="refused to let this agent publish on provault.events.trainer~40gpu-08") as err:
+    with pytest.raises(
+        TransportUnavailable, match="refused to let this agent publish on provault.events.trainer~40gpu-08"
+    ) as err:
         _send(secured, "gpu-07", "trainer@gpu-08", [ev])
     assert "permissions violation" in err.value.message.lower()
     assert "provault nats user add" in (err.value.hint or "")
@@ -226,7 +239,9 @@ def test_an_agent_cannot_read_consume_acknowledge_or_delete_the_stream(
             await c.refused(f"stream.purge.{stream.lower()}", js.purge_stream(stream))
             await c.refused(f"stream.delete.{stream.lower()}", js.delete_stream(stream))
             await c.refused(f"stream.info.{stream.lower()}", js.stream_info(stream))
-            await c.refused(f"$js.ack.{stream.lower()}", c.nc.request(f"$JS.ACK.{stream}.{CONSUMER}.1.1.1.0.0.0", b"", timeout=1))
+            await c.refused(
+                f"$js.ack.{stream.lower()}", c.nc.request(f"$JS.ACK.{stream}.{CONSUMER}.1.1.1.0.0.0", b"", timeout=1)
+            )
 
     asyncio.run(go())
     # The ledger still works: the stream, its consumer and the agent's own publishing are intact.
@@ -245,7 +260,9 @@ def test_a_reply_aimed_at_the_ledgers_inbox_is_dropped_and_ingest_goes_on(
         async with Client(secured, "gpu-07") as c:
             assert c.nc is not None
             for i in range(3):
-                await c.nc.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"not an event %d" % i, reply=inbox)
+                await c.nc.publish(
+                    subject_for(secured.base.nats, "trainer@gpu-07"), b"not an event %d" % i, reply=inbox
+                )
             await c.nc.flush(timeout=3)
 
     asyncio.run(go())
@@ -256,15 +273,19 @@ def test_a_reply_aimed_at_the_ledgers_inbox_is_dropped_and_ingest_goes_on(
     assert [r for r, _ in ledger.rejections()] == ["malformed_envelope"] * 3, "the published junk itself is recorded"
 
 
-def test_the_ledger_user_cannot_publish_events_or_destroy_the_stream(secured: SecuredNats, ledger_ingest: IngestService) -> None:
+def test_the_ledger_user_cannot_publish_events_or_destroy_the_stream(
+    secured: SecuredNats, ledger_ingest: IngestService
+) -> None:
     stream = secured.base.nats.stream
 
     async def go() -> None:
         async with Client(secured, "ledger") as c:
             assert c.nc is not None
             js = c.nc.jetstream(timeout=1.5)
-            await c.refused("permissions violation for publish to \"provault.events.trainer~40gpu-07\"",
-                            js.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"{}", timeout=1.5))  # fmt: skip
+            await c.refused(
+                'permissions violation for publish to "provault.events.trainer~40gpu-07"',
+                js.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"{}", timeout=1.5),
+            )
             await c.refused(f"stream.purge.{stream.lower()}", js.purge_stream(stream))
             await c.refused(f"stream.delete.{stream.lower()}", js.delete_stream(stream))
             await c.refused(f"durable.create.{stream.lower()}.other", js.add_consumer(stream, durable_name="other"))
@@ -272,7 +293,9 @@ def test_the_ledger_user_cannot_publish_events_or_destroy_the_stream(secured: Se
     asyncio.run(go())
 
 
-def test_a_monitor_reads_the_stream_state_and_nothing_else(secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService) -> None:
+def test_a_monitor_reads_the_stream_state_and_nothing_else(
+    secured: SecuredNats, ledger: Ledger, ledger_ingest: IngestService
+) -> None:
     stream = secured.base.nats.stream
 
     async def go() -> None:
@@ -284,10 +307,15 @@ def test_a_monitor_reads_the_stream_state_and_nothing_else(secured: SecuredNats,
             await c.nc.subscribe(f"{secured.base.nats.subject_prefix}.>")
             await c.told('permissions violation for subscription to "provault.events.>"')
             await c.refused(f"durable.create.{stream.lower()}.peek", js.add_consumer(stream, durable_name="peek"))
-            await c.refused(f"consumer.msg.next.{stream.lower()}", c.nc.request(
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", b"1", timeout=1))  # fmt: skip
+            await c.refused(
+                f"consumer.msg.next.{stream.lower()}",
+                c.nc.request(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{CONSUMER}", b"1", timeout=1),
+            )
             await c.refused(f"stream.purge.{stream.lower()}", js.purge_stream(stream))
-            await c.refused("permissions violation for publish", js.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"{}", timeout=1))
+            await c.refused(
+                "permissions violation for publish",
+                js.publish(subject_for(secured.base.nats, "trainer@gpu-07"), b"{}", timeout=1),
+            )
 
     asyncio.run(go())
 
@@ -302,7 +330,11 @@ def test_an_event_on_another_producers_subject_is_refused_as_wrong_subject(
     wait_for(lambda: len(ledger.rejections()) == 1, what="the rejection")
     ((reason, message),) = ledger.rejections()
     assert reason == "wrong_subject"
-    assert "'trainer@b'" in message and "provault.events.trainer~40a" in message and "provault.events.trainer~40b" in message
+    assert (
+        "'trainer@b'" in message
+        and "provault.events.trainer~40a" in message
+        and "provault.events.trainer~40b" in message
+    )
     assert log.log_size(ledger.conn) == 1, "nothing was logged"
     # The producer's next event, on its own subject, is logged (the refused one shows as a gap).
     ev2 = chain_b.emit("dataset.registered", dataset_prov("cd" * 32))
@@ -322,14 +354,19 @@ def test_an_event_whose_key_is_registered_in_the_same_batch_is_still_bound_to_it
 
     async def go() -> None:
         try:
-            await asyncio.gather(transport_admin.send([Record(index=0, event_id=reg.event_id, envelope=reg.envelope)]),
-                                 transport_agent.send([Record(index=0, event_id=ev.event_id, envelope=ev.envelope)]))  # fmt: skip
+            await asyncio.gather(
+                transport_admin.send([Record(index=0, event_id=reg.event_id, envelope=reg.envelope)]),
+                transport_agent.send([Record(index=0, event_id=ev.event_id, envelope=ev.envelope)]),
+            )
         finally:
             await transport_admin.close()
             await transport_agent.close()
 
     asyncio.run(go())
-    wait_for(lambda: len(ledger.rejections()) == 1 and log.log_size(ledger.conn) == 1, what="the registration and the refusal")
+    wait_for(
+        lambda: len(ledger.rejections()) == 1 and log.log_size(ledger.conn) == 1,
+        what="the registration and the refusal",
+    )
     assert [r for r, _ in ledger.rejections()] == ["wrong_subject"]
     assert {e.event_id for e in log.iter_entries(ledger.conn)} == {reg.event_id}
 
@@ -337,7 +374,9 @@ def test_an_event_whose_key_is_registered_in_the_same_batch_is_still_bound_to_it
 def test_binding_covers_events_refused_only_for_an_unknown_key(ledger_ingest: IngestService) -> None:
     ingest = ledger_ingest.ingest
     s = ingest.settings.nats
-    unknown = Refused(raw=b"x", reason="unknown_key", message="m", event_id="e", keyid="k", producer_id="trainer@gpu-08")
+    unknown = Refused(
+        raw=b"x", reason="unknown_key", message="m", event_id="e", keyid="k", producer_id="trainer@gpu-08"
+    )
     unparsed = Refused(raw=b"y", reason="unknown_key", message="m")
     other = Refused(raw=b"z", reason="bad_signature", message="m", producer_id="trainer@gpu-08")
     wrong, right, kept, kept2 = ingest.bind_subjects(
@@ -382,7 +421,9 @@ def test_the_ledger_refuses_to_start_without_a_nats_user_outside_dev_mode(secure
 
 def test_an_ingest_with_an_agent_seed_cannot_consume(secured: SecuredNats, ledger: Ledger) -> None:
     """A ledger misconfigured with an agent's seed fails at start with the server's reason, and consumes nothing."""
-    with pytest.raises(TransportUnavailable, match=r"refused the ledger's requests \(nats: permissions violation for publish to") as err:
+    with pytest.raises(
+        TransportUnavailable, match=r"refused the ledger's requests \(nats: permissions violation for publish to"
+    ) as err:
         with running_ingest(secured.settings("gpu-07"), ledger.dsn, secured.server.url):
             pass
     assert "--role ledger" in (err.value.hint or "")
@@ -420,17 +461,25 @@ def test_agents_connect_over_tls_when_nats_tls_ca_is_set(tmp_path: Path) -> None
     plain = tmp_path / "plain.conf"
     plain.write_text(render_server_config(list(users.load().values()), NatsSettings()))
     conf = tmp_path / "nats.conf"
-    conf.write_text(plain.read_text() + f'tls {{ cert_file: "{tmp_path / "server.pem"}", key_file: "{tmp_path / "server.key"}", '
-                                        "handshake_first: true }\n")  # fmt: skip
+    conf.write_text(
+        plain.read_text() + f'tls {{ cert_file: "{tmp_path / "server.pem"}", key_file: "{tmp_path / "server.key"}", '
+        "handshake_first: true }\n"
+    )
     with EmbeddedNats(tmp_path / "nats", include=conf) as server:
         url = f"tls://127.0.0.1:{server.port}"
         good = NatsSettings(url=url, nkey_seed_file=str(tmp_path / "gpu-07.nk"), tls_ca=str(tmp_path / "ca.pem"))
 
         async def connect(s: NatsSettings) -> str:
-            nc = await nats.connect(s.url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **connect_options(s))
+            nc = await nats.connect(
+                s.url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0, **connect_options(s)
+            )
             try:
                 await nc.flush(timeout=3)
-                return "connected" if nc.is_connected and nc.connected_url and nc.connected_url.scheme == "tls" else "not tls"
+                return (
+                    "connected"
+                    if nc.is_connected and nc.connected_url and nc.connected_url.scheme == "tls"
+                    else "not tls"
+                )
             finally:
                 await nc.close()
 

@@ -25,13 +25,19 @@ async def _publish(url: str, settings: NatsSettings, items: Sequence[tuple[str, 
         await nc.close()
 
 
-def publish(url: str, settings: NatsSettings, events: Sequence[Sealed], *, msg_ids: Sequence[str] | None = None) -> None:
+def publish(
+    url: str, settings: NatsSettings, events: Sequence[Sealed], *, msg_ids: Sequence[str] | None = None
+) -> None:
     ids = msg_ids or [e.event_id for e in events]
-    asyncio.run(_publish(url, settings, [(e.event.producer.id, e.envelope, i) for e, i in zip(events, ids, strict=True)]))
+    asyncio.run(
+        _publish(url, settings, [(e.event.producer.id, e.envelope, i) for e, i in zip(events, ids, strict=True)])
+    )
 
 
 def publish_raw(url: str, settings: NatsSettings, payloads: Sequence[bytes], *, producer_id: str = "raw") -> None:
-    asyncio.run(_publish(url, settings, [(producer_id, p, f"raw-{i}-{time.time_ns()}") for i, p in enumerate(payloads)]))
+    asyncio.run(
+        _publish(url, settings, [(producer_id, p, f"raw-{i}-{time.time_ns()}") for i, p in enumerate(payloads)])
+    )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "condition") -> None:

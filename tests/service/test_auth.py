@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from provault.v1 import ledger_pb2, query_pb2
 
 from agents.spool import Record
 from agents.transport import GrpcTransport
@@ -33,11 +32,12 @@ from ledger.config import GrpcSettings, Settings
 from ledger.core.errors import ConfigError
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.service.appender import Appender
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, server_security
-from ledger.service.grpc_ledger import build_ledger_server
 from ledger.grpckit.tokens import TokenStore, tokens_path
+from ledger.service.appender import Appender
+from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import log
+from provault.v1 import ledger_pb2, query_pb2
 from query.projector import migrate_prov
 from query.service import QUERY_METHOD_ROLES, build_query_server
 from tests.ledgerkit import Ledger, dataset_prov
@@ -66,11 +66,14 @@ class Rpc:
 def _rpcs(pb2, name: str) -> list[Rpc]:
     service = pb2.DESCRIPTOR.services_by_name[name]
     return [
-        Rpc(path=f"/{service.full_name}/{m.name}",
+        Rpc(
+            path=f"/{service.full_name}/{m.name}",
             kind=("stream" if m.client_streaming else "unary") + "_" + ("stream" if m.server_streaming else "unary"),
-            request=message_factory.GetMessageClass(m.input_type), response=message_factory.GetMessageClass(m.output_type))
+            request=message_factory.GetMessageClass(m.input_type),
+            response=message_factory.GetMessageClass(m.output_type),
+        )
         for m in service.methods
-    ]  # fmt: skip
+    ]
 
 
 LEDGER_RPCS = _rpcs(ledger_pb2, "LedgerService")
@@ -79,10 +82,13 @@ LEDGER_READS = [r for r in LEDGER_RPCS if "/Get" in r.path]
 APPENDS = [r for r in LEDGER_RPCS if "/Append" in r.path]
 
 
-def call(channel: grpc.Channel, rpc: Rpc, metadata: Sequence[tuple[str, str]] = (), request=None) -> tuple[grpc.StatusCode, str]:
+def call(
+    channel: grpc.Channel, rpc: Rpc, metadata: Sequence[tuple[str, str]] = (), request=None
+) -> tuple[grpc.StatusCode, str]:
     """Call ``rpc`` (an empty request unless given); its status code and details."""
-    method = getattr(channel, rpc.kind)(rpc.path, request_serializer=rpc.request.SerializeToString,
-                                        response_deserializer=rpc.response.FromString)  # fmt: skip
+    method = getattr(channel, rpc.kind)(
+        rpc.path, request_serializer=rpc.request.SerializeToString, response_deserializer=rpc.response.FromString
+    )
     request = request if request is not None else rpc.request()
     if rpc.kind.startswith("stream"):
         request = iter(request if isinstance(request, list) else [request])
@@ -147,9 +153,14 @@ class Servers:
     channel_credentials: grpc.ChannelCredentials | None = None
 
     @contextlib.contextmanager
-    def channels(self, credentials: grpc.ChannelCredentials | None = None) -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
+    def channels(
+        self, credentials: grpc.ChannelCredentials | None = None
+    ) -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
         creds = credentials or self.channel_credentials
-        opened = [grpc.secure_channel(t, creds) if creds else grpc.insecure_channel(t) for t in (self.ledger_target, self.query_target)]
+        opened = [
+            grpc.secure_channel(t, creds) if creds else grpc.insecure_channel(t)
+            for t in (self.ledger_target, self.query_target)
+        ]
         try:
             yield opened[0], opened[1]
         finally:
@@ -164,23 +175,39 @@ class Servers:
 
 
 @contextlib.contextmanager
-def serving(ledger: Ledger, settings: Settings, channel_credentials: grpc.ChannelCredentials | None = None) -> Iterator[Servers]:
+def serving(
+    ledger: Ledger, settings: Settings, channel_credentials: grpc.ChannelCredentials | None = None
+) -> Iterator[Servers]:
     """LedgerService and QueryService secured as ``settings`` say (exactly as the CLI does), on free ports."""
     migrate_prov(ledger.dsn)
     appender = Appender(ledger.dsn, limits=ledger.limits)
     started = []
     try:
         targets = []
-        for build, roles, kw in ((build_ledger_server, LEDGER_METHOD_ROLES, {"appender": appender}), (build_query_server, QUERY_METHOD_ROLES, {})):
+        for build, roles, kw in (
+            (build_ledger_server, LEDGER_METHOD_ROLES, {"appender": appender}),
+            (build_query_server, QUERY_METHOD_ROLES, {}),
+        ):
             security = server_security(settings, listen="127.0.0.1:0", listen_key="grpc.ledger_listen")
-            server, port = build(dsn=ledger.dsn, listen="127.0.0.1:0", max_message_bytes=4 << 20, max_workers=4,
-                                 interceptors=(AuthInterceptor(security.authenticator, roles),),
-                                 server_credentials=security.credentials, **kw)  # fmt: skip
+            server, port = build(
+                dsn=ledger.dsn,
+                listen="127.0.0.1:0",
+                max_message_bytes=4 << 20,
+                max_workers=4,
+                interceptors=(AuthInterceptor(security.authenticator, roles),),
+                server_credentials=security.credentials,
+                **kw,
+            )
             server.start()
             started.append(server)
             targets.append(f"{'localhost' if security.credentials else '127.0.0.1'}:{port}")
-        yield Servers(ledger=ledger, settings=settings, ledger_target=targets[0], query_target=targets[1],
-                      channel_credentials=channel_credentials)  # fmt: skip
+        yield Servers(
+            ledger=ledger,
+            settings=settings,
+            ledger_target=targets[0],
+            query_target=targets[1],
+            channel_credentials=channel_credentials,
+        )
     finally:
         for server in started:
             server.stop(None).wait(10)
@@ -221,8 +248,11 @@ def test_without_credentials_every_rpc_is_unauthenticated_but_health_answers(tok
                 assert call(channel, rpc)[0] == UNAUTHENTICATED, rpc.path
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-            reflection = Rpc("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "stream_stream",
-                             *(type(m) for m in _reflection_messages()))  # fmt: skip
+            reflection = Rpc(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                "stream_stream",
+                *(type(m) for m in _reflection_messages()),
+            )
             assert call(channel, reflection)[0] == UNAUTHENTICATED
             assert call(channel, reflection, bearer(tokens.token("auditor")))[0] == OK  # any identity may reflect
 
@@ -237,8 +267,14 @@ def test_wrong_and_malformed_tokens_are_unauthenticated(tokens: Servers) -> None
     good = tokens.token("admin")
     wrong_secret = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     unknown_id = "pvt_000000000000_" + good.split("_", 2)[2]
-    attempts = [bearer(wrong_secret), bearer(unknown_id), bearer("hunter2"), (("authorization", f"Basic {good}"),),
-                (("authorization", good),), bearer(good) + bearer(good)]  # fmt: skip
+    attempts = [
+        bearer(wrong_secret),
+        bearer(unknown_id),
+        bearer("hunter2"),
+        (("authorization", f"Basic {good}"),),
+        (("authorization", good),),
+        bearer(good) + bearer(good),
+    ]
     with tokens.channels() as (ledger_ch, query_ch):
         for metadata in attempts:
             code, details = call(ledger_ch, LEDGER_READS[0], metadata)
@@ -269,7 +305,9 @@ def test_producer_appends_for_its_own_producer_ids_only(tokens: Servers) -> None
             # key.* events need the admin role, even with a producer pattern of '*'.
             anyone = tokens.token("producer", producers=["*"])
             key_event = tokens.ledger.registration(Ed25519Signer.generate()).envelope
-            code, details = call(ledger_ch, APPENDS[0], bearer(anyone), ledger_pb2.AppendRequest(envelope_json=key_event))
+            code, details = call(
+                ledger_ch, APPENDS[0], bearer(anyone), ledger_pb2.AppendRequest(envelope_json=key_event)
+            )
             assert code == DENIED and "key.registered events need the admin role" in details
     assert tokens.log_size() == size + 3
     assert tokens.ledger.rejections() == []  # refusals for permission are not the ledger's rejections
@@ -284,7 +322,11 @@ def test_auditor_reads_everything_and_appends_nothing(tokens: Servers) -> None:
                 assert answer(channel, rpc, bearer(token)) == ADMITTED[rpc.path], rpc.path
         for rpc in APPENDS:
             code, details = call(ledger_ch, rpc, bearer(token), rpc.request(envelope_json=_event(chain)))
-            assert code == DENIED and "needs role admin or producer; token:" in details and "(audit team) has auditor" in details
+            assert (
+                code == DENIED
+                and "needs role admin or producer; token:" in details
+                and "(audit team) has auditor" in details
+            )
 
 
 def test_admin_may_call_everything_and_append_for_anyone(tokens: Servers) -> None:
@@ -295,7 +337,9 @@ def test_admin_may_call_everything_and_append_for_anyone(tokens: Servers) -> Non
                 assert answer(channel, rpc, bearer(token)) == ADMITTED[rpc.path], rpc.path
     key = Ed25519Signer.generate()
     with LedgerClient(tokens.ledger_target, token=token) as client:
-        assert client.append(tokens.ledger.registration(key, producers=["intruder@host-2"]).envelope).status == "accepted"
+        assert (
+            client.append(tokens.ledger.registration(key, producers=["intruder@host-2"]).envelope).status == "accepted"
+        )
         assert client.append(_event(ProducerChain("intruder@host-2", key))).status == "accepted"
 
 
@@ -321,13 +365,18 @@ def test_a_revoked_token_is_refused_once_the_file_changes(tokens: Servers, capsy
     assert "no token with id" in capsys.readouterr().err
 
 
-def test_token_cli_refuses_unscoped_producers_and_writes_client_token_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_cli_refuses_unscoped_producers_and_writes_client_token_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
     assert main(["auth", "token", "create", "--role", "producer", *data]) == 1
     assert "needs --producer PATTERN" in capsys.readouterr().err
     assert main(["auth", "token", "create", "--role", "auditor", "--producer", "x", *data]) == 1
     out = tmp_path / "trainer.token"
-    assert main(["auth", "token", "create", "--role", "producer", "--producer", "trainer@*", "--out", str(out), *data]) == 0
+    assert (
+        main(["auth", "token", "create", "--role", "producer", "--producer", "trainer@*", "--out", str(out), *data])
+        == 0
+    )
     assert capsys.readouterr().out == ""  # written to the file, not shown
     assert out.stat().st_mode & 0o777 == 0o600
     creds = ClientCredentials.from_settings(GrpcSettings(client_token_file=str(out)))
@@ -361,8 +410,9 @@ def test_the_agents_grpc_transport_sends_its_token(tokens: Servers) -> None:
 # --- refusing to start -------------------------------------------------------------------------
 
 
-def test_servers_refuse_to_start_without_a_way_to_authenticate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_servers_refuse_to_start_without_a_way_to_authenticate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in [n for n in os.environ if n.startswith("PROVAULT_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("PROVAULT_POSTGRES_DSN", "postgresql://nobody@127.0.0.1:1/none")
@@ -382,14 +432,21 @@ def test_servers_refuse_to_start_without_a_way_to_authenticate(tmp_path: Path, m
     with pytest.raises(ConfigError, match="grpc.ledger_listen: 10.1.2.3:7430 is not a loopback address"):
         server_security(settings, listen="10.1.2.3:7430", listen_key="grpc.ledger_listen")
     with pytest.raises(ConfigError, match="expected both or neither, found only grpc.tls_cert"):
-        server_security(_settings(tmp_path, tls_cert=str(tmp_path / "x.pem")), listen="127.0.0.1:1", listen_key="grpc.ledger_listen")
+        server_security(
+            _settings(tmp_path, tls_cert=str(tmp_path / "x.pem")), listen="127.0.0.1:1", listen_key="grpc.ledger_listen"
+        )
     (tmp_path / "cert.pem").write_text("not a certificate")
     (tmp_path / "key.pem").write_text("not a key")
     (tmp_path / "key.pem").chmod(0o644)
     with pytest.raises(ConfigError) as info:
-        server_security(_settings(tmp_path, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")),
-                        listen="127.0.0.1:1", listen_key="grpc.ledger_listen")  # fmt: skip
-    assert {p.split(":")[0] for p in info.value.problems} == {"grpc.tls_cert", "grpc.tls_key"} and len(info.value.problems) == 3
+        server_security(
+            _settings(tmp_path, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")),
+            listen="127.0.0.1:1",
+            listen_key="grpc.ledger_listen",
+        )
+    assert {p.split(":")[0] for p in info.value.problems} == {"grpc.tls_cert", "grpc.tls_key"} and len(
+        info.value.problems
+    ) == 3
     dev = server_security(replace(settings, dev_mode=True), listen="0.0.0.0:7430", listen_key="grpc.ledger_listen")
     assert isinstance(dev.authenticator, DevModeAuthenticator) and dev.summary.startswith("DEV MODE")
 
@@ -407,27 +464,47 @@ class Pki:
     def new(cls, name: str) -> Pki:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        cert = _sign(_builder(subject, key.public_key(), subject).add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True), key)
+        cert = _sign(
+            _builder(subject, key.public_key(), subject).add_extension(
+                x509.BasicConstraints(ca=True, path_length=None), critical=True
+            ),
+            key,
+        )
         return cls(ca_cert=cert.public_bytes(serialization.Encoding.PEM), ca_key=key, ca_name=subject)
 
-    def issue(self, cn: str, *, ous: Sequence[str] = (), sans: Sequence[x509.GeneralName] = (), server: bool = False) -> tuple[bytes, bytes]:
+    def issue(
+        self, cn: str, *, ous: Sequence[str] = (), sans: Sequence[x509.GeneralName] = (), server: bool = False
+    ) -> tuple[bytes, bytes]:
         """(certificate PEM, private key PEM)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn), *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, o) for o in ous)]
-        b = _builder(x509.Name(attrs), key.public_key(), self.ca_name).add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        attrs = [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, o) for o in ous),
+        ]
+        b = _builder(x509.Name(attrs), key.public_key(), self.ca_name).add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True
+        )
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         return _sign(b, self.ca_key).public_bytes(serialization.Encoding.PEM), pem_key
 
 
 def _builder(subject: x509.Name, public_key, issuer: x509.Name) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1)))  # fmt: skip
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+    )
 
 
 def _sign(builder: x509.CertificateBuilder, key) -> x509.Certificate:
@@ -443,9 +520,15 @@ def _write(path: Path, data: bytes) -> str:
 @pytest.fixture
 def mtls(ledger: Ledger, tmp_path: Path) -> Iterator[tuple[Servers, Pki]]:
     pki = Pki.new("provault test CA")
-    cert, key = pki.issue("ledger", sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True)
-    settings = _settings(tmp_path, tls_cert=_write(tmp_path / "server.pem", cert), tls_key=_write(tmp_path / "server.key", key),
-                         tls_client_ca=_write(tmp_path / "ca.pem", pki.ca_cert))  # fmt: skip
+    cert, key = pki.issue(
+        "ledger", sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True
+    )
+    settings = _settings(
+        tmp_path,
+        tls_cert=_write(tmp_path / "server.pem", cert),
+        tls_key=_write(tmp_path / "server.key", key),
+        tls_client_ca=_write(tmp_path / "ca.pem", pki.ca_cert),
+    )
     with serving(ledger, settings) as s:  # no tokens file: client certificates are enough to start
         yield s, pki
 
@@ -466,15 +549,25 @@ def test_mtls_certificates_name_the_caller_and_its_role(mtls: tuple[Servers, Pki
         assert code == DENIED and "cert:alice has auditor" in details
     nobody = _client(pki, cn="bob")  # signed by the CA, but no role
     with s.channels(nobody) as (_, query_ch):
-        assert call(query_ch, QUERY_RPCS[0]) == (DENIED, f"{QUERY_RPCS[0].path} needs role admin or auditor; cert:bob has none")
+        assert call(query_ch, QUERY_RPCS[0]) == (
+            DENIED,
+            f"{QUERY_RPCS[0].path} needs role admin or auditor; cert:bob has none",
+        )
     # A producer certificate, through LedgerClient and the client settings (one PEM with chain and key).
-    cert, key = pki.issue("trainer-host-1", ous=["producer"], sans=[x509.UniformResourceIdentifier(f"provault:producer:{PRODUCER_ID}")])
-    client_settings = GrpcSettings(tls_ca=_write(tmp_path / "client-ca.pem", pki.ca_cert), client_cert=_write(tmp_path / "client.pem", cert + key))
+    cert, key = pki.issue(
+        "trainer-host-1", ous=["producer"], sans=[x509.UniformResourceIdentifier(f"provault:producer:{PRODUCER_ID}")]
+    )
+    client_settings = GrpcSettings(
+        tls_ca=_write(tmp_path / "client-ca.pem", pki.ca_cert), client_cert=_write(tmp_path / "client.pem", cert + key)
+    )
     with LedgerClient.from_settings(s.ledger_target, client_settings) as client:
         assert client.append(_event(chain, 1)).status == "accepted"
         with pytest.raises(RemoteError) as info:
             client.append(_event(ProducerChain("intruder@host-2", Ed25519Signer.generate())))
-        assert info.value.code == DENIED and "cert:trainer-host-1 may append for (allowed: 'trainer@host-1')" in info.value.message
+        assert (
+            info.value.code == DENIED
+            and "cert:trainer-host-1 may append for (allowed: 'trainer@host-1')" in info.value.message
+        )
     # A token beside the certificate is what counts: a bad one is refused, whatever the certificate says.
     admin = _client(pki, cn="root", ous=["admin"])
     with s.channels(admin) as (ledger_ch, _):
@@ -485,8 +578,10 @@ def test_mtls_certificates_name_the_caller_and_its_role(mtls: tuple[Servers, Pki
 def test_mtls_handshake_fails_without_a_certificate_or_with_another_cas(mtls: tuple[Servers, Pki]) -> None:
     s, pki = mtls
     stranger = Pki.new("someone else's CA")
-    for credentials in (grpc.ssl_channel_credentials(root_certificates=pki.ca_cert),
-                        _client(pki, issuer=stranger, cn="mallory", ous=["admin"])):  # fmt: skip
+    for credentials in (
+        grpc.ssl_channel_credentials(root_certificates=pki.ca_cert),
+        _client(pki, issuer=stranger, cn="mallory", ous=["admin"]),
+    ):
         with s.channels(credentials) as (ledger_ch, query_ch):
             assert call(ledger_ch, LEDGER_READS[1])[0] == grpc.StatusCode.UNAVAILABLE
             with pytest.raises(grpc.RpcError) as info:  # not even health: no TLS session at all
@@ -501,8 +596,13 @@ def test_mtls_handshake_fails_without_a_certificate_or_with_another_cas(mtls: tu
 def test_provault_up_is_dev_mode_without_authentication_and_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
     env.update(PROVAULT_GRPC_LEDGER_LISTEN="127.0.0.1:0", PROVAULT_GRPC_QUERY_LISTEN="127.0.0.1:0")
-    proc = subprocess.Popen([sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(tmp_path / "state")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 90

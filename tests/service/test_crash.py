@@ -23,26 +23,31 @@ pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 EVENTS_PER_PRODUCER = 60
 
 
-
-
 def _serve(settings: Settings, ledger: Ledger, nats_url: str, failpoint: str | None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
-    env.update({
-        "PROVAULT_POSTGRES_DSN": ledger.dsn,
-        "PROVAULT_NATS_URL": nats_url,
-        "PROVAULT_NATS_STREAM": settings.nats.stream,
-        "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
-        "PROVAULT_DATA_DIR": str(settings.data_dir),
-        "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
-        "PROVAULT_INGEST_BATCH_SIZE": "20",
-        "PROVAULT_INGEST_WORKERS": "1",
-        "PROVAULT_INGEST_ACK_WAIT_S": "1",
-        "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
-    })  # fmt: skip
+    env.update(
+        {
+            "PROVAULT_POSTGRES_DSN": ledger.dsn,
+            "PROVAULT_NATS_URL": nats_url,
+            "PROVAULT_NATS_STREAM": settings.nats.stream,
+            "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
+            "PROVAULT_DATA_DIR": str(settings.data_dir),
+            "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+            "PROVAULT_INGEST_BATCH_SIZE": "20",
+            "PROVAULT_INGEST_WORKERS": "1",
+            "PROVAULT_INGEST_ACK_WAIT_S": "1",
+            "PROVAULT_DEV_MODE": "true",  # loopback test: no gRPC authentication
+        }
+    )
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    return subprocess.Popen([sys.executable, "-m", "ledger.cli", "ledger", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "ledger", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -53,11 +58,15 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.parametrize("failpoint", ["ingest.before_commit@3", "ingest.after_commit@3"])
-def test_crash_then_restart_loses_and_duplicates_nothing(settings: Settings, ledger: Ledger, nats_target, failpoint: str) -> None:
+def test_crash_then_restart_loses_and_duplicates_nothing(
+    settings: Settings, ledger: Ledger, nats_target, failpoint: str
+) -> None:
     save_private_key(ledger.checkpoint_key, settings.checkpoint_key_path)
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(2)]
     events = [reg for _, reg in chains]
-    events += [ch.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(EVENTS_PER_PRODUCER) for ch, _ in chains]
+    events += [
+        ch.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(EVENTS_PER_PRODUCER) for ch, _ in chains
+    ]
     publish(nats_target.url, settings.nats, events)
 
     crashing = _serve(settings, ledger, nats_target.url, failpoint)

@@ -12,16 +12,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.core import merkle
 from ledger.core.checkpoint import open_checkpoint
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
-from ledger.service.appender import Appender
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, Identity
+from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import LedgerGrpcService, build_ledger_server
 from ledger.store import checkpoints, log
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres
@@ -57,7 +57,11 @@ class Served:
 def _serve(ledger: Ledger, appender: Appender, *, dsn: str | None = None, **kw) -> tuple[grpc.Server, int]:
     kw.setdefault("interceptors", (AuthInterceptor(DevModeAuthenticator(), LEDGER_METHOD_ROLES),))
     server, port = build_ledger_server(
-        dsn=dsn or ledger.dsn, appender=appender, listen="127.0.0.1:0", max_message_bytes=kw.pop("max_message_bytes", 4 << 20), **kw
+        dsn=dsn or ledger.dsn,
+        appender=appender,
+        listen="127.0.0.1:0",
+        max_message_bytes=kw.pop("max_message_bytes", 4 << 20),
+        **kw,
     )
     server.start()
     return server, port
@@ -72,8 +76,6 @@ def _running(ledger: Ledger, appender: Appender, **kw) -> Iterator[Served]:
     finally:
         channel.close()
         assert server.stop(None).wait(10)
-
-
 
 
 @pytest.fixture
@@ -137,14 +139,26 @@ def test_append_stream_answers_in_request_order_across_batches(served: Served) -
     # batches of 2: [reg, a] [a, garbage] [stranger, b]
     resp = served.stream([reg, a, a, b"{}", stranger, b])
     assert [r.status for r in resp.results] == [
-        S.APPEND_STATUS_ACCEPTED, S.APPEND_STATUS_ACCEPTED, S.APPEND_STATUS_DUPLICATE,
-        S.APPEND_STATUS_REJECTED, S.APPEND_STATUS_REJECTED, S.APPEND_STATUS_ACCEPTED,
-    ]  # fmt: skip
+        S.APPEND_STATUS_ACCEPTED,
+        S.APPEND_STATUS_ACCEPTED,
+        S.APPEND_STATUS_DUPLICATE,
+        S.APPEND_STATUS_REJECTED,
+        S.APPEND_STATUS_REJECTED,
+        S.APPEND_STATUS_ACCEPTED,
+    ]
     assert [r.seq for r in resp.results] == [0, 1, 1, 0, 0, 2]
-    assert [r.event_id for r in resp.results] == [reg.event_id, a.event_id, a.event_id, "", stranger.event_id, b.event_id]
+    assert [r.event_id for r in resp.results] == [
+        reg.event_id,
+        a.event_id,
+        a.event_id,
+        "",
+        stranger.event_id,
+        b.event_id,
+    ]
     assert [r.rejection_reason for r in resp.results][3:5] == [
-        ledger_pb2.REJECTION_REASON_MALFORMED_ENVELOPE, ledger_pb2.REJECTION_REASON_UNKNOWN_KEY,
-    ]  # fmt: skip
+        ledger_pb2.REJECTION_REASON_MALFORMED_ENVELOPE,
+        ledger_pb2.REJECTION_REASON_UNKNOWN_KEY,
+    ]
     assert (resp.accepted_count, resp.duplicate_count, resp.rejected_count) == (3, 1, 2)
     assert len(served.ledger.rejections()) == 2
 
@@ -166,7 +180,11 @@ def test_get_entry_by_seq_and_by_id_returns_the_exact_bytes(served: Served) -> N
     for req in (ledger_pb2.GetEntryRequest(seq=1), ledger_pb2.GetEntryRequest(event_id=ev.event_id)):
         entry = served.stub.GetEntry(req, timeout=TIMEOUT).entry
         assert (entry.seq, entry.event_id, entry.envelope_json) == (1, ev.event_id, ev.envelope)
-        assert entry.leaf_hash == merkle.leaf_hash(ev.envelope) and entry.keyid == chain.signer.keyid and entry.received_time.seconds
+        assert (
+            entry.leaf_hash == merkle.leaf_hash(ev.envelope)
+            and entry.keyid == chain.signer.keyid
+            and entry.received_time.seconds
+        )
 
 
 def test_not_found(served: Served) -> None:
@@ -217,7 +235,10 @@ def test_inclusion_proofs_verify_against_the_signed_checkpoint(served: Served) -
         merkle.verify_inclusion(p.leaf_hash, p.leaf_index, p.tree_size, list(p.hashes), root)
         assert p.leaf_hash == log.get_entry(served.ledger.conn, seq=p.seq).leaf_hash and p.leaf_index == p.seq
     code, details = _code(served.stub.GetInclusionProof, ledger_pb2.GetInclusionProofRequest(seq=3, tree_size=3))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tree_size: expected at least 4 to cover entry seq 3, found 3" in details
+    assert (
+        code == grpc.StatusCode.INVALID_ARGUMENT
+        and "tree_size: expected at least 4 to cover entry seq 3, found 3" in details
+    )
 
 
 def test_consistency_proofs_verify(served: Served) -> None:
@@ -228,14 +249,22 @@ def test_consistency_proofs_verify(served: Served) -> None:
         served.append(ev)
     served.sign()  # 5
     old_cp = served.stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest(tree_size=2), timeout=TIMEOUT).checkpoint
-    for old, new, old_root in [(2, None, old_cp.root_hash), (3, 5, log.root_at(served.ledger.conn, 3)), (2, 2, old_cp.root_hash)]:
+    for old, new, old_root in [
+        (2, None, old_cp.root_hash),
+        (3, 5, log.root_at(served.ledger.conn, 3)),
+        (2, 2, old_cp.root_hash),
+    ]:
         req = ledger_pb2.GetConsistencyProofRequest(old_size=old, new_size=new)
         resp = served.stub.GetConsistencyProof(req, timeout=TIMEOUT)
         assert (resp.old_size, resp.new_size) == (old, new or 5) and resp.checkpoint.tree_size == resp.new_size
-        merkle.verify_consistency(old, resp.new_size, old_root, served.opened(resp.checkpoint).root_hash, list(resp.hashes))
+        merkle.verify_consistency(
+            old, resp.new_size, old_root, served.opened(resp.checkpoint).root_hash, list(resp.hashes)
+        )
     assert not resp.hashes  # old == new
     code, details = _code(served.stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(old_size=6))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "old_size: expected at most the log's size (5), found 6" in details
+    assert (
+        code == grpc.StatusCode.INVALID_ARGUMENT and "old_size: expected at most the log's size (5), found 6" in details
+    )
     code, _ = _code(served.stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(old_size=2, new_size=4))
     assert code == grpc.StatusCode.NOT_FOUND
 
@@ -247,13 +276,25 @@ def test_bad_requests_are_invalid_argument_with_expected_and_found(served: Serve
         (stub.GetEntry, ledger_pb2.GetEntryRequest(), "entry: expected exactly one of seq or event_id, found neither"),
         (stub.GetEntry, ledger_pb2.GetEntryRequest(event_id="not-a-uuid"), "event_id: UUIDv7: expected"),
         (stub.GetEntry, ledger_pb2.GetEntryRequest(event_id=str(uuid.uuid4())), "expected 7, found 4"),
-        (stub.GetEntry, ledger_pb2.GetEntryRequest(seq=2**63), f"seq: expected an integer in 0..{2**63 - 1}, found {2**63}"),
+        (
+            stub.GetEntry,
+            ledger_pb2.GetEntryRequest(seq=2**63),
+            f"seq: expected an integer in 0..{2**63 - 1}, found {2**63}",
+        ),
         (stub.GetCheckpoint, ledger_pb2.GetCheckpointRequest(tree_size=2**64 - 1), "tree_size: expected"),
         (stub.GetInclusionProof, ledger_pb2.GetInclusionProofRequest(tree_size=1), "entry: expected exactly one"),
-        (stub.GetInclusionProof, ledger_pb2.GetInclusionProofRequest(seq=0, tree_size=0), "tree_size: expected an integer in 1.."),
+        (
+            stub.GetInclusionProof,
+            ledger_pb2.GetInclusionProofRequest(seq=0, tree_size=0),
+            "tree_size: expected an integer in 1..",
+        ),
         (stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(), "old_size: expected an integer in 1.."),
-        (stub.GetConsistencyProof, ledger_pb2.GetConsistencyProofRequest(old_size=3, new_size=2), "old_size: expected at most new_size (2), found 3"),
-    ]  # fmt: skip
+        (
+            stub.GetConsistencyProof,
+            ledger_pb2.GetConsistencyProofRequest(old_size=3, new_size=2),
+            "old_size: expected at most new_size (2), found 3",
+        ),
+    ]
     for call, request, message in cases:
         code, details = _code(call, request)
         assert (code, message in details) == (grpc.StatusCode.INVALID_ARGUMENT, True), (request, details)
@@ -272,7 +313,9 @@ def test_health_serving_and_reflection_lists_the_service(served: Served) -> None
         resp = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=TIMEOUT)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(served.channel)
-    (resp,) = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT)
+    (resp,) = refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT
+    )
     assert "provault.v1.LedgerService" in {s.name for s in resp.list_services_response.service}
 
 
@@ -290,10 +333,15 @@ def test_auth_interceptor_enforces_the_method_roles(ledger: Ledger, appender: Ap
         code, _ = _code(s.stub.GetCheckpoint, ledger_pb2.GetCheckpointRequest())
         assert code == grpc.StatusCode.UNAUTHENTICATED
         auditor = (("x-test-role", "auditor"),)
-        assert s.stub.GetCheckpoint(ledger_pb2.GetCheckpointRequest(), metadata=auditor, timeout=TIMEOUT).checkpoint.origin
+        assert s.stub.GetCheckpoint(
+            ledger_pb2.GetCheckpointRequest(), metadata=auditor, timeout=TIMEOUT
+        ).checkpoint.origin
         with pytest.raises(grpc.RpcError) as info:
             s.stub.Append(ledger_pb2.AppendRequest(envelope_json=b"x"), metadata=auditor, timeout=TIMEOUT)
-        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "needs role admin or producer" in info.value.details()
+        assert (
+            info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            and "needs role admin or producer" in info.value.details()
+        )
         producer = (("x-test-role", "producer"),)
         result = s.stub.Append(ledger_pb2.AppendRequest(envelope_json=b"x"), metadata=producer, timeout=TIMEOUT).result
         assert result.status == S.APPEND_STATUS_REJECTED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from ledger.config import Settings
@@ -16,13 +15,13 @@ from .natskit import publish, publish_raw, wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
 
 
-
-
 def _size(lg: Ledger) -> int:
     return log.log_size(lg.conn)
 
 
-def test_events_from_three_producers_arrive_verified_once(ledger: Ledger, ingest: IngestService, settings: Settings, nats_target) -> None:
+def test_events_from_three_producers_arrive_verified_once(
+    ledger: Ledger, ingest: IngestService, settings: Settings, nats_target
+) -> None:
     chains = [ledger.producer_with_key(f"trainer@host-{i}") for i in range(3)]
     publish(nats_target.url, settings.nats, [reg for _, reg in chains])
     events = [ch.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(40) for ch, _ in chains]
@@ -42,7 +41,9 @@ def test_events_from_three_producers_arrive_verified_once(ledger: Ledger, ingest
     assert ingest.ingest.stats.rejected == 0
 
 
-def test_redelivered_event_is_appended_once(ledger: Ledger, ingest: IngestService, settings: Settings, nats_target) -> None:
+def test_redelivered_event_is_appended_once(
+    ledger: Ledger, ingest: IngestService, settings: Settings, nats_target
+) -> None:
     chain, reg = ledger.producer_with_key()
     ev = chain.emit("run.started", {})
     # Different Nats-Msg-Ids get past JetStream's own dedupe: the ledger must catch it.
@@ -51,7 +52,9 @@ def test_redelivered_event_is_appended_once(ledger: Ledger, ingest: IngestServic
     assert _size(ledger) == 2
 
 
-def test_invalid_messages_are_recorded_and_acknowledged(ledger: Ledger, ingest: IngestService, settings: Settings, nats_target) -> None:
+def test_invalid_messages_are_recorded_and_acknowledged(
+    ledger: Ledger, ingest: IngestService, settings: Settings, nats_target
+) -> None:
     publish_raw(nats_target.url, settings.nats, [b"not an envelope", b"{}"])
     wait_for(lambda: len(ledger.rejections()) == 2, what="two rejections")
     assert [r for r, _ in ledger.rejections()] == ["malformed_envelope", "malformed_envelope"]

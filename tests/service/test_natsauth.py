@@ -76,7 +76,15 @@ def test_connect_options_carry_the_seed_and_a_private_inbox(tmp_path: Path) -> N
         ("{account}\n", 0o600, "expected a NATS user nkey seed (starting 'SU'), found one starting 'SA'"),
         ("{broken}\n", 0o600, "not a valid NATS nkey seed"),
     ],
-    ids=["world-readable", "group-readable", "empty", "two-seeds", "a-token-not-a-seed", "account-seed", "bad-checksum"],
+    ids=[
+        "world-readable",
+        "group-readable",
+        "empty",
+        "two-seeds",
+        "a-token-not-a-seed",
+        "account-seed",
+        "bad-checksum",
+    ],
 )
 def test_a_bad_seed_file_is_refused_with_its_reason(tmp_path: Path, text: str, mode: int, message: str) -> None:
     seed, _ = new_user_seed()
@@ -123,10 +131,25 @@ def test_users_are_added_listed_and_removed(tmp_path: Path) -> None:
         ({"name": "x", "role": "agent", "producers": [""]}, "producers: producer.id: expected a non-empty string"),
         ({"name": "x", "role": "agent", "producers": ["trainer.*"]}, "producers: producer.id: expected characters A-Z"),
         ({"name": "x", "role": "agent", "producers": ["caf\u00e9"]}, "producers: producer.id: expected characters A-Z"),
-        ({"name": "x", "role": "agent", "producers": ["p"], "public_key": "not-a-key"}, "public_key: expected a NATS user public key"),
+        (
+            {"name": "x", "role": "agent", "producers": ["p"], "public_key": "not-a-key"},
+            "public_key: expected a NATS user public key",
+        ),
     ],
-    ids=["same-name", "space-in-name", "sign-first", "unknown-role", "agent-without-producer", "ledger-with-producer",
-         "space-in-producer", "newline-in-producer", "empty-producer", "wildcard-producer", "non-ascii-producer", "bad-public-key"],  # fmt: skip
+    ids=[
+        "same-name",
+        "space-in-name",
+        "sign-first",
+        "unknown-role",
+        "agent-without-producer",
+        "ledger-with-producer",
+        "space-in-producer",
+        "newline-in-producer",
+        "empty-producer",
+        "wildcard-producer",
+        "non-ascii-producer",
+        "bad-public-key",
+    ],
 )
 def test_a_bad_user_is_refused_and_the_registry_is_unchanged(tmp_path: Path, kw: dict, message: str) -> None:
     store = _users(tmp_path)
@@ -150,13 +173,31 @@ def test_one_key_belongs_to_one_user(tmp_path: Path) -> None:
         (lambda d: "not json", "NATS users file .*: Expecting value"),
         (lambda d: json.dumps({"version": 2, "users": []}), r'expected \{"version": 1, "users": \[...\]\}'),
         (lambda d: json.dumps({**d, "users": [{**d["users"][0], "extra": 1}]}), r"users\[0\]: unknown member 'extra'"),
-        (lambda d: json.dumps({**d, "users": [{k: v for k, v in d["users"][0].items() if k != "role"}]}), r"users\[0\]: missing member 'role'"),
+        (
+            lambda d: json.dumps({**d, "users": [{k: v for k, v in d["users"][0].items() if k != "role"}]}),
+            r"users\[0\]: missing member 'role'",
+        ),
         (lambda d: json.dumps({**d, "users": [d["users"][0], d["users"][0]]}), "a user name appears twice"),
-        (lambda d: json.dumps({**d, "users": [d["users"][0], {**d["users"][0], "name": "other"}]}), "a public key appears twice"),
-        (lambda d: json.dumps({**d, "users": [{**d["users"][0], "role": "root"}]}), r"users\[0\]: role: expected one of"),
+        (
+            lambda d: json.dumps({**d, "users": [d["users"][0], {**d["users"][0], "name": "other"}]}),
+            "a public key appears twice",
+        ),
+        (
+            lambda d: json.dumps({**d, "users": [{**d["users"][0], "role": "root"}]}),
+            r"users\[0\]: role: expected one of",
+        ),
         (lambda d: json.dumps({**d, "users": [{**d["users"][0], "name": 7}]}), "must be strings"),
     ],
-    ids=["not-json", "other-version", "unknown-member", "missing-member", "name-twice", "key-twice", "bad-role", "not-a-string"],
+    ids=[
+        "not-json",
+        "other-version",
+        "unknown-member",
+        "missing-member",
+        "name-twice",
+        "key-twice",
+        "bad-role",
+        "not-a-string",
+    ],
 )
 def test_a_hand_edited_registry_is_refused_with_the_place(tmp_path: Path, edit, message: str) -> None:
     store = _users(tmp_path)
@@ -203,7 +244,9 @@ def test_the_rendered_block_is_valid_nats_server_config(tmp_path: Path) -> None:
     (tmp_path / "users.conf").write_text(text)
     main = tmp_path / "server.conf"
     main.write_text('listen: "127.0.0.1:4222"\ninclude "users.conf"\n')
-    res = subprocess.run([str(nats_server_binary()), "-t", "-c", str(main)], capture_output=True, text=True, timeout=30, check=False)
+    res = subprocess.run(
+        [str(nats_server_binary()), "-t", "-c", str(main)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert res.returncode == 0, res.stderr
     assert "is valid" in res.stderr + res.stdout
     for user in store.load().values():
@@ -215,7 +258,9 @@ def test_a_monitor_may_only_read_the_state_of_the_stream_and_its_consumers() -> 
     user = NatsUser(name="grafana", role="monitor", public_key=new_user_seed()[1])
     publish = permissions(user, NS)["publish"]["allow"]
     assert all(".INFO" in s or ".NAMES" in s or ".LIST" in s for s in publish), publish
-    assert not any(w in s for s in publish for w in ("MSG", "CREATE", "DELETE", "PURGE", "UPDATE", "$JS.ACK", "provault.events"))
+    assert not any(
+        w in s for s in publish for w in ("MSG", "CREATE", "DELETE", "PURGE", "UPDATE", "$JS.ACK", "provault.events")
+    )
 
 
 def test_rendering_refuses_a_set_of_users_nobody_could_run_with(tmp_path: Path) -> None:

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from ledger.core import merkle
 from ledger.core.producing import Sealed
-from ledger.service.appender import Appender
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import checkpoints, log
+from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from provault.v1 import ledger_pb2, query_pb2
 
-from ledger.service.appender import Appender
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, Identity
+from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import build_ledger_server
 from ledger.store import log
+from provault.v1 import ledger_pb2, query_pb2
 from query.projector import migrate_prov
 from query.service import QUERY_METHOD_ROLES, build_query_server
 from tests.ledgerkit import Ledger

@@ -30,7 +30,12 @@ def _core_reasons() -> set[str]:
         todo.extend(cls.__subclasses__())
         if cls.__module__.startswith("ledger.core"):
             found.add(cls.reason)
-    return found | {admission.EVENT_ID_CONFLICT, admission.PRODUCER_CHAIN_BROKEN, admission.CLOCK_SKEW, admission.TOO_LARGE}
+    return found | {
+        admission.EVENT_ID_CONFLICT,
+        admission.PRODUCER_CHAIN_BROKEN,
+        admission.CLOCK_SKEW,
+        admission.TOO_LARGE,
+    }
 
 
 def test_every_core_reason_has_an_explicit_rejection_reason() -> None:
@@ -74,7 +79,10 @@ def test_request_errors_keep_their_message(error: e.ProvaultError, code: grpc.St
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (e.StorageUnavailable('cannot connect: connection refused (psycopg) password="x"'), grpc.StatusCode.UNAVAILABLE),
+        (
+            e.StorageUnavailable('cannot connect: connection refused (psycopg) password="x"'),
+            grpc.StatusCode.UNAVAILABLE,
+        ),
         (psycopg.OperationalError("server closed the connection unexpectedly"), grpc.StatusCode.UNAVAILABLE),
         (psycopg.errors.UndefinedTable('relation "ledger.entries" does not exist'), grpc.StatusCode.INTERNAL),
         (e.KeyMaterialError("/secret/path/checkpoint.key is unreadable"), grpc.StatusCode.INTERNAL),
@@ -85,5 +93,5 @@ def test_request_errors_keep_their_message(error: e.ProvaultError, code: grpc.St
 def test_infrastructure_errors_get_a_generic_message(error: BaseException, code: grpc.StatusCode) -> None:
     got_code, message = status_for(error)
     assert got_code == code
-    for leak in ("psycopg", "refused", "password", "relation", "/secret", "internal\"", "0xdeadbeef", "closed the"):
+    for leak in ("psycopg", "refused", "password", "relation", "/secret", 'internal"', "0xdeadbeef", "closed the"):
         assert leak not in message

@@ -29,7 +29,11 @@ def test_changed_limits_are_put_back_and_logged(nats_target, caplog: pytest.LogC
             js = nc.jetstream()
             await ensure_stream(js, s)
             # What a stolen ledger seed could do: a retention that drops unrecorded events.
-            await js.update_stream(dataclasses.replace(stream_config(s), max_age=1.0, duplicate_window=1.0, max_msgs=10, max_msgs_per_subject=2))
+            await js.update_stream(
+                dataclasses.replace(
+                    stream_config(s), max_age=1.0, duplicate_window=1.0, max_msgs=10, max_msgs_per_subject=2
+                )
+            )
             with caplog.at_level(logging.WARNING, logger="provault.transport"):
                 return (await ensure_stream(js, s)).config
         finally:
@@ -37,7 +41,10 @@ def test_changed_limits_are_put_back_and_logged(nats_target, caplog: pytest.LogC
 
     config = asyncio.run(go())
     assert (config.max_age, config.max_msgs, config.max_msgs_per_subject) == (0.0, -1, -1)
-    assert "bringing duplicate_window, max_age, max_msgs, max_msgs_per_subject back" in caplog.text and "max_age=1.0" in caplog.text
+    assert (
+        "bringing duplicate_window, max_age, max_msgs, max_msgs_per_subject back" in caplog.text
+        and "max_age=1.0" in caplog.text
+    )
 
 
 def test_a_sealed_stream_is_refused_with_what_to_do(nats_target) -> None:

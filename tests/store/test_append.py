@@ -92,15 +92,40 @@ def test_key_registered_earlier_in_the_same_batch_is_known(ledger: Ledger) -> No
     ("make", "reason"),
     [
         (lambda lg, ch: b"not json at all", "malformed_envelope"),
-        (lambda lg, ch: b'{"payload": "e30=", "payloadType": "text/plain", "signatures": [{"keyid": "' + b"a" * 64 + b'", "sig": "AA=="}]}', "unsupported_payload_type"),
+        (
+            lambda lg, ch: (
+                b'{"payload": "e30=", "payloadType": "text/plain", "signatures": [{"keyid": "'
+                + b"a" * 64
+                + b'", "sig": "AA=="}]}'
+            ),
+            "unsupported_payload_type",
+        ),
         (lambda lg, ch: ProducerChain("x", Ed25519Signer.generate()).emit("run.started", {}).envelope, "unknown_key"),
         (lambda lg, ch: _flip_payload(ch.emit("dataset.registered", dataset_prov()).envelope), "bad_signature"),
         (lambda lg, ch: _sign_raw(ch.signer, b'{"id": 1}'), "invalid_event"),
         (lambda lg, ch: _sign_raw(ch.signer, _payload_with(ch, prov={"entity": {"undeclared:x": {}}})), "invalid_prov"),
-        (lambda lg, ch: ch.emit("run.started", {}, time=__import__("datetime").datetime(2999, 1, 1, tzinfo=__import__("datetime").UTC)).envelope, "clock_skew"),
+        (
+            lambda lg, ch: (
+                ch.emit(
+                    "run.started",
+                    {},
+                    time=__import__("datetime").datetime(2999, 1, 1, tzinfo=__import__("datetime").UTC),
+                ).envelope
+            ),
+            "clock_skew",
+        ),
         (lambda lg, ch: ch.emit("key.registered", {}, data={"keyid": "x"}).envelope, "invalid_event"),
     ],
-    ids=["garbage", "payload-type", "unknown-key", "bad-signature", "invalid-event", "invalid-prov", "clock-skew", "bad-key-data"],
+    ids=[
+        "garbage",
+        "payload-type",
+        "unknown-key",
+        "bad-signature",
+        "invalid-event",
+        "invalid-prov",
+        "clock-skew",
+        "bad-key-data",
+    ],
 )
 def test_each_refusal_lands_in_rejections_and_not_in_the_log(ledger: Ledger, make, reason: str) -> None:
     chain, reg = ledger.producer_with_key()
@@ -133,8 +158,12 @@ def test_key_permissions_are_enforced(ledger: Ledger) -> None:
         chain.emit("key.registered", {}, data=_registration_data(Ed25519Signer.generate())),
     )
     assert [getattr(o, "reason", "ok") for o in plan.outcomes] == [
-        "ok", "ok", "key_not_permitted", "key_not_permitted", "key_not_permitted",
-    ]  # fmt: skip
+        "ok",
+        "ok",
+        "key_not_permitted",
+        "key_not_permitted",
+        "key_not_permitted",
+    ]
     assert "allowed kinds ['run.*']" in plan.outcomes[2].message
     assert "admin-only" in plan.outcomes[4].message
 
@@ -146,7 +175,9 @@ def test_revoked_key_signs_nothing_more(ledger: Ledger) -> None:
     plan = ledger.append(revoke, chain.emit("run.completed", {}))
     assert isinstance(plan.outcomes[0], Accepted)
     assert plan.outcomes[1].reason == "key_revoked"
-    row = ledger.conn.execute("SELECT revoked_seq, revoked_reason FROM ledger.keys WHERE keyid = %s", (chain.signer.keyid,)).fetchone()
+    row = ledger.conn.execute(
+        "SELECT revoked_seq, revoked_reason FROM ledger.keys WHERE keyid = %s", (chain.signer.keyid,)
+    ).fetchone()
     assert row == (2, "leaked")
 
 
@@ -158,9 +189,13 @@ def test_producer_gap_late_fill_and_fork(ledger: Ledger) -> None:
     plan = ledger.append(reg, e1, e3, e2, e3_fork)
     kinds = [getattr(o, "reason", type(o).__name__) for o in plan.outcomes]
     assert kinds == ["Accepted", "Accepted", "Accepted", "Accepted", "producer_chain_broken"]
-    anomalies = ledger.conn.execute("SELECT kind, expected_seq, found_seq FROM ledger.producer_anomalies ORDER BY id").fetchall()
+    anomalies = ledger.conn.execute(
+        "SELECT kind, expected_seq, found_seq FROM ledger.producer_anomalies ORDER BY id"
+    ).fetchall()
     assert anomalies == [("gap", 2, 3), ("late", None, 2), ("fork", 4, 3)]
-    last = ledger.conn.execute("SELECT last_seq, entries FROM ledger.producers WHERE producer_id = %s", (chain.producer_id,)).fetchone()
+    last = ledger.conn.execute(
+        "SELECT last_seq, entries FROM ledger.producers WHERE producer_id = %s", (chain.producer_id,)
+    ).fetchone()
     assert last == (3, 3)
 
 
@@ -170,7 +205,9 @@ def test_broken_prev_at_the_next_seq_is_a_fork(ledger: Ledger) -> None:
     ledger.append(reg, e1)
     from ledger.core.events import Producer  # noqa: PLC0415
 
-    bad = ProducerChain(chain.producer_id, chain.signer, position=Producer(id=chain.producer_id, seq=2, prev="sha256:" + "1" * 64))
+    bad = ProducerChain(
+        chain.producer_id, chain.signer, position=Producer(id=chain.producer_id, seq=2, prev="sha256:" + "1" * 64)
+    )
     plan = ledger.append(bad.emit("dataset.registered", dataset_prov("33" * 32)))
     assert plan.outcomes[0].reason == "producer_chain_broken"
 
@@ -208,5 +245,11 @@ def _payload_with(chain: ProducerChain, **overrides) -> bytes:
 def _registration_data(key: Ed25519Signer) -> dict:
     from ledger.core.keyring import KeyRegistration  # noqa: PLC0415
 
-    return KeyRegistration(keyid=key.keyid, public_key=key.public_key, role="producer",
-                           identity={"type": "person", "name": "mallory"}, kinds=("*",), producers=("*",)).to_data()  # fmt: skip
+    return KeyRegistration(
+        keyid=key.keyid,
+        public_key=key.public_key,
+        role="producer",
+        identity={"type": "person", "name": "mallory"},
+        kinds=("*",),
+        producers=("*",),
+    ).to_data()

@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ledger.store import migrate as mig
 from ledger.db import connect
+from ledger.store import migrate as mig
 from tests.ledgerkit import Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres
@@ -64,14 +64,29 @@ def filled(ledger: Ledger) -> Ledger:
     ids=["update", "delete", "truncate"],
 )
 def test_superuser_cannot_change_the_log_without_disabling_triggers(filled: Ledger, table: str, statement: str) -> None:
-    column = {"entries": "envelope", "merkle_nodes": "hash", "checkpoints": "note", "rejections": "reason", "trust_root": "name"}[table]
-    with connect(filled.dsn, autocommit=True) as c, pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+    column = {
+        "entries": "envelope",
+        "merkle_nodes": "hash",
+        "checkpoints": "note",
+        "rejections": "reason",
+        "trust_root": "name",
+    }[table]
+    with (
+        connect(filled.dsn, autocommit=True) as c,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"),
+    ):
         c.execute(statement.format(t=table, c=column))
 
 
-@pytest.mark.parametrize("statement", ["UPDATE ledger.entries SET kind = kind", "DELETE FROM ledger.entries",
-                                       "INSERT INTO ledger.trust_root VALUES ('" + "a" * 64 + "', '\\x00', 'admin', 'x')",
-                                       "ALTER TABLE ledger.entries DISABLE TRIGGER ALL"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger.entries SET kind = kind",
+        "DELETE FROM ledger.entries",
+        "INSERT INTO ledger.trust_root VALUES ('" + "a" * 64 + "', '\\x00', 'admin', 'x')",
+        "ALTER TABLE ledger.entries DISABLE TRIGGER ALL",
+    ],
+)
 def test_service_role_holds_no_change_privilege(filled: Ledger, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         filled.conn.execute(statement)

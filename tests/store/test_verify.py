@@ -42,9 +42,15 @@ pytestmark = pytest.mark.postgres
 # --- a clean log ----------------------------------------------------------------------
 
 
-def test_a_clean_log_verifies(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_clean_log_verifies(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = run_audit(ledger)
-    assert empty.ok and (empty.entries_checked, empty.checkpoints_checked) == (0, 1) and empty.root_hash == merkle.EMPTY_ROOT
+    assert (
+        empty.ok
+        and (empty.entries_checked, empty.checkpoints_checked) == (0, 1)
+        and empty.root_hash == merkle.EMPTY_ROOT
+    )
     build_log(ledger)
     report = run_audit(ledger, chunk=4)  # several chunks, checkpoints inside and at their edges
     assert report.ok and report.problems == () and report.first_problem is None
@@ -84,7 +90,9 @@ def test_progress_bar_draws_on_a_terminal_and_writes_tenths_otherwise() -> None:
 # --- tampering with entries ---------------------------------------------------------
 
 
-def test_one_edited_envelope_byte_is_named_by_seq(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_edited_envelope_byte_is_named_by_seq(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     build_log(ledger)
     with superuser(ledger) as su:
         raw = bytearray(stored_envelope(su, 4))
@@ -106,7 +114,10 @@ def test_an_edit_with_a_matching_leaf_hash_shows_in_the_tree_and_checkpoints(led
         raw = bytearray(stored_envelope(su, 4))
         at = raw.index(b'"payload":"') + 20
         raw[at] = ord("B") if raw[at] != ord("B") else ord("C")
-        su.execute("UPDATE ledger.entries SET envelope = %s, leaf_hash = %s WHERE seq = 4", (bytes(raw), merkle.leaf_hash(bytes(raw))))
+        su.execute(
+            "UPDATE ledger.entries SET envelope = %s, leaf_hash = %s WHERE seq = 4",
+            (bytes(raw), merkle.leaf_hash(bytes(raw))),
+        )
     report = run_audit(ledger)
     kinds = dict(report.problem_kinds)
     assert "leaf_hash" not in kinds
@@ -127,7 +138,9 @@ def test_a_resigned_entry_is_a_key_problem_at_its_seq(ledger: Ledger) -> None:
         put_envelope(su, 5, encode_envelope(sign_envelope(PAYLOAD_TYPE, payload, [rogue])), keyid=rogue.keyid)
         # seq 11 (carol's) re-signed with bob's key, which was revoked at seq 7
         payload = parse_envelope(stored_envelope(su, 11)).payload
-        put_envelope(su, 11, encode_envelope(sign_envelope(PAYLOAD_TYPE, payload, [built.b.signer])), keyid=built.b.signer.keyid)
+        put_envelope(
+            su, 11, encode_envelope(sign_envelope(PAYLOAD_TYPE, payload, [built.b.signer])), keyid=built.b.signer.keyid
+        )
         rebuild_tree(su)
     report = run_audit(ledger)
     first = report.first_problem
@@ -145,7 +158,10 @@ def test_edited_missing_and_extra_merkle_nodes(ledger: Ledger) -> None:
     with superuser(ledger) as su:
         su.execute("UPDATE ledger.merkle_nodes SET hash = %s WHERE level = 1 AND idx = 2", (b"\x11" * 32,))
         su.execute("DELETE FROM ledger.merkle_nodes WHERE level = 0 AND idx = 9")
-        su.execute("INSERT INTO ledger.merkle_nodes (level, idx, hash) VALUES (0, 50, %s), (3, 1, %s)", (b"\x22" * 32, b"\x33" * 32))
+        su.execute(
+            "INSERT INTO ledger.merkle_nodes (level, idx, hash) VALUES (0, 50, %s), (3, 1, %s)",
+            (b"\x22" * 32, b"\x33" * 32),
+        )
     report = run_audit(ledger)
     first = report.first_problem
     assert (first.kind, first.node, first.found) == ("merkle_node", (1, 2), "11" * 32)
@@ -193,9 +209,14 @@ def test_a_deleted_checkpoint_is_fine_a_forged_one_is_not(ledger: Ledger) -> Non
     assert report.ok and report.checkpoints_checked == 4
     note = parse_note(note_at(ledger, 10))
     sig = note.signatures[0]
-    forged = NoteSignature(name=sig.name, key_hash=sig.key_hash, signature=bytes([sig.signature[0] ^ 1]) + sig.signature[1:])
+    forged = NoteSignature(
+        name=sig.name, key_hash=sig.key_hash, signature=bytes([sig.signature[0] ^ 1]) + sig.signature[1:]
+    )
     with superuser(ledger) as su:
-        su.execute("UPDATE ledger.checkpoints SET note = %s WHERE tree_size = 10", (format_note(Note(text=note.text, signatures=(forged,))),))
+        su.execute(
+            "UPDATE ledger.checkpoints SET note = %s WHERE tree_size = 10",
+            (format_note(Note(text=note.text, signatures=(forged,))),),
+        )
     report = run_audit(ledger)
     assert report.problem_count == 1
     assert (report.first_problem.kind, report.first_problem.tree_size) == ("checkpoint_signature", 10)

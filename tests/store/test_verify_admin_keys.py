@@ -44,7 +44,10 @@ def _replace_admin(lg: Ledger) -> Ed25519Signer:
     every key event with it, and rebuilds the tree and the checkpoints: a self-consistent database."""
     rogue = Ed25519Signer.generate()
     with superuser(lg) as su:
-        su.execute("UPDATE ledger.trust_root SET keyid = %s, public_key = %s WHERE purpose = 'admin'", (rogue.keyid, rogue.public_key))
+        su.execute(
+            "UPDATE ledger.trust_root SET keyid = %s, public_key = %s WHERE purpose = 'admin'",
+            (rogue.keyid, rogue.public_key),
+        )
         for seq in KEY_EVENT_SEQS:
             payload = parse_envelope(stored_envelope(su, seq)).payload
             put_envelope(su, seq, encode_envelope(sign_envelope(PAYLOAD_TYPE, payload, [rogue])), keyid=rogue.keyid)
@@ -96,7 +99,10 @@ def test_a_replaced_admin_key_passes_unpinned_and_fails_pinned(
     assert verify_cli(monkeypatch, capsys, ledger)[0] == 0
     code, out, _ = verify_cli(monkeypatch, capsys, ledger, *_pin_args(files))
     assert code == 1
-    assert "first divergence: ledger.trust_root: the admin keys stored in the database are not the admin keys you pinned" in out
+    assert (
+        "first divergence: ledger.trust_root: the admin keys stored in the database are not the admin keys you pinned"
+        in out
+    )
     assert real in out and rogue.keyid in out
     code, out, _ = verify_cli(monkeypatch, capsys, ledger, "--json", *_pin_args(files))
     doc = json.loads(out)
@@ -114,13 +120,17 @@ def test_a_pinned_admin_key_missing_from_the_trust_root_or_an_extra_one_in_it_fa
     assert report.problem_count == 1  # the extra pinned key signs nothing: the replay is the same
     first = report.first_problem
     assert first.kind == "trust_root_mismatch"
-    assert f"missing (pinned, not in the trust root): {other.keyid}" in first.message and "unexpected" not in first.message
+    assert (
+        f"missing (pinned, not in the trust root): {other.keyid}" in first.message and "unexpected" not in first.message
+    )
     code, out, _ = verify_cli(monkeypatch, capsys, ledger, *_pin_args(_admin_files(tmp_path, admin, other.public_key)))
     assert code == 1 and "FAILED: 1 problem" in out and other.keyid in out
     # A second admin key slipped into the trust root (no log entry records that) is unexpected.
     with superuser(ledger) as su:
-        su.execute("INSERT INTO ledger.trust_root (keyid, public_key, purpose, name) VALUES (%s, %s, 'admin', 'mallory')",
-                   (other.keyid, other.public_key))  # fmt: skip
+        su.execute(
+            "INSERT INTO ledger.trust_root (keyid, public_key, purpose, name) VALUES (%s, %s, 'admin', 'mallory')",
+            (other.keyid, other.public_key),
+        )
     assert run_audit(ledger).ok
     report = run_audit(ledger, admin_keys=[admin])
     assert report.problem_count == 1 and report.first_problem.kind == "trust_root_mismatch"

@@ -80,7 +80,10 @@ def test_a_rewritten_history_fails_the_saved_checkpoint_loudly(
         put_envelope(su, 4, forged.envelope)
         resign_checkpoints(su, ledger, rebuild_tree(su), (0, 13))
     assert run_audit(ledger).ok  # self-consistent: only the auditor's saved checkpoint can tell
-    with connect(ledger.dsn, autocommit=True) as conn, pytest.raises(LogRewritten, match="NOT consistent with your saved checkpoint"):
+    with (
+        connect(ledger.dsn, autocommit=True) as conn,
+        pytest.raises(LogRewritten, match="NOT consistent with your saved checkpoint"),
+    ):
         verify_against_checkpoint(conn, saved_note)
     code, out, _ = verify_cli(monkeypatch, capsys, ledger, "--checkpoint", str(saved))
     assert code == 1
@@ -94,17 +97,25 @@ def test_bad_saved_checkpoints_are_refused_precisely(
     build_log(ledger)
     note = parse_note(note_at(ledger, 7))
     sig = note.signatures[0]
-    bad_sig = format_note(Note(text=note.text, signatures=(NoteSignature(name=sig.name, key_hash=sig.key_hash, signature=b"\x00" * 64),)))
+    bad_sig = format_note(
+        Note(text=note.text, signatures=(NoteSignature(name=sig.name, key_hash=sig.key_hash, signature=b"\x00" * 64),))
+    )
     other_key = Ed25519Signer.generate()
     root = merkle.root_hash([])
-    other_origin = sign_checkpoint(Checkpoint(origin="other.example/log", size=0, root_hash=root), "other.example/log", other_key)
+    other_origin = sign_checkpoint(
+        Checkpoint(origin="other.example/log", size=0, root_hash=root), "other.example/log", other_key
+    )
     too_big = sign_checkpoint(Checkpoint(origin=ORIGIN, size=1000, root_hash=root), ORIGIN, ledger.checkpoint_key)
     unknown = sign_checkpoint(Checkpoint(origin=ORIGIN, size=7, root_hash=root), ORIGIN, other_key)
     cases = {
         "bad_sig": (bad_sig, "REFUSED [bad_signature]", "does not verify"),
         "other_origin": (other_origin, "REFUSED [origin_mismatch]", "'other.example/log'"),
         "too_big": (too_big, "REFUSED [checkpoint_beyond_log]", "larger than the log, which holds 13"),
-        "unknown": (unknown, "REFUSED [unknown_key]", "does not verify with the stored (ledger.trust_root) checkpoint key"),
+        "unknown": (
+            unknown,
+            "REFUSED [unknown_key]",
+            "does not verify with the stored (ledger.trust_root) checkpoint key",
+        ),
         "garbage": ("not a note\n", "REFUSED [malformed_checkpoint]", "not a signed checkpoint note"),
     }
     for name, (text, status, detail) in cases.items():

@@ -43,11 +43,16 @@ def build_log(lg: Ledger) -> Built:
     b, reg_b = lg.producer_with_key("pipeline@host-2", kinds=("dataset.*",), producers=("pipeline@*",), name="bob")
     lg.append(reg_a, reg_b)  # seqs 0, 1
     sign_latest(lg)
-    lg.append(*(a.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(3)),
-              *(b.emit("dataset.registered", dataset_prov(f"{i + 10:064x}")) for i in range(2)))  # 2..6; fmt: skip
+    lg.append(
+        *(a.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(3)),
+        *(b.emit("dataset.registered", dataset_prov(f"{i + 10:064x}")) for i in range(2)),
+    )  # 2..6; fmt: skip
     sign_latest(lg)
-    plan = lg.append(lg.revocation(b.signer), *(a.emit("run.started", dataset_prov(f"{i + 20:064x}")) for i in range(2)),
-                     b.emit("dataset.registered", dataset_prov("ee" * 32)))  # 7..9; b's last is refused; fmt: skip
+    plan = lg.append(
+        lg.revocation(b.signer),
+        *(a.emit("run.started", dataset_prov(f"{i + 20:064x}")) for i in range(2)),
+        b.emit("dataset.registered", dataset_prov("ee" * 32)),
+    )  # 7..9; b's last is refused; fmt: skip
     assert len(plan.accepted) == 3 and len(plan.refused) == 1
     sign_latest(lg)
     c, reg_c = lg.producer_with_key("server@host-3", name="carol")
@@ -99,7 +104,9 @@ def resign_checkpoints(su: psycopg.Connection, lg: Ledger, leaves: list[bytes], 
     for size in sizes:
         root = merkle.root_hash(leaves[:size])
         note = sign_checkpoint(Checkpoint(origin=ORIGIN, size=size, root_hash=root), ORIGIN, lg.checkpoint_key)
-        su.execute("INSERT INTO ledger.checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)", (size, root, note))
+        su.execute(
+            "INSERT INTO ledger.checkpoints (tree_size, root_hash, note) VALUES (%s, %s, %s)", (size, root, note)
+        )
 
 
 def note_at(lg: Ledger, size: int) -> str:
@@ -108,7 +115,9 @@ def note_at(lg: Ledger, size: int) -> str:
     return cp.note
 
 
-def verify_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], lg: Ledger, *args: str) -> tuple[int, str, str]:
+def verify_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], lg: Ledger, *args: str
+) -> tuple[int, str, str]:
     monkeypatch.setenv("PROVAULT_POSTGRES_DSN", lg.dsn)
     code = main(["verify", *args])
     out, err = capsys.readouterr()
