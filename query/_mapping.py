@@ -58,6 +58,7 @@ KEY_NODE_PREFIX = "provault:key/"
 PREDICTION_PREFIX = "provault:prediction/"
 PREDICT_PREFIX = "provault:predict/"
 KEY_KIND = "provault:Key"
+PREDICTION_KIND = "provault:Prediction"
 
 # Relation section -> (formal attribute of the edge's source, of its destination).
 RELATION_ENDS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -207,6 +208,14 @@ class PredictionRow:
     time: datetime
     input: Any = field(default=None, hash=False)
     output: Any = field(default=None, hash=False)
+
+
+def prediction_attributes(time: datetime, input: Any, output: Any) -> dict[str, Any]:
+    """A prediction shown as an entity: the attributes the traversal presents and a bundle verifier recomputes
+    (``prov:type`` ``provault:Prediction``, its time, and its input and output when the row has them)."""
+    attrs: dict[str, Any] = {"prov:type": PREDICTION_KIND, "prov:generatedAtTime": format_time(time)}
+    attrs.update({f"provault:{k}": v for k, v in (("input", input), ("output", output)) if v is not None})
+    return attrs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -551,6 +560,7 @@ def fold_nodes(entries: Iterable[EntryRows]) -> dict[str, NodeChange]:
 
 __all__ = [
     "KEY_NODE_PREFIX",
+    "PREDICTION_KIND",
     "RELATION_ENDS",
     "EdgeRow",
     "EntryRows",
@@ -566,4 +576,5 @@ __all__ = [
     "map_event",
     "node_kind",
     "node_label",
+    "prediction_attributes",
 ]

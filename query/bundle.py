@@ -7,8 +7,8 @@
 * :func:`build_bundle` -- a ``provault.v1.AuditBundle`` for the entries at
   some seqs: their exact envelopes with proofs, the key history behind every
   signing key, and the nodes and edges the entries state.
-* :func:`bundle_rpc` -- ``QueryService.Bundle``: trace from a node
-  (``query.traverse.trace``), then :func:`build_bundle`.
+* :func:`bundle_trace` -- what ``QueryService.Bundle`` and ``provault bundle``
+  answer: trace from a node (``query.traverse.trace``), then :func:`build_bundle`.
 
 What a bundle holds, and why (the verifier is ``query.bundle_verify``):
 
@@ -31,13 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from ledger.core.envelope import parse_envelope
-from ledger.core.errors import InvalidArgument, LedgerCorrupted
+from ledger.core.errors import InvalidArgument, LedgerCorrupted, expected_found
 from ledger.core.events import parse_event
 from ledger.grpckit.status import NotCovered, NotFound
 from ledger.store import checkpoints as stored_checkpoints
@@ -46,8 +46,6 @@ from ledger.store.checkpoints import StoredCheckpoint
 from provault.v1 import ledger_pb2, query_pb2
 from query.bundle_verify import (
     BUNDLE_FORMAT,
-    DIRECTIONS,
-    RELATION_NAMES,
     Graph,
     decode_bundle,
     edge_pb,
@@ -57,9 +55,7 @@ from query.bundle_verify import (
     recompute_graph,
     write_bundle,
 )
-
-_DIRECTION_VALUES = {name: value for value, name in DIRECTIONS.items()}
-
+from query.wire import DIRECTION_VALUES
 
 # --- proofs --------------------------------------------------------------------------
 
@@ -240,12 +236,10 @@ def _key_history(conn: psycopg.Connection, signers: set[str], tree_size: int) ->
 # --- building --------------------------------------------------------------------------
 
 
-def _direction(direction: str | int) -> int:
-    if isinstance(direction, int) and direction in DIRECTIONS:
-        return direction
-    if isinstance(direction, str) and direction in _DIRECTION_VALUES:
-        return _DIRECTION_VALUES[direction]
-    raise InvalidArgument(f"direction: expected one of {sorted(_DIRECTION_VALUES)}, found {direction!r}")
+def _direction(direction: str) -> int:
+    if direction not in DIRECTION_VALUES:
+        raise InvalidArgument(expected_found("direction", f"one of {sorted(DIRECTION_VALUES)}", repr(direction)))
+    return DIRECTION_VALUES[direction]
 
 
 def _graph(rows: dict[int, _Row]) -> Graph:
@@ -282,7 +276,7 @@ def build_bundle(
     seqs: Iterable[int],
     *,
     subject: str,
-    direction: str | int,
+    direction: str,
     as_of_seq: int | None = None,
     node_ids: Sequence[str] | None = None,
     relations: Sequence[str] = (),
@@ -360,12 +354,10 @@ def _add_graph(
 
 
 @log.translate_errors
-def _seq_at_time(conn: psycopg.Connection, as_of: query_pb2.AsOf) -> int:
-    row = conn.execute(
-        "SELECT max(seq) FROM prov.entries WHERE received_at <= %s", (as_of.time.ToDatetime(tzinfo=UTC),)
-    ).fetchone()
+def _seq_at_time(conn: psycopg.Connection, when: datetime) -> int:
+    row = conn.execute("SELECT max(seq) FROM prov.entries WHERE received_at <= %s", (when,)).fetchone()
     if row is None or row[0] is None:
-        raise NotFound(f"no entry was received at or before {as_of.time.ToJsonString()}")
+        raise NotFound(f"no entry was received at or before {when.isoformat()}")
     return int(row[0])
 
 
@@ -377,45 +369,46 @@ def _trace_node_ids(trace: Any) -> list[str] | None:
     return [n if isinstance(n, str) else n.id for n in nodes] + list(getattr(trace, "predictions", ()))
 
 
-def bundle_rpc(conn: psycopg.Connection, request: query_pb2.BundleRequest) -> query_pb2.BundleResponse:
-    """``QueryService.Bundle``: trace from the node, then bundle the entries behind the trace."""
+def bundle_trace(
+    conn: psycopg.Connection,
+    node_id: str,
+    *,
+    direction: str,
+    relations: Sequence[str] = (),
+    max_depth: int | None = None,
+    max_nodes: int | None = None,
+    as_of_seq: int | None = None,
+    as_of_time: datetime | None = None,
+) -> query_pb2.AuditBundle:
+    """Trace from ``node_id`` (``query.traverse.trace``), then bundle the entries behind the trace.
+
+    The arguments are already checked (QueryService's ``Bundle`` checks the request once, the CLI builds
+    them); the point in history is ``as_of_seq``, else the last entry received at ``as_of_time``, else the
+    latest checkpoint's, and must be covered by the latest checkpoint.
+    """
     from query.traverse import trace  # noqa: PLC0415 - the traversal is optional for the builder
 
-    if not request.node_id:
-        raise InvalidArgument("node_id is required")
-    if request.direction not in DIRECTIONS:
-        raise InvalidArgument("direction is required (UPSTREAM, DOWNSTREAM or BOTH)")
-    unknown = [r for r in request.relations if r not in RELATION_NAMES]
-    if unknown:
-        raise InvalidArgument(f"relations: unknown values {unknown[:5]}")
-    relations = tuple(RELATION_NAMES[r] for r in request.relations)
-    point = request.as_of.WhichOneof("point") if request.HasField("as_of") else None
-    if request.HasField("as_of") and point is None:
-        raise InvalidArgument("as_of: set either seq or time")
-    as_of = request.as_of.seq if point == "seq" else _seq_at_time(conn, request.as_of) if point == "time" else None
+    as_of = as_of_seq if as_of_seq is not None else _seq_at_time(conn, as_of_time) if as_of_time else None
     as_of = _as_of(_checkpoint(conn, None), as_of)
-    limits = {k: v for k, v in (("max_depth", request.max_depth), ("max_nodes", request.max_nodes)) if v}
-    t = trace(
-        conn, request.node_id, direction=DIRECTIONS[request.direction], relations=relations, as_of_seq=as_of, **limits
-    )
-    bundle = build_bundle(
+    limits = {k: v for k, v in (("max_depth", max_depth), ("max_nodes", max_nodes)) if v}
+    t = trace(conn, node_id, direction=direction, relations=tuple(relations), as_of_seq=as_of, **limits)
+    return build_bundle(
         conn,
         t.seqs,
-        subject=getattr(t, "start", request.node_id),
-        direction=request.direction,
+        subject=getattr(t, "start", node_id),
+        direction=direction,
         as_of_seq=as_of,
         node_ids=_trace_node_ids(t),
-        relations=relations,
+        relations=tuple(relations),
         truncated=bool(getattr(t, "truncated", False)),
     )
-    return query_pb2.BundleResponse(bundle=bundle)
 
 
 __all__ = [
     "Proofs",
     "SeqProof",
     "build_bundle",
-    "bundle_rpc",
+    "bundle_trace",
     "checkpoint_pb",
     "decode_bundle",
     "encode_bundle",

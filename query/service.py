@@ -45,7 +45,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -59,11 +59,11 @@ from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_w
 from provault.v1 import query_pb2, query_pb2_grpc
 
 from . import traverse
-from .bundle import bundle_rpc, proofs_for
-from .bundle_verify import NODE_TYPES, RELATION_NAMES, RELATIONS, attributes_json
+from .bundle import bundle_trace, proofs_for
 from .export import CONTENT_TYPES, export_stream
 from .sparql import run_sparql
 from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, TraceEdge, TraceNode
+from .wire import NODE_TYPES, direction_name, edge_message, enum_name, node_message, relation_names
 
 logger = logging.getLogger("provault.grpc.query")
 
@@ -88,11 +88,6 @@ _MESSAGE_MARGIN = 4_096
 
 # --- enums ---------------------------------------------------------------------------------
 
-DIRECTIONS: Mapping[int, str] = {
-    query_pb2.DIRECTION_UPSTREAM: traverse.UPSTREAM,
-    query_pb2.DIRECTION_DOWNSTREAM: traverse.DOWNSTREAM,
-    query_pb2.DIRECTION_BOTH: traverse.BOTH,
-}
 EXPORT_FORMATS: Mapping[int, str] = {
     query_pb2.EXPORT_FORMAT_TURTLE: "turtle",
     query_pb2.EXPORT_FORMAT_JSONLD: "jsonld",
@@ -195,44 +190,30 @@ def _capped(value: int, what: str, default: int, cap: int) -> int:
     return value
 
 
-def _direction(value: int, what: str = "direction") -> str:
-    if value not in DIRECTIONS:
-        names = ", ".join(query_pb2.Direction.Name(v) for v in DIRECTIONS)
-        raise InvalidArgument(expected_found(what, f"one of {names}", _enum_name(query_pb2.Direction, value)))
-    return DIRECTIONS[value]
-
-
-def _relations(values: Sequence[int], what: str = "relations") -> tuple[str, ...]:
-    out = []
-    for i, v in enumerate(values):
-        if v not in RELATION_NAMES:
-            raise InvalidArgument(expected_found(f"{what}[{i}]", "a PROV relation", _enum_name(query_pb2.Relation, v)))
-        out.append(RELATION_NAMES[v])
-    return tuple(sorted(set(out)))
-
-
-def _enum_name(enum: Any, value: int) -> str:
-    try:
-        return enum.Name(value)
-    except ValueError:
-        return str(value)
-
-
-def _resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
-    """The seq a request's ``as_of`` names; the projection's position when absent."""
+def _as_of_point(request: Any) -> tuple[int | None, datetime | None]:
+    """The ``as_of`` of a request, checked: ``(seq, None)``, ``(None, time)``, or ``(None, None)`` when absent."""
     if not request.HasField("as_of"):
-        seq = traverse.position(conn)
-        if seq < 0:
-            raise NotCovered("nothing is projected yet", hint="retry once the projector has read the log")
-        return seq
+        return None, None
     point = request.as_of.WhichOneof("point")
     if point is None:
         raise InvalidArgument("as_of: expected exactly one of seq or time, found neither")
     if point == "seq":
         if request.as_of.seq > MAX_DB_INT:
             raise InvalidArgument(expected_found("as_of.seq", f"a seq in 0..{MAX_DB_INT}", request.as_of.seq))
-        return traverse.pin_as_of(conn, request.as_of.seq)
-    when = request.as_of.time.ToDatetime(tzinfo=UTC)
+        return request.as_of.seq, None
+    return None, request.as_of.time.ToDatetime(tzinfo=UTC)
+
+
+def _resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
+    """The seq a request's ``as_of`` names; the projection's position when absent."""
+    seq, when = _as_of_point(request)
+    if seq is not None:
+        return traverse.pin_as_of(conn, seq)
+    if when is None:
+        seq = traverse.position(conn)
+        if seq < 0:
+            raise NotCovered("nothing is projected yet", hint="retry once the projector has read the log")
+        return seq
     seq = traverse.resolve_as_of(conn, time=when)
     if seq is None or seq < 0:
         raise NotFound(f"as_of.time {when.isoformat()} is before the first entry of the log: nothing existed yet")
@@ -286,24 +267,13 @@ def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
 
 
 def node_pb(n: TraceNode) -> query_pb2.Node:
-    return query_pb2.Node(
-        id=n.id,
-        type=NODE_TYPES.get(n.type, query_pb2.NODE_TYPE_UNSPECIFIED),
-        kind=n.kind or "",
-        label=n.label or "",
-        attributes_json=attributes_json(n.attributes),
-        introduced_seq=max(0, n.first_seq),
+    return node_message(
+        id=n.id, node_type=n.type, kind=n.kind, label=n.label, attributes=n.attributes, introduced_seq=n.first_seq
     )
 
 
 def edge_pb(e: TraceEdge) -> query_pb2.Edge:
-    return query_pb2.Edge(
-        relation=RELATIONS[e.relation],
-        from_id=e.src,
-        to_id=e.dst,
-        seq=e.seq,
-        attributes_json=attributes_json(e.attributes),
-    )
+    return edge_message(relation=e.relation, src=e.src, dst=e.dst, seq=e.seq, attributes=e.attributes)
 
 
 # --- Trace pages ---------------------------------------------------------------------------
@@ -365,11 +335,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     @_rpc
     def Trace(self, request: query_pb2.TraceRequest, context: grpc.ServicerContext) -> query_pb2.TraceResponse:
         start = _text(request.start_node_id, "start_node_id")
-        direction = _direction(request.direction)
+        direction = direction_name(request.direction)
         max_depth = _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
         max_nodes = _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
         page_size = _capped(request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        relations = _relations(request.relations)
+        relations = relation_names(request.relations)
         fp = _fingerprint(request)
         with self.reads.connection() as conn, traverse.snapshot(conn):
             if request.page_token:
@@ -452,7 +422,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         if request.format not in EXPORT_FORMATS:
             names = ", ".join(query_pb2.ExportFormat.Name(v) for v in EXPORT_FORMATS)
             raise InvalidArgument(
-                expected_found("format", f"one of {names}", _enum_name(query_pb2.ExportFormat, request.format))
+                expected_found("format", f"one of {names}", enum_name(query_pb2.ExportFormat, request.format))
             )
         fmt = EXPORT_FORMATS[request.format]
         scope = request.WhichOneof("scope")
@@ -482,14 +452,24 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def Bundle(self, request: query_pb2.BundleRequest, context: grpc.ServicerContext) -> query_pb2.BundleResponse:
-        _text(request.node_id, "node_id")
-        _direction(request.direction)
-        _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
-        _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
-        _relations(request.relations)
+        node_id = _text(request.node_id, "node_id")
+        direction = direction_name(request.direction)
+        max_depth = _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+        max_nodes = _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
+        relations = relation_names(request.relations)
+        as_of_seq, as_of_time = _as_of_point(request)
         with self.reads.connection() as conn:
-            response = bundle_rpc(conn, request)
-        return self._fits(response, "Bundle")
+            bundle = bundle_trace(
+                conn,
+                node_id,
+                direction=direction,
+                relations=relations,
+                max_depth=max_depth,
+                max_nodes=max_nodes,
+                as_of_seq=as_of_seq,
+                as_of_time=as_of_time,
+            )
+        return self._fits(query_pb2.BundleResponse(bundle=bundle), "Bundle")
 
 
 def _int(value: Any) -> int:
@@ -501,13 +481,13 @@ def _int(value: Any) -> int:
 def _node_type(value: int) -> str | None:
     names = {v: k for k, v in NODE_TYPES.items()}
     if value not in names:
-        raise InvalidArgument(expected_found("type", "a NodeType", _enum_name(query_pb2.NodeType, value)))
+        raise InvalidArgument(expected_found("type", "a NodeType", enum_name(query_pb2.NodeType, value)))
     return names[value]
 
 
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:
     start = _text(sub.start_node_id, "subgraph.start_node_id")
-    direction = _direction(sub.direction, "subgraph.direction")
+    direction = direction_name(sub.direction, "subgraph.direction")
     max_depth = _capped(sub.max_depth, "subgraph.max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
     answer = traverse.trace(
         conn,
@@ -515,7 +495,7 @@ def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: 
         direction=direction,
         max_depth=max_depth,
         max_nodes=MAX_NODES_CAP,
-        relations=_relations(sub.relations, "subgraph.relations"),
+        relations=relation_names(sub.relations, "subgraph.relations"),
         as_of_seq=seq,
         predictions_limit=0,
     )

@@ -83,24 +83,19 @@ def run_bundle(args: argparse.Namespace) -> int:
     from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
     from ledger.db import connect  # noqa: PLC0415
     from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
-    from provault.v1 import query_pb2  # noqa: PLC0415
-    from query.bundle import bundle_rpc, write_bundle  # noqa: PLC0415
+    from query.bundle import bundle_trace, write_bundle  # noqa: PLC0415
 
-    direction = (
-        query_pb2.DIRECTION_DOWNSTREAM
-        if args.down
-        else query_pb2.DIRECTION_BOTH
-        if args.both
-        else query_pb2.DIRECTION_UPSTREAM
-    )
-    request = query_pb2.BundleRequest(
-        node_id=args.node_id, direction=direction, max_depth=max(args.depth, 0), max_nodes=max(args.max_nodes, 0)
-    )
-    if args.as_of is not None:
-        request.as_of.seq = args.as_of
+    direction = "downstream" if args.down else "both" if args.both else "upstream"
     dsn = resolve_postgres_dsn(settings_from(args))
     with connect(dsn, autocommit=True, role=AUDITOR_ROLE) as conn:
-        bundle = bundle_rpc(conn, request).bundle
+        bundle = bundle_trace(
+            conn,
+            args.node_id,
+            direction=direction,
+            max_depth=max(args.depth, 0),
+            max_nodes=max(args.max_nodes, 0),
+            as_of_seq=args.as_of,
+        )
     size = write_bundle(bundle, args.out, binary=args.binary)
     print(
         f"wrote {args.out} ({size} bytes): {len(bundle.entries)} entries and {len(bundle.key_entries)} key entries "

@@ -570,8 +570,7 @@ class Demo:
     def bundle(self, prediction: str) -> None:
         from ledger.core.checkpoint import format_vkey  # noqa: PLC0415
         from ledger.store import checkpoints  # noqa: PLC0415
-        from provault.v1 import query_pb2  # noqa: PLC0415
-        from query.bundle import bundle_rpc  # noqa: PLC0415
+        from query.bundle import bundle_trace  # noqa: PLC0415
         from query.bundle_verify import read_bundle, verify_bundle, write_bundle  # noqa: PLC0415
 
         p = self.paths
@@ -583,9 +582,8 @@ class Demo:
         self.say.command(
             ["provault", "verify-bundle", p.rel(path), "--key", p.rel(vkey_path), "--admin-key", p.rel(admin_pub)]
         )
-        request = query_pb2.BundleRequest(node_id=prediction, direction=query_pb2.DIRECTION_UPSTREAM)
         with self.db() as conn:
-            bundle = bundle_rpc(conn, request).bundle
+            bundle = bundle_trace(conn, prediction, direction="upstream")
             verifier = checkpoints.checkpoint_verifier(conn)
         size = write_bundle(bundle, path)
         vkey = format_vkey(verifier.name, verifier.verifier.public_key)

@@ -9,6 +9,8 @@ are in docs/query.md, "Traceback and impact". Modules: ``_answers`` (the answer 
 
 from __future__ import annotations
 
+from query._mapping import PREDICTION_KIND
+
 from ._answers import (
     BOTH,
     DEFAULT_MAX_DEPTH,
@@ -16,7 +18,6 @@ from ._answers import (
     DEFAULT_PREDICTIONS_LIMIT,
     DIRECTIONS,
     DOWNSTREAM,
-    PREDICTION_KIND,
     RELATIONS,
     SIGNED_BY,
     UPSTREAM,

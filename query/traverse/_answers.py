@@ -20,7 +20,6 @@ RELATIONS = tuple(RELATION_ENDS)
 DEFAULT_MAX_DEPTH = 20
 DEFAULT_MAX_NODES = 10_000
 DEFAULT_PREDICTIONS_LIMIT = 1000
-PREDICTION_KIND = "provault:Prediction"
 KEY_KIND = "provault:Key"
 SIGNED_BY = "provault:SignedBy"
 """``prov:type`` of the edge from a node to the key that signed an assertion about it."""

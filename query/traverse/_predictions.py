@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 
-from ledger.core.events import format_time
+from query._mapping import PREDICTION_KIND, prediction_attributes
 
-from ._answers import PREDICTION_KIND, PredictionRef, TraceEdge, TraceNode
+from ._answers import PredictionRef, TraceEdge, TraceNode
 
 # --- predictions ---------------------------------------------------------------------------
 
@@ -27,13 +27,11 @@ def _ref(row: Sequence[Any]) -> PredictionRef:
 def prediction_node(rows: Sequence[PredictionRef], depth: int = 0) -> TraceNode:
     """A prediction presented as an entity (kind ``provault:Prediction``) from its index rows.
 
-    The same attributes an offline verifier recomputes from the batch's event
-    (``query.bundle_verify``): ``prov:type``, ``prov:generatedAtTime`` and the
-    row's ``provault:input`` / ``provault:output`` when present.
+    Its attributes are ``query._mapping.prediction_attributes``, as an offline
+    verifier recomputes them from the batch's event.
     """
     first = rows[0]
-    attrs: dict[str, Any] = {"prov:type": PREDICTION_KIND, "prov:generatedAtTime": format_time(first.time)}
-    attrs.update({f"provault:{k}": v for k, v in (("input", first.input), ("output", first.output)) if v is not None})
+    attrs = prediction_attributes(first.time, first.input, first.output)
     return TraceNode(
         id=first.id,
         type="entity",

@@ -14,6 +14,7 @@ from ledger.core.vocab import prediction_id
 from ledger.db import translate_errors
 from query._mapping import (
     KEY_NODE_PREFIX,
+    PREDICTION_KIND,
     PREDICTION_PREFIX,
     RELATION_ENDS,
     key_node_id,
@@ -28,7 +29,6 @@ from ._answers import (
     DIRECTIONS,
     DOWNSTREAM,
     KEY_KIND,
-    PREDICTION_KIND,
     RELATIONS,
     SIGNED_BY,
     UPSTREAM,
