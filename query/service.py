@@ -38,14 +38,9 @@ Decisions the proto (``proto/provault/v1/query.proto``) leaves open, made here:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -53,17 +48,31 @@ import psycopg
 
 from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
 from ledger.grpckit.auth import ADMIN, AUDITOR
-from ledger.grpckit.server import MAX_DB_INT, ReadPool, serve_on
+from ledger.grpckit.server import ReadPool, serve_on
 from ledger.grpckit.service import GrpcServerService, register_servicer
 from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_with
 from provault.v1 import query_pb2, query_pb2_grpc
 
 from . import traverse
-from .bundle import bundle_trace, proofs_for
+from ._pages import edge_pb, entry_proofs, node_pb, sparql_response, trace_page
+from ._requests import (
+    MAX_ID_CHARS,
+    as_of_point,
+    capped,
+    decode_token,
+    encode_token,
+    fingerprint,
+    node_type_name,
+    refuse_nul,
+    resolve_as_of,
+    text_field,
+    token_offset,
+)
+from .bundle import bundle_trace
 from .export import CONTENT_TYPES, export_stream
 from .sparql import run_sparql
-from .traverse import AsOfNotProjected, NodeNotFound, PredictionRef, Trace, TraceEdge, TraceNode
-from .wire import NODE_TYPES, direction_name, edge_message, enum_name, node_message, relation_names
+from .traverse import AsOfNotProjected, NodeNotFound
+from .wire import direction_name, enum_name, relation_names
 
 logger = logging.getLogger("provault.grpc.query")
 
@@ -82,7 +91,6 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 500, 5_000
 DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE = 50, 1_000
 DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS = 1_000, 100_000
 SPARQL_TIMEOUT_S = 10.0
-MAX_ID_CHARS = 4_096
 MAX_SPARQL_CHARS = 100_000
 _MESSAGE_MARGIN = 4_096
 
@@ -157,164 +165,6 @@ def _rpc_stream(fn: F) -> F:
     return handler  # type: ignore[return-value]
 
 
-def refuse_nul(message: Any, path: str = "request") -> None:
-    """INVALID_ARGUMENT for a U+0000 in any string field (no stored id or text can contain one)."""
-    for field, value in message.ListFields():
-        where = f"{path}.{field.name}"
-        values = value if field.is_repeated else [value]
-        for v in values:
-            if isinstance(v, str) and "\x00" in v:
-                raise InvalidArgument(f"{where}: contains a NUL character (U+0000); no id or text in the ledger does")
-            if hasattr(v, "ListFields"):
-                refuse_nul(v, where)
-
-
-# --- request fields ------------------------------------------------------------------------
-
-
-def _text(value: str, what: str, limit: int = MAX_ID_CHARS) -> str:
-    if not value:
-        raise InvalidArgument(f"{what}: expected a non-empty string, found an empty field")
-    if len(value) > limit:
-        raise InvalidArgument(expected_found(what, f"at most {limit} characters (the cap)", f"{len(value)} characters"))
-    return value
-
-
-def _capped(value: int, what: str, default: int, cap: int) -> int:
-    if value == 0:
-        return default
-    if value > cap:
-        raise InvalidArgument(
-            expected_found(what, f"at most {cap} (the server's cap; 0 for the default {default})", value)
-        )
-    return value
-
-
-def _as_of_point(request: Any) -> tuple[int | None, datetime | None]:
-    """The ``as_of`` of a request, checked: ``(seq, None)``, ``(None, time)``, or ``(None, None)`` when absent."""
-    if not request.HasField("as_of"):
-        return None, None
-    point = request.as_of.WhichOneof("point")
-    if point is None:
-        raise InvalidArgument("as_of: expected exactly one of seq or time, found neither")
-    if point == "seq":
-        if request.as_of.seq > MAX_DB_INT:
-            raise InvalidArgument(expected_found("as_of.seq", f"a seq in 0..{MAX_DB_INT}", request.as_of.seq))
-        return request.as_of.seq, None
-    return None, request.as_of.time.ToDatetime(tzinfo=UTC)
-
-
-def _resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
-    """The seq a request's ``as_of`` names; the projection's position when absent."""
-    seq, when = _as_of_point(request)
-    if seq is not None:
-        return traverse.pin_as_of(conn, seq)
-    if when is None:
-        seq = traverse.position(conn)
-        if seq < 0:
-            raise NotCovered("nothing is projected yet", hint="retry once the projector has read the log")
-        return seq
-    seq = traverse.resolve_as_of(conn, time=when)
-    if seq is None or seq < 0:
-        raise NotFound(f"as_of.time {when.isoformat()} is before the first entry of the log: nothing existed yet")
-    return seq
-
-
-# --- page tokens ---------------------------------------------------------------------------
-
-_TOKEN_PREFIX = "pv1."
-
-
-def _fingerprint(request: Any) -> str:
-    """A digest of every request field but the page token."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("page_token")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:24]
-
-
-def encode_token(kind: str, fingerprint: str, **fields: Any) -> str:
-    body = json.dumps({"k": kind, "f": fingerprint, **fields}, separators=(",", ":"), sort_keys=True).encode()
-    return _TOKEN_PREFIX + base64.urlsafe_b64encode(body).decode().rstrip("=")
-
-
-def decode_token(token: str, kind: str, fingerprint: str) -> dict[str, Any]:
-    """The fields of a page token of ``kind`` for a request with ``fingerprint``; INVALID_ARGUMENT otherwise."""
-    bad = InvalidArgument(
-        expected_found("page_token", "the next_page_token of a previous response", repr(token[:40])),
-        hint="start again with an empty page_token",
-    )
-    if not token.startswith(_TOKEN_PREFIX) or len(token) > 4096:
-        raise bad
-    body = token[len(_TOKEN_PREFIX) :]
-    try:
-        fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, binascii.Error):
-        raise bad from None
-    if not isinstance(fields, dict) or fields.get("k") != kind or not isinstance(fields.get("s"), int):
-        raise bad
-    if fields["s"] < 0 or not isinstance(fields.get("a"), str | None):
-        raise bad
-    if fields.get("f") != fingerprint:
-        raise InvalidArgument(
-            "page_token: expected the same request fields as the page it came from, found different ones",
-            hint="pass the token back with otherwise identical fields, or start again without it",
-        )
-    return fields
-
-
-# --- conversion to protobuf ----------------------------------------------------------------
-
-
-def node_pb(n: TraceNode) -> query_pb2.Node:
-    return node_message(
-        id=n.id, node_type=n.type, kind=n.kind, label=n.label, attributes=n.attributes, introduced_seq=n.first_seq
-    )
-
-
-def edge_pb(e: TraceEdge) -> query_pb2.Edge:
-    return edge_message(relation=e.relation, src=e.src, dst=e.dst, seq=e.seq, attributes=e.attributes)
-
-
-# --- Trace pages ---------------------------------------------------------------------------
-
-
-def _prediction_items(trace: Trace, rows: Sequence[PredictionRef]) -> tuple[list[TraceNode], list[TraceEdge]]:
-    depth = {n.id: n.depth for n in trace.nodes}
-    by_id: dict[str, list[PredictionRef]] = {}
-    for r in rows:
-        by_id.setdefault(r.id, []).append(r)
-    nodes = [traverse.prediction_node(rs, depth=min(depth.get(r.activity, 0) for r in rs) + 1) for rs in by_id.values()]
-    return nodes, [traverse.prediction_edge(r) for r in rows]
-
-
-def trace_page(
-    conn: psycopg.Connection, trace: Trace, *, offset: int, after: str | None, page_size: int
-) -> tuple[list[TraceNode], list[TraceEdge], dict[str, Any] | None]:
-    """One page of an answer: its nodes, its edges and the cursor of the next page (None on the last)."""
-    graph = trace.nodes
-    index = {n.id: i for i, n in enumerate(graph)}
-    nodes = list(graph[offset : offset + page_size])
-    end = offset + len(nodes)
-    edges = [e for e in trace.edges if offset <= max(index[e.src], index[e.dst]) < end]
-    if end < len(graph):
-        return nodes, edges, {"o": end, "a": None}
-    room = page_size - len(nodes)
-    if trace.direction == traverse.UPSTREAM or not trace.predictions_total:
-        return nodes, edges, None
-    if room == 0:
-        return nodes, edges, ({"o": len(graph), "a": None} if offset < len(graph) else None)
-    rows, more = traverse.predictions_page(
-        conn,
-        trace.prediction_activities,
-        trace.as_of_seq,
-        limit=room,
-        after=after if offset >= len(graph) else None,
-    )
-    pnodes, pedges = _prediction_items(trace, rows)
-    return nodes + pnodes, edges + pedges, ({"o": len(graph), "a": more} if more else None)
-
-
 # --- the servicer --------------------------------------------------------------------------
 
 
@@ -334,19 +184,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def Trace(self, request: query_pb2.TraceRequest, context: grpc.ServicerContext) -> query_pb2.TraceResponse:
-        start = _text(request.start_node_id, "start_node_id")
+        start = text_field(request.start_node_id, "start_node_id")
         direction = direction_name(request.direction)
-        max_depth = _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
-        max_nodes = _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
-        page_size = _capped(request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        max_depth = capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+        max_nodes = capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
+        page_size = capped(request.page_size, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         relations = relation_names(request.relations)
-        fp = _fingerprint(request)
+        fp = fingerprint(request)
         with self.reads.connection() as conn, traverse.snapshot(conn):
             if request.page_token:
                 cursor = decode_token(request.page_token, "trace", fp)
-                seq, offset, after, tree = cursor["s"], _int(cursor.get("o")), cursor.get("a"), cursor.get("c")
+                seq, offset, after, tree = cursor["s"], token_offset(cursor.get("o")), cursor.get("a"), cursor.get("c")
             else:
-                seq, offset, after, tree = _resolve_as_of(conn, request), 0, None, None
+                seq, offset, after, tree = resolve_as_of(conn, request), 0, None, None
             answer = traverse.trace(
                 conn,
                 start,
@@ -366,7 +216,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             if request.include_proofs:
                 seqs = sorted({s for n in nodes for s in n.seqs} | {e.seq for e in edges})
-                response.proofs.CopyFrom(_proofs(conn, seqs, tree))
+                response.proofs.CopyFrom(entry_proofs(conn, seqs, tree))
                 tree = response.proofs.checkpoint.tree_size
             if nxt:
                 pinned = {"c": tree} if request.include_proofs else {}
@@ -375,22 +225,22 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def GetNode(self, request: query_pb2.GetNodeRequest, context: grpc.ServicerContext) -> query_pb2.GetNodeResponse:
-        node_id = _text(request.node_id, "node_id")
+        node_id = text_field(request.node_id, "node_id")
         with self.reads.connection() as conn:
-            seq = _resolve_as_of(conn, request)
+            seq = resolve_as_of(conn, request)
             node = traverse.get_node(conn, node_id, as_of_seq=seq)
         return self._fits(query_pb2.GetNodeResponse(node=node_pb(node), as_of_seq=seq), "GetNode")
 
     @_rpc
     def Search(self, request: query_pb2.SearchRequest, context: grpc.ServicerContext) -> query_pb2.SearchResponse:
-        page_size = _capped(request.page_size, "page_size", DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE)
-        node_type = _node_type(request.type)
+        page_size = capped(request.page_size, "page_size", DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE)
+        node_type = node_type_name(request.type)
         if len(request.text) > MAX_ID_CHARS:
             raise InvalidArgument(
                 expected_found("text", f"at most {MAX_ID_CHARS} characters (the cap)", f"{len(request.text)}")
             )
-        attributes = [(_text(a.name, f"attributes[{i}].name"), a.value) for i, a in enumerate(request.attributes)]
-        fp = _fingerprint(request)
+        attributes = [(text_field(a.name, f"attributes[{i}].name"), a.value) for i, a in enumerate(request.attributes)]
+        fp = fingerprint(request)
         with self.reads.connection() as conn:
             if request.page_token:
                 cursor = decode_token(request.page_token, "search", fp)
@@ -398,7 +248,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 if not isinstance(after, str):
                     raise InvalidArgument(expected_found("page_token", "a search token", "a token without a position"))
             else:
-                seq, after = _resolve_as_of(conn, request), None
+                seq, after = resolve_as_of(conn, request), None
             page = traverse.search(
                 conn,
                 text=request.text or None,
@@ -430,7 +280,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             raise InvalidArgument("scope: expected exactly one of subgraph or full_graph, found neither")
         content_type = CONTENT_TYPES[fmt]
         with self.reads.connection() as conn:
-            seq = _resolve_as_of(conn, request)
+            seq = resolve_as_of(conn, request)
             node_ids = _subgraph_ids(conn, request.subgraph, seq) if scope == "subgraph" else None
             first = True
             for chunk in export_stream(conn, fmt=fmt, node_ids=node_ids, as_of_seq=seq):
@@ -443,21 +293,21 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def Sparql(self, request: query_pb2.SparqlRequest, context: grpc.ServicerContext) -> query_pb2.SparqlResponse:
-        text = _text(request.query, "query", MAX_SPARQL_CHARS)
-        max_rows = _capped(request.max_rows, "max_rows", DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS)
+        text = text_field(request.query, "query", MAX_SPARQL_CHARS)
+        max_rows = capped(request.max_rows, "max_rows", DEFAULT_SPARQL_ROWS, MAX_SPARQL_ROWS)
         with self.reads.connection() as conn:
-            seq = _resolve_as_of(conn, request)
+            seq = resolve_as_of(conn, request)
             result = run_sparql(conn, text, node_ids=None, as_of_seq=seq, max_rows=max_rows, timeout_s=SPARQL_TIMEOUT_S)
-        return self._fits(_sparql_response(result, seq), "Sparql")
+        return self._fits(sparql_response(result, seq), "Sparql")
 
     @_rpc
     def Bundle(self, request: query_pb2.BundleRequest, context: grpc.ServicerContext) -> query_pb2.BundleResponse:
-        node_id = _text(request.node_id, "node_id")
+        node_id = text_field(request.node_id, "node_id")
         direction = direction_name(request.direction)
-        max_depth = _capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
-        max_nodes = _capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
+        max_depth = capped(request.max_depth, "max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+        max_nodes = capped(request.max_nodes, "max_nodes", DEFAULT_MAX_NODES, MAX_NODES_CAP)
         relations = relation_names(request.relations)
-        as_of_seq, as_of_time = _as_of_point(request)
+        as_of_seq, as_of_time = as_of_point(request)
         with self.reads.connection() as conn:
             bundle = bundle_trace(
                 conn,
@@ -472,23 +322,10 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return self._fits(query_pb2.BundleResponse(bundle=bundle), "Bundle")
 
 
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or value < 0:
-        raise InvalidArgument(expected_found("page_token", "a trace token", "a token without a valid offset"))
-    return value
-
-
-def _node_type(value: int) -> str | None:
-    names = {v: k for k, v in NODE_TYPES.items()}
-    if value not in names:
-        raise InvalidArgument(expected_found("type", "a NodeType", enum_name(query_pb2.NodeType, value)))
-    return names[value]
-
-
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:
-    start = _text(sub.start_node_id, "subgraph.start_node_id")
+    start = text_field(sub.start_node_id, "subgraph.start_node_id")
     direction = direction_name(sub.direction, "subgraph.direction")
-    max_depth = _capped(sub.max_depth, "subgraph.max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
+    max_depth = capped(sub.max_depth, "subgraph.max_depth", DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP)
     answer = traverse.trace(
         conn,
         start,
@@ -505,38 +342,6 @@ def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: 
             hint="narrow it with max_depth or relations, or export the full graph as N-Triples",
         )
     return [n.id for n in answer.nodes]
-
-
-def _proofs(conn: psycopg.Connection, seqs: Sequence[int], tree_size: Any) -> query_pb2.EntryProofs:
-    """Inclusion proofs for ``seqs``: against the latest checkpoint, or the one the page token pinned."""
-    if tree_size is not None and (not isinstance(tree_size, int) or tree_size < 1):
-        raise InvalidArgument(expected_found("page_token", "a trace token", "a token without a valid checkpoint"))
-    return proofs_for(conn, seqs, tree_size=tree_size).to_pb()
-
-
-_TERM_TYPES = {
-    "iri": query_pb2.RDF_TERM_TYPE_IRI,
-    "literal": query_pb2.RDF_TERM_TYPE_LITERAL,
-    "bnode": query_pb2.RDF_TERM_TYPE_BLANK_NODE,
-}
-
-
-def _term_pb(v: Any) -> query_pb2.RdfTerm:
-    return query_pb2.RdfTerm(type=_TERM_TYPES[v.type], value=v.value, datatype=v.datatype or "", language=v.lang or "")
-
-
-def _sparql_response(result: Any, seq: int) -> query_pb2.SparqlResponse:
-    """``query.sparql.SparqlResult`` as the response message."""
-    if result.kind == "ask":
-        return query_pb2.SparqlResponse(boolean=bool(result.boolean), as_of_seq=seq)
-    rows = [
-        query_pb2.SparqlRow(
-            bindings={var: _term_pb(v) for var, v in zip(result.variables, row, strict=True) if v is not None}
-        )
-        for row in result.rows
-    ]
-    bindings = query_pb2.SparqlBindings(variables=list(result.variables), rows=rows, truncated=result.truncated)
-    return query_pb2.SparqlResponse(bindings=bindings, as_of_seq=seq)
 
 
 # --- the server ------------------------------------------------------------------------------

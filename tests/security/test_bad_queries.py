@@ -187,7 +187,7 @@ def test_malformed_page_tokens_are_invalid_argument(q: Served) -> None:
             assert code == INVALID and "page_token" in details, (token[:40], details)
         other = Q.TraceRequest(start_node_id=li.ds2, direction=DOWN, page_size=3, page_token=real)
         assert "same request fields" in code_of(q.stub.Trace, other)[1]
-        forged = encode_token("trace", query_service._fingerprint(trace), s=10**30, o=0)  # a token a client made up
+        forged = encode_token("trace", query_service.fingerprint(trace), s=10**30, o=0)  # a token a client made up
         request = Q.TraceRequest()
         request.CopyFrom(trace)
         request.page_token = forged
