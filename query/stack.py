@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ledger.grpckit.auth import server_security
+from ledger.grpckit.security import server_security
 from ledger.stack import Endpoints, Stack
 from query.projector import Projector
 from query.service import QueryGrpcService

@@ -13,7 +13,7 @@ from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
 from ledger.db import connect
-from ledger.grpckit.auth import server_security
+from ledger.grpckit.security import server_security
 from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
 from ledger.store.migrate import pending

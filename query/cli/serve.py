@@ -9,7 +9,7 @@ import threading
 
 from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
-from ledger.grpckit.auth import server_security
+from ledger.grpckit.security import server_security
 from ledger.stack import resolve_postgres_dsn
 from query.projector import Projector
 from query.service import QueryGrpcService

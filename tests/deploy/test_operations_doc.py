@@ -28,7 +28,7 @@ import pytest
 
 from ledger.cli import build_parser
 from ledger.config import Settings, load_settings
-from ledger.grpckit.auth import server_security
+from ledger.grpckit.security import server_security
 from ledger.grpckit.tokens import TokenStore
 from ledger.transport import nats_servers
 

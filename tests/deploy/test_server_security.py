@@ -15,7 +15,7 @@ import yaml
 
 from ledger.cli import build_parser
 from ledger.config import load_settings
-from ledger.grpckit.auth import server_security
+from ledger.grpckit.security import server_security
 from ledger.grpckit.tokens import TokenStore
 from ledger.natsauth import connect_options, require_ledger_user
 

@@ -32,7 +32,8 @@ from ledger.config import GrpcSettings, Settings
 from ledger.core.errors import ConfigError
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, server_security
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.grpckit.security import server_security
 from ledger.grpckit.tokens import TokenStore, tokens_path
 from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import build_ledger_server
