@@ -181,11 +181,11 @@ def seal_only(n: int, batch_max: int) -> dict:
 def count_rows(dsn: str) -> tuple[int, int, int]:
     """(rows, distinct ids, rejections) of the predictions in the ledger."""
     from ledger.db import connect  # noqa: PLC0415
-    from ledger.store import log  # noqa: PLC0415
+    from ledger.store import entries  # noqa: PLC0415
 
     ids: Counter[str] = Counter()
     with connect(dsn, autocommit=True) as conn:
-        for entry in log.iter_entries(conn, chunk=50):
+        for entry in entries.iter_entries(conn, chunk=50):
             if entry.kind == PREDICTIONS_LOGGED:
                 ids.update(r[0] for r in parse_event(parse_envelope(entry.envelope).payload).data["rows"])
         rejected = conn.execute("SELECT count(*) FROM ledger.rejections").fetchone()[0]

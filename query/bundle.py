@@ -43,6 +43,7 @@ from ledger.grpckit.status import NotCovered, NotFound
 from ledger.store import checkpoints as stored_checkpoints
 from ledger.store import log
 from ledger.store.checkpoints import StoredCheckpoint
+from ledger.store.entries import StoredEntry, entries_at
 from provault.v1 import ledger_pb2, query_pb2
 from query.bundle_verify import (
     BUNDLE_FORMAT,
@@ -152,30 +153,6 @@ def proofs_for(conn: psycopg.Connection, seqs: Iterable[int], *, tree_size: int 
 # --- reading what a bundle needs -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Row:
-    seq: int
-    event_id: str
-    keyid: str
-    envelope: bytes
-    leaf_hash: bytes
-
-
-@log.translate_errors
-def _entries(conn: psycopg.Connection, seqs: Sequence[int]) -> dict[int, _Row]:
-    rows = conn.execute(
-        "SELECT seq, event_id::text, keyid, envelope, leaf_hash FROM ledger.entries WHERE seq = ANY(%s)", (list(seqs),)
-    )
-    found = {
-        int(r[0]): _Row(seq=int(r[0]), event_id=r[1], keyid=r[2], envelope=bytes(r[3]), leaf_hash=bytes(r[4]))
-        for r in rows
-    }
-    missing = [s for s in seqs if s not in found]
-    if missing:
-        raise InvalidArgument(f"no log entries at seqs {missing[:10]}")
-    return found
-
-
 @log.translate_errors
 def _node_seqs(conn: psycopg.Connection, node_ids: Sequence[str], as_of: int) -> set[int]:
     """The entries the projection folds into these nodes up to ``as_of`` (see the module docstring)."""
@@ -227,7 +204,7 @@ def _key_history(conn: psycopg.Connection, signers: set[str], tree_size: int) ->
             )
         registered, revoked = keys[kid]
         new = [registered] + ([revoked] if revoked is not None and revoked < tree_size else [])
-        for row in _entries(conn, [s for s in new if s not in seqs]).values():
+        for row in entries_at(conn, [s for s in new if s not in seqs]).values():
             todo.append(row.keyid)
         seqs.update(new)
     return sorted(seqs), sorted(used_roots)
@@ -242,7 +219,7 @@ def _direction(direction: str) -> int:
     return DIRECTION_VALUES[direction]
 
 
-def _graph(rows: dict[int, _Row]) -> Graph:
+def _graph(rows: dict[int, StoredEntry]) -> Graph:
     events = []
     for seq, row in sorted(rows.items()):
         events.append(
@@ -251,7 +228,7 @@ def _graph(rows: dict[int, _Row]) -> Graph:
     return recompute_graph(events)
 
 
-def _proven(row: _Row, proof: SeqProof) -> query_pb2.ProvenEntry:
+def _proven(row: StoredEntry, proof: SeqProof) -> query_pb2.ProvenEntry:
     entry = ledger_pb2.Entry(
         seq=row.seq, event_id=row.event_id, keyid=row.keyid, envelope_json=row.envelope, leaf_hash=row.leaf_hash
     )
@@ -301,16 +278,16 @@ def build_bundle(
         )
     if wanted and wanted[-1] > as_of:
         raise InvalidArgument(f"seqs {[s for s in wanted if s > as_of][:10]} lie after the bundle's as-of seq {as_of}")
-    base = _entries(conn, wanted)
+    base = entries_at(conn, wanted)
     nodes = list(node_ids) if node_ids is not None else sorted(_graph(base).nodes)
     if subject not in nodes:
         raise InvalidArgument(
             f"the subject {subject!r} is not among the bundle's nodes", hint="trace from it, or include its entries"
         )
-    rows = {**base, **_entries(conn, sorted(_node_seqs(conn, nodes, as_of) - set(base)))}
+    rows = {**base, **entries_at(conn, sorted(_node_seqs(conn, nodes, as_of) - set(base)))}
     graph = _graph(rows)
     key_seqs, roots = _key_history(conn, {r.keyid for r in rows.values()}, cp.tree_size)
-    key_rows = _entries(conn, key_seqs)
+    key_rows = entries_at(conn, key_seqs)
     proofs = {p.seq: p for p in proofs_for(conn, set(rows) | set(key_rows), tree_size=cp.tree_size).proofs}
     bundle = query_pb2.AuditBundle(
         format=BUNDLE_FORMAT,

@@ -23,7 +23,6 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -33,6 +32,8 @@ from psycopg.types.json import Jsonb
 from ledger.background import BackgroundService
 from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
 from ledger.db import connect, translate_errors
+from ledger.store.entries import StoredEntry, read_entries
+from ledger.store.log import LOG_CHANNEL
 from ledger.store.migrate import migrate
 
 from ._mapping import EntryRows, fold_nodes, map_entry
@@ -41,8 +42,6 @@ logger = logging.getLogger("provault.projector")
 
 PROJECTOR_ROLE = "provault_projector"
 PROV_MIGRATIONS = Path(__file__).with_name("migrations")
-CHANNEL = "provault_log"
-"""Channel the service LISTENs on; a NOTIFY there wakes it before its next poll."""
 DEFAULT_BATCH = 1000
 MAX_CHUNK_BYTES = 64 << 20
 """A chunk stops early once its envelopes reach this many bytes (large prediction batches)."""
@@ -50,10 +49,6 @@ MAX_CHUNK_BYTES = 64 << 20
 TABLES = ("entries", "skipped", "nodes", "node_versions", "edges", "predictions", "position")
 """The projected tables, in the order :func:`checksum` digests them."""
 
-_SELECT_ENTRIES = sql.SQL(
-    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, received_at, envelope"
-    " FROM ledger.entries WHERE seq > %s ORDER BY seq LIMIT %s"
-)
 _UPSERT_NODE = sql.SQL(
     "INSERT INTO prov.nodes AS n (id, iri, node_type, label, kind, attributes, first_seq, last_seq)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
@@ -71,21 +66,6 @@ def migrate_prov(dsn: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LogEntry:
-    """The columns of a ledger entry the projection needs."""
-
-    seq: int
-    event_id: str
-    keyid: str
-    producer_id: str
-    producer_seq: int
-    kind: str
-    event_time: datetime
-    received_at: datetime
-    envelope: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Skipped:
     """An entry the projection could not map, and why."""
 
@@ -94,7 +74,7 @@ class Skipped:
     message: str
 
 
-def map_log_entry(entry: LogEntry) -> EntryRows | Skipped:
+def map_log_entry(entry: StoredEntry) -> EntryRows | Skipped:
     """The rows of one entry, or the reason it is skipped (logged loudly)."""
     try:
         return map_entry(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind)
@@ -124,7 +104,7 @@ def project(conn: psycopg.Connection, *, batch: int = DEFAULT_BATCH, max_chunks:
 def _project_chunk(conn: psycopg.Connection, batch: int) -> int:
     with conn.transaction():
         last = conn.execute("SELECT last_seq FROM prov.position FOR UPDATE").fetchone()[0]
-        entries = _read_entries(conn, last, batch)
+        entries = read_entries(conn, after=last, limit=batch, max_bytes=MAX_CHUNK_BYTES)
         if not entries:
             return 0
         _check_contiguous(last, entries)
@@ -134,33 +114,7 @@ def _project_chunk(conn: psycopg.Connection, batch: int) -> int:
     return len(entries)
 
 
-def _read_entries(conn: psycopg.Connection, last: int, batch: int) -> list[LogEntry]:
-    out: list[LogEntry] = []
-    size = 0
-    with conn.cursor(name="provault_projector_chunk") as cur:
-        cur.itersize = min(batch, 100)
-        cur.execute(_SELECT_ENTRIES, (last, batch))
-        for r in cur:
-            out.append(
-                LogEntry(
-                    seq=r[0],
-                    event_id=r[1],
-                    keyid=r[2],
-                    producer_id=r[3],
-                    producer_seq=r[4],
-                    kind=r[5],
-                    event_time=r[6],
-                    received_at=r[7],
-                    envelope=bytes(r[8]),
-                )
-            )
-            size += len(out[-1].envelope)
-            if size >= MAX_CHUNK_BYTES:
-                break
-    return out
-
-
-def _check_contiguous(last: int, entries: Sequence[LogEntry]) -> None:
+def _check_contiguous(last: int, entries: Sequence[StoredEntry]) -> None:
     for expected, e in enumerate(entries, start=last + 1):
         if e.seq != expected:
             raise LedgerCorrupted(
@@ -169,7 +123,7 @@ def _check_contiguous(last: int, entries: Sequence[LogEntry]) -> None:
             )
 
 
-def _write(conn: psycopg.Connection, entries: Sequence[LogEntry], mapped: Sequence[EntryRows | Skipped]) -> None:
+def _write(conn: psycopg.Connection, entries: Sequence[StoredEntry], mapped: Sequence[EntryRows | Skipped]) -> None:
     cur = conn.cursor()
     with cur.copy(
         "COPY prov.entries (seq, event_id, kind, keyid, producer_id, producer_seq, event_time, received_at) FROM STDIN"
@@ -300,8 +254,8 @@ class Projector(BackgroundService):
     """Keeps the projection caught up with the log, in a thread.
 
     Projects one chunk at a time while entries are waiting; when caught up,
-    waits up to ``poll_s`` for a NOTIFY on :data:`CHANNEL` (the ledger sends
-    none today, so in practice it polls every ``poll_s``).  Failures are
+    waits up to ``poll_s`` for the NOTIFY every append sends at commit
+    (``ledger.store.log.LOG_CHANNEL``), so it wakes as soon as the log grows.  Failures are
     logged and retried with backoff; the thread does not die of them.
     """
 
@@ -347,7 +301,7 @@ class Projector(BackgroundService):
 
     def _connect(self) -> psycopg.Connection:
         conn = connect(self.dsn, autocommit=True, role=self.role)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(LOG_CHANNEL)))
         return conn
 
     def _wait(self, conn: psycopg.Connection) -> None:
@@ -361,11 +315,9 @@ def _close(conn: psycopg.Connection | None) -> None:
 
 
 __all__ = [
-    "CHANNEL",
     "PROJECTOR_ROLE",
     "PROV_MIGRATIONS",
     "TABLES",
-    "LogEntry",
     "Projector",
     "Skipped",
     "checksum",

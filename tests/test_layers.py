@@ -37,6 +37,7 @@ LEDGER_PUBLIC = (
     "ledger.grpckit",
     "ledger.plugins",
     "ledger.store.log",
+    "ledger.store.entries",
     "ledger.store.checkpoints",
     "ledger.store.migrate",
     "ledger.audit",

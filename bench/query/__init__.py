@@ -42,7 +42,7 @@ d. **export** -- N-Triples of the whole small graph through
    ``query.export.export_stream``.  Baseline: ``COPY prov.edges TO STDOUT``.
 e. **rebuild** -- real signed events (``tests/query/provstory.py``'s
    shapes) appended with ``ledger.store.log.append_batch``, then
-   ``query.projector.rebuild``.  Baseline: ``ledger.store.log.iter_entries``
+   ``query.projector.rebuild``.  Baseline: ``ledger.store.entries.iter_entries``
    over the same entries.
 
 Nothing here is a pass/fail test.

@@ -27,7 +27,7 @@ from ledger.core.producing import ProducerChain
 from ledger.core.vocab import deploy_activity_id, deployment_id, git_id, predict_batch_id, run_id
 from ledger.db import connect
 from ledger.embedded import EmbeddedPostgres
-from ledger.store import log
+from ledger.store import entries, log
 from provault.v1 import query_pb2, query_pb2_grpc
 from query import traverse
 from query.export import export_stream
@@ -305,7 +305,7 @@ def rebuild_rate(pg: EmbeddedPostgres, n: int, rows: int, repeats: int = 3) -> d
         for _ in range(repeats):
             dt, done = _timed(lambda: rebuild(conn))
             rebuilds.append(dt)
-            ds, seen = _timed(lambda: sum(1 for _ in log.iter_entries(conn)))
+            ds, seen = _timed(lambda: sum(1 for _ in entries.iter_entries(conn)))
             scans.append(ds)
         envelope = conn.execute("SELECT avg(length(envelope))::int FROM ledger.entries").fetchone()[0]
     r, s = statistics.median(rebuilds), statistics.median(scans)

@@ -10,9 +10,10 @@ import psycopg
 from ledger.core.checkpoint import NoteVerifier
 from ledger.core.keys import pinned_keys
 from ledger.db import translate_errors
+from ledger.store.entries import StoredEntry, read_entries
 
 from ._checkpoints import StoredCheckpoints
-from ._replay import EntryRow, Replay, entry_chunks
+from ._replay import Replay
 from ._report import AuditReport, Findings
 from ._snapshot import snapshot
 from ._tree import RecomputedTree, StoredNodes, frontier_problems, nodes_beyond, stored_nodes
@@ -36,7 +37,9 @@ class _Auditor:
 
     def run(self, expected_size: int) -> None:
         self._checkpoint_if_due()
-        for rows in entry_chunks(self.conn, self.chunk):
+        after = -1
+        while rows := read_entries(self.conn, after=after, limit=self.chunk):
+            after = rows[-1].seq
             self._chunk(rows)
             if self.progress:
                 self.progress(self.tree.size, expected_size)
@@ -45,7 +48,7 @@ class _Auditor:
         self.findings.extend(shown)
         self.findings.count_more("merkle_node_extra", count - len(shown))
 
-    def _chunk(self, rows: list[EntryRow]) -> None:
+    def _chunk(self, rows: list[StoredEntry]) -> None:
         """Replay a chunk of entries; the tree catches up at every stored checkpoint and at the chunk's end."""
         stored = stored_nodes(self.conn, self.tree.size, self.tree.size + len(rows))
         pending: list[bytes] = []

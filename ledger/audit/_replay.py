@@ -3,9 +3,8 @@ registry as it stood at each seq (rebuilt from the trust root by the key events)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
 import psycopg
 
@@ -13,6 +12,7 @@ from ledger.core import merkle
 from ledger.core.admission import Checked, Limits, Refused, check_submission
 from ledger.core.errors import ProvaultError, SignatureInvalid, UnknownKey
 from ledger.core.keyring import ADMIN_ONLY_KINDS, KeyRecord, KeyRegistry
+from ledger.store.entries import StoredEntry
 
 from ._report import Problem, at_seq, problem
 
@@ -22,10 +22,6 @@ from ._report import Problem, at_seq, problem
 _AUDIT_LIMITS = Limits(max_envelope_bytes=1 << 62, max_payload_bytes=1 << 62, max_clock_skew=timedelta(0))
 _FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
-_ENTRY_SQL = (
-    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash,"
-    " payload_hash, received_at FROM ledger.entries WHERE seq > %s ORDER BY seq LIMIT %s"
-)
 _KEYS_SQL = (
     "SELECT keyid, public_key, role, identity, kinds, producers, registered_seq, revoked_seq, revoked_from,"
     " revoked_reason FROM ledger.keys ORDER BY keyid"
@@ -41,28 +37,6 @@ _KEY_FIELDS = (
     "revoked_from",
     "revoked_reason",
 )
-
-
-class EntryRow(NamedTuple):
-    seq: int
-    event_id: str
-    keyid: str
-    producer_id: str
-    producer_seq: int
-    kind: str
-    event_time: datetime
-    envelope: bytes
-    leaf_hash: bytes
-    payload_hash: str
-    received_at: datetime
-
-
-def entry_chunks(conn: psycopg.Connection, chunk: int) -> Iterator[list[EntryRow]]:
-    """Every stored entry in seq order, ``chunk`` rows at a time."""
-    after = -1
-    while rows := conn.execute(_ENTRY_SQL, (after, chunk)).fetchall():
-        yield [EntryRow(*r[:7], bytes(r[7]), bytes(r[8]), *r[9:]) for r in rows]
-        after = rows[-1][0]
 
 
 # --- pure decisions ---------------------------------------------------------------
@@ -113,7 +87,7 @@ def authorize(registry: KeyRegistry, checked: Checked) -> KeyRecord:
     raise last
 
 
-def column_problems(row: EntryRow, checked: Checked, keyid: str) -> list[Problem]:
+def column_problems(row: StoredEntry, checked: Checked, keyid: str) -> list[Problem]:
     """The searchable columns must say what the signed envelope says."""
     ev = checked.event
     pairs = (
@@ -185,12 +159,12 @@ class Replay:
         self.registry = KeyRegistry(admins)
         self.public_keys = self.registry.public_keys()
 
-    def entry(self, position: int, row: EntryRow) -> tuple[bytes, list[Problem | None]]:
+    def entry(self, position: int, row: StoredEntry) -> tuple[bytes, list[Problem | None]]:
         """The entry at ``position`` of the log: its recomputed leaf hash and what is wrong with it."""
         leaf = merkle.leaf_hash(row.envelope)
         return leaf, [seq_problem(position, row.seq), leaf_problem(row.seq, leaf, row.leaf_hash), *self._verify(row)]
 
-    def _verify(self, row: EntryRow) -> list[Problem]:
+    def _verify(self, row: StoredEntry) -> list[Problem]:
         checked = check_submission(row.envelope, self.public_keys, now=_FAR_FUTURE, limits=_AUDIT_LIMITS)
         if isinstance(checked, Refused):
             return [refused_problem(row.seq, checked)]

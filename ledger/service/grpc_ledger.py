@@ -64,7 +64,7 @@ from ledger.grpckit.auth import LEDGER_METHOD_ROLES, NotPermitted, append_refusa
 from ledger.grpckit.server import MAX_DB_INT, ReadPool, serve_on
 from ledger.grpckit.service import GrpcServerService, register_servicer
 from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_with
-from ledger.store import checkpoints, log
+from ledger.store import checkpoints, entries, log
 from provault.v1 import ledger_pb2, ledger_pb2_grpc
 
 from .appender import SERVICE_ROLE, Appender
@@ -137,7 +137,7 @@ def _checkpoint_pb(cp: checkpoints.StoredCheckpoint) -> ledger_pb2.Checkpoint:
     )
 
 
-def _entry_pb(e: log.StoredEntry) -> ledger_pb2.Entry:
+def _entry_pb(e: entries.StoredEntry) -> ledger_pb2.Entry:
     return ledger_pb2.Entry(
         seq=e.seq,
         event_id=e.event_id,
@@ -356,8 +356,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     # -- shared lookups (NOT_FOUND with a message that says what exists) --
 
     @staticmethod
-    def _entry(conn: psycopg.Connection, selector: dict[str, Any]) -> log.StoredEntry:
-        entry = log.get_entry(conn, **selector)
+    def _entry(conn: psycopg.Connection, selector: dict[str, Any]) -> entries.StoredEntry:
+        entry = entries.get_entry(conn, **selector)
         if entry is not None:
             return entry
         if "seq" in selector:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.core import merkle
@@ -36,26 +34,8 @@ from ledger.core.frontier import append_leaves, frontier_root
 from ledger.core.keyring import KeyRecord, KeyRegistry, root_key
 from ledger.db import translate_errors
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredEntry:
-    seq: int
-    event_id: str
-    keyid: str
-    producer_id: str
-    producer_seq: int
-    kind: str
-    event_time: datetime
-    envelope: bytes
-    leaf_hash: bytes
-    received_at: datetime
-    source: str
-
-
-_SELECT_ENTRIES = sql.SQL(
-    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash,"
-    " received_at, source FROM ledger.entries "
-)
+LOG_CHANNEL = "provault_log"
+"""The PostgreSQL channel every append NOTIFYs, at commit, with the new log size as payload."""
 
 
 class RegistryCache:
@@ -183,6 +163,8 @@ def _write(
             for n in nodes:
                 cp.write_row((n.level, n.index, n.hash))
         conn.execute("UPDATE ledger.log_state SET size = %s, frontier = %s", (size + len(plan.accepted), new_frontier))
+        # delivered at commit: readers that LISTEN (the projector) wake now instead of at their next poll
+        conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, str(size + len(plan.accepted))))
     _write_producers(conn, plan)
     _write_keys(conn, plan.key_changes)
     _write_rejections(conn, plan, source, items, stream_seqs)
@@ -311,53 +293,6 @@ def log_size(conn: psycopg.Connection) -> int:
 def current_root(conn: psycopg.Connection) -> tuple[int, bytes]:
     size, frontier = conn.execute("SELECT size, frontier FROM ledger.log_state").fetchone()
     return int(size), frontier_root(int(size), [bytes(h) for h in frontier])
-
-
-def _row_to_entry(r: tuple) -> StoredEntry:
-    return StoredEntry(
-        seq=r[0],
-        event_id=r[1],
-        keyid=r[2],
-        producer_id=r[3],
-        producer_seq=r[4],
-        kind=r[5],
-        event_time=r[6],
-        envelope=bytes(r[7]),
-        leaf_hash=bytes(r[8]),
-        received_at=r[9],
-        source=r[10],
-    )
-
-
-@translate_errors
-def get_entry(conn: psycopg.Connection, *, seq: int | None = None, event_id: str | None = None) -> StoredEntry | None:
-    if seq is not None:
-        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE seq = %s"), (seq,)).fetchone()
-    else:
-        try:
-            key = uuid.UUID(event_id)
-        except (ValueError, TypeError):
-            raise InvalidArgument(f"event id: expected a UUID, found {event_id!r:.80}") from None
-        row = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE event_id = %s"), (key,)).fetchone()
-    return _row_to_entry(row) if row else None
-
-
-def iter_entries(conn: psycopg.Connection, *, start: int = 0, chunk: int = 2000) -> Iterable[StoredEntry]:
-    """All entries from ``start`` in seq order, read in chunks (bounded memory)."""
-    seq = start
-    while True:
-        rows = _entry_chunk(conn, seq, chunk)
-        if not rows:
-            return
-        yield from rows
-        seq = rows[-1].seq + 1
-
-
-@translate_errors
-def _entry_chunk(conn: psycopg.Connection, seq: int, chunk: int) -> list[StoredEntry]:
-    """One chunk of entries (a plain function, so driver errors are translated)."""
-    rows = conn.execute(_SELECT_ENTRIES + sql.SQL("WHERE seq >= %s ORDER BY seq LIMIT %s"), (seq, chunk)).fetchall()
-    return [_row_to_entry(r) for r in rows]
 
 
 def _fetch_nodes(conn: psycopg.Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

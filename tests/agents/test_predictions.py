@@ -394,7 +394,7 @@ def test_batches_the_agent_drops_are_counted(tmp_path: Path, caplog) -> None:
 @pytest.mark.postgres
 @pytest.mark.nats
 def test_five_thousand_predictions_reach_the_ledger_each_once(tmp_path, ledger, ingest, settings, nats_target) -> None:
-    from ledger.store import log  # noqa: PLC0415 - needs the database driver
+    from ledger.store import entries  # noqa: PLC0415
 
     key = Ed25519Signer.generate()
     ledger.append(ledger.registration(key, kinds=[PREDICTIONS_LOGGED], producers=["serving@*"], name="churn-server"))
@@ -407,7 +407,7 @@ def test_five_thousand_predictions_reach_the_ledger_each_once(tmp_path, ledger, 
     agent.close(timeout=10)
 
     def logged() -> list:
-        return [e for e in log.iter_entries(ledger.conn) if e.kind == PREDICTIONS_LOGGED]
+        return [e for e in entries.iter_entries(ledger.conn) if e.kind == PREDICTIONS_LOGGED]
 
     wait_until(
         lambda: sum(len(parse_event(parse_envelope(e.envelope).payload).data["rows"]) for e in logged()) >= 5000,

@@ -32,7 +32,7 @@ from ledger.core.events import Event, parse_event
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import with_prefixes
 from ledger.core.provjson import validate_prov
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger
 from tests.service.natskit import wait_for
 
@@ -100,7 +100,7 @@ def relations(doc: dict[str, Any], section: str) -> list[dict[str, Any]]:
 
 def ledger_events(ledger: Ledger, producer: str | None = None) -> list[Event]:
     """Every logged event (of ``producer``), parsed from the exact envelope bytes the ledger stored."""
-    events = [parse_event(parse_envelope(e.envelope).payload) for e in log.iter_entries(ledger.conn)]
+    events = [parse_event(parse_envelope(e.envelope).payload) for e in entries.iter_entries(ledger.conn)]
     return [e for e in events if producer is None or e.producer.id == producer]
 
 

@@ -15,7 +15,7 @@ from agents.spool import SpoolCorrupted
 from agents.transport import NatsTransport
 from ledger.config import AgentSettings, Settings
 from ledger.core.keys import Ed25519Signer, save_private_key
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import wait_for
 
@@ -43,7 +43,7 @@ def _agent(tmp_path: Path, key: Ed25519Signer, settings: Settings, url: str, **k
 
 
 def _ours(ledger: Ledger) -> list:
-    return [e for e in log.iter_entries(ledger.conn) if e.producer_id == PRODUCER]
+    return [e for e in entries.iter_entries(ledger.conn) if e.producer_id == PRODUCER]
 
 
 def test_emitted_events_arrive_verified_and_in_order(tmp_path, ledger, ingest, settings, nats_target) -> None:

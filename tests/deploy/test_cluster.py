@@ -26,7 +26,7 @@ from ledger.config import NatsSettings
 from ledger.core.keys import save_private_key
 from ledger.db import connect
 from ledger.embedded import EmbeddedNats
-from ledger.store import log
+from ledger.store import entries, log
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import wait_for
 
@@ -111,7 +111,7 @@ def test_killing_a_nats_node_mid_publish_loses_and_duplicates_nothing(
     assert serving.returncode == 0, output
     assert stats.killed_at is not None and stats.killed_at < len(expected), "the node died mid-publish"
 
-    ids = [e.event_id for e in log.iter_entries(ledger.conn)]
+    ids = [e.event_id for e in entries.iter_entries(ledger.conn)]
     assert len(ids) == len(set(ids)) == total, "every event once, none twice"
     assert expected <= set(ids)
     assert ledger.rejections() == []

@@ -23,7 +23,7 @@ from ledger.config import Settings
 from ledger.core.keys import save_private_key
 from ledger.db import connect
 from ledger.service.failpoints import ENV as FAILPOINT_ENV
-from ledger.store import log
+from ledger.store import entries, log
 from tests.ledgerkit import Ledger
 
 STOP_TIMEOUT_S = 30.0
@@ -133,11 +133,11 @@ def log_size(ledger: Ledger) -> int:
     return log.log_size(ledger.conn)
 
 
-def producer_order_problems(entries: Iterable[log.StoredEntry]) -> list[str]:
+def producer_order_problems(stored: Iterable[entries.StoredEntry]) -> list[str]:
     """Each producer's entries, in log order, must carry seqs 1, 2, 3, ... (its own order, no gap)."""
     seen: dict[str, int] = defaultdict(int)
     problems = []
-    for e in entries:
+    for e in stored:
         if e.producer_seq != seen[e.producer_id] + 1:
             problems.append(f"log seq {e.seq}: {e.producer_id} seq {e.producer_seq} follows seq {seen[e.producer_id]}")
         seen[e.producer_id] = max(seen[e.producer_id], e.producer_seq)
@@ -147,8 +147,8 @@ def producer_order_problems(entries: Iterable[log.StoredEntry]) -> list[str]:
 def assert_log_intact(ledger: Ledger, expected_ids: Iterable[str]) -> None:
     """Complete, duplicate-free, no rejection, audit passes, per-producer order kept, no chain anomaly."""
     expected = list(expected_ids)
-    entries = list(log.iter_entries(ledger.conn))
-    ids = [e.event_id for e in entries]
+    stored = list(entries.iter_entries(ledger.conn))
+    ids = [e.event_id for e in stored]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate event id(s) in the log"
     missing = set(expected) - set(ids)
     extra = set(ids) - set(expected)
@@ -159,7 +159,7 @@ def assert_log_intact(ledger: Ledger, expected_ids: Iterable[str]) -> None:
     with connect(ledger.dsn, autocommit=True, role="provault_auditor") as conn:
         report = audit(conn)
     assert report.ok, report
-    order = producer_order_problems(entries)
+    order = producer_order_problems(stored)
     anomalies = ledger.conn.execute(
         "SELECT producer_id, kind, detail FROM ledger.producer_anomalies ORDER BY id LIMIT 5"
     ).fetchall()

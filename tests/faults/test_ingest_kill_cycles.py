@@ -31,7 +31,7 @@ import pytest
 from ledger.config import Settings
 from ledger.core.producing import Sealed
 from ledger.service.failpoints import EXIT_CODE
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
 
@@ -114,7 +114,7 @@ def _cycle(n: int, run: Run, rng: random.Random, settings: Settings, ledger: Led
     assert after >= before, f"cycle {n}: the log shrank from {before} to {after}"
     distinct = ledger.conn.execute("SELECT count(DISTINCT event_id) FROM ledger.entries").fetchone()[0]
     assert distinct == after, f"cycle {n} ({method}): {after - distinct} duplicate(s) in the log (seed {run.seed})"
-    order = producer_order_problems(log.iter_entries(ledger.conn))
+    order = producer_order_problems(entries.iter_entries(ledger.conn))
     previous = METHODS[(n - 1) % len(METHODS)] if n else "no"
     assert not order, (
         f"cycle {n} ({method}, after a {previous} kill) broke a producer's order (seed {run.seed}): {order[:3]}"
@@ -145,7 +145,7 @@ def _kill_cycles(cycles: int, run: Run, settings: Settings, ledger: Ledger, nats
         f"committed under faults, the rest by the final run; log sizes {run.progress}; "
         f"{time.monotonic() - started:.1f} s"
     )
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + [e.event_id for e in events])
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from ledger.config import Settings
 from ledger.db import connect
-from ledger.store import log
+from ledger.store import entries
 from ledger.transport import CONSUMER, consumer_config
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
@@ -90,7 +90,7 @@ def test_restart_within_ack_wait_keeps_each_producers_order(
         wait_until(
             lambda: stream_messages(nats_target.url, settings) == 0, timeout=30, what="every message acked", every=0.2
         )
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + ids)
 
 
@@ -116,7 +116,7 @@ def _restart_and_check(
     with serving(settings, ledger, url, tmp_path / "again.log", batch_size=BATCH, ack_wait_s=ack_wait_s) as again:
         wait_until(lambda: log_size(ledger) >= base + len(ids), timeout=90, what="every event", alive=again)
     assert again.proc.returncode == 0, again.output()
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + ids)
 
 

@@ -28,7 +28,7 @@ from ledger.config import Settings
 from ledger.core.errors import StorageUnavailable
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.store import log
+from ledger.store import entries, log
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
 
@@ -57,7 +57,7 @@ def test_events_checked_before_their_key_was_committed_continue_the_chain(ledger
     row = ledger.conn.execute(
         "SELECT last_seq, entries, first_log_seq FROM ledger.producers WHERE producer_id = %s", (PRODUCER,)
     ).fetchone()
-    first = log.get_entry(ledger.conn, event_id=e1.event_id)
+    first = entries.get_entry(ledger.conn, event_id=e1.event_id)
     assert row == (2, 2, first.seq)
 
 

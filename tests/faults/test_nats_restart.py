@@ -19,7 +19,7 @@ from agents.runtime import Agent
 from agents.transport import NatsTransport
 from ledger.config import AgentSettings, Settings
 from ledger.core.keys import Ed25519Signer
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger, dataset_prov
 
 from .faultkit import assert_log_intact, log_size, save_checkpoint_key, serving, stream_messages, wait_until
@@ -110,7 +110,7 @@ def test_nats_killed_and_restarted_while_agents_emit(tmp_path, settings: Setting
         for a in agents:
             a.close(timeout=1.0)
     failures = sum(a.stats.send_failures for a in agents)
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + emitted)
     print(
         f"\n{OUTAGES} NATS kills, {len(emitted)} events from {AGENTS} agents, {failures} failed sends retried; "

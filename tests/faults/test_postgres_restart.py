@@ -19,7 +19,7 @@ import pytest
 from ledger.config import NatsSettings, PostgresSettings, Settings
 from ledger.db import connect
 from ledger.embedded import EmbeddedPostgres, free_port
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
 
@@ -112,7 +112,7 @@ def test_postgres_restarted_mid_ingest(tmp_path, own_postgres: EmbeddedPostgres,
             )
         assert lp.proc.returncode == 0, lp.output()
         assert "retrying" in lp.output(), "the ledger should log its retries"
-        registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+        registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
         assert_log_intact(ledger, registrations + [e.event_id for e in events])
         print(
             f"\n{RESTARTS} PostgreSQL restarts ({DOWN_S} s down each), {len(events)} events; {time.monotonic() - started:.1f} s"

@@ -27,7 +27,7 @@ import pytest
 
 from ledger.config import Settings
 from ledger.core.keys import Ed25519Signer, save_private_key
-from ledger.store import log
+from ledger.store import entries
 from tests.ledgerkit import Ledger
 
 from .faultkit import assert_log_intact, log_size, save_checkpoint_key, serving, wait_until
@@ -90,7 +90,7 @@ def _setup(tmp_path: Path, settings: Settings, ledger: Ledger) -> tuple[Path, in
 
 def _drained(ledger: Ledger, base: int, returned: list[str], lp) -> None:
     wait_until(
-        lambda: {e.event_id for e in log.iter_entries(ledger.conn, start=base)} >= set(returned),
+        lambda: {e.event_id for e in entries.iter_entries(ledger.conn, start=base)} >= set(returned),
         timeout=60,
         what="every event emit() returned an id for",
         every=0.2,
@@ -130,7 +130,7 @@ def test_disk_full_then_restart_delivers_every_returned_id(
         f"\nspool file limit {LIMIT} B, backpressure={backpressure}: {len(full.ids)} stored, {len(full.errors)} emit error(s) "
         f"{full.errors[:1]}, {full.dropped} dropped; {time.monotonic() - started:.1f} s"
     )
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + returned)
 
 
@@ -148,7 +148,7 @@ def test_space_back_in_the_same_process_keeps_the_spool_readable(
         assert again.torn == ()
         returned = [*run.ids, *again.ids]
         _drained(ledger, base, returned, lp)
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + returned)
 
 
@@ -169,5 +169,5 @@ def test_disk_full_while_saving_the_chain_position_keeps_the_agent_startable(
         )
         returned = [*run.ids, *again.ids]
         _drained(ledger, base, returned, lp)
-    registrations = [e.event_id for e in log.iter_entries(ledger.conn) if e.seq < base]
+    registrations = [e.event_id for e in entries.iter_entries(ledger.conn) if e.seq < base]
     assert_log_intact(ledger, registrations + returned)

@@ -32,7 +32,7 @@ from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.service.ingest import IngestService
 from ledger.service.rejections import rejection_reason
-from ledger.store import log
+from ledger.store import entries
 from provault.v1 import ledger_pb2
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.security.securitykit import (
@@ -275,7 +275,7 @@ def test_a_reencoded_copy_sent_first_is_refused_and_the_original_is_logged(serve
         )
     assert accepted_state(s.conn) == before
     assert served.append(genuine).status == S.APPEND_STATUS_ACCEPTED
-    assert log.get_entry(s.conn, event_id=genuine.event_id).envelope == genuine.envelope
+    assert entries.get_entry(s.conn, event_id=genuine.event_id).envelope == genuine.envelope
     after = assert_extends(s.conn, before)
     for how, copy in copies.items():  # after the original: the same refusal, not event_id_conflict
         result = served.append(copy)

@@ -20,7 +20,7 @@ from ledger.core.keyring import KEY_REGISTERED
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.db import connect
-from ledger.store import log
+from ledger.store import entries, log
 from provault.v1 import query_pb2, query_pb2_grpc
 from query import projector
 from query.bundle_verify import decode_bundle, encode_bundle
@@ -141,7 +141,7 @@ def test_d5_another_encoding_of_a_signed_event_is_refused_before_or_after_it(led
     assert isinstance(first, Refused) and first.reason == "malformed_envelope", first
     assert first.event_id == genuine.event_id and _state(ledger) == before
     assert isinstance(ledger.append(genuine).outcomes[0], Accepted)
-    stored = log.get_entry(ledger.conn, event_id=genuine.event_id)
+    stored = entries.get_entry(ledger.conn, event_id=genuine.event_id)
     assert stored is not None and stored.envelope == genuine.envelope
     after = ledger.append(copied).outcomes[0]
     assert isinstance(after, Refused) and after.reason == "malformed_envelope"  # not event_id_conflict

@@ -30,7 +30,7 @@ from ledger.embedded import EmbeddedNats
 from ledger.filestore import write_new_secret
 from ledger.natsauth import NatsUsers, connect_options, new_user_seed, render_server_config, require_ledger_user
 from ledger.service.ingest import IngestService
-from ledger.store import log
+from ledger.store import entries, log
 from ledger.transport import CONSUMER, subject_for
 from tests.conftest import running_ingest
 from tests.ledgerkit import Ledger, dataset_prov
@@ -194,7 +194,7 @@ def test_an_agent_delivers_on_its_own_subject_and_the_ledger_logs_it(
     events = [chain.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(20)]
     assert _send(secured, "gpu-07", "trainer@gpu-07", events) == 20
     wait_for(lambda: log.log_size(ledger.conn) == 21, what="the agent's 20 events in the log")
-    stored = {e.event_id: e.envelope for e in log.iter_entries(ledger.conn)}
+    stored = {e.event_id: e.envelope for e in entries.iter_entries(ledger.conn)}
     assert all(stored[e.event_id] == e.envelope for e in events)
     assert ledger.rejections() == []
 
@@ -368,7 +368,7 @@ def test_an_event_whose_key_is_registered_in_the_same_batch_is_still_bound_to_it
         what="the registration and the refusal",
     )
     assert [r for r, _ in ledger.rejections()] == ["wrong_subject"]
-    assert {e.event_id for e in log.iter_entries(ledger.conn)} == {reg.event_id}
+    assert {e.event_id for e in entries.iter_entries(ledger.conn)} == {reg.event_id}
 
 
 def test_binding_covers_events_refused_only_for_an_unknown_key(ledger_ingest: IngestService) -> None:

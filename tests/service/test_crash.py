@@ -13,7 +13,7 @@ from ledger.config import Settings
 from ledger.core.keys import save_private_key
 from ledger.service.failpoints import ENV as FAILPOINT_ENV
 from ledger.service.failpoints import EXIT_CODE
-from ledger.store import log
+from ledger.store import entries, log
 from tests.ledgerkit import Ledger, dataset_prov
 
 from .natskit import publish, wait_for
@@ -84,7 +84,7 @@ def test_crash_then_restart_loses_and_duplicates_nothing(
     finally:
         out = _stop(healthy)
     assert healthy.returncode == 0, out
-    ids = [e.event_id for e in log.iter_entries(ledger.conn)]
+    ids = [e.event_id for e in entries.iter_entries(ledger.conn)]
     assert len(ids) == len(set(ids)) == len(events)
     assert set(ids) == {e.event_id for e in events}
     assert ledger.rejections() == []

@@ -20,7 +20,7 @@ from ledger.core.producing import ProducerChain, Sealed
 from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator, Identity
 from ledger.service.appender import Appender
 from ledger.service.grpc_ledger import LedgerGrpcService, build_ledger_server
-from ledger.store import checkpoints, log
+from ledger.store import checkpoints, entries, log
 from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
@@ -233,7 +233,7 @@ def test_inclusion_proofs_verify_against_the_signed_checkpoint(served: Served) -
         root = served.opened(cp).root_hash
         assert p.tree_size == cp.tree_size == (req.tree_size if req.HasField("tree_size") else 4)
         merkle.verify_inclusion(p.leaf_hash, p.leaf_index, p.tree_size, list(p.hashes), root)
-        assert p.leaf_hash == log.get_entry(served.ledger.conn, seq=p.seq).leaf_hash and p.leaf_index == p.seq
+        assert p.leaf_hash == entries.get_entry(served.ledger.conn, seq=p.seq).leaf_hash and p.leaf_index == p.seq
     code, details = _code(served.stub.GetInclusionProof, ledger_pb2.GetInclusionProofRequest(seq=3, tree_size=3))
     assert (
         code == grpc.StatusCode.INVALID_ARGUMENT

@@ -7,7 +7,7 @@ import pytest
 from ledger.config import Settings
 from ledger.core import merkle
 from ledger.service.ingest import IngestService
-from ledger.store import log
+from ledger.store import entries, log
 from tests.ledgerkit import Ledger, dataset_prov
 
 from .natskit import publish, publish_raw, wait_for
@@ -27,16 +27,16 @@ def test_events_from_three_producers_arrive_verified_once(
     events = [ch.emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(40) for ch, _ in chains]
     publish(nats_target.url, settings.nats, events)
     wait_for(lambda: _size(ledger) == 3 + len(events), what="all events in the log")
-    stored = {e.event_id: e for e in log.iter_entries(ledger.conn)}
+    stored = {e.event_id: e for e in entries.iter_entries(ledger.conn)}
     assert set(stored) == {r.event_id for _, r in chains} | {e.event_id for e in events}
     for e in events:
         assert stored[e.event_id].envelope == e.envelope
     per_producer = {}
-    for entry in log.iter_entries(ledger.conn):
+    for entry in entries.iter_entries(ledger.conn):
         per_producer.setdefault(entry.producer_id, []).append(entry.producer_seq)
     for seqs in per_producer.values():
         assert seqs == sorted(seqs), "per-producer order is kept"
-    leaves = [e.leaf_hash for e in log.iter_entries(ledger.conn)]
+    leaves = [e.leaf_hash for e in entries.iter_entries(ledger.conn)]
     assert log.current_root(ledger.conn) == (len(leaves), merkle.root_hash(leaves))
     assert ingest.ingest.stats.rejected == 0
 

@@ -11,14 +11,14 @@ from ledger.core import merkle
 from ledger.core.admission import Accepted, Duplicate, Refused
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.store import checkpoints, log
+from ledger.store import checkpoints, entries, log
 from tests.ledgerkit import Ledger, dataset_prov
 
 pytestmark = pytest.mark.postgres
 
 
 def _leaves(lg: Ledger) -> list[bytes]:
-    return [e.leaf_hash for e in log.iter_entries(lg.conn)]
+    return [e.leaf_hash for e in entries.iter_entries(lg.conn)]
 
 
 def test_happy_path_appends_in_order_with_a_verifiable_tree(ledger: Ledger) -> None:
@@ -28,7 +28,7 @@ def test_happy_path_appends_in_order_with_a_verifiable_tree(ledger: Ledger) -> N
     assert [type(o) for o in plan.outcomes] == [Accepted] * 6
     assert [o.seq for o in plan.outcomes] == list(range(6))
     assert log.log_size(ledger.conn) == 6
-    stored = log.get_entry(ledger.conn, event_id=events[2].event_id)
+    stored = entries.get_entry(ledger.conn, event_id=events[2].event_id)
     assert stored.envelope == events[2].envelope and stored.seq == 3 and stored.keyid == chain.signer.keyid
     leaves = _leaves(ledger)
     assert leaves == [merkle.leaf_hash(e.envelope) for e in (reg, *events)]
@@ -79,7 +79,7 @@ def test_same_event_id_with_other_bytes_is_refused_and_the_first_stands(ledger: 
     forged = replay.emit("dataset.registered", dataset_prov("22" * 32), event_id=first.event_id)
     plan = ledger.append(forged)
     assert isinstance(plan.outcomes[0], Refused) and plan.outcomes[0].reason == "event_id_conflict"
-    assert log.get_entry(ledger.conn, event_id=first.event_id).envelope == first.envelope
+    assert entries.get_entry(ledger.conn, event_id=first.event_id).envelope == first.envelope
 
 
 def test_key_registered_earlier_in_the_same_batch_is_known(ledger: Ledger) -> None:
