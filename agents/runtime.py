@@ -32,22 +32,18 @@ from ledger.chainfile import ChainFile
 from ledger.client import ClientCredentials
 from ledger.config import AgentSettings, Settings
 from ledger.core.envelope import parse_envelope
-from ledger.core.errors import KeyMaterialError, ProvaultError, TransportUnavailable
+from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.events import Producer, parse_event
 from ledger.core.keys import Signer, load_private_key
 from ledger.core.producing import ProducerChain
 from ledger.stack import read_stack_file, resolve_nats_url
 from ledger.transport import subject_token
 
+from ._sender import Sender
 from .spool import Spool, SpoolFull
 from .transport import GrpcTransport, NatsTransport, Transport
 
 log = logging.getLogger("provault.agent")
-
-SEND_BATCH = 500
-RETRY_MIN_S = 0.2
-RETRY_MAX_S = 5.0
-IDLE_WAIT_S = 0.2
 
 
 class AgentClosed(ProvaultError):
@@ -60,6 +56,8 @@ class AgentStats:
     sent: int = 0
     dropped: int = 0
     send_failures: int = 0
+    set_aside: int = 0
+    """Events the ledger refused in a way resending cannot change, kept in the spool's undeliverable.jsonl."""
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -112,11 +110,17 @@ class Agent:
             )
         self._chain = ProducerChain(producer_id, signer, position=recover_position(self._state.load(), self.spool))
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"provault-agent-{producer_id}", daemon=True)
-        self._thread.start()
+        self._sender = Sender(
+            producer_id=producer_id,
+            spool=self.spool,
+            transport=transport,
+            stats=self.stats,
+            acknowledge=self._acknowledge,
+        )
+        self._wake = self._sender.wake
+        self._stop = self._sender.stop
+        self._sender.start()
 
     # --- the caller's side -------------------------------------------------------------
 
@@ -173,7 +177,7 @@ class Agent:
         while self.spool.pending_count():
             if deadline is not None and _monotonic() >= deadline:
                 return False
-            if not self._thread.is_alive():
+            if not self._sender.thread.is_alive():
                 return False
             time.sleep(0.02)
         return True
@@ -185,16 +189,14 @@ class Agent:
         """Stop accepting events, try to deliver what is spooled, and release the spool.
 
         Undelivered events stay in the spool and are sent by the next agent
-        with this producer id (or ``provault agent drain``).
+        with this producer id and spool.
         """
         with self._lock:
             if self._closed:
                 return True
             self._closed = True
         delivered = self.flush(self.settings.publish_timeout_s if timeout is None else timeout)
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
+        self._sender.close(timeout=30)
         self._state.save(self._chain.position)
         self.spool.close()
         self._state.close()
@@ -213,58 +215,12 @@ class Agent:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- the sender thread --------------------------------------------------------------
-
-    def _run(self) -> None:
-        asyncio.run(self._send_loop())
-
-    async def _send_loop(self) -> None:
-        delay = RETRY_MIN_S
-        try:
-            while not self._stop.is_set():
-                records = self.spool.take(SEND_BATCH)
-                if not records:
-                    await asyncio.to_thread(self._wake.wait, IDLE_WAIT_S)
-                    self._wake.clear()
-                    continue
-                try:
-                    self.spool.sync()
-                    done = await self.transport.send(records)
-                except (TransportUnavailable, OSError) as e:
-                    self.spool.rewind()
-                    self._note_failure(e)
-                    await asyncio.to_thread(self._stop.wait, delay)  # a backoff that close() can cut short
-                    delay = min(delay * 2, RETRY_MAX_S)
-                    continue
-                delay = RETRY_MIN_S
-                try:
-                    self._delivered(records[0].index + done)
-                except OSError as e:  # saving the position or the cursor failed (disk full): resend later
-                    self.spool.rewind()
-                    self._note_failure(e)
-                    await asyncio.to_thread(self._stop.wait, delay)
-                    continue
-                if done < len(records):
-                    self.spool.rewind()
-        finally:
-            await self.transport.close()
-
-    def _delivered(self, upto: int) -> None:
+    def _acknowledge(self, upto: int) -> None:
+        """The sender delivered (or set aside) the spool up to ``upto``: save the position, then acknowledge."""
         with self._lock:
             position = self._chain.position
         self._state.save(position)  # before spent segments are deleted
-        sent = upto - self.spool.cursor
         self.spool.acknowledge(upto)
-        with self.stats.lock:
-            self.stats.sent += sent
-
-    def _note_failure(self, e: BaseException) -> None:
-        with self.stats.lock:
-            self.stats.send_failures += 1
-            first = self.stats.send_failures == 1
-            self.stats.last_error = str(e)
-        if first:
-            log.warning("agent %s: cannot deliver yet (%s); events stay spooled and are retried", self.producer_id, e)
 
 
 def _monotonic() -> float:

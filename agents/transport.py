@@ -2,8 +2,12 @@
 
 Both take a batch of (event id, envelope) in spool order and return how many
 from the front were delivered; the sender acknowledges exactly those in the
-spool.  A transport raises TransportUnavailable when it cannot deliver at all
-(the events stay spooled and are retried with backoff).
+spool.  A transport raises :class:`~ledger.core.errors.TransportUnavailable`
+when it cannot deliver at all, or any other error when the ledger refused the
+call (a bad credential, say): the events stay spooled and are retried with
+backoff.  It raises :class:`Undeliverable` only when the request itself is
+refused, so resending the same batch can never succeed; the sender then
+narrows the batch down to the one event and sets it aside.
 """
 
 from __future__ import annotations
@@ -13,19 +17,31 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+import grpc
 import nats
 import nats.errors
 import nats.js.errors
 
-from ledger.client import ClientCredentials, LedgerClient
+from ledger.client import ClientCredentials, LedgerClient, RemoteError
 from ledger.config import NatsSettings
-from ledger.core.errors import TransportUnavailable
+from ledger.core.errors import ProvaultError, TransportUnavailable
 from ledger.natsauth import connect_options, is_refusal
 from ledger.transport import nats_servers, subject_for
 
 from .spool import Record
 
 log = logging.getLogger("provault.agent")
+
+# gRPC statuses that refuse the request itself: the same batch will never be accepted.
+PERMANENT_CODES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+class Undeliverable(ProvaultError):
+    """The ledger refused the batch in a way resending it cannot change (the request itself is wrong)."""
+
+    reason = "undeliverable"
 
 
 class Transport(Protocol):
@@ -95,6 +111,15 @@ class NatsTransport:
 
     async def send(self, records: Sequence[Record]) -> int:
         nc = await self._connect()
+        too_big = next((i for i, r in enumerate(records) if len(r.envelope) > nc.max_payload), None)
+        if too_big == 0:
+            r = records[0]
+            raise Undeliverable(
+                f"event {r.event_id} is {len(r.envelope)} bytes, above the {nc.max_payload}-byte message limit of "
+                f"NATS at {self.url}",
+                hint="raise max_payload on the NATS servers, or send smaller events",
+            )
+        records = records[:too_big]  # the ones before an event too large to publish
         js = nc.jetstream(publish_async_max_pending=max(len(records), 1))
         futures = []
         try:
@@ -167,7 +192,12 @@ class GrpcTransport:
         self.rejected: list[tuple[str, str, str]] = []
 
     async def send(self, records: Sequence[Record]) -> int:
-        outcomes = await asyncio.to_thread(self._client.append_many, [r.envelope for r in records])
+        try:
+            outcomes = await asyncio.to_thread(self._client.append_many, [r.envelope for r in records])
+        except RemoteError as e:
+            if e.code in PERMANENT_CODES:
+                raise Undeliverable(f"ledger at {self.target} refused the request: {e.message}") from None
+            raise
         for r, o in zip(records, outcomes, strict=True):
             if o.status == "rejected":
                 # The ledger recorded it in its rejections table; resending cannot help.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import os
@@ -28,20 +27,17 @@ from agents.spool import Record
 from agents.transport import GrpcTransport
 from ledger.cli import main
 from ledger.client import ClientCredentials, LedgerClient, RemoteError
-from ledger.config import GrpcSettings, Settings
+from ledger.config import GrpcSettings
 from ledger.core.errors import ConfigError
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
-from ledger.grpckit.auth import LEDGER_METHOD_ROLES, AuthInterceptor, DevModeAuthenticator
+from ledger.grpckit.auth import LEDGER_METHOD_ROLES, DevModeAuthenticator
 from ledger.grpckit.security import server_security
 from ledger.grpckit.tokens import TokenStore, tokens_path
-from ledger.service.appender import Appender
-from ledger.service.grpc_ledger import build_ledger_server
-from ledger.store import log
 from provault.v1 import ledger_pb2, query_pb2
-from query.projector import migrate_prov
-from query.service import QUERY_METHOD_ROLES, build_query_server
+from query.service import QUERY_METHOD_ROLES
 from tests.ledgerkit import Ledger, dataset_prov
+from tests.service.serverkit import Servers, serving, settings_for
 
 pytestmark = pytest.mark.postgres
 
@@ -145,84 +141,10 @@ def test_the_role_tables_cover_exactly_the_services_rpcs() -> None:
 # --- servers -------------------------------------------------------------------------------
 
 
-@dataclass
-class Servers:
-    ledger: Ledger
-    settings: Settings
-    ledger_target: str
-    query_target: str
-    channel_credentials: grpc.ChannelCredentials | None = None
-
-    @contextlib.contextmanager
-    def channels(
-        self, credentials: grpc.ChannelCredentials | None = None
-    ) -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
-        creds = credentials or self.channel_credentials
-        opened = [
-            grpc.secure_channel(t, creds) if creds else grpc.insecure_channel(t)
-            for t in (self.ledger_target, self.query_target)
-        ]
-        try:
-            yield opened[0], opened[1]
-        finally:
-            for c in opened:
-                c.close()
-
-    def token(self, role: str, producers: Sequence[str] = (), name: str = "") -> str:
-        return TokenStore(tokens_path(self.settings)).create(role=role, producers=producers, name=name)[0]
-
-    def log_size(self) -> int:
-        return log.log_size(self.ledger.conn)
-
-
-@contextlib.contextmanager
-def serving(
-    ledger: Ledger, settings: Settings, channel_credentials: grpc.ChannelCredentials | None = None
-) -> Iterator[Servers]:
-    """LedgerService and QueryService secured as ``settings`` say (exactly as the CLI does), on free ports."""
-    migrate_prov(ledger.dsn)
-    appender = Appender(ledger.dsn, limits=ledger.limits)
-    started = []
-    try:
-        targets = []
-        for build, roles, kw in (
-            (build_ledger_server, LEDGER_METHOD_ROLES, {"appender": appender}),
-            (build_query_server, QUERY_METHOD_ROLES, {}),
-        ):
-            security = server_security(settings, listen="127.0.0.1:0", listen_key="grpc.ledger_listen")
-            server, port = build(
-                dsn=ledger.dsn,
-                listen="127.0.0.1:0",
-                max_message_bytes=4 << 20,
-                max_workers=4,
-                interceptors=(AuthInterceptor(security.authenticator, roles),),
-                server_credentials=security.credentials,
-                **kw,
-            )
-            server.start()
-            started.append(server)
-            targets.append(f"{'localhost' if security.credentials else '127.0.0.1'}:{port}")
-        yield Servers(
-            ledger=ledger,
-            settings=settings,
-            ledger_target=targets[0],
-            query_target=targets[1],
-            channel_credentials=channel_credentials,
-        )
-    finally:
-        for server in started:
-            server.stop(None).wait(10)
-        appender.close()
-
-
-def _settings(tmp_path: Path, **grpc_keys: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", grpc=GrpcSettings(**grpc_keys))
-
-
 @pytest.fixture
 def tokens(ledger: Ledger, tmp_path: Path) -> Iterator[Servers]:
     """Servers that accept bearer tokens (plaintext, loopback); an admin token exists so they may start."""
-    settings = _settings(tmp_path)
+    settings = settings_for(tmp_path)
     TokenStore(tokens_path(settings)).create(role="admin", name="bootstrap")
     with serving(ledger, settings) as s:
         yield s
@@ -380,12 +302,12 @@ def test_token_cli_refuses_unscoped_producers_and_writes_client_token_files(
     )
     assert capsys.readouterr().out == ""  # written to the file, not shown
     assert out.stat().st_mode & 0o777 == 0o600
-    creds = ClientCredentials.from_settings(GrpcSettings(client_token_file=str(out)))
+    creds = ClientCredentials.fromsettings_for(GrpcSettings(client_token_file=str(out)))
     assert creds.token == out.read_text().strip() and creds.metadata() == bearer(creds.token)
     assert main(["auth", "token", "create", "--role", "admin", "--out", str(out), *data]) == 1  # never overwrites
     out.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
-        ClientCredentials.from_settings(GrpcSettings(client_token_file=str(out)))
+        ClientCredentials.fromsettings_for(GrpcSettings(client_token_file=str(out)))
     with pytest.raises(ConfigError, match="refusing to send a bearer token in clear to ledger.example:7430"):
         LedgerClient("ledger.example:7430", token=creds.token)
 
@@ -429,19 +351,21 @@ def test_servers_refuse_to_start_without_a_way_to_authenticate(
     assert main(["query", "serve", *data]) == 1
     err = capsys.readouterr().err
     assert "grpc.query_listen: 0.0.0.0:7431 is not a loopback address and grpc.tls_cert is unset" in err
-    settings = _settings(tmp_path)
+    settings = settings_for(tmp_path)
     with pytest.raises(ConfigError, match="grpc.ledger_listen: 10.1.2.3:7430 is not a loopback address"):
         server_security(settings, listen="10.1.2.3:7430", listen_key="grpc.ledger_listen")
     with pytest.raises(ConfigError, match="expected both or neither, found only grpc.tls_cert"):
         server_security(
-            _settings(tmp_path, tls_cert=str(tmp_path / "x.pem")), listen="127.0.0.1:1", listen_key="grpc.ledger_listen"
+            settings_for(tmp_path, tls_cert=str(tmp_path / "x.pem")),
+            listen="127.0.0.1:1",
+            listen_key="grpc.ledger_listen",
         )
     (tmp_path / "cert.pem").write_text("not a certificate")
     (tmp_path / "key.pem").write_text("not a key")
     (tmp_path / "key.pem").chmod(0o644)
     with pytest.raises(ConfigError) as info:
         server_security(
-            _settings(tmp_path, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")),
+            settings_for(tmp_path, tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem")),
             listen="127.0.0.1:1",
             listen_key="grpc.ledger_listen",
         )
@@ -524,7 +448,7 @@ def mtls(ledger: Ledger, tmp_path: Path) -> Iterator[tuple[Servers, Pki]]:
     cert, key = pki.issue(
         "ledger", sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True
     )
-    settings = _settings(
+    settings = settings_for(
         tmp_path,
         tls_cert=_write(tmp_path / "server.pem", cert),
         tls_key=_write(tmp_path / "server.key", key),
@@ -561,7 +485,7 @@ def test_mtls_certificates_name_the_caller_and_its_role(mtls: tuple[Servers, Pki
     client_settings = GrpcSettings(
         tls_ca=_write(tmp_path / "client-ca.pem", pki.ca_cert), client_cert=_write(tmp_path / "client.pem", cert + key)
     )
-    with LedgerClient.from_settings(s.ledger_target, client_settings) as client:
+    with LedgerClient.fromsettings_for(s.ledger_target, client_settings) as client:
         assert client.append(_event(chain, 1)).status == "accepted"
         with pytest.raises(RemoteError) as info:
             client.append(_event(ProducerChain("intruder@host-2", Ed25519Signer.generate())))
