@@ -205,6 +205,13 @@ def _not_found(conn: psycopg.Connection, start: str, seq: int) -> NodeNotFound:
             f"node {start!r} did not exist as of seq {seq}: it was first recorded at seq {later[0]}",
             hint="ask as of a later seq, or without an as-of",
         )
+    pid = start if start.startswith(PREDICTION_PREFIX) else prediction_id(start)
+    logged = conn.execute("SELECT min(seq) FROM prov.predictions WHERE id = %s", (pid,)).fetchone()[0]
+    if logged is not None:
+        return NodeNotFound(
+            f"prediction {pid!r} did not exist as of seq {seq}: it was first logged at seq {logged}",
+            hint="ask as of a later seq, or without an as-of",
+        )
     return NodeNotFound(
         f"no node, prediction or key {start!r} as of seq {seq}",
         hint="node ids are written as the projection stores them (e.g. sha256:<hex>, provault:run/<uuid>); "

@@ -391,6 +391,22 @@ def test_as_of_before_the_deployment_has_no_deployment(li: Lineage, conn: psycop
         trace(conn, li.ds2, as_of_seq=99)
 
 
+def test_a_prediction_as_of_before_it_was_logged_names_the_seq_it_first_appeared(
+    li: Lineage, conn: psycopg.Connection
+) -> None:
+    """Issue 19.5: said only "no node, prediction or key 'req-1' as of seq N", unlike nodes."""
+    logged = li.seq["predicted"]
+    pid = "provault:prediction/req-1"
+    for start in ("req-1", pid):
+        with pytest.raises(NodeNotFound) as e:
+            trace(conn, start, as_of_seq=logged - 1)
+        assert str(e.value).startswith(
+            f"prediction {pid!r} did not exist as of seq {logged - 1}: it was first logged at seq {logged}"
+        )
+    with pytest.raises(NodeNotFound, match=r"no node, prediction or key 'req-never' as of seq"):
+        trace(conn, "req-never", as_of_seq=logged)
+
+
 def test_as_of_a_time_is_the_last_entry_received_by_then(li: Lineage, conn: psycopg.Connection) -> None:
     received = dict(conn.execute("SELECT seq, received_at FROM prov.entries").fetchall())
     assert resolve_as_of(conn, time=received[7]) >= 7
