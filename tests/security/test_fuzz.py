@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.fuzz.harness import TOKENS
 from ledger.core import merkle
 from ledger.core.checkpoint import parse_note
 from ledger.core.envelope import parse_envelope
@@ -31,36 +32,7 @@ from tests.security.fuzz_targets import corpus, encode_proof_case, run_target
 FUZZ = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-INTERESTING = [
-    b'"',
-    b"\\",
-    b"\\u0000",
-    b"\\ud800",
-    b"{",
-    b"}",
-    b"[",
-    b"]",
-    b",",
-    b":",
-    b"null",
-    b"true",
-    b"1e999",
-    b"-0",
-    b"NaN",
-    b"\x00",
-    b"\xff",
-    b"\xc3",
-    b"==",
-    b"=",
-    b"-",
-    b"_",
-    b"+",
-    b"/",
-    b"\n",
-    b" ",
-    b"9" * 30,
-    b"\xe2\x80\x94 ",
-]
+INTERESTING = list(TOKENS)  # the byte runs the coverage-guided harness splices in, too
 
 
 @st.composite
