@@ -20,6 +20,7 @@ from agents.predictions import (
     PredictionBacklogFull,
     PredictionLogger,
     PredictionLoggerClosed,
+    build_rows,
     canonical_json,
     input_digest_of,
     output_value,
@@ -424,3 +425,15 @@ def test_five_thousand_predictions_reach_the_ledger_each_once(tmp_path, ledger, 
     assert set(counts) == set(expected) and set(counts.values()) == {1}, "every prediction id exactly once"
     assert all(r[2] == expected[r[0]] and r[3] == int(r[0][5:]) % 3 and is_content_id(r[2]) for r in rows)
     assert ledger.rejections() == []
+
+
+def test_the_undigestable_input_warning_names_the_prediction() -> None:
+    """Issue 19.8: the warning said only "input of object cannot be digested", not which prediction."""
+    heard: list[tuple[str, str]] = []
+    items = [("req-7", 1.7e9, object(), 1, None), ("req-8", 1.7e9, None, 1, "md5:abc")]
+    rows, ids, _, _ = build_rows(items, lambda counter, why: heard.append((counter, why)))
+    assert ids == ["req-7", "req-8"] and [r[2] for r in rows] == [None, None]  # logged, without a digest
+    assert heard == [
+        ("undigestable", "prediction 'req-7': input of object cannot be digested (logged without it)"),
+        ("undigestable", "prediction 'req-8': input_digest 'md5:abc' is not sha256:<hex> (logged without it)"),
+    ]
