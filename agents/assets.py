@@ -27,7 +27,8 @@ from ledger.core.ids import new_event_id
 from ledger.core.vocab import deploy_activity_id, deployment_id, person_id
 
 from . import capture
-from .runs import Artifact, ProvDoc, Run, add_person, current_run, default_cache, now_text, qname, resolve_artifact
+from ._prov import Artifact, ProvDoc, add_person, default_cache, now_text, qname, resolve_artifact
+from .runs import Run, current_run
 
 if TYPE_CHECKING:
     from .runtime import Agent

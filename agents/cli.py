@@ -42,7 +42,8 @@ from ledger.config import settings_from
 from ledger.core.errors import ProvaultError, expected_found
 
 from . import assets
-from .runs import Run, json_text
+from ._prov import json_text
+from .runs import Run
 
 if TYPE_CHECKING:
     from ledger.config import Settings

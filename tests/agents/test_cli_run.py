@@ -82,7 +82,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name, value in offline_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PATH", HERE_PYTHON + os.pathsep + os.environ.get("PATH", ""))
-    monkeypatch.setattr("agents.runs._default_cache", None)
+    monkeypatch.setattr("agents._prov._default_cache", None)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -418,7 +418,7 @@ def test_dataset_and_model_commands_reach_the_ledger(
 ) -> None:
     for name, value in stack_env(tmp_path, settings, nats_target, ledger, "trainer@ci/assets").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr("agents.runs._default_cache", None)
+    monkeypatch.setattr("agents._prov._default_cache", None)
     monkeypatch.chdir(tmp_path)
     Path("raw.csv").write_text("a\n1\n2\n")
     Path("clean.csv").write_text("a\n1\n")

@@ -115,7 +115,7 @@ def test_the_examples_run_against_a_real_stack(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PATH", HERE_PYTHON + os.pathsep + os.environ.get("PATH", ""))
-    monkeypatch.setattr("agents.runs._default_cache", None)
+    monkeypatch.setattr("agents._prov._default_cache", None)
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     sdk = agent_from_settings(load_settings(), producer_id="docs@test/sdk")

@@ -113,7 +113,7 @@ def thaw(value: Any) -> Any:
 def _digest_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the per-user digest cache out of the developer's home."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr("agents.runs._default_cache", None)
+    monkeypatch.setattr("agents._prov._default_cache", None)
 
 
 # --- run documents ----------------------------------------------------------------------------
