@@ -11,8 +11,8 @@ import pytest
 
 from ledger.core import merkle
 from ledger.core.envelope import parse_envelope
-from ledger.core.events import chain_hash
 from ledger.core.errors import InvalidArgument
+from ledger.core.events import chain_hash
 from ledger.db import connect
 from ledger.store import entries
 from ledger.store.log import LOG_CHANNEL
