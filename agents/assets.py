@@ -70,6 +70,7 @@ def _entity(artifact: Artifact, kind: str, label: str, uri: str | None, **extra:
     attrs = {
         "prov:type": qname(kind),
         "prov:label": label,
+        "provault:name": label,  # the registered name: a run's later use labels the same content by its file
         "provault:uri": uri or artifact.uri,
         "provault:bytes": artifact.size,
     }

@@ -48,8 +48,17 @@ def _node_rows(trace: Trace, nodes: Iterable[TraceNode]) -> list[list[str]]:
     rows = [["depth", "id", "kind", "label", "seqs", "introduced by"]]
     for n in nodes:
         seqs = ",".join(map(str, n.seqs)) or str(n.first_seq)
-        rows.append([str(n.depth), short(n.id), n.kind or "", n.label or "", seqs, _signer(trace, n.first_seq)])
+        rows.append([str(n.depth), short(n.id), n.kind or "", display_label(n), seqs, _signer(trace, n.first_seq)])
     return rows
+
+
+def display_label(node: TraceNode) -> str:
+    """The node's label, with the name it was registered under when that differs (a dataset registered as
+    ``transactions`` that a run later used as ``train.csv`` reads ``train.csv [registered as transactions]``)."""
+    label, name = node.label or "", node.attributes.get("provault:name")
+    if not isinstance(name, str) or not name or name == label or node.type != "entity":
+        return label
+    return f"{label} [registered as {name}]" if label else name
 
 
 def header(trace: Trace) -> str:
