@@ -1,39 +1,7 @@
 """gRPC QueryService: traceback, impact, lookup and search over the PROV projection.
 
-Decisions the proto (``proto/provault/v1/query.proto``) leaves open, made here:
-
-* **Reads** go through a :class:`~ledger.grpckit.server.ReadPool` as the
-  role ``provault_auditor``, which may only SELECT.  Every method needs the
-  ``auditor`` or ``admin`` role (:data:`QUERY_METHOD_ROLES`).
-* **As of.**  Absent: the projection's position.  A seq or time beyond it is
-  FAILED_PRECONDITION (retry later); a time before the first entry is
-  NOT_FOUND (nothing existed yet).
-* **Limits.**  0 means the default; above the cap is INVALID_ARGUMENT naming
-  the cap: ``max_depth`` :data:`DEFAULT_MAX_DEPTH` / :data:`MAX_DEPTH_CAP`,
-  ``max_nodes`` :data:`DEFAULT_MAX_NODES` / :data:`MAX_NODES_CAP`,
-  Trace ``page_size`` :data:`DEFAULT_PAGE_SIZE` / :data:`MAX_PAGE_SIZE`,
-  Search ``page_size`` :data:`DEFAULT_SEARCH_PAGE` / :data:`MAX_SEARCH_PAGE`.
-  A page that would not fit in one message is RESOURCE_EXHAUSTED (ask for a
-  smaller page).
-* **Trace pages.**  The answer is the walk's nodes in breadth-first order
-  (start first), then -- downstream -- the predictions of the batch
-  activities reached, as entities ``provault:prediction/<id>`` (kind
-  ``provault:Prediction``) each ``wasGeneratedBy`` its batch, ordered by id.
-  Predictions are index rows, not graph nodes: they do not count against
-  ``max_nodes`` (which bounds the walk) and are bounded by paging only, so
-  an impact answer can list millions of them.  The page token pins the
-  answer's ``as_of_seq``, the offset into the walk's nodes and the last
-  prediction id returned, plus a digest of every other request field
-  (INVALID_ARGUMENT when they differ); every page of one answer is therefore
-  computed on the same log prefix, however much the ledger grows meanwhile.
-  Edges go out on the page where their second end appears.
-* **Keys** are followed downstream through their signatures
-  (``query.traverse``): the edge from a node to the key is
-  ``wasInfluencedBy`` with ``prov:type`` ``provault:SignedBy``.
-* **Export, Sparql, Bundle, include_proofs** delegate to
-  ``query.export`` / ``query.sparql`` / ``query.bundle``.
-* **Health.** SERVING for ``""`` and ``provault.v1.QueryService`` while the
-  server runs; storage outages show as UNAVAILABLE on each call.
+The choices the proto leaves open (roles, as-of, limits, pages, keys, health) are in docs/query.md,
+"QueryService: decisions the proto leaves open"; requests are checked once (``_requests``).
 """
 
 from __future__ import annotations

@@ -1,48 +1,7 @@
 """gRPC LedgerService: Append through the Appender, reads from a connection pool.
 
-Decisions the proto (docs/api.md) leaves open, made here:
-
-* **Append / AppendStream.** An empty ``envelope_json`` is a malformed
-  request (INVALID_ARGUMENT, nothing recorded), not a rejection: proto3
-  cannot tell an empty field from an unset one.  AppendStream appends in
-  batches of :data:`APPEND_BATCH` messages as they arrive, so when a stream
-  is refused part-way (an empty message, or more than
-  :attr:`LedgerServicer.max_stream_messages` messages, RESOURCE_EXHAUSTED)
-  the batches before it stay committed; resending is safe.  The message cap
-  keeps the one response within the gRPC message limit: every result is
-  bounded by :data:`RESULT_BYTES_BOUND`, for which ``rejection_message`` is
-  cut to :data:`MAX_REJECTION_MESSAGE_BYTES` (the full text is in the
-  rejections table).
-* **Sizes.** ``GetCheckpoint(tree_size=0)`` returns the empty tree's
-  checkpoint (the ledger signs it at init).  GetInclusionProof's
-  ``tree_size`` and both consistency sizes must be at least 1.  Seqs and sizes
-  above 2^63-1 are INVALID_ARGUMENT (PostgreSQL bigint).
-* **Consistency.** ``new_size`` must be the size of a signed checkpoint
-  (NOT_FOUND otherwise); ``old_size`` may be any size from 1 to ``new_size``
-  (a client may hold a root it computed or got elsewhere; above it:
-  INVALID_ARGUMENT).  Without ``new_size``, an ``old_size`` beyond the latest
-  checkpoint but within the log is FAILED_PRECONDITION (retry after the next
-  checkpoint); beyond the log's size it is INVALID_ARGUMENT (no such tree).
-* **Inclusion.** With ``tree_size``, a seq at or above it is INVALID_ARGUMENT
-  (that checkpoint can never cover it; checked before any lookup when the
-  request names a seq).  Without, an entry newer than the latest checkpoint
-  is FAILED_PRECONDITION (retry shortly).  An entry that does not exist is
-  NOT_FOUND, as in GetEntry.
-* **Auth.** :class:`LedgerGrpcService` installs :class:`~.auth.AuthInterceptor`
-  with :class:`~.auth.DevModeAuthenticator` unless given another
-  authenticator (``provault ledger serve`` passes the one
-  :func:`~.auth.server_security` builds, and TLS credentials);
-  :func:`build_ledger_server` installs only what it is given.  A caller
-  restricted to some producer ids (:func:`~.auth.restricted`) has every
-  envelope checked before anything is appended
-  (:func:`~.auth.append_refusal`; PERMISSION_DENIED naming the first refused
-  producer id).  Its AppendStream is read whole and checked before the first
-  batch is appended, so a refused stream appends nothing; such a stream may
-  hold at most :data:`MAX_CHECKED_STREAM_BYTES` of envelopes
-  (RESOURCE_EXHAUSTED beyond).
-* **Health.** SERVING for ``""`` and ``provault.v1.LedgerService`` while the
-  server runs (NOT_SERVING once stopping); it does not track the database,
-  whose outages show as UNAVAILABLE on each call.
+The choices the proto leaves open (empty envelopes, stream batches, sizes, proofs, auth, health) are in
+docs/ledger.md, "LedgerService: decisions the proto leaves open".
 """
 
 from __future__ import annotations
