@@ -302,12 +302,12 @@ def test_token_cli_refuses_unscoped_producers_and_writes_client_token_files(
     )
     assert capsys.readouterr().out == ""  # written to the file, not shown
     assert out.stat().st_mode & 0o777 == 0o600
-    creds = ClientCredentials.fromsettings_for(GrpcSettings(client_token_file=str(out)))
+    creds = ClientCredentials.from_settings(GrpcSettings(client_token_file=str(out)))
     assert creds.token == out.read_text().strip() and creds.metadata() == bearer(creds.token)
     assert main(["auth", "token", "create", "--role", "admin", "--out", str(out), *data]) == 1  # never overwrites
     out.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
-        ClientCredentials.fromsettings_for(GrpcSettings(client_token_file=str(out)))
+        ClientCredentials.from_settings(GrpcSettings(client_token_file=str(out)))
     with pytest.raises(ConfigError, match="refusing to send a bearer token in clear to ledger.example:7430"):
         LedgerClient("ledger.example:7430", token=creds.token)
 
@@ -485,7 +485,7 @@ def test_mtls_certificates_name_the_caller_and_its_role(mtls: tuple[Servers, Pki
     client_settings = GrpcSettings(
         tls_ca=_write(tmp_path / "client-ca.pem", pki.ca_cert), client_cert=_write(tmp_path / "client.pem", cert + key)
     )
-    with LedgerClient.fromsettings_for(s.ledger_target, client_settings) as client:
+    with LedgerClient.from_settings(s.ledger_target, client_settings) as client:
         assert client.append(_event(chain, 1)).status == "accepted"
         with pytest.raises(RemoteError) as info:
             client.append(_event(ProducerChain("intruder@host-2", Ed25519Signer.generate())))
