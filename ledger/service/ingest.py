@@ -434,6 +434,9 @@ class IngestService:
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self.running():
-            self._loop.call_soon_threadsafe(self._stop.set)
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed meanwhile: the thread is already ending on its own
+                pass
         if self._thread is not None:
             self._thread.join(timeout=30)
