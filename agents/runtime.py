@@ -118,8 +118,6 @@ class Agent:
             stats=self.stats,
             acknowledge=self._acknowledge,
         )
-        self._wake = self._sender.wake
-        self._stop = self._sender.stop
         self._sender.start()
 
     # --- the caller's side -------------------------------------------------------------
@@ -150,10 +148,10 @@ class Agent:
                 else:
                     with self.stats.lock:
                         self.stats.emitted += 1
-                    self._wake.set()
+                    self._sender.wake.set()
                     return sealed.event_id
-            self._wake.set()
-            self._stop.wait(0.05)
+            self._sender.wake.set()
+            self._sender.stop.wait(0.05)
 
     async def emit_async(self, kind: str, prov: Mapping[str, Any], *, data: Mapping[str, Any] | None = None) -> str:
         """:meth:`emit` for asyncio code (runs in a worker thread so the loop never waits on disk)."""
@@ -173,7 +171,7 @@ class Agent:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every spooled event was delivered; False if ``timeout`` passed first."""
         deadline = None if timeout is None else _monotonic() + timeout
-        self._wake.set()
+        self._sender.wake.set()
         while self.spool.pending_count():
             if deadline is not None and _monotonic() >= deadline:
                 return False
