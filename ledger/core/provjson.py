@@ -19,10 +19,13 @@ What :func:`validate_prov` enforces, beyond the submission's shape:
   attributes hold one qualified name (``hadMember`` may list several
   entities) or, for times, one ``xsd:dateTime`` string with a timezone;
 * other ``prov:`` attributes are limited to label, location, role, type, value;
-* attribute values are strings, finite numbers, booleans, typed literals
-  ``{"$": str, "type": qname}``, language strings ``{"$": str, "lang": tag}``
+* attribute values are strings, finite numbers, booleans, value objects
+  (``"$"`` with a lexical form, plus ``"type"``, ``"lang"`` or both; a
+  language tag goes with no datatype or with ``prov:InternationalizedString``,
+  never with ``rdf:langString`` as a datatype)
   or non-empty arrays of those; ``null`` is refused;
-* one statement per id and section (merge attributes instead of arrays);
+* an id maps to one statement object or, for several statements that share
+  it, to a non-empty array of them (the submission's form; PROV merges them);
 * ``bundle`` is refused: provenance of provenance is the ledger's own job.
 
 Every document these rules accept is read without a warning by the
@@ -44,6 +47,7 @@ from .errors import InvalidProvDocument, expected_found
 
 PROV_NS = "http://www.w3.org/ns/prov#"
 XSD_NS = "http://www.w3.org/2001/XMLSchema#"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PREDEFINED_PREFIXES: Mapping[str, str] = MappingProxyType({"prov": PROV_NS, "xsd": XSD_NS})
 
 ELEMENT_SECTIONS = ("entity", "activity", "agent")
@@ -80,6 +84,12 @@ ELEMENT_FORMALS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 SECTIONS = ELEMENT_SECTIONS + tuple(RELATIONS)
 TIME_ATTRIBUTES = frozenset({"prov:time", "prov:startTime", "prov:endTime"})
 COMMON_PROV_ATTRIBUTES = frozenset({"prov:label", "prov:location", "prov:role", "prov:type", "prov:value"})
+# PROV-DM's datatype of strings with an optional language tag (RDF's rdf:langString, which
+# always has one, is written with "lang" alone; the prov reader does not take it as a "type").
+INTERNATIONALIZED_STRING = PROV_NS + "InternationalizedString"
+_RDF_LANG_STRING = RDF_NS + "langString"
+QNAME_TYPES = frozenset({XSD_NS + "QName", PROV_NS + "QUALIFIED_NAME"})
+_VALUE_MEMBERS = frozenset({"$", "type", "lang"})
 
 # PROV-N name characters ([53]-[55]; the XML NCName ranges).  A local part is
 # made of these, PN_CHARS_OTHER, the backslash-escapable metacharacters and
@@ -234,22 +244,37 @@ def _check_literal(value: Any, names: _Names, path: str) -> None:
 
 def _check_value_object(value: Mapping[str, Any], names: _Names, path: str) -> None:
     keys = set(value)
-    if keys not in ({"$", "type"}, {"$", "lang"}):
+    if "$" not in keys or not keys <= _VALUE_MEMBERS:
         raise _fail(
-            path, expected_found("value object members", '{"$", "type"} or {"$", "lang"}', sorted(map(str, keys)))
+            path,
+            expected_found("value object members", '"$" with "type", "lang" or both', sorted(map(str, keys))),
+            hint='write {"$": "10", "type": "xsd:int"} or {"$": "bonjour", "lang": "fr"}',
         )
     text = value["$"]
     if not isinstance(text, str):
         raise _fail(_at(path, "$"), expected_found('value object "$"', "a string", json_type(text)))
+    datatype = names.check(value["type"], _at(path, "type"), "datatype") if "type" in keys else None
+    datatype_iri = names.expand(datatype) if datatype is not None else None
     if "lang" in keys:
         lang = value["lang"]
         if not isinstance(lang, str) or not _LANG.fullmatch(lang):
             raise _fail(_at(path, "lang"), expected_found("language tag", "a BCP 47 tag like en or en-GB", repr(lang)))
+        if datatype is not None and datatype_iri != INTERNATIONALIZED_STRING:
+            raise _fail(
+                _at(path, "type"),
+                f"a language tag goes with prov:InternationalizedString, not with the datatype {datatype}",
+                hint='drop "type": {"$": "bonjour", "lang": "fr"} is a language-tagged string',
+            )
         return
-    datatype = names.check(value["type"], _at(path, "type"), "datatype")
-    if datatype in ("xsd:QName", "prov:QUALIFIED_NAME"):
+    if datatype_iri == _RDF_LANG_STRING:
+        raise _fail(
+            _at(path, "type"),
+            f"{datatype} is written as a language tag, not as a datatype",
+            hint='write {"$": "bonjour", "lang": "fr"}',
+        )
+    if datatype_iri in QNAME_TYPES:
         names.check(text, _at(path, "$"), "qualified name value")
-    elif datatype == "xsd:dateTime" and not _XSD_DATETIME.fullmatch(text):
+    elif datatype_iri == XSD_NS + "dateTime" and not _XSD_DATETIME.fullmatch(text):
         raise _fail(
             _at(path, "$"),
             expected_found("xsd:dateTime", "one with a timezone, e.g. 2026-11-23T01:55:25Z", repr(text)[:80]),
@@ -319,18 +344,22 @@ def _check_statement(section: str, attrs: Mapping[str, Any], names: _Names, path
         _check_values(value, names, where)
 
 
+def _statement_objects(section: str, sid: str, body: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The statement objects under one id, with their locations: one object, or an array of them."""
+    if not isinstance(body, (list, tuple)):
+        return [(path, _object(body, path, f"{section} {sid}"))]
+    if not body:
+        raise _fail(path, f"{section} {sid!r} lists no statement", hint="give one statement object, or omit the id")
+    return [(f"{path}[{i}]", _object(item, f"{path}[{i}]", f"{section} {sid}")) for i, item in enumerate(body)]
+
+
 def _check_section(section: str, body: Any, names: _Names, path: str) -> None:
     statements = _object(body, path, section)
     for sid, attrs in statements.items():
         where = _at(path, sid)
         names.check(sid, where, f"{section} id", blank_ok=section in RELATIONS)
-        if isinstance(attrs, (list, tuple)):
-            raise _fail(
-                where,
-                f"more than one {section} statement with id {sid!r}",
-                hint="merge their attributes into one object",
-            )
-        _check_statement(section, _object(attrs, where, f"{section} {sid}"), names, where)
+        for at, obj in _statement_objects(section, sid, attrs, where):
+            _check_statement(section, obj, names, at)
 
 
 def validate_prov(doc: Any, *, path: str = "$") -> None:
@@ -395,16 +424,17 @@ def iter_statements(doc: Mapping[str, Any]) -> Iterator[Statement]:
     """Validate ``doc`` and yield its statements in a stable order.
 
     Order: entity, activity, agent, then relations in :data:`RELATIONS`
-    order; within a section, ids in code-point order.
+    order; within a section, ids in code-point order; several statements
+    that share an id, in array order (one :class:`Statement` each).
     """
     validate_prov(doc)
     for section in SECTIONS:
         body = doc.get(section, {})
         for sid in sorted(body):
-            attrs = body[sid]
-            yield Statement(
-                section=section, id=sid, refs=_refs(section, attrs), attributes=MappingProxyType(dict(attrs))
-            )
+            for _, attrs in _statement_objects(section, sid, body[sid], sid):
+                yield Statement(
+                    section=section, id=sid, refs=_refs(section, attrs), attributes=MappingProxyType(dict(attrs))
+                )
 
 
 def expand_name(doc: Mapping[str, Any], name: str) -> str:
@@ -421,8 +451,11 @@ def prefixes(doc: Mapping[str, Any]) -> Mapping[str, str]:
 
 __all__ = [
     "ELEMENT_SECTIONS",
+    "INTERNATIONALIZED_STRING",
     "PREDEFINED_PREFIXES",
     "PROV_NS",
+    "QNAME_TYPES",
+    "RDF_NS",
     "RELATIONS",
     "SECTIONS",
     "Statement",

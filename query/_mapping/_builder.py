@@ -10,7 +10,7 @@ from typing import Any
 from ledger.core.provjson import Statement
 from ledger.core.vocab import PROVAULT_NS, host_id, person_id, service_id
 
-from ._names import _Names, _thaw
+from ._names import _Names
 from ._rows import EdgeRow, EntryRows, NodeRow, PredictionRow
 
 RELATION_ENDS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -101,7 +101,8 @@ class _Builder:
         if not m.declared:
             m.node_type, m.declared = st.section, True
         for name, value in st.attributes.items():
-            m.attributes[self.names.id(name)] = _thaw(value)
+            key, v = self.names.id(name), self.names.value(value)
+            m.attributes[key] = _merged(m.attributes[key], v) if key in m.attributes else v
 
     def relation(self, st: Statement) -> None:
         src_attr, dst_attr = RELATION_ENDS[st.section]
@@ -119,7 +120,9 @@ class _Builder:
                 dsts.append(node_id)
             else:
                 extra[attr] = node_id
-        attributes = {self.names.id(k): _thaw(v) for k, v in st.attributes.items() if k not in (src_attr, dst_attr)}
+        attributes = {
+            self.names.id(k): self.names.value(v) for k, v in st.attributes.items() if k not in (src_attr, dst_attr)
+        }
         attributes.update(extra)
         for src in srcs:
             for dst in dsts:
@@ -154,6 +157,19 @@ class _Builder:
             for nid, m in self.mentions.items()
         )
         return EntryRows(seq=seq, kind=kind, nodes=nodes, edges=tuple(self.edges), predictions=tuple(predictions))
+
+
+def _merged(first: Any, second: Any) -> Any:
+    """Two statements' values of one attribute of one node: PROV merges them, keeping each value once."""
+    items: list[Any] = []
+    for v in (*_items(first), *_items(second)):
+        if v not in items:
+            items.append(v)
+    return items[0] if len(items) == 1 else items
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _provault_iri(node_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ledger.core.provjson import PREDEFINED_PREFIXES, prefixes
+from ledger.core.provjson import INTERNATIONALIZED_STRING, PREDEFINED_PREFIXES, prefixes
 from ledger.core.vocab import PREFIXES
 
 # Fixed prefixes, longest namespace first so the most specific one names an IRI.
@@ -51,3 +51,21 @@ class _Names:
 
     def id(self, qname: str) -> str:
         return qname if qname.startswith("_:") else canonical_id(self.iri(qname))
+
+    def value(self, value: Any) -> Any:
+        """An attribute value (already validated) in the projection's one spelling per literal form.
+
+        A language-tagged string becomes ``{"$", "lang"}``, with or without
+        its ``prov:InternationalizedString`` datatype, and a string written as
+        a value object without a language tag (``{"$"}``, or typed
+        ``prov:InternationalizedString``) a plain string.
+        """
+        if isinstance(value, (list, tuple)):
+            return [self.value(v) for v in value]
+        if not isinstance(value, Mapping):
+            return value
+        if "lang" in value:
+            return {"$": value["$"], "lang": value["lang"]}
+        if "type" not in value or self.iri(value["type"]) == INTERNATIONALIZED_STRING:
+            return value["$"]
+        return _thaw(value)

@@ -164,7 +164,14 @@ _DELETE = object()
         ({"entity": {"prov:\u0301a": {}}}, "$.entity['prov:\u0301a']", "PROV-N name characters"),
         ({"entity": {"prov:100%": {}}}, "$.entity['prov:100%']", "PROV-N name characters"),
         ({"prefix": {"_x": "https://x/"}}, "$.prefix._x", "expected letters"),
-        ({"entity": {"prov:a": [{}, {}]}}, "$.entity['prov:a']", "more than one entity statement"),
+        ({"entity": {"prov:a": []}}, "$.entity['prov:a']", "entity 'prov:a' lists no statement"),
+        ({"entity": {"prov:a": [{}, "x"]}}, "$.entity['prov:a'][1]", "expected a JSON object, found string"),
+        ({"entity": {"prov:a": [{}, [{}]]}}, "$.entity['prov:a'][1]", "expected a JSON object, found array"),
+        (
+            {"used": {"_:u": [{"prov:activity": "prov:a"}, {"prov:entity": "prov:e"}]}},
+            "$.used['_:u'][1]",
+            "used requires prov:activity",
+        ),
         ({"entity": {"prov:a": "x"}}, "$.entity['prov:a']", "expected a JSON object, found string"),
     ],
 )
@@ -205,12 +212,25 @@ def test_structure_violations(doc: Any, location: str, fragment: str) -> None:
         (("activity", "pv:run/0190c8a2", "pv:x"), None, None, "null is not a PROV value"),
         (("activity", "pv:run/0190c8a2", "pv:x"), [], None, "must not be empty"),
         (("activity", "pv:run/0190c8a2", "pv:x"), [[1]], "$.activity['pv:run/0190c8a2']['pv:x'][0]", "found array"),
-        (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a"}, None, "value object members"),
+        (("activity", "pv:run/0190c8a2", "pv:x"), {"type": "xsd:string"}, None, "value object members"),
+        (("activity", "pv:run/0190c8a2", "pv:x"), {"$": "a", "unit": "m"}, None, "value object members"),
         (
             ("activity", "pv:run/0190c8a2", "pv:x"),
             {"$": "a", "type": "xsd:string", "lang": "en"},
-            None,
-            "value object members",
+            "$.activity['pv:run/0190c8a2']['pv:x'].type",
+            "a language tag goes with prov:InternationalizedString, not with the datatype xsd:string",
+        ),
+        (
+            ("activity", "pv:run/0190c8a2", "pv:x"),
+            {"$": "pv:a", "type": "xsd:QName", "lang": "en"},
+            "$.activity['pv:run/0190c8a2']['pv:x'].type",
+            "not with the datatype xsd:QName",
+        ),
+        (
+            ("activity", "pv:run/0190c8a2", "pv:x"),
+            {"$": "a", "type": "prov:InternationalizedString", "lang": "not a tag"},
+            "$.activity['pv:run/0190c8a2']['pv:x'].lang",
+            "language tag",
         ),
         (
             ("activity", "pv:run/0190c8a2", "pv:x"),
@@ -265,6 +285,8 @@ _VALUE = st.one_of(
     _NAME.map(lambda n: {"$": n, "type": "xsd:QName"}),
     st.text(max_size=5).map(lambda t: {"$": t, "lang": "en"}),
     st.text(max_size=5).map(lambda t: {"$": t, "type": "xsd:string"}),
+    st.text(max_size=5).map(lambda t: {"$": t, "type": "prov:InternationalizedString", "lang": "fr"}),
+    st.text(max_size=5).map(lambda t: {"$": t}),
 )
 _ATTRS = st.dictionaries(st.sampled_from(["ex:a", "ex:b", "prov:label", "prov:type"]), _VALUE, max_size=3)
 
@@ -273,7 +295,10 @@ _ATTRS = st.dictionaries(st.sampled_from(["ex:a", "ex:b", "prov:label", "prov:ty
 def _documents(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {"prefix": {"ex": "https://example.org/", "sha256": "urn:sha256:"}}
     for section in ("entity", "activity", "agent"):
-        doc[section] = draw(st.dictionaries(_NAME, _ATTRS, max_size=3))
+        # an id maps to one statement or, for several sharing it, to an array of them
+        doc[section] = draw(
+            st.dictionaries(_NAME, st.one_of(_ATTRS, st.lists(_ATTRS, min_size=1, max_size=2)), max_size=3)
+        )
     for i, section in enumerate(draw(st.lists(st.sampled_from(sorted(RELATIONS)), max_size=4, unique=True))):
         required, _ = RELATIONS[section]
         attrs = {a: draw(_NAME) for a in required}
