@@ -218,7 +218,7 @@ class Sender:
     def _note_failure(self, e: BaseException) -> None:
         with self.stats.lock:
             self.stats.send_failures += 1
-            self.stats.last_error = str(e)
+            self.stats.last_error = e.message if isinstance(e, ProvaultError) else str(e)
         if not isinstance(e, (ProvaultError, OSError)):
             log.error(
                 "agent %s: sending over %s failed unexpectedly; retrying",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -269,7 +270,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
 
     settings = settings_from(args)
-    with signals_held() as precise:
+    with signals_held() as precise, _delivery_summarised():
         agent = agent_from_settings(settings)
         try:
             return _run_wrapped(agent, settings, cmd, plan, args, precise)
@@ -326,10 +327,26 @@ def _execute(cmd: list[str], precise: bool) -> tuple[int, str | None]:
         return CANNOT_EXECUTE, f"cannot execute {cmd[0]}: {e.strerror or e}"
 
 
+@contextlib.contextmanager
+def _delivery_summarised() -> Iterator[None]:
+    """The agent's own retry warnings stay quiet: a one-shot command says once what was delivered and why not."""
+    agent_log = logging.getLogger("provault.agent")
+    level = agent_log.level
+    agent_log.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        agent_log.setLevel(level)
+
+
 def _spooled_note(agent: Agent, settings: Settings) -> None:
+    with agent.stats.lock:
+        why = agent.stats.last_error
     print(
-        f"provault: the ledger did not confirm delivery within {settings.agent.publish_timeout_s:g} s; the events "
-        f"are kept in the spool {agent.spool.dir} and sent the next time producer {agent.producer_id} runs",
+        f"provault: not delivered within {settings.agent.publish_timeout_s:g} s"
+        + (f": {why}" if why else "")
+        + f"\nprovault: the events are kept in the spool {agent.spool.dir} and sent the next time producer "
+        f"{agent.producer_id} runs while the ledger is reachable",
         file=sys.stderr,
     )
 
@@ -341,12 +358,13 @@ def _emit_prepared(args: argparse.Namespace, prepared: assets.Prepared) -> int:
     from .runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
 
     settings = settings_from(args)
-    agent = agent_from_settings(settings)
-    try:
-        event_id = agent.emit(prepared.kind, prepared.prov)
-        delivered = agent.flush(timeout=settings.agent.publish_timeout_s)
-    finally:
-        agent.close(timeout=0)
+    with _delivery_summarised():
+        agent = agent_from_settings(settings)
+        try:
+            event_id = agent.emit(prepared.kind, prepared.prov)
+            delivered = agent.flush(timeout=settings.agent.publish_timeout_s)
+        finally:
+            agent.close(timeout=0)
     if args.json:
         print(json.dumps({"kind": prepared.kind, "id": prepared.id, "event": event_id, "delivered": delivered}))
     else:

@@ -254,7 +254,10 @@ def transport_from(settings: Settings, producer_id: str) -> Transport:
         return GrpcTransport(
             target, timeout_s=a.publish_timeout_s, credentials=ClientCredentials.from_settings(settings.grpc)
         )
-    return NatsTransport(resolve_nats_url(settings), settings.nats, producer_id, timeout_s=a.publish_timeout_s)
+    # Resolved at each connect, not now: with no NATS configured and no `provault up` running, events spool
+    # (and the transport's error says why) until the stack is up, as they do while NATS is down.
+    url = settings.nats.url or (lambda: resolve_nats_url(settings))
+    return NatsTransport(url, settings.nats, producer_id, timeout_s=a.publish_timeout_s)
 
 
 def agent_from_settings(settings: Settings, *, producer_id: str | None = None, signer: Signer | None = None) -> Agent:

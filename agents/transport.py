@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -64,8 +64,12 @@ class NatsTransport:
 
     name = "nats"
 
-    def __init__(self, url: str, settings: NatsSettings, producer_id: str, *, timeout_s: float) -> None:
-        self.url = url
+    def __init__(
+        self, url: str | Callable[[], str], settings: NatsSettings, producer_id: str, *, timeout_s: float
+    ) -> None:
+        self._locate = url if callable(url) else lambda: url
+        """Where NATS is, asked at every connect: an agent started before ``provault up`` spools until it runs."""
+        self.url: str | None = None if callable(url) else url
         self.subject = subject_for(settings, producer_id)
         self.stream = settings.stream
         self.timeout_s = timeout_s
@@ -87,6 +91,10 @@ class NatsTransport:
             else:
                 log.debug("NATS connection problem: %s", e)
 
+        try:
+            self.url = self._locate()
+        except ProvaultError as e:
+            raise TransportUnavailable(e.message, hint=e.hint) from None
         try:
             self._nc = await asyncio.wait_for(
                 nats.connect(

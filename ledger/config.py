@@ -41,7 +41,7 @@ class PostgresSettings:
     dsn: str | None = None
     """External PostgreSQL DSN; unset means the embedded server in the data dir."""
     port: int = 0
-    """Port for the embedded server on 127.0.0.1; 0 picks a free one."""
+    """Port for the embedded server on 127.0.0.1; 0: the one kept in <data_dir>/ports.json, else a free one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,7 +49,7 @@ class NatsSettings:
     url: str | None = None
     """External NATS URL; unset means the embedded JetStream server."""
     port: int = 0
-    """Port for the embedded server on 127.0.0.1; 0 picks a free one."""
+    """Port for the embedded server on 127.0.0.1; 0: the one kept in <data_dir>/ports.json, else a free one."""
     stream: str = "PROVAULT"
     subject_prefix: str = "provault.events"
     replicas: int = 1

@@ -39,6 +39,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (a server can bind it: SO_REUSEADDR, as servers set)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _require_free(port: int, what: str) -> None:
+    """A requested port someone else holds would pass the readiness probe of a server that failed to bind."""
+    if not port_free(port):
+        raise ServerStartError(
+            f"{what} cannot listen on 127.0.0.1:{port}: another process is listening there",
+            hint=f"stop that process (`ss -ltnp 'sport = :{port}'` names it), or choose another port",
+        )
+
+
 def _port_open(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
@@ -165,6 +185,8 @@ class EmbeddedPostgres:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         self._refuse_if_running()
         self._initdb(user)
+        if self.requested_port:
+            _require_free(self.requested_port, "PostgreSQL")
         for attempt in range(3):
             self.port = self.requested_port or free_port()
             try:
@@ -180,6 +202,12 @@ class EmbeddedPostgres:
         # SIGINT is PostgreSQL's "fast shutdown": roll back sessions, checkpoint, exit.
         _stop_process(self._proc, signal.SIGINT)
         self._proc = None
+
+    def restart(self) -> str:
+        """Start again on the same port and data (after it stopped or crashed): the DSN clients already hold."""
+        self.stop()  # reap the exited process
+        self.requested_port = self.port or self.requested_port
+        return self.start()
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
@@ -355,6 +383,8 @@ class EmbeddedNats:
 
     def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.requested_port:
+            _require_free(self.requested_port, "nats-server")
         for attempt in range(3):
             self.port = self.requested_port or free_port()
             try:
@@ -371,8 +401,9 @@ class EmbeddedNats:
         self._proc = None
 
     def restart(self) -> str:
-        """Start again on the same port and store (after stop() or kill())."""
-        self.requested_port = self.port
+        """Start again on the same port and store (after stop(), kill() or a crash)."""
+        self.stop()  # reap the exited process
+        self.requested_port = self.port or self.requested_port
         return self.start()
 
     def kill(self) -> None:

@@ -27,12 +27,17 @@ class LedgerService:
 
     name = "ledger"
     log = Path("(stderr)")
+    depends_on = frozenset({"postgres", "nats"})
 
     def __init__(self, runtime: LedgerRuntime) -> None:
         self.runtime = runtime
 
     def running(self) -> bool:
         return all(svc.running() for svc in self.runtime.services())
+
+    def set_serving(self, serving: bool) -> None:
+        if self.runtime.grpc is not None:
+            self.runtime.grpc.set_serving(serving)
 
     def stop(self) -> None:
         self.runtime.stop()
@@ -61,10 +66,3 @@ def start_stack(stack: Stack) -> tuple[Endpoints, list[str]]:
         endpoints = start(stack, endpoints)
     write_stack_file(settings.data_dir, endpoints)
     return endpoints, changes
-
-
-def check_running(stack: Stack) -> None:
-    """Raise when a piece of the stack died."""
-    for svc in stack.services():
-        if not svc.running():
-            raise ServerStartError(f"{svc.name} stopped unexpectedly", hint=f"see its log: {svc.log}")

@@ -5,6 +5,11 @@ an external DSN / URL is configured, records where everything listens in
 ``<data_dir>/stack.json`` (so other ``provault`` commands on this machine find
 it), and stops everything it started, in reverse order, through the handles
 that started it.
+
+The embedded servers' ports are chosen once, at the first start, and kept in
+``<data_dir>/ports.json``: a later ``provault up`` listens where the agents
+and tools configured from the first one still point (``postgres.port`` /
+``nats.port``, when set, win and are kept instead).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from typing import Protocol
 
 from ledger.config import Settings
 from ledger.core.errors import ServerStartError
-from ledger.embedded import EmbeddedNats, EmbeddedPostgres
+from ledger.embedded import EmbeddedNats, EmbeddedPostgres, port_free
 
 STACK_FILE = "stack.json"
+PORTS_FILE = "ports.json"
 
 
 class Service(Protocol):
@@ -62,29 +68,35 @@ class Stack:
 
     settings: Settings
     endpoints: Endpoints | None = None
+    children: dict[str, EmbeddedPostgres | EmbeddedNats] = field(default_factory=dict)
+    """The embedded servers this stack started, by dependency name ("postgres", "nats")."""
     _started: list[Service] = field(default_factory=list)
 
     def start(self) -> Endpoints:
         data = self.settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
-        embedded: list[str] = []
+        saved = read_ports(data)
         try:
             dsn = self.settings.postgres.dsn
             if dsn is None:
-                pg = EmbeddedPostgres(data / "postgres", port=self.settings.postgres.port)
+                pg = EmbeddedPostgres(
+                    data / "postgres", port=_port(data, "postgres", self.settings.postgres.port, saved)
+                )
                 dsn = pg.start()
                 self._started.append(pg)
-                embedded.append("postgres")
+                self.children["postgres"] = pg
             url = self.settings.nats.url
             if url is None:
-                nats = EmbeddedNats(data / "nats", port=self.settings.nats.port)
+                nats = EmbeddedNats(data / "nats", port=_port(data, "nats", self.settings.nats.port, saved))
                 url = nats.start()
                 self._started.append(nats)
-                embedded.append("nats")
+                self.children["nats"] = nats
         except BaseException:
             self.stop()
             raise
-        self.endpoints = Endpoints(postgres_dsn=dsn, nats_url=url, embedded=tuple(embedded))
+        if self.children:
+            write_ports(data, {**saved, **{name: child.port for name, child in self.children.items()}})
+        self.endpoints = Endpoints(postgres_dsn=dsn, nats_url=url, embedded=tuple(self.children))
         write_stack_file(data, self.endpoints)
         return self.endpoints
 
@@ -106,6 +118,49 @@ class Stack:
         remove_own_stack_file(self.settings.data_dir)
         if errors:
             raise ServerStartError("some services did not stop cleanly: " + "; ".join(errors))
+
+
+def read_ports(data_dir: Path) -> dict[str, int]:
+    """The embedded servers' ports saved at the first start ({} before it)."""
+    path = data_dir / PORTS_FILE
+    try:
+        ports = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ServerStartError(f"{path} cannot be read: {e}", hint="fix it, or delete it to pick new ports") from None
+    if not isinstance(ports, dict) or not all(
+        k in ("postgres", "nats") and isinstance(v, int) and 0 < v < 65536 for k, v in ports.items()
+    ):
+        raise ServerStartError(
+            f'{path} is not {{"postgres": PORT, "nats": PORT}}: {json.dumps(ports)[:200]}',
+            hint="fix it, or delete it to pick new ports",
+        )
+    return ports
+
+
+def write_ports(data_dir: Path, ports: dict[str, int]) -> None:
+    path = data_dir / PORTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ports, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _port(data_dir: Path, name: str, configured: int, saved: dict[str, int]) -> int:
+    """The port to start ``name`` on: the configured one, else the saved one (checked free), else 0 (pick)."""
+    if configured:
+        return configured
+    port = saved.get(name, 0)
+    if port and not port_free(port):
+        raise ServerStartError(
+            f"{name} listens on 127.0.0.1:{port} in this data dir (kept in {data_dir / PORTS_FILE} since its "
+            "first start), and another process is listening there now",
+            hint=(
+                f"stop that process (a server an earlier `provault up` left running? see {data_dir / name}), "
+                f"or delete {data_dir / PORTS_FILE} to pick new ports and point agents at the new ones"
+            ),
+        )
+    return port
 
 
 def write_stack_file(data_dir: Path, endpoints: Endpoints) -> None:

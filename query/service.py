@@ -352,7 +352,9 @@ class QueryGrpcService(GrpcServerService):
 
     name = "query-grpc"
     service_label = "QueryService"
+    service_name = SERVICE_NAME
     method_roles = QUERY_METHOD_ROLES
+    depends_on = frozenset({"postgres"})
 
     def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
         return build_query_server(

@@ -8,8 +8,9 @@ import sys
 import threading
 
 from ledger.config import settings_from
-from ledger.launch import check_running, refuse_if_up, start_stack
+from ledger.launch import refuse_if_up, start_stack
 from ledger.stack import Endpoints, Stack, redact_dsn
+from ledger.supervise import Supervisor
 
 POLL_S = 0.5
 
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "unless PROVAULT_POSTGRES_DSN / PROVAULT_NATS_URL name external ones, migrate and initialise "
             "the ledger (keys under <data-dir>/keys), run the ledger service, print where everything "
             "listens, and run until Ctrl-C or SIGTERM, then stop everything that was started. "
-            "A second run reuses the same data."
+            "An embedded server that exits is restarted on the same port, with backoff, while the gRPC health of "
+            "what needs it says NOT_SERVING. A second run reuses the same data and the same ports "
+            "(<data-dir>/ports.json)."
         ),
     )
     p.set_defaults(run=run)
@@ -49,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _wait(stack: Stack, stop: threading.Event) -> int:
+    supervisor = Supervisor(stack.children, stack.services)
     while not stop.wait(POLL_S):
-        check_running(stack)
+        supervisor.check()
     return 0
 
 

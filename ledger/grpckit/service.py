@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from google.protobuf import message, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2
 
 from .auth import Authenticator, AuthInterceptor, DevModeAuthenticator
 from .status import MalformedRequest, abort_with
@@ -90,7 +91,11 @@ def _method_handler(
 class GrpcServerService:
     name = "grpc"
     service_label = "gRPC service"
+    service_name = ""
+    """The full protobuf service name its health is also reported under."""
     method_roles: Mapping[str, frozenset[str]] = {}
+    depends_on: frozenset[str] = frozenset()
+    """The embedded servers ("postgres", "nats") it cannot serve without: health says NOT_SERVING while one is down."""
 
     def __init__(
         self,
@@ -132,6 +137,15 @@ class GrpcServerService:
 
     def running(self) -> bool:
         return self._server is not None and not self._stopped.is_set()
+
+    def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING on grpc.health.v1, for the server as a whole and for its service."""
+        health = getattr(self._server, "health", None)
+        if health is None or self._stopped.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", self.service_name):
+            health.set(name, status)
 
     def stop(self, grace: float | None = 5.0) -> None:
         if self._server is None or self._stopped.is_set():

@@ -412,6 +412,7 @@ class LedgerGrpcService(GrpcServerService):
 
     name = "ledger-grpc"
     service_label = "LedgerService"
+    service_name = SERVICE_NAME
     method_roles = LEDGER_METHOD_ROLES
 
     def __init__(self, *, appender: Appender, **kwargs: Any) -> None:

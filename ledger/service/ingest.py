@@ -203,7 +203,7 @@ class JetStreamIngest:
         async def quiet(e: Exception) -> None:
             if is_refusal(e):
                 self.refusal = str(e)
-            log.warning("NATS connection problem: %s", e)
+            log.warning("NATS connection problem: %s", str(e) or type(e).__name__)
 
         try:
             return await asyncio.wait_for(
