@@ -36,7 +36,7 @@ from ledger.store.entries import StoredEntry, read_entries
 from ledger.store.log import LOG_CHANNEL
 from ledger.store.migrate import migrate
 
-from ._mapping import EntryRows, fold_nodes, map_entry
+from ._mapping import EntryRows, changed_attributes, fold_nodes, json_key, map_entry
 
 logger = logging.getLogger("provault.projector")
 
@@ -145,6 +145,7 @@ def _write(conn: psycopg.Connection, entries: Sequence[StoredEntry], mapped: Seq
 
 
 def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
+    state = _merged_state(cur, {n.id for r in rows for n in r.nodes})
     changes = fold_nodes(rows).values()
     if changes:
         cur.executemany(
@@ -157,7 +158,15 @@ def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
     with cur.copy("COPY prov.node_versions (node_id, seq, node_type, attributes) FROM STDIN") as cp:
         for r in rows:
             for n in r.nodes:
-                cp.write_row((n.id, r.seq, n.node_type, Jsonb(dict(n.attributes))))
+                cp.write_row((n.id, r.seq, n.node_type, Jsonb(changed_attributes(state, n.id, n.attributes))))
+
+
+def _merged_state(cur: psycopg.Cursor, ids: set[str]) -> dict[str, dict[str, str]]:
+    """The merged attributes of ``ids`` before this chunk, each value as canonical JSON text."""
+    if not ids:
+        return {}
+    rows = cur.execute("SELECT id, attributes FROM prov.nodes WHERE id = ANY(%s)", (list(ids),))
+    return {nid: {k: json_key(v) for k, v in attrs.items()} for nid, attrs in rows}
 
 
 def _write_edges(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:

@@ -179,3 +179,28 @@ def fold_nodes(entries: Iterable[EntryRows]) -> dict[str, NodeChange]:
             c.attributes.update(node.attributes)
             c.last_seq = entry.seq
     return changes
+
+
+def json_key(value: object) -> str:
+    """Canonical JSON text: equal only for equal JSON (True is not 1, 1 is not 1.0, key order does not count)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def changed_attributes(state: dict[str, dict[str, str]], node_id: str, said: Mapping[str, Any]) -> dict[str, Any]:
+    """What an entry's statement about ``node_id`` changes in its merged state (which it then updates).
+
+    A node version keeps only these: restating an unchanged agent, host or
+    environment in every run adds a mention (``{}``), not a copy of its
+    attributes.  Folding versions still gives every as-of state exactly
+    (per attribute the highest seq wins, and a dropped value equals the one
+    it would have won over), and the versions left are the evidence of the
+    node's state (docs/query.md, "Evidence").
+    """
+    current = state.setdefault(node_id, {})
+    out: dict[str, Any] = {}
+    for name, value in said.items():
+        text = json_key(value)
+        if current.get(name) != text:
+            current[name] = text
+            out[name] = value
+    return out
