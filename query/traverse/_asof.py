@@ -66,9 +66,13 @@ def snapshot(conn: psycopg.Connection) -> Iterator[None]:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         yield
         return
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        yield
+    saved = conn.isolation_level, conn.read_only
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True  # one BEGIN says both
+    try:
+        with conn.transaction():
+            yield
+    finally:
+        conn.isolation_level, conn.read_only = saved
 
 
 def _seq_arg(value: int, what: str) -> int:
@@ -96,15 +100,23 @@ def pin_as_of(conn: psycopg.Connection, as_of_seq: int | None) -> int:
 
 # --- nodes as of a seq -----------------------------------------------------------------
 
-_NODES = "SELECT id, node_type, first_seq FROM prov.nodes WHERE id = ANY(%s) AND first_seq <= %s"
-_VERSIONS = (  # the versions that say something (a partial index), without the empty mentions of hubs
-    "SELECT node_id, seq, node_type, attributes FROM prov.node_versions"
-    " WHERE node_id = ANY(%s) AND seq <= %s AND attributes <> '{}'::jsonb"
-)
-_FIRST_VERSIONS = (  # plus each node's first mention, by primary key
-    "SELECT v.node_id, v.seq, v.node_type, v.attributes FROM prov.node_versions AS v"
-    " JOIN unnest(%s::text[], %s::bigint[]) AS f(id, seq) ON v.node_id = f.id AND v.seq = f.seq"
-)
+# The nodes with the versions that say something (a partial index, without the empty mentions of
+# hubs) and each one's first mention (by primary key), in one statement.  At or after a node's
+# last version its merged attributes are read as stored, not folded.
+_NODES = """
+SELECT n.id, n.node_type, n.first_seq, CASE WHEN n.last_seq <= %(seq)s THEN n.attributes END,
+       v.seq, v.node_type, CASE WHEN n.last_seq > %(seq)s THEN v.attributes END
+FROM prov.nodes AS n
+CROSS JOIN LATERAL (
+    SELECT x.seq, x.node_type, x.attributes FROM prov.node_versions AS x
+    WHERE x.node_id = n.id AND x.seq <= %(seq)s AND x.attributes <> '{}'::jsonb
+  UNION ALL
+    SELECT x.seq, x.node_type, x.attributes FROM prov.node_versions AS x
+    WHERE x.node_id = n.id AND x.seq = n.first_seq AND x.attributes = '{}'::jsonb
+) AS v
+WHERE n.id = ANY(%(ids)s) AND n.first_seq <= %(seq)s
+ORDER BY n.id, v.seq
+"""
 _FIRST_TYPES = (
     "SELECT DISTINCT ON (node_id) node_id, node_type FROM prov.node_versions"
     " WHERE node_id = ANY(%s) AND seq <= %s AND node_type IS NOT NULL ORDER BY node_id, seq"
@@ -115,21 +127,19 @@ def _load_nodes(conn: psycopg.Connection, ids: Sequence[str], seq: int) -> dict[
     """The nodes among ``ids`` that existed at ``seq``, with their attributes as of it (depth 0)."""
     if not ids:
         return {}
-    heads = {nid: (ntype, first) for nid, ntype, first in conn.execute(_NODES, (list(ids), seq))}
-    rows = {(r[0], r[1]): r for r in conn.execute(_VERSIONS, (list(heads), seq))}
-    firsts = list(heads)
-    rows.update({(r[0], r[1]): r for r in conn.execute(_FIRST_VERSIONS, (firsts, [heads[n][1] for n in firsts]))})
-    versions: dict[str, list[tuple[int, str | None, dict]]] = {}
-    for nid, vseq, vtype, attrs in (rows[k] for k in sorted(rows)):
+    heads: dict[str, tuple[str | None, int, dict | None]] = {}
+    versions: dict[str, list[tuple[int, str | None, dict | None]]] = {}
+    for nid, ntype, first, merged, vseq, vtype, attrs in conn.execute(_NODES, {"ids": list(ids), "seq": seq}):
+        heads.setdefault(nid, (ntype, first, merged))
         versions.setdefault(nid, []).append((vseq, vtype, attrs))
-    types = {nid: next((t for _, t, _ in versions.get(nid, ()) if t), None) for nid in heads}
+    types = {nid: next((t for _, t, _ in versions[nid] if t), None) for nid in heads}
     late = [nid for nid, t in types.items() if t is None and heads[nid][0] is not None]
     if late:  # typed only by a version without attributes (rare: first seen in wasInfluencedBy)
         types.update(dict(conn.execute(_FIRST_TYPES, (late, seq)).fetchall()))
     out: dict[str, TraceNode] = {}
-    for nid, (_, first) in heads.items():
-        vs = versions.get(nid, [])
-        attrs = fold_attributes(a for _, _, a in vs)
+    for nid, (_, first, merged) in heads.items():
+        vs = versions[nid]
+        attrs = merged if merged is not None else fold_attributes(a for _, _, a in vs if a)
         out[nid] = TraceNode(
             id=nid,
             type=types[nid],

@@ -437,14 +437,14 @@ def _predictions_beyond(conn: psycopg.Connection, nodes: Sequence[TraceNode], ma
 def _signers(conn: psycopg.Connection, seqs: Sequence[int]) -> tuple[dict[int, str], dict[str, Signer]]:
     if not seqs:
         return {}, {}
-    signers = dict(
-        conn.execute("SELECT seq, keyid FROM prov.entries WHERE seq = ANY(%s) ORDER BY seq", (list(seqs),)).fetchall()
-    )
+    signers: dict[int, str] = {}
     keys: dict[str, Signer] = {}
-    for keyid, key_node, name, role, root in conn.execute(
-        "SELECT DISTINCT ON (keyid) keyid, key_node, identity ->> 'name', role, root_key FROM prov.entry_signers"
-        " WHERE seq = ANY(%s) ORDER BY keyid, seq",
+    for seq, keyid, key_node, name, role, root in conn.execute(
+        "SELECT seq, keyid, key_node, identity ->> 'name', role, root_key FROM prov.entry_signers"
+        " WHERE seq = ANY(%s) ORDER BY seq",
         (list(seqs),),
     ):
-        keys[keyid] = Signer(keyid=keyid, key_node=key_node, name=name, role=role, root_key=bool(root))
+        signers[seq] = keyid
+        if keyid not in keys:  # a key's identity is the same on every entry it signed
+            keys[keyid] = Signer(keyid=keyid, key_node=key_node, name=name, role=role, root_key=bool(root))
     return signers, keys
