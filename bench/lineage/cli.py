@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlmd-venv", type=Path, default=Path(tempfile.gettempdir()) / "provault-bench-mlmd")
     p.add_argument("--no-mlmd", action="store_true", help="skip the MLMD baseline")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument(
+        "--keep", action="store_true", help="keep each scale's data directory (printed) to profile against later"
+    )
     args = p.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")]
     python = None if args.no_mlmd else mlmd_python(args.mlmd_venv)
@@ -67,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"  s={s} done in {time.perf_counter() - t0:.0f} s")
             results["scales"][s] = row
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if args.keep:
+                _say(f"  s={s}: data kept in {work} (its PostgreSQL is under state/postgres)")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -22,7 +22,7 @@ from ledger.core.keyring import KEY_REGISTERED
 from ledger.core.vocab import PREFIXES
 from ledger.embedded import EmbeddedPostgres
 from ledger.store.migrate import migrate
-from query._mapping import node_kind, node_label
+from query._mapping import changed_attributes, node_kind, node_label
 from query.projector import migrate_prov
 
 COPY_FLUSH = 5000
@@ -97,6 +97,7 @@ def load_graph(target: Loaded, check_every: int) -> None:
     w, keyids = target.workload, {p: k.keyid for p, k in target.workload.keys.items()}
     admin_keyid = "0" * 64
     nodes: dict[str, list[Any]] = {}
+    state: dict[str, dict[str, str]] = {}  # what the projector keeps of each version: what it changed
     with contextlib.ExitStack() as stack:
         sink = _Sink(stack, target.dsn)
         for item in w:
@@ -107,7 +108,7 @@ def load_graph(target: Loaded, check_every: int) -> None:
                         f"bench generator disagrees with query._mapping.map_event at entry {item.seq} ({item.kind})"
                     )
                 target.checked += 1
-            _write_entry(sink, item, rows, keyids.get(item.producer, admin_keyid), nodes)
+            _write_entry(sink, item, rows, keyids.get(item.producer, admin_keyid), nodes, state)
             target.edges += len(rows.edges)
             target.predictions += len(rows.predictions)
             target.versions += len(rows.nodes)
@@ -125,14 +126,17 @@ def load_graph(target: Loaded, check_every: int) -> None:
         _register_keys(conn, w, admin_keyid)
 
 
-def _write_entry(sink: _Sink, item: Item, rows: Rows, keyid: str, nodes: dict[str, list[Any]]) -> None:
+def _write_entry(
+    sink: _Sink, item: Item, rows: Rows, keyid: str, nodes: dict[str, list[Any]], state: dict[str, dict[str, str]]
+) -> None:
     seq, when = item.seq, stamp(item.seq)
     sink.add(
         "entries",
         f"{seq}\t{uuid.UUID(int=random.getrandbits(128))}\t{item.kind}\t{keyid}\t{item.producer}\t{seq}\t{when}\t{when}\n",
     )
     for nid, (ntype, attrs) in rows.nodes.items():
-        sink.add("versions", f"{nid}\t{seq}\t{ntype or NULL}\t{_json(attrs) if attrs else '{}'}\n")
+        changed = changed_attributes(state, nid, attrs)
+        sink.add("versions", f"{nid}\t{seq}\t{ntype or NULL}\t{_json(changed) if changed else '{}'}\n")
         node = nodes.get(nid)
         if node is None:
             nodes[nid] = [ntype, dict(attrs), seq, seq]
