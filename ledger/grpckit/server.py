@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from ledger.core.errors import ServerStartError, StorageUnavailable
-from ledger.db import CONNECT_TIMEOUT_S, describe
+from ledger.db import CONNECT_TIMEOUT_S, describe, fast_json
 
 MAX_DB_INT = 2**63 - 1
 """The largest value a bigint column holds: request numbers beyond it are refused before any query."""
@@ -45,6 +45,7 @@ class ReadPool:
         self.pool.open(wait=False)  # serve (and answer UNAVAILABLE) even while the database is down
 
     def _configure(self, conn: psycopg.Connection) -> None:
+        fast_json(conn)
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
 
     @contextlib.contextmanager

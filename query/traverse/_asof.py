@@ -114,7 +114,7 @@ CROSS JOIN LATERAL (
     SELECT x.seq, x.node_type, x.attributes FROM prov.node_versions AS x
     WHERE x.node_id = n.id AND x.seq = n.first_seq AND x.attributes = '{}'::jsonb
 ) AS v
-WHERE n.id = ANY(%(ids)s) AND n.first_seq <= %(seq)s
+WHERE n.id = ANY(%(ids)b) AND n.first_seq <= %(seq)s
 ORDER BY n.id, v.seq
 """
 _FIRST_TYPES = (

@@ -78,7 +78,7 @@ def _predictions_of(
     acts = list(activities)
     total, seqs = conn.execute(
         "SELECT count(DISTINCT id), coalesce(array_agg(DISTINCT seq), '{}') FROM prov.predictions"
-        " WHERE activity = ANY(%s) AND seq <= %s",
+        " WHERE activity = ANY(%b) AND seq <= %s",
         (acts, seq),
     ).fetchone()
     ids: list[str] = []
@@ -87,7 +87,7 @@ def _predictions_of(
             r[0]
             for r in conn.execute(
                 "SELECT id FROM (SELECT DISTINCT id FROM prov.predictions"
-                " WHERE activity = ANY(%s) AND seq <= %s AND (%s::text IS NULL OR id > %s)) AS p ORDER BY id LIMIT %s",
+                " WHERE activity = ANY(%b) AND seq <= %s AND (%s::text IS NULL OR id > %s)) AS p ORDER BY id LIMIT %s",
                 (acts, seq, after, after, limit + 1),
             )
         ]
@@ -98,7 +98,7 @@ def _predictions_of(
             _ref(r)
             for r in conn.execute(
                 "SELECT id, seq, activity, time, input, output FROM prov.predictions"
-                " WHERE id = ANY(%s) AND activity = ANY(%s) AND seq <= %s ORDER BY id, seq",
+                " WHERE id = ANY(%b) AND activity = ANY(%b) AND seq <= %s ORDER BY id, seq",
                 (ids, acts, seq),
             )
         ]

@@ -46,7 +46,7 @@ from ._predictions import _prediction_rows, _PredictionPage, _predictions_of, pr
 
 _WALK = """
 WITH RECURSIVE walk(depth, frontier, visited) AS (
-    SELECT %(depth0)s::int, %(frontier)s::text[], %(visited)s::text[]
+    SELECT %(depth0)s::int, %(frontier)b::text[], %(visited)b::text[]
   UNION ALL
     SELECT w.depth + 1, nxt.ids, w.visited || nxt.ids
     FROM walk AS w
@@ -68,9 +68,9 @@ SELECT depth, frontier FROM walk WHERE depth > %(depth0)s ORDER BY depth
 """
 _INDUCED_EDGES = """
 SELECT DISTINCT ON (e.relation, e.src, e.dst) e.relation, e.src, e.dst, e.seq, e.attributes, e.origin
-FROM unnest(%(ids)s::text[]) AS s(id)
+FROM unnest(%(ids)b::text[]) AS s(id)
 JOIN prov.edges AS e ON e.src = s.id
-WHERE e.seq <= %(seq)s {relations} AND e.dst IN (SELECT unnest(%(ids)s::text[]))
+WHERE e.seq <= %(seq)s {relations} AND e.dst IN (SELECT unnest(%(ids)b::text[]))
 ORDER BY e.relation, e.src, e.dst, e.seq, e.ordinal
 """
 _RELATION_FILTER = sql.SQL("AND e.relation = ANY(%(relations)s)")
@@ -441,7 +441,7 @@ def _signers(conn: psycopg.Connection, seqs: Sequence[int]) -> tuple[dict[int, s
     keys: dict[str, Signer] = {}
     for seq, keyid, key_node, name, role, root in conn.execute(
         "SELECT seq, keyid, key_node, identity ->> 'name', role, root_key FROM prov.entry_signers"
-        " WHERE seq = ANY(%s) ORDER BY seq",
+        " WHERE seq = ANY(%b) ORDER BY seq",
         (list(seqs),),
     ):
         signers[seq] = keyid
