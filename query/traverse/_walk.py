@@ -66,13 +66,28 @@ WITH RECURSIVE walk(depth, frontier, visited) AS (
 )
 SELECT depth, frontier FROM walk WHERE depth > %(depth0)s ORDER BY depth
 """
-_INDUCED_EDGES = """
+# The edges between the answer's nodes.  For a small answer, each node's edges by index
+# (edges_src_idx): given an array, the planner guesses 100 elements and on a small database hashes
+# all of prov.edges instead.  For a large one, that hash join is the right plan.
+_INDUCED_EDGES_FEW = """
+SELECT DISTINCT ON (e.relation, e.src, e.dst) e.relation, e.src, e.dst, e.seq, e.attributes, e.origin
+FROM unnest(%(ids)b::text[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT e.relation, e.src, e.dst, e.seq, e.ordinal, e.attributes, e.origin FROM prov.edges AS e
+    WHERE e.src = s.id AND e.seq <= %(seq)s {relations} AND e.dst = ANY(%(ids)b::text[])
+    OFFSET 0
+) AS e
+ORDER BY e.relation, e.src, e.dst, e.seq, e.ordinal
+"""
+_INDUCED_EDGES_MANY = """
 SELECT DISTINCT ON (e.relation, e.src, e.dst) e.relation, e.src, e.dst, e.seq, e.attributes, e.origin
 FROM unnest(%(ids)b::text[]) AS s(id)
 JOIN prov.edges AS e ON e.src = s.id
 WHERE e.seq <= %(seq)s {relations} AND e.dst IN (SELECT unnest(%(ids)b::text[]))
 ORDER BY e.relation, e.src, e.dst, e.seq, e.ordinal
 """
+FEW_NODES = 1000
+"""Answers up to this size look their edges up node by node."""
 _RELATION_FILTER = sql.SQL("AND e.relation = ANY(%(relations)s)")
 
 
@@ -122,7 +137,8 @@ def _walk(
 def _induced_edges(conn: psycopg.Connection, ids: Sequence[str], lim: _Limits) -> list[TraceEdge]:
     if not ids:
         return []
-    query = sql.SQL(_INDUCED_EDGES).format(relations=_relations_sql(lim.relations))
+    shape = _INDUCED_EDGES_FEW if len(ids) <= FEW_NODES else _INDUCED_EDGES_MANY
+    query = sql.SQL(shape).format(relations=_relations_sql(lim.relations))
     rows = conn.execute(query, {"ids": list(ids), "seq": lim.seq, "relations": list(lim.relations)})
     return [
         TraceEdge(relation=r, src=s, dst=d, seq=q, attributes=MappingProxyType(a), origin=o)
