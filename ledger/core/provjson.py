@@ -420,14 +420,15 @@ def _refs(section: str, attrs: Mapping[str, Any]) -> tuple[tuple[str, str], ...]
     return tuple(pairs)
 
 
-def iter_statements(doc: Mapping[str, Any]) -> Iterator[Statement]:
-    """Validate ``doc`` and yield its statements in a stable order.
+def iter_statements(doc: Mapping[str, Any], *, validated: bool = False) -> Iterator[Statement]:
+    """Validate ``doc`` (unless ``validated``: an Event's ``prov`` was) and yield its statements in a stable order.
 
     Order: entity, activity, agent, then relations in :data:`RELATIONS`
     order; within a section, ids in code-point order; several statements
     that share an id, in array order (one :class:`Statement` each).
     """
-    validate_prov(doc)
+    if not validated:
+        validate_prov(doc)
     for section in SECTIONS:
         body = doc.get(section, {})
         for sid in sorted(body):

@@ -74,7 +74,7 @@ from ._rows import (
 def map_event(event: Event, seq: int) -> EntryRows:
     """The projection rows of a parsed event logged at ``seq``."""
     b = _Builder(event.prov)
-    for st in iter_statements(event.prov):
+    for st in iter_statements(event.prov, validated=True):  # an Event validates its prov when it is made
         if st.is_relation:
             b.relation(st)
         else:
