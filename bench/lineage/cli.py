@@ -81,10 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cell(row: dict, side: str, key: str, fmt: str) -> str:
-    return format(row[side][key], fmt) if side in row else "-"
-
-
 def report(r: dict[str, Any]) -> None:
     print(f"provault lineage benchmark (MLMD-shaped workload), {os.cpu_count()} cores, load average {r['loadavg']:.2f}")
     print(f"  {r['command']}")

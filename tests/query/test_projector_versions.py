@@ -13,14 +13,7 @@ from query import projector, traverse
 from query._mapping import changed_attributes, fold_attributes, json_key, map_event
 from query.projector import checksum, migrate_prov, project, rebuild
 from tests.ledgerkit import Ledger
-
-AS_OF = """
-SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM (
-    SELECT DISTINCT ON (a.key) a.key, a.value
-    FROM prov.node_versions v, jsonb_each(v.attributes) a
-    WHERE v.node_id = %s AND v.seq <= %s
-    ORDER BY a.key, v.seq DESC) latest
-"""
+from tests.query.test_projector import AS_OF_ATTRIBUTES as AS_OF
 
 
 def test_only_what_changes_is_kept_and_json_types_are_told_apart() -> None:
