@@ -20,11 +20,13 @@ transaction (autocommit, as :func:`ledger.db.connect` gives them).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -36,7 +38,7 @@ from ledger.store.entries import StoredEntry, read_entries
 from ledger.store.log import LOG_CHANNEL
 from ledger.store.migrate import migrate
 
-from ._mapping import EntryRows, changed_attributes, fold_nodes, json_key, map_entry
+from ._mapping import EntryRows, changed_attributes, fold_nodes, json_key, map_admitted
 
 logger = logging.getLogger("provault.projector")
 
@@ -77,7 +79,7 @@ class Skipped:
 def map_log_entry(entry: StoredEntry) -> EntryRows | Skipped:
     """The rows of one entry, or the reason it is skipped (logged loudly)."""
     try:
-        return map_entry(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind)
+        return map_admitted(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind)
     except DecodeError as e:
         logger.error("log entry %d (%s) is not projected: %s [%s]", entry.seq, entry.kind, e.message, e.reason)
         return Skipped(seq=entry.seq, reason=e.reason, message=e.message)
@@ -151,14 +153,14 @@ def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
         cur.executemany(
             _UPSERT_NODE,
             [
-                (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes), c.first_seq, c.last_seq)
+                (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes, _dumps), c.first_seq, c.last_seq)
                 for c in changes
             ],
         )
     with cur.copy("COPY prov.node_versions (node_id, seq, node_type, attributes) FROM STDIN") as cp:
         for r in rows:
             for n in r.nodes:
-                cp.write_row((n.id, r.seq, n.node_type, Jsonb(changed_attributes(state, n.id, n.attributes))))
+                cp.write_row((n.id, r.seq, n.node_type, Jsonb(changed_attributes(state, n.id, n.attributes), _dumps)))
 
 
 def _merged_state(cur: psycopg.Cursor, ids: set[str]) -> dict[str, dict[str, str]]:
@@ -174,12 +176,24 @@ def _write_edges(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
         for r in rows:
             for e in r.edges:
                 cp.write_row(
-                    (r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes)))
+                    (r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes), _dumps))
                 )
 
 
+def _dumps(value: object) -> bytes | str:
+    """JSON text for a jsonb column: orjson, or the stdlib for what orjson refuses (integers beyond 64 bits).
+
+    The values come from admitted events, decoded from JSON, so they hold no
+    NaN or infinity (which orjson would write as null).
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value)
+
+
 def _jsonb(value: object) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
+    return None if value is None else Jsonb(value, _dumps)
 
 
 def _write_predictions(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:

@@ -39,6 +39,14 @@ it as skipped.  Anything else escaping from here is a bug.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
 from ledger.core.envelope import parse_envelope
 from ledger.core.errors import expected_found
 from ledger.core.events import Event, parse_event
@@ -73,16 +81,21 @@ from ._rows import (
 
 def map_event(event: Event, seq: int) -> EntryRows:
     """The projection rows of a parsed event logged at ``seq``."""
-    b = _Builder(event.prov)
-    for st in iter_statements(event.prov, validated=True):  # an Event validates its prov when it is made
+    b = _statements(event.prov)  # an Event validates its prov when it is made
+    if event.kind in (KEY_REGISTERED, KEY_REVOKED):
+        _key_rows(event, b)
+    predictions = _prediction_rows(event.data, b) if event.kind == PREDICTIONS_LOGGED else ()
+    return b.rows(seq, event.kind, predictions)
+
+
+def _statements(prov: Mapping[str, Any]) -> _Builder:
+    b = _Builder(prov)
+    for st in iter_statements(prov, validated=True):
         if st.is_relation:
             b.relation(st)
         else:
             b.element(st)
-    if event.kind in (KEY_REGISTERED, KEY_REVOKED):
-        _key_rows(event, b)
-    predictions = _prediction_rows(event, b) if event.kind == PREDICTIONS_LOGGED else ()
-    return b.rows(seq, event.kind, predictions)
+    return b
 
 
 def map_entry(envelope: bytes, seq: int, *, event_id: str | None = None, kind: str | None = None) -> EntryRows:
@@ -104,6 +117,39 @@ def map_entry(envelope: bytes, seq: int, *, event_id: str | None = None, kind: s
     return map_event(event, seq)
 
 
+# A JSON integer of 19 digits or more (orjson reads one beyond 64 bits as a float).  A string that
+# holds the same characters only sends its entry the strict way.
+_LONG_INTEGER = re.compile(rb"[:,\[]\s*-?[0-9]{19,}[\s,\]}]")
+
+
+def map_admitted(envelope: bytes, seq: int, *, event_id: str, kind: str) -> EntryRows:
+    """:func:`map_entry` for an entry the ledger admitted, without checking again what admission checked.
+
+    Admission parsed the envelope and the event strictly (canonical envelope,
+    no duplicate JSON members, a valid PROV document), so the projector reads
+    them with orjson and maps the plain values: the same rows as
+    :func:`map_entry` for every admitted entry, in a fraction of the time.
+    Anything unusual -- an integer orjson would read as a float, a key event,
+    a ledger row that disagrees with its payload, bytes that do not decode --
+    goes through :func:`map_entry`, which gives the exact rows or the exact
+    error.
+    """
+    try:
+        payload = base64.b64decode(orjson.loads(envelope)["payload"], validate=True)
+        if _LONG_INTEGER.search(payload):
+            raise ValueError("an integer orjson would not read exactly")
+        doc = orjson.loads(payload)
+        prov, data = doc["prov"], doc.get("data")
+        plain = doc["id"] == event_id and doc["kind"] == kind and kind not in (KEY_REGISTERED, KEY_REVOKED)
+    except (ValueError, KeyError, TypeError, binascii.Error):  # orjson.JSONDecodeError is a ValueError
+        plain = False
+    if not plain:
+        return map_entry(envelope, seq, event_id=event_id, kind=kind)
+    b = _statements(prov)
+    predictions = _prediction_rows(data, b, plain=True) if kind == PREDICTIONS_LOGGED else ()
+    return b.rows(seq, kind, predictions)
+
+
 __all__ = [
     "KEY_NODE_PREFIX",
     "PREDICTION_PREFIX",
@@ -121,6 +167,7 @@ __all__ = [
     "fold_nodes",
     "json_key",
     "key_node_id",
+    "map_admitted",
     "map_entry",
     "map_event",
     "node_kind",

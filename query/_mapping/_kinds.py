@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from ledger.core.errors import InvalidEvent, expected_found
@@ -82,13 +84,13 @@ def _columns(data: Mapping[str, Any]) -> tuple[str, ...]:
 def _prediction(columns: Sequence[str], row: Any, index: int, activity: str) -> PredictionRow:
     where = f"data.rows[{index}]"
     if not isinstance(row, (list, tuple)) or len(row) != len(columns):
-        raise UnprojectableEntry(expected_found(where, f"an array of {len(columns)} values", repr(row)[:80]))
+        raise UnprojectableEntry(expected_found(where, f"an array of {len(columns)} values", repr(_thaw(row))[:80]))
     rec = dict(zip(columns, row, strict=True))
     pid = rec["id"]
     if not isinstance(pid, str) or not pid:
-        raise UnprojectableEntry(expected_found(f"{where} id", "a non-empty string", repr(pid)[:80]))
+        raise UnprojectableEntry(expected_found(f"{where} id", "a non-empty string", repr(_thaw(pid))[:80]))
     if not isinstance(rec["time"], str):
-        raise UnprojectableEntry(expected_found(f"{where} time", "an RFC 3339 string", repr(rec["time"])[:80]))
+        raise UnprojectableEntry(expected_found(f"{where} time", "an RFC 3339 string", repr(_thaw(rec["time"]))[:80]))
     try:
         time = parse_time(rec["time"])
     except InvalidEvent as e:
@@ -99,8 +101,45 @@ def _prediction(columns: Sequence[str], row: Any, index: int, activity: str) -> 
     )
 
 
-def _prediction_rows(event: Event, b: _Builder) -> tuple[PredictionRow, ...]:
-    data = event.data
+# What provault's serving agent writes: ids that need no escaping, times in the canonical form.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9@._~/=+-]+", re.ASCII)
+_PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z", re.ASCII)
+
+
+def _plain_predictions(columns: Sequence[str], rows: list[Any], activity: str) -> list[PredictionRow] | None:
+    """The rows of a batch in plain JSON values (lists, dicts) when every row is in the usual form, else None.
+
+    Gives the same rows as :func:`_prediction`; a batch with anything else
+    goes through that, which names the first problem.
+    """
+    at = {c: i for i, c in enumerate(columns)}
+    i_id, i_time, i_in, i_out = at["id"], at["time"], at.get("input"), at.get("output")
+    width = len(columns)
+    out: list[PredictionRow] = []
+    for row in rows:
+        if type(row) is not list or len(row) != width:
+            return None
+        pid, t = row[i_id], row[i_time]
+        if type(pid) is not str or type(t) is not str or not _PLAIN_ID.fullmatch(pid) or not _PLAIN_TIME.fullmatch(t):
+            return None
+        try:
+            time = datetime.fromisoformat(t)
+        except ValueError:  # not a calendar date: parse_time names it
+            return None
+        out.append(
+            PredictionRow(
+                id=pid if pid.startswith(PREDICTION_PREFIX) else PREDICTION_PREFIX + pid,
+                activity=activity,
+                time=time,
+                input=None if i_in is None else row[i_in],
+                output=None if i_out is None else row[i_out],
+            )
+        )
+    return out
+
+
+def _prediction_rows(data: Mapping[str, Any] | None, b: _Builder, *, plain: bool = False) -> tuple[PredictionRow, ...]:
+    """The prediction index rows of a batch; ``plain``: ``data`` holds plain decoded JSON (dicts and lists)."""
     if data is None:
         raise UnprojectableEntry(
             "predictions.logged has no data", hint="the predictions go in data.columns / data.rows"
@@ -110,10 +149,13 @@ def _prediction_rows(event: Event, b: _Builder) -> tuple[PredictionRow, ...]:
     if not isinstance(rows, (list, tuple)):
         raise UnprojectableEntry(expected_found("data.rows", "an array of rows", repr(rows)[:80]))
     activity = _batch_activity(b)
-    out = [_prediction(columns, row, i, activity) for i, row in enumerate(rows)]
-    seen: set[str] = set()
-    for i, p in enumerate(out):
-        if p.id in seen:
-            raise UnprojectableEntry(f"data.rows[{i}]: prediction id {p.id!r} appears more than once in the batch")
-        seen.add(p.id)
+    out = _plain_predictions(columns, rows, activity) if plain else None
+    if out is None:
+        out = [_prediction(columns, row, i, activity) for i, row in enumerate(rows)]
+    if len({p.id for p in out}) != len(out):
+        seen: set[str] = set()
+        for i, p in enumerate(out):
+            if p.id in seen:
+                raise UnprojectableEntry(f"data.rows[{i}]: prediction id {p.id!r} appears more than once in the batch")
+            seen.add(p.id)
     return tuple(out)

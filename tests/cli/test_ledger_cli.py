@@ -74,7 +74,11 @@ def test_db_migrate_applies_once(
 ) -> None:
     monkeypatch.setenv("PROVAULT_POSTGRES_DSN", pg_dsn)
     assert main(["db", "migrate"]) == 0
-    assert capsys.readouterr().out.strip().splitlines() == ["applied ledger V001 ledger", "applied prov V001 prov"]
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "applied ledger V001 ledger",
+        "applied prov V001 prov",
+        "applied prov V002 derived_rows_unchecked",
+    ]
     assert main(["db", "migrate"]) == 0
     assert capsys.readouterr().out.strip() == "schema is up to date"
 
