@@ -69,42 +69,55 @@ class _PredictionPage:
     next: str | None = None
 
 
+# Each batch's predictions by index (predictions_activity_idx), one activity at a time: given an
+# array, the planner either plans it anew on every call or, once the statement is prepared, falls
+# back to a generic plan that walks the whole primary key in id order (twice as slow at 20,000
+# predictions, and growing with the table).  This shape costs what the answer holds either way.
+_PAGE_TOTAL = """
+SELECT count(DISTINCT p.id), coalesce(array_agg(DISTINCT p.seq), '{}')
+FROM unnest(%(acts)b::text[]) AS a(activity)
+CROSS JOIN LATERAL (
+    SELECT id, seq FROM prov.predictions WHERE activity = a.activity AND seq <= %(seq)s OFFSET 0
+) AS p
+"""
+# The index rows of the first ``limit`` + 1 prediction ids after ``after`` (one more id than the page
+# tells whether another page follows).  The rows of those ids in other batches are dropped by the
+# caller.
+_PAGE_ROWS = """
+SELECT x.id, x.seq, x.activity, x.time, x.input, x.output
+FROM (
+    SELECT DISTINCT p.id FROM unnest(%(acts)b::text[]) AS a(activity)
+    CROSS JOIN LATERAL (
+        SELECT id FROM prov.predictions
+        WHERE activity = a.activity AND seq <= %(seq)s AND (%(after)s::text IS NULL OR id > %(after)s) OFFSET 0
+    ) AS p
+    ORDER BY p.id LIMIT %(limit)s
+) AS page
+CROSS JOIN LATERAL (
+    SELECT p.id, p.seq, p.activity, p.time, p.input, p.output FROM prov.predictions AS p
+    WHERE p.id = page.id AND p.seq <= %(seq)s
+) AS x
+ORDER BY x.id, x.seq
+"""
+
+
 def _predictions_of(
     conn: psycopg.Connection, activities: Sequence[str], seq: int, *, limit: int, after: str | None
 ) -> _PredictionPage:
     """One page (by id) of the predictions of ``activities`` up to ``seq``, with the total and batch seqs."""
     if not activities:
         return _PredictionPage()
-    acts = list(activities)
-    total, seqs = conn.execute(
-        "SELECT count(DISTINCT id), coalesce(array_agg(DISTINCT seq), '{}') FROM prov.predictions"
-        " WHERE activity = ANY(%b) AND seq <= %s",
-        (acts, seq),
-    ).fetchone()
-    ids: list[str] = []
-    if limit > 0 and total:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT id FROM (SELECT DISTINCT id FROM prov.predictions"
-                " WHERE activity = ANY(%b) AND seq <= %s AND (%s::text IS NULL OR id > %s)) AS p ORDER BY id LIMIT %s",
-                (acts, seq, after, after, limit + 1),
-            )
-        ]
+    params = {"acts": list(activities), "seq": seq, "after": after, "limit": limit + 1}
+    total, seqs = conn.execute(_PAGE_TOTAL, params).fetchone()
+    found = conn.execute(_PAGE_ROWS, params).fetchall() if limit > 0 and total else []
+    acts = set(activities)
+    rows = [_ref(r) for r in found if r[2] in acts]
+    ids = list(dict.fromkeys(r.id for r in rows))
     more = len(ids) > limit
     ids = ids[:limit]
-    rows = (
-        [
-            _ref(r)
-            for r in conn.execute(
-                "SELECT id, seq, activity, time, input, output FROM prov.predictions"
-                " WHERE id = ANY(%b) AND activity = ANY(%b) AND seq <= %s ORDER BY id, seq",
-                (ids, acts, seq),
-            )
-        ]
-        if ids
-        else []
-    )
+    if more:
+        page = set(ids)
+        rows = [r for r in rows if r.id in page]
     return _PredictionPage(
         ids=tuple(ids), rows=tuple(rows), total=int(total), seqs=tuple(sorted(seqs)), next=ids[-1] if more else None
     )

@@ -139,7 +139,10 @@ def _induced_edges(conn: psycopg.Connection, ids: Sequence[str], lim: _Limits) -
         return []
     shape = _INDUCED_EDGES_FEW if len(ids) <= FEW_NODES else _INDUCED_EDGES_MANY
     query = sql.SQL(shape).format(relations=_relations_sql(lim.relations))
-    rows = conn.execute(query, {"ids": list(ids), "seq": lim.seq, "relations": list(lim.relations)})
+    # Never prepared: a generic plan cannot hash the ids array and tests each edge's dst against it
+    # one element at a time (2.7x slower on a 350-node answer); planned with the ids, it hashes them.
+    params = {"ids": list(ids), "seq": lim.seq, "relations": list(lim.relations)}
+    rows = conn.execute(query, params, prepare=False)
     return [
         TraceEdge(relation=r, src=s, dst=d, seq=q, attributes=MappingProxyType(a), origin=o)
         for r, s, d, q, a, o in rows
