@@ -22,6 +22,7 @@ from ledger.grpckit.status import NotCovered, NotFound, TooManyMessages, abort_w
 from provault.v1 import query_pb2, query_pb2_grpc
 
 from . import traverse
+from ._answers_cache import AnswerCache
 from ._pages import edge_pb, entry_proofs, node_pb, sparql_response, trace_page
 from ._requests import (
     MAX_ID_CHARS,
@@ -140,6 +141,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def __init__(self, *, reads: ReadPool, max_message_bytes: int) -> None:
         self.reads = reads
         self.max_message_bytes = max_message_bytes
+        self.answers = AnswerCache()
 
     def _fits(self, response: Any, what: str) -> Any:
         size = response.ByteSize()
@@ -165,17 +167,25 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 seq, offset, after, tree = cursor["s"], token_offset(cursor.get("o")), cursor.get("a"), cursor.get("c")
             else:
                 seq, offset, after, tree = resolve_as_of(conn, request), 0, None, None
-            answer = traverse.trace(
-                conn,
-                start,
-                direction=direction,
-                max_depth=max_depth,
-                max_nodes=max_nodes,
-                relations=relations,
-                as_of_seq=seq,
-                predictions_limit=0,
-            )
+            key = (fp, seq)
+            answer = self.answers.get(key) if request.page_token else None
+            if answer is None:
+                answer = traverse.trace(
+                    conn,
+                    start,
+                    direction=direction,
+                    max_depth=max_depth,
+                    max_nodes=max_nodes,
+                    relations=relations,
+                    as_of_seq=seq,
+                    predictions_limit=0,
+                )
+                key = (fp, answer.as_of_seq)
             nodes, edges, nxt = trace_page(conn, answer, offset=offset, after=after, page_size=page_size)
+            if nxt:
+                self.answers.put(key, answer)  # the next pages continue this walk (query/_answers_cache.py)
+            else:
+                self.answers.discard(key)
             response = query_pb2.TraceResponse(
                 nodes=[node_pb(n) for n in nodes],
                 edges=[edge_pb(e) for e in edges],
