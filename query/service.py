@@ -169,27 +169,38 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 seq, offset, after, tree = resolve_as_of(conn, request), 0, None, None
             key = (fp, seq)
             answer = self.answers.get(key) if request.page_token else None
+            early = False
             if answer is None:
-                answer = traverse.trace(
+                walk = functools.partial(
+                    traverse.trace,
                     conn,
                     start,
                     direction=direction,
                     max_depth=max_depth,
-                    max_nodes=max_nodes,
                     relations=relations,
                     as_of_seq=seq,
                     predictions_limit=0,
                 )
+                if not request.page_token and page_size < max_nodes:
+                    # The first page_size nodes of an answer are the answer to a walk bounded to page_size
+                    # nodes (docs/query.md, "Pagination"): the first page costs the page, not the walk.
+                    answer = walk(max_nodes=page_size)
+                    early = answer.truncated and len(answer.nodes) == page_size
+                else:
+                    answer = walk(max_nodes=max_nodes)
                 key = (fp, answer.as_of_seq)
-            nodes, edges, nxt = trace_page(conn, answer, offset=offset, after=after, page_size=page_size)
-            if nxt:
-                self.answers.put(key, answer)  # the next pages continue this walk (query/_answers_cache.py)
+            if early:
+                nodes, edges, nxt = list(answer.nodes), list(answer.edges), {"o": len(answer.nodes), "a": None}
             else:
-                self.answers.discard(key)
+                nodes, edges, nxt = trace_page(conn, answer, offset=offset, after=after, page_size=page_size)
+                if nxt:
+                    self.answers.put(key, answer)  # the next pages continue this walk (query/_answers_cache.py)
+                else:
+                    self.answers.discard(key)
             response = query_pb2.TraceResponse(
                 nodes=[node_pb(n) for n in nodes],
                 edges=[edge_pb(e) for e in edges],
-                truncated=answer.truncated,
+                truncated=answer.truncated and not early,
                 as_of_seq=answer.as_of_seq,
             )
             if request.include_proofs:

@@ -1,13 +1,14 @@
-"""Later pages of a Trace continue the walk the first page made; without it they walk again, to the same answer."""
+"""Trace pages: the first is walked alone, the later ones continue one kept walk (or walk again, to the same answer)."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 
+from ledger.db import connect
 from query import _answers_cache, service
 from query._answers_cache import AnswerCache
-from query.traverse import Trace, TraceEdge, TraceNode
+from query.traverse import Trace, TraceEdge, TraceNode, trace
 from tests.ledgerkit import Ledger
 from tests.query.test_query_service import TIMEOUT, Q, pages, serving
 from tests.query.test_traverse import build_lineage
@@ -42,20 +43,58 @@ def test_the_cache_keeps_the_most_recent_answers_within_its_bounds() -> None:
 
 
 @pytest.mark.postgres
-def test_later_pages_continue_the_first_pages_walk(ledger: Ledger) -> None:
+def test_later_pages_continue_the_walk_of_the_second(ledger: Ledger) -> None:
     li = build_lineage(ledger)
+    request = Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM, page_size=3)
     with serving(li) as s:
-        request = Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM, page_size=4)
+        expected = pages(s.stub, request)
+    assert [len(p.nodes) for p in expected] == [3, 3, 3]
+    with serving(li) as s:
         first = s.stub.Trace(request, timeout=TIMEOUT)
-        # Behind the cache's back, the model's deployment loses its edges: a new walk would stop at the model.
+        request.page_token = first.next_page_token
+        second = s.stub.Trace(request, timeout=TIMEOUT)  # walks the whole answer, and keeps it
+        # Behind the server's back, the deployment loses its edges: a new walk would stop at the model.
         with psycopg.connect(ledger.dsn, autocommit=True) as su:
             su.execute("DELETE FROM prov.edges WHERE src = %s OR dst = %s", (li.deployment, li.deployment))
-        request.page_token = first.next_page_token
-        second = s.stub.Trace(request, timeout=TIMEOUT)
-        listed = [n.id for n in [*first.nodes, *second.nodes]]
-        assert li.deployment in listed and len(listed) == 8  # the pinned walk, not a new one
+        request.page_token = second.next_page_token
+        third = s.stub.Trace(request, timeout=TIMEOUT)
+        assert [p.SerializeToString(deterministic=True) for p in (first, second, third)] == [
+            p.SerializeToString(deterministic=True) for p in expected
+        ]
         fresh = s.stub.Trace(Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM), timeout=TIMEOUT)
         assert li.deployment not in {n.id for n in fresh.nodes}
+
+
+@pytest.mark.postgres
+def test_the_first_page_is_walked_alone_and_knows_no_truncation_yet(ledger: Ledger) -> None:
+    li = build_lineage(ledger)
+    with serving(li) as s:
+        request = Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM, page_size=2, max_nodes=5)
+        got = pages(s.stub, request)
+        whole = s.stub.Trace(
+            Q.TraceRequest(start_node_id=li.ds2, direction=Q.DIRECTION_DOWNSTREAM, max_nodes=5), timeout=TIMEOUT
+        )
+    assert [len(p.nodes) for p in got] == [2, 2, 1] and whole.truncated
+    assert [n.id for p in got for n in p.nodes] == [n.id for n in whole.nodes]
+    assert [p.truncated for p in got] == [False, True, True]  # known once the whole walk is made
+
+
+@pytest.mark.postgres
+def test_a_walk_bounded_to_n_nodes_is_the_first_n_nodes_of_the_answer(ledger: Ledger) -> None:
+    build_lineage(ledger)
+    with connect(ledger.dsn, autocommit=True, role="provault_auditor") as c:
+        starts = [r[0] for r in c.execute("SELECT id FROM prov.nodes ORDER BY id")] + ["req-1"]
+        checked = 0
+        for start in starts:
+            for direction in ("upstream", "downstream", "both"):
+                full = trace(c, start, direction=direction, predictions_limit=0)
+                for n in range(1, len(full.nodes)):
+                    part = trace(c, start, direction=direction, max_nodes=n, predictions_limit=0)
+                    keep = {x.id for x in full.nodes[:n]}
+                    assert [(x.id, x.depth) for x in part.nodes] == [(x.id, x.depth) for x in full.nodes[:n]]
+                    assert [e for e in part.edges] == [e for e in full.edges if e.src in keep and e.dst in keep]
+                    checked += 1
+        assert checked > 300
 
 
 @pytest.mark.postgres
