@@ -60,7 +60,8 @@ def report(r: dict) -> None:
     p = r["impact_pages"]
     print(
         f"    gRPC, every page (5,000 items) of {p['start'][:20]}… on {large['name']}: {p['pages']} pages, {p['items']:,} items "
-        f"in {p['seconds']:.2f} s = {p['us_per_item']:.0f} µs/item (page p50 {p['page_p50_ms']:.0f} ms; "
+        f"in {p['seconds']:.2f} s = {p['us_per_item']:.0f} µs/item (page p50 {p['page_p50_ms']:.0f} ms, "
+        f"first page {p['first_page_ms']:.0f} ms, a first page of 100 nodes {p['first_small_page_ms']:.0f} ms; "
         f"{'complete' if p['complete'] else 'stopped at the page cap'})"
     )
     print("(c) inclusion_proof of a random leaf (2 round trips: log size, nodes):")
