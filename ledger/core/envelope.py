@@ -141,6 +141,40 @@ def encode_envelope(env: Envelope) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
+# --- the stored form: the payload and the signatures, the envelope joined back on read --------------------
+
+_STORED_HEAD = b'{"payload":"'
+_STORED_MIDDLE = b'","payloadType":"%s","signatures":' % PAYLOAD_TYPE.encode()
+
+
+def split_stored(raw: bytes) -> tuple[bytes, bytes]:
+    """A canonical envelope of the ledger's payload type as it is stored: (payload bytes, signatures JSON).
+
+    The ledger admits only canonical envelopes (:func:`require_canonical`), so
+    the base64 text and the members around it carry nothing the payload and
+    the signatures do not: :func:`join_stored` gives the exact bytes back.
+    The payload compresses where its base64 text did not (docs/ledger.md).
+    """
+    refused = MalformedEnvelope("envelope: not the canonical form of a provault event envelope, cannot be stored")
+    end = raw.find(b'"', len(_STORED_HEAD))
+    tail = raw[end : end + len(_STORED_MIDDLE)]
+    if not raw.startswith(_STORED_HEAD) or end < 0 or tail != _STORED_MIDDLE or not raw.endswith(b"}"):
+        raise refused
+    try:
+        payload = base64.b64decode(raw[len(_STORED_HEAD) : end], validate=True)
+    except binascii.Error:
+        raise refused from None
+    signatures = raw[end + len(_STORED_MIDDLE) : -1]
+    if join_stored(payload, signatures) != raw:
+        raise refused
+    return payload, signatures
+
+
+def join_stored(payload: bytes, signatures: bytes) -> bytes:
+    """The exact envelope bytes of a stored entry (see :func:`split_stored`)."""
+    return b"%s%s%s%s}" % (_STORED_HEAD, base64.b64encode(payload), _STORED_MIDDLE, signatures)
+
+
 # --- parsing ------------------------------------------------------------------
 
 

@@ -11,13 +11,15 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
+from ledger.core.envelope import join_stored
 from ledger.core.errors import InvalidArgument
 from ledger.db import translate_errors
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredEntry:
-    """One log entry as stored: the exact envelope bytes and the columns derived from them on append."""
+    """One log entry: the exact envelope bytes (joined back from the stored payload and signatures) and the
+    columns derived from them on append."""
 
     seq: int
     event_id: str
@@ -34,8 +36,8 @@ class StoredEntry:
 
 
 _SELECT = sql.SQL(
-    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash,"
-    " payload_hash, received_at, source FROM ledger.entries "
+    "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, payload, signatures, envelope,"
+    " leaf_hash, payload_hash, received_at, source FROM ledger.entries "
 )
 
 
@@ -48,11 +50,11 @@ def _entry(r: Sequence) -> StoredEntry:
         producer_seq=r[4],
         kind=r[5],
         event_time=r[6],
-        envelope=bytes(r[7]),
-        leaf_hash=bytes(r[8]),
-        payload_hash=r[9],
-        received_at=r[10],
-        source=r[11],
+        envelope=bytes(r[9]) if r[9] is not None else join_stored(bytes(r[7]), bytes(r[8])),
+        leaf_hash=bytes(r[10]),
+        payload_hash=r[11],
+        received_at=r[12],
+        source=r[13],
     )
 
 

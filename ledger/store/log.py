@@ -29,7 +29,8 @@ from ledger.core.admission import (
     heads_to_plan,
     plan_batch,
 )
-from ledger.core.errors import InvalidArgument, LedgerCorrupted
+from ledger.core.envelope import split_stored
+from ledger.core.errors import InvalidArgument, LedgerCorrupted, MalformedEnvelope
 from ledger.core.frontier import append_leaves, frontier_root
 from ledger.core.keyring import KeyRecord, KeyRegistry, root_key
 from ledger.db import translate_errors
@@ -173,10 +174,11 @@ def _write(
 def _write_entries(conn: psycopg.Connection, plan: BatchPlan, source: str) -> None:
     with conn.cursor().copy(
         "COPY ledger.entries (seq, event_id, keyid, producer_id, producer_seq, kind, event_time,"
-        " envelope, leaf_hash, payload_hash, source) FROM STDIN"
+        " payload, signatures, envelope, leaf_hash, payload_hash, source) FROM STDIN"
     ) as cp:
         for a in plan.accepted:
             ev = a.item.event
+            payload, signatures, envelope = _stored_form(a.item.raw)
             cp.write_row(
                 (
                     a.seq,
@@ -186,12 +188,23 @@ def _write_entries(conn: psycopg.Connection, plan: BatchPlan, source: str) -> No
                     ev.producer.seq,
                     ev.kind,
                     ev.time,
-                    a.item.raw,
+                    payload,
+                    signatures,
+                    envelope,
                     a.item.leaf_hash,
                     a.item.chain_hash,
                     source,
                 )
             )
+
+
+def _stored_form(raw: bytes) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(payload, signatures, None) for a canonical envelope; (None, None, raw) for one that is not (docs/ledger.md)."""
+    try:
+        payload, signatures = split_stored(raw)
+    except MalformedEnvelope:  # admitted under rules that did not require the canonical form
+        return None, None, raw
+    return payload, signatures, None
 
 
 def _write_producers(conn: psycopg.Connection, plan: BatchPlan) -> None:

@@ -76,6 +76,7 @@ def test_db_migrate_applies_once(
     assert main(["db", "migrate"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == [
         "applied ledger V001 ledger",
+        "applied ledger V002 entries_store_the_payload",
         "applied prov V001 prov",
         "applied prov V002 derived_rows_unchecked",
     ]
@@ -117,6 +118,7 @@ def test_ledger_init_creates_keys_and_trust_root_once(
     assert _trust_root(pg_dsn) == [(admin_id, "admin", "admin"), (ck_id, "checkpoint", "provault.local/log")]
     for line in (
         "applied ledger V001 ledger",
+        "applied ledger V002 entries_store_the_payload",
         f"created checkpoint key {ck}",
         f"created admin key {admin}",
         f"checkpoint key {ck_id} for origin provault.local/log",

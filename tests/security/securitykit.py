@@ -38,7 +38,8 @@ from provault.v1 import ledger_pb2, ledger_pb2_grpc
 from tests.ledgerkit import ORIGIN, Ledger, dataset_prov
 
 _ACCEPTED = {
-    "entries": "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, envelope, leaf_hash,"
+    "entries": "SELECT seq, event_id::text, keyid, producer_id, producer_seq, kind, event_time, payload, signatures,"
+    " envelope, leaf_hash,"
     " payload_hash, received_at, source FROM ledger.entries ORDER BY seq",
     "merkle_nodes": "SELECT level, idx, hash FROM ledger.merkle_nodes ORDER BY level, idx",
     "checkpoints": "SELECT tree_size, root_hash, note, signed_at FROM ledger.checkpoints ORDER BY tree_size",

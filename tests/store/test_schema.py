@@ -17,8 +17,8 @@ LOG_TABLES = ("entries", "merkle_nodes", "checkpoints", "rejections", "trust_roo
 
 
 def test_migrations_apply_once(pg_dsn: str) -> None:
-    assert mig.pending(pg_dsn) == [1]
-    assert mig.migrate(pg_dsn) == ["ledger V001 ledger"]
+    assert mig.pending(pg_dsn) == [1, 2]
+    assert mig.migrate(pg_dsn) == ["ledger V001 ledger", "ledger V002 entries_store_the_payload"]
     assert mig.migrate(pg_dsn) == []
     assert mig.pending(pg_dsn) == []
 
@@ -65,7 +65,7 @@ def filled(ledger: Ledger) -> Ledger:
 )
 def test_superuser_cannot_change_the_log_without_disabling_triggers(filled: Ledger, table: str, statement: str) -> None:
     column = {
-        "entries": "envelope",
+        "entries": "payload",
         "merkle_nodes": "hash",
         "checkpoints": "note",
         "rejections": "reason",

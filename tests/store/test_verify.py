@@ -29,6 +29,7 @@ from tests.store.verifykit import (
     build_log,
     note_at,
     put_envelope,
+    put_payload,
     rebuild_tree,
     run_audit,
     stored_envelope,
@@ -90,15 +91,20 @@ def test_progress_bar_draws_on_a_terminal_and_writes_tenths_otherwise() -> None:
 # --- tampering with entries ---------------------------------------------------------
 
 
+def edited(raw: bytes) -> bytes:
+    """The payload of a stored envelope with one byte of its event id changed."""
+    payload = bytearray(parse_envelope(raw).payload)
+    at = payload.index(b'"id":"') + 8
+    payload[at] = ord("b") if payload[at] != ord("b") else ord("c")
+    return bytes(payload)
+
+
 def test_one_edited_envelope_byte_is_named_by_seq(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     build_log(ledger)
     with superuser(ledger) as su:
-        raw = bytearray(stored_envelope(su, 4))
-        at = raw.index(b'"payload":"') + 20
-        raw[at] = ord("B") if raw[at] != ord("B") else ord("C")
-        su.execute("UPDATE ledger.entries SET envelope = %s WHERE seq = 4", (bytes(raw),))
+        raw = put_payload(su, 4, edited(stored_envelope(su, 4)))
     report = run_audit(ledger)
     first = report.first_problem
     assert first is not None and (first.kind, first.seq) == ("leaf_hash", 4)
@@ -111,13 +117,7 @@ def test_one_edited_envelope_byte_is_named_by_seq(
 def test_an_edit_with_a_matching_leaf_hash_shows_in_the_tree_and_checkpoints(ledger: Ledger) -> None:
     build_log(ledger)
     with superuser(ledger) as su:
-        raw = bytearray(stored_envelope(su, 4))
-        at = raw.index(b'"payload":"') + 20
-        raw[at] = ord("B") if raw[at] != ord("B") else ord("C")
-        su.execute(
-            "UPDATE ledger.entries SET envelope = %s, leaf_hash = %s WHERE seq = 4",
-            (bytes(raw), merkle.leaf_hash(bytes(raw))),
-        )
+        raw = put_payload(su, 4, edited(stored_envelope(su, 4)), leaf_hash=True)
     report = run_audit(ledger)
     kinds = dict(report.problem_kinds)
     assert "leaf_hash" not in kinds

@@ -17,7 +17,7 @@ from ledger.core.checkpoint import (
     Checkpoint,
     sign_checkpoint,
 )
-from ledger.core.envelope import parse_envelope
+from ledger.core.envelope import join_stored, split_stored
 from ledger.core.events import chain_hash
 from ledger.core.frontier import append_leaves
 from ledger.core.producing import ProducerChain
@@ -75,15 +75,32 @@ def run_audit(lg: Ledger, **kw):
 
 
 def stored_envelope(su: psycopg.Connection, seq: int) -> bytes:
-    return bytes(su.execute("SELECT envelope FROM ledger.entries WHERE seq = %s", (seq,)).fetchone()[0])
+    payload, signatures, envelope = su.execute(
+        "SELECT payload, signatures, envelope FROM ledger.entries WHERE seq = %s", (seq,)
+    ).fetchone()
+    return bytes(envelope) if envelope is not None else join_stored(bytes(payload), bytes(signatures))
 
 
-def put_envelope(su: psycopg.Connection, seq: int, raw: bytes, *, keyid: str | None = None) -> None:
-    payload = parse_envelope(raw).payload
+def put_envelope(
+    su: psycopg.Connection, seq: int, raw: bytes, *, keyid: str | None = None, leaf_hash: bytes | None = None
+) -> None:
+    """Store ``raw`` (a canonical envelope) at ``seq``; with its own leaf hash unless ``leaf_hash`` is given."""
+    payload, signatures = split_stored(raw)
     su.execute(
-        "UPDATE ledger.entries SET envelope = %s, leaf_hash = %s, payload_hash = %s, keyid = coalesce(%s, keyid) WHERE seq = %s",
-        (raw, merkle.leaf_hash(raw), chain_hash(payload), keyid, seq),
+        "UPDATE ledger.entries SET payload = %s, signatures = %s, envelope = NULL, leaf_hash = %s, payload_hash = %s,"
+        " keyid = coalesce(%s, keyid) WHERE seq = %s",
+        (payload, signatures, leaf_hash or merkle.leaf_hash(raw), chain_hash(payload), keyid, seq),
     )
+
+
+def put_payload(su: psycopg.Connection, seq: int, payload: bytes, *, leaf_hash: bool = False) -> bytes:
+    """Overwrite the stored payload at ``seq`` (and, with ``leaf_hash``, the leaf hash to match); the new envelope."""
+    signatures = bytes(su.execute("SELECT signatures FROM ledger.entries WHERE seq = %s", (seq,)).fetchone()[0])
+    raw = join_stored(payload, signatures)
+    su.execute("UPDATE ledger.entries SET payload = %s WHERE seq = %s", (payload, seq))
+    if leaf_hash:
+        su.execute("UPDATE ledger.entries SET leaf_hash = %s WHERE seq = %s", (merkle.leaf_hash(raw), seq))
+    return raw
 
 
 def rebuild_tree(su: psycopg.Connection) -> list[bytes]:
