@@ -218,13 +218,18 @@ class Run:
                 raise RunStateError(f"run {self.name!r} ({self.id}) was already started")
             agent = self._agent()
             self.context = Context.capture(repo=self.repo, author=self._who, cache=self.cache)
-            prov, data = self.started_prov()
+            prov, data = self.started_prov(describe=agent.first_description(self.context.environment.content_id))
             self.event_ids.append(agent.emit("run.started", prov, data=data))
             self.status = "running"
             return self.event_ids[-1]
 
-    def started_prov(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The ``run.started`` PROV document and its ``data`` (the environment description)."""
+    def started_prov(self, *, describe: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The ``run.started`` PROV document and its ``data``: the environment's description when ``describe``.
+
+        An agent describes an environment once (the installed distributions
+        are most of a run.started event); its later runs name it by its
+        content id (docs/agents.md).
+        """
         assert self.context is not None
         ctx, doc = self.context, ProvDoc()
         doc.element(
@@ -249,7 +254,7 @@ class Run:
         doc.relation("wasAssociatedWith", activity=self.id, agent=host)
         if self.parent:
             doc.relation("wasInformedBy", informed=self.id, informant=self.parent)
-        return doc.build(), {"environment": json.loads(env.to_json())}
+        return doc.build(), ({"environment": json.loads(env.to_json())} if describe else None)
 
     def _add_input(self, doc: ProvDoc, artifact: Artifact) -> None:
         doc.element("entity", artifact.id, artifact.attributes())

@@ -111,6 +111,7 @@ class Agent:
         self._chain = ProducerChain(producer_id, signer, position=recover_position(self._state.load(), self.spool))
         self._lock = threading.Lock()
         self._closed = False
+        self._described: set[str] = set()
         self._sender = Sender(
             producer_id=producer_id,
             spool=self.spool,
@@ -121,6 +122,19 @@ class Agent:
         self._sender.start()
 
     # --- the caller's side -------------------------------------------------------------
+
+    def first_description(self, content_id: str) -> bool:
+        """True the first time it is asked about ``content_id``: this agent's event is to describe it in full.
+
+        Later events of this agent's chain name the content by its id; the
+        description stays in the earlier event (the node's first mention),
+        which the spool delivers before them.
+        """
+        with self._lock:
+            if content_id in self._described:
+                return False
+            self._described.add(content_id)
+            return True
 
     @property
     def position(self) -> Producer:

@@ -47,6 +47,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+        self.described: set[str] = set()
+
+    def first_description(self, content_id: str) -> bool:
+        first = content_id not in self.described
+        self.described.add(content_id)
+        return first
 
     def emit(self, kind: str, prov: dict[str, Any], *, data: dict[str, Any] | None = None) -> str:
         self.events.append((kind, prov, data))
@@ -181,6 +187,30 @@ def test_inputs_declared_before_start_are_in_run_started(tmp_path: Path, monkeyp
     assert {u["prov:entity"] for u in relations(started, "used")} >= {data.id}
     assert "used" not in rec.prov("run.completed")
     assert rec.prov("run.completed")["activity"][r.id]["provault:exitCode"] == 0
+
+
+def test_an_agent_describes_an_environment_in_its_first_run_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    rec, other = Recorder(), Recorder()
+    for agent in (rec, rec, other):
+        r = agents.Run("train", agent=agent)  # type: ignore[arg-type]
+        r.start()
+        r.complete(exit_code=0)
+    first, second = (data for kind, _, data in rec.events if kind == "run.started")
+    (third,) = (data for kind, _, data in other.events if kind == "run.started")
+    assert first is not None and first["environment"]["distributions"] and second is None
+    assert third == first  # another agent (another producer chain) describes it again
+    envs = {
+        u["prov:entity"]
+        for a in (rec, other)
+        for kind, prov, _ in a.events
+        if kind == "run.started"
+        for u in relations(prov, "used")
+        if u["prov:role"] == "provault:environment"
+    }
+    assert len(envs) == 1
 
 
 def test_an_exception_emits_run_failed_and_propagates_unchanged(
@@ -422,3 +452,12 @@ def test_events_arrive_verified_through_the_real_ingest(
     assert deployment in thaw(events[5].prov)["entity"]
     for e in events:
         read_with_prov_package(thaw(e.prov))
+    env = {e.kind: e.data for e in events[:2]}
+    assert thaw(events[0].data)["environment"]["distributions"] and events[1].data is None, env  # described once
+    env_ids = [
+        u["prov:entity"]
+        for e in events[:2]
+        for u in relations(thaw(e.prov), "used")
+        if u["prov:role"] == "provault:environment"
+    ]
+    assert len(env_ids) == 2 and env_ids[0] == env_ids[1]  # and named by its content id after
