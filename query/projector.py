@@ -79,7 +79,7 @@ class Skipped:
 def map_log_entry(entry: StoredEntry) -> EntryRows | Skipped:
     """The rows of one entry, or the reason it is skipped (logged loudly)."""
     try:
-        return map_admitted(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind)
+        return map_admitted(entry.envelope, entry.seq, event_id=entry.event_id, kind=entry.kind, payload=entry.payload)
     except DecodeError as e:
         logger.error("log entry %d (%s) is not projected: %s [%s]", entry.seq, entry.kind, e.message, e.reason)
         return Skipped(seq=entry.seq, reason=e.reason, message=e.message)

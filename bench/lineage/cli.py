@@ -116,6 +116,13 @@ def report(r: dict[str, Any]) -> None:
             f"Merkle tree; projection {pv['prov_bytes'] / 1e6:.1f} MB) = {pv['db_bytes'] / row['statements']:.0f} "
             f"B per statement; gRPC health round trip p50 {pv['health_p50_ms']:.2f} ms"
         )
+        data = pv["ledger_bytes"] + pv["prov_bytes"]
+        mlmd = row.get("mlmd", {}).get("db_bytes")
+        print(
+            f"  s={s}: an empty PostgreSQL database takes {pv['empty_db_bytes'] / 1e6:.1f} MB (catalogs); provault's "
+            f"tables {data / 1e6:.1f} MB = {data / row['statements']:.0f} B per statement"
+            + (f", {data / mlmd:.1f}x MLMD's file; the projection alone {pv['prov_bytes'] / mlmd:.1f}x" if mlmd else "")
+        )
     if len(scales) >= 2:
         (s0, a), (s1, b) = list(scales.items())[0], list(scales.items())[-1]
         for side in ("provault", "mlmd"):

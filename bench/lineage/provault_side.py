@@ -147,7 +147,18 @@ def _sizes(dsn: str) -> dict[str, int]:
             ).fetchall()
         )
         database = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    return {"db_bytes": database, "ledger_bytes": per_schema.get("ledger", 0), "prov_bytes": per_schema.get("prov", 0)}
+        # The baseline: what PostgreSQL spends on an empty database (its catalogs), in the same cluster.
+        c.execute("CREATE DATABASE bench_lineage_empty")
+        try:
+            empty = c.execute("SELECT pg_database_size('bench_lineage_empty')").fetchone()[0]
+        finally:
+            c.execute("DROP DATABASE bench_lineage_empty")
+    return {
+        "db_bytes": database,
+        "empty_db_bytes": empty,
+        "ledger_bytes": per_schema.get("ledger", 0),
+        "prov_bytes": per_schema.get("prov", 0),
+    }
 
 
 def _pct(xs: list[float], q: float) -> float:

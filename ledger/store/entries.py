@@ -33,6 +33,8 @@ class StoredEntry:
     payload_hash: str
     received_at: datetime
     source: str
+    payload: bytes | None = None
+    """The payload bytes as stored (None for an entry kept whole): the envelope's, without decoding it again."""
 
 
 _SELECT = sql.SQL(
@@ -51,6 +53,7 @@ def _entry(r: Sequence) -> StoredEntry:
         kind=r[5],
         event_time=r[6],
         envelope=bytes(r[9]) if r[9] is not None else join_stored(bytes(r[7]), bytes(r[8])),
+        payload=bytes(r[7]) if r[7] is not None else None,
         leaf_hash=bytes(r[10]),
         payload_hash=r[11],
         received_at=r[12],

@@ -122,7 +122,7 @@ def map_entry(envelope: bytes, seq: int, *, event_id: str | None = None, kind: s
 _LONG_INTEGER = re.compile(rb"[:,\[]\s*-?[0-9]{19,}[\s,\]}]")
 
 
-def map_admitted(envelope: bytes, seq: int, *, event_id: str, kind: str) -> EntryRows:
+def map_admitted(envelope: bytes, seq: int, *, event_id: str, kind: str, payload: bytes | None = None) -> EntryRows:
     """:func:`map_entry` for an entry the ledger admitted, without checking again what admission checked.
 
     Admission parsed the envelope and the event strictly (canonical envelope,
@@ -132,10 +132,12 @@ def map_admitted(envelope: bytes, seq: int, *, event_id: str, kind: str) -> Entr
     Anything unusual -- an integer orjson would read as a float, a key event,
     a ledger row that disagrees with its payload, bytes that do not decode --
     goes through :func:`map_entry`, which gives the exact rows or the exact
-    error.
+    error.  ``payload``, when given, is the envelope's (as the ledger stores
+    it), so it is not decoded again.
     """
     try:
-        payload = base64.b64decode(orjson.loads(envelope)["payload"], validate=True)
+        if payload is None:
+            payload = base64.b64decode(orjson.loads(envelope)["payload"], validate=True)
         if _LONG_INTEGER.search(payload):
             raise ValueError("an integer orjson would not read exactly")
         doc = orjson.loads(payload)

@@ -8,6 +8,7 @@ the ProvToolbox corpus, key events, and every kind of unusual prediction batch.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -55,6 +56,8 @@ def outcome(fn: Any, sealed: Sealed, *, event_id: str | None = None, kind: str |
 def same(sealed: Sealed, **row: str) -> Any:
     strict = outcome(map_entry, sealed, **row)
     assert outcome(map_admitted, sealed, **row) == strict
+    stored = functools.partial(map_admitted, payload=sealed.payload)  # the payload as the ledger stores it
+    assert outcome(stored, sealed, **row) == strict
     return strict
 
 
