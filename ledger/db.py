@@ -8,16 +8,14 @@ that names the server (never the password) and what to do.
 from __future__ import annotations
 
 import functools
-import json
-import re
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
-import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 
+from ledger.core import fastjson
 from ledger.core.errors import ProvaultError, StorageUnavailable
 
 CONNECT_TIMEOUT_S = 10
@@ -47,20 +45,9 @@ def connect(dsn: str, *, autocommit: bool = False, role: str | None = None) -> p
     return conn
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
-def _loads(data: bytes | str) -> Any:
-    """orjson where it is exact: it reads an integer beyond 64 bits as a float, so those go to json."""
-    raw = data.encode() if isinstance(data, str) else bytes(data)
-    if _LONG_DIGITS.search(raw):
-        return json.loads(raw)
-    return orjson.loads(raw)
-
-
 def fast_json(conn: psycopg.Connection) -> None:
-    """Decode json / jsonb columns with orjson on ``conn``: a trace or an impact reads thousands of values."""
-    set_json_loads(_loads, conn)
+    """Decode json / jsonb columns with ``ledger.core.fastjson`` on ``conn``: a trace or an impact reads thousands."""
+    set_json_loads(fastjson.loads, conn)
 
 
 def _set_role(conn: psycopg.Connection, role: str) -> None:

@@ -52,9 +52,7 @@ class AnswerCache:
         if size > self.max_items:
             return
         with self._lock:
-            old = self._answers.pop(key, None)
-            if old is not None:
-                self._items -= _size(old)
+            self._pop(key)
             self._answers[key] = answer
             self._items += size
             while len(self._answers) > self.max_answers or self._items > self.max_items:
@@ -64,9 +62,12 @@ class AnswerCache:
     def discard(self, key: Hashable) -> None:
         """Forget ``key`` (its last page has been served)."""
         with self._lock:
-            old = self._answers.pop(key, None)
-            if old is not None:
-                self._items -= _size(old)
+            self._pop(key)
+
+    def _pop(self, key: Hashable) -> None:
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self._items -= _size(old)
 
     def __len__(self) -> int:
         return len(self._answers)

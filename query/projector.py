@@ -20,18 +20,17 @@ transaction (autocommit, as :func:`ledger.db.connect` gives them).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ledger.background import BackgroundService
+from ledger.core import fastjson
 from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
 from ledger.db import connect, translate_errors
 from ledger.store.entries import StoredEntry, read_entries
@@ -153,14 +152,25 @@ def _write_nodes(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
         cur.executemany(
             _UPSERT_NODE,
             [
-                (c.id, c.iri, c.node_type, c.label, c.kind, Jsonb(c.attributes, _dumps), c.first_seq, c.last_seq)
+                (
+                    c.id,
+                    c.iri,
+                    c.node_type,
+                    c.label,
+                    c.kind,
+                    Jsonb(c.attributes, fastjson.dumps),
+                    c.first_seq,
+                    c.last_seq,
+                )
                 for c in changes
             ],
         )
     with cur.copy("COPY prov.node_versions (node_id, seq, node_type, attributes) FROM STDIN") as cp:
         for r in rows:
             for n in r.nodes:
-                cp.write_row((n.id, r.seq, n.node_type, Jsonb(changed_attributes(state, n.id, n.attributes), _dumps)))
+                cp.write_row(
+                    (n.id, r.seq, n.node_type, Jsonb(changed_attributes(state, n.id, n.attributes), fastjson.dumps))
+                )
 
 
 def _merged_state(cur: psycopg.Cursor, ids: set[str]) -> dict[str, dict[str, str]]:
@@ -176,24 +186,21 @@ def _write_edges(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:
         for r in rows:
             for e in r.edges:
                 cp.write_row(
-                    (r.seq, e.ordinal, e.relation, e.src, e.dst, e.stmt_id, e.origin, Jsonb(dict(e.attributes), _dumps))
+                    (
+                        r.seq,
+                        e.ordinal,
+                        e.relation,
+                        e.src,
+                        e.dst,
+                        e.stmt_id,
+                        e.origin,
+                        Jsonb(dict(e.attributes), fastjson.dumps),
+                    )
                 )
 
 
-def _dumps(value: object) -> bytes | str:
-    """JSON text for a jsonb column: orjson, or the stdlib for what orjson refuses (integers beyond 64 bits).
-
-    The values come from admitted events, decoded from JSON, so they hold no
-    NaN or infinity (which orjson would write as null).
-    """
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value)
-
-
 def _jsonb(value: object) -> Jsonb | None:
-    return None if value is None else Jsonb(value, _dumps)
+    return None if value is None else Jsonb(value, fastjson.dumps)
 
 
 def _write_predictions(cur: psycopg.Cursor, rows: Sequence[EntryRows]) -> None:

@@ -41,15 +41,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from ledger.core.envelope import parse_envelope
 from ledger.core.errors import expected_found
 from ledger.core.events import Event, parse_event
+from ledger.core.fastjson import loads as json_loads
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED
 from ledger.core.provjson import iter_statements
 
@@ -117,33 +115,26 @@ def map_entry(envelope: bytes, seq: int, *, event_id: str | None = None, kind: s
     return map_event(event, seq)
 
 
-# A JSON integer of 19 digits or more (orjson reads one beyond 64 bits as a float).  A string that
-# holds the same characters only sends its entry the strict way.
-_LONG_INTEGER = re.compile(rb"[:,\[]\s*-?[0-9]{19,}[\s,\]}]")
-
-
 def map_admitted(envelope: bytes, seq: int, *, event_id: str, kind: str, payload: bytes | None = None) -> EntryRows:
     """:func:`map_entry` for an entry the ledger admitted, without checking again what admission checked.
 
     Admission parsed the envelope and the event strictly (canonical envelope,
     no duplicate JSON members, a valid PROV document), so the projector reads
-    them with orjson and maps the plain values: the same rows as
-    :func:`map_entry` for every admitted entry, in a fraction of the time.
-    Anything unusual -- an integer orjson would read as a float, a key event,
-    a ledger row that disagrees with its payload, bytes that do not decode --
+    them with :mod:`ledger.core.fastjson` and maps the plain values: the same
+    rows as :func:`map_entry` for every admitted entry, in a fraction of the
+    time.  Anything unusual -- a key event, a ledger row that disagrees with
+    its payload, bytes that do not decode --
     goes through :func:`map_entry`, which gives the exact rows or the exact
     error.  ``payload``, when given, is the envelope's (as the ledger stores
     it), so it is not decoded again.
     """
     try:
         if payload is None:
-            payload = base64.b64decode(orjson.loads(envelope)["payload"], validate=True)
-        if _LONG_INTEGER.search(payload):
-            raise ValueError("an integer orjson would not read exactly")
-        doc = orjson.loads(payload)
+            payload = base64.b64decode(json_loads(envelope)["payload"], validate=True)
+        doc = json_loads(payload)
         prov, data = doc["prov"], doc.get("data")
         plain = doc["id"] == event_id and doc["kind"] == kind and kind not in (KEY_REGISTERED, KEY_REVOKED)
-    except (ValueError, KeyError, TypeError, binascii.Error):  # orjson.JSONDecodeError is a ValueError
+    except (ValueError, KeyError, TypeError, binascii.Error):  # JSON decoding errors are ValueErrors
         plain = False
     if not plain:
         return map_entry(envelope, seq, event_id=event_id, kind=kind)

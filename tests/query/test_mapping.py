@@ -199,9 +199,9 @@ def test_had_member_gives_one_edge_per_member_and_a_missing_object_no_edge() -> 
 # --- keys ---------------------------------------------------------------------------------
 
 
-def test_key_registration_adds_the_key_attributed_to_its_identity() -> None:
-    admin, key = chain(), Ed25519Signer.generate()
-    reg = KeyRegistration(
+def server_key_registration(key: Ed25519Signer) -> KeyRegistration:
+    """The registration of a serving producer's key (shared with test_mapping_admitted.py)."""
+    return KeyRegistration(
         keyid=key.keyid,
         public_key=key.public_key,
         role="producer",
@@ -209,6 +209,11 @@ def test_key_registration_adds_the_key_attributed_to_its_identity() -> None:
         kinds=("predictions.*",),
         producers=("*",),
     )
+
+
+def test_key_registration_adds_the_key_attributed_to_its_identity() -> None:
+    admin, key = chain(), Ed25519Signer.generate()
+    reg = server_key_registration(key)
     rows = map_event(admin.emit(KEY_REGISTERED, {"agent": {"provault:admin": {}}}, data=reg.to_data()).event, 3)
     n = nodes(rows)
     assert n[key_node_id(key.keyid)].kind == "provault:Key"
@@ -260,5 +265,5 @@ def test_the_mapping_imports_no_io_library() -> None:
     }
     assert not {m for m in imported if m and m.split(".")[0] in {"psycopg", "grpc", "nats", "provault", "rdflib"}}
     assert {m for m in imported if m and m.startswith("ledger.")} <= {
-        f"ledger.core.{m}" for m in ("envelope", "errors", "events", "keyring", "provjson", "vocab")
+        f"ledger.core.{m}" for m in ("envelope", "errors", "events", "fastjson", "keyring", "provjson", "vocab")
     }

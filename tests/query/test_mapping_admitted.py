@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from ledger.core.errors import DecodeError
-from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRegistration, KeyRevocation
+from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRevocation
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain, Sealed
 from query._mapping import EntryRows, UnprojectableEntry, map_admitted, map_entry
 from tests.core.test_provjson_forms import _corpus
 from tests.query.provstory import Ids, at, build_story, predictions_logged, xsd_time
+from tests.query.test_mapping import server_key_registration
 
 
 def typed(value: Any) -> Any:
@@ -85,14 +86,7 @@ def test_the_provtoolbox_corpus_maps_the_same_both_ways() -> None:
 
 def test_key_events_map_the_same_both_ways() -> None:
     admin, key = chain(), Ed25519Signer.generate()
-    reg = KeyRegistration(
-        keyid=key.keyid,
-        public_key=key.public_key,
-        role="producer",
-        identity={"type": "service", "name": "sentiment-server"},
-        kinds=("predictions.*",),
-        producers=("*",),
-    )
+    reg = server_key_registration(key)
     same(admin.emit(KEY_REGISTERED, {"agent": {"provault:admin": {}}}, data=reg.to_data()))
     rev = KeyRevocation(keyid=key.keyid, effective_from=at(0), reason="leaked")
     same(admin.emit(KEY_REVOKED, {"agent": {"provault:admin": {}}}, data=rev.to_data()))
