@@ -137,6 +137,26 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OpenLineageSettings:
+    """The OpenLineage HTTP endpoint (docs/openlineage.md)."""
+
+    enabled: bool = True
+    """Whether `provault up` starts the endpoint."""
+    listen: str = "127.0.0.1:5000"
+    """HOST:PORT of `POST /api/v1/lineage` (5000 is Marquez's port, where clients look by default)."""
+    producer_id: str | None = None
+    """The endpoint's producer id; default 'openlineage/<host>'."""
+    key_file: str | None = None
+    """The endpoint's signing key; default <data_dir>/keys/openlineage.key."""
+    max_body_bytes: int = 524_288
+    """Largest request body accepted (413 beyond)."""
+    tls_cert: str | None = None
+    """Certificate chain (PEM); with tls_key the endpoint speaks HTTPS."""
+    tls_key: str | None = None
+    """Private key (PEM) of tls_cert."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     dev_mode: bool = False
@@ -146,6 +166,7 @@ class Settings:
     signing: SigningSettings = field(default_factory=SigningSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    openlineage: OpenLineageSettings = field(default_factory=OpenLineageSettings)
 
     @property
     def checkpoint_key_path(self) -> Path:
@@ -378,7 +399,13 @@ def validate(s: Settings) -> list[str]:
     ):
         if value <= 0:
             p.append(f"{where}: expected > 0, found {value}")
-    for where, addr in (("grpc.ledger_listen", s.grpc.ledger_listen), ("grpc.query_listen", s.grpc.query_listen)):
+    if s.openlineage.max_body_bytes < 1024:
+        p.append(f"openlineage.max_body_bytes: expected at least 1024, found {s.openlineage.max_body_bytes}")
+    for where, addr in (
+        ("grpc.ledger_listen", s.grpc.ledger_listen),
+        ("grpc.query_listen", s.grpc.query_listen),
+        ("openlineage.listen", s.openlineage.listen),
+    ):
         if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():
             p.append(f"{where}: expected HOST:PORT, found {addr!r}")
     return p

@@ -49,6 +49,8 @@ class Endpoints:
     query_grpc: str | None = None
     embedded: tuple[str, ...] = ()
     """Which of postgres / nats this stack started itself."""
+    services: tuple[tuple[str, str, str], ...] = ()
+    """What the ``provault.stack`` contributions serve besides gRPC: (name, URL, what it is), printed by ``up``."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,6 +59,7 @@ class Endpoints:
             "ledger_grpc": self.ledger_grpc,
             "query_grpc": self.query_grpc,
             "embedded": list(self.embedded),
+            "services": {name: url for name, url, _ in self.services},
             "pid": os.getpid(),
             "started": time.time(),
         }

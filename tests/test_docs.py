@@ -150,7 +150,7 @@ def _sample(key: str) -> tuple[str, Any]:
         return "2.5", 2.5
     if tp is Path:
         return "/tmp/provault-docs", Path("/tmp/provault-docs")
-    if key.endswith("_listen"):
+    if key.endswith(("_listen", ".listen")):
         return "127.0.0.1:7", "127.0.0.1:7"
     choices = {"agent.transport": "grpc", "agent.backpressure": "drop"}
     if key in choices:

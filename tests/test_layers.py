@@ -5,6 +5,8 @@
 * ``agents`` (the SDK on producers' hosts) imports neither ``query`` nor the ledger's server side:
   only the modules in ``AGENTS_MAY_USE``.
 * ``query`` (the read side) uses only the ledger's public modules (``LEDGER_PUBLIC``).
+* The parts of ``agents`` that run as services (``AGENT_SERVICES``: the OpenLineage endpoint, a producer
+  that listens for other tools' events) use only the ledger's public modules too.
 * Nobody imports another package's private (``_``-prefixed) module.
 
 Every import counts, including the ones inside functions and relative ones (resolved first).
@@ -36,6 +38,7 @@ LEDGER_PUBLIC = (
     "ledger.background",
     "ledger.grpckit",
     "ledger.plugins",
+    "ledger.keyadmin",
     "ledger.store.log",
     "ledger.store.entries",
     "ledger.store.checkpoints",
@@ -44,6 +47,8 @@ LEDGER_PUBLIC = (
     "ledger.launch",
     "ledger.cli",
 )
+# Parts of agents that run as services rather than inside a producer's process.
+AGENT_SERVICES = ("agents.openlineage",)
 # What runs on producers' hosts may use: no store, no database, no servers.
 AGENTS_MAY_USE = (
     "ledger.core",
@@ -102,6 +107,8 @@ def _rule(importer: str, module: str) -> str | None:
         return f"the ledger may not import {target}"
     if _private_elsewhere(importer, module):
         return "private module of another package"
+    if target == "ledger" and _covered(importer, AGENT_SERVICES):
+        return None if _covered(module, LEDGER_PUBLIC) else "agents' services may use only the ledger's public modules"
     if target == "ledger" and top == "agents" and not _covered(module, AGENTS_MAY_USE):
         return "agents may use only the ledger's client-side modules"
     if target == "ledger" and top == "query" and not _covered(module, LEDGER_PUBLIC):

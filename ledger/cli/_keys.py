@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger.bootstrap import default_admin_key_path
-from ledger.chainfile import ChainFile
-from ledger.client import LedgerClient
 from ledger.config import Settings, settings_from
 from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.events import parse_time
@@ -33,14 +28,13 @@ from ledger.core.keyring import (
 from ledger.core.keys import (
     Ed25519Signer,
     keyid_of,
-    load_private_key,
     parse_private_key,
     parse_public_key,
     save_private_key,
     save_public_key,
 )
-from ledger.core.producing import ProducerChain
 from ledger.db import connect
+from ledger.keyadmin import AdminEventFailed, registration_prov, send_admin_event
 from ledger.stack import read_stack_file, resolve_postgres_dsn
 
 
@@ -135,12 +129,9 @@ def run_register(args: argparse.Namespace) -> int:
         kinds=_patterns(args.kinds),
         producers=_patterns(args.producers),
     )
-    prov = {
-        "agent": {
-            f"provault:key-{reg.keyid[:16]}": {"prov:type": "provault:SigningKey", "prov:label": reg.identity["name"]}
-        }
-    }
-    return _send_admin_event(args, settings, KEY_REGISTERED, prov, reg.to_data(), f"registered key {reg.keyid}")
+    return _send_admin_event(
+        args, settings, KEY_REGISTERED, registration_prov(reg), reg.to_data(), f"registered key {reg.keyid}"
+    )
 
 
 def run_revoke(args: argparse.Namespace) -> int:
@@ -166,45 +157,16 @@ def _ledger_target(args: argparse.Namespace, settings: Settings) -> str:
 def _send_admin_event(
     args: argparse.Namespace, settings: Settings, kind: str, prov: dict, data: dict, done: str
 ) -> int:
-    admin = load_private_key(args.admin_key or default_admin_key_path(settings))
-    outbox = settings.data_dir / "outbox"
-    outbox.mkdir(parents=True, exist_ok=True)
-    with (
-        ChainFile(settings.data_dir / "producers", f"admin/{socket.gethostname()}/{admin.keyid[:16]}") as state,
-        LedgerClient.from_settings(_ledger_target(args, settings), settings.grpc) as client,
-    ):
-        _resend_outbox(client, outbox)
-        chain = ProducerChain(state.producer_id, admin, position=state.load())
-        sealed = chain.emit(kind, prov, data=data)
-        pending = outbox / f"{sealed.event.producer.seq:020d}-{sealed.event_id}.json"
-        pending.write_bytes(sealed.envelope)
-        state.save(chain.position)
-        try:
-            outcome = client.append(sealed.envelope)
-        except ProvaultError as e:
-            raise CommandFailed(
-                f"could not reach the ledger: {e.message}",
-                hint=f"the signed event is kept in {pending} and is sent first by the next `provault keys` "
-                f"command; delete that file to cancel it",
-            ) from None
-        pending.unlink()
-    if outcome.status == "rejected":
-        raise CommandFailed(f"the ledger refused the event [{outcome.reason}]: {outcome.message}")
+    try:
+        event_id, outcome = send_admin_event(
+            settings, kind, prov, data, target=_ledger_target(args, settings), admin_key=args.admin_key
+        )
+    except AdminEventFailed as e:
+        raise CommandFailed(e.message, hint=e.hint) from None
     print(
-        f"{done} (event {sealed.event_id}, log seq {outcome.seq}{', already recorded' if outcome.status == 'duplicate' else ''})"
+        f"{done} (event {event_id}, log seq {outcome.seq}{', already recorded' if outcome.status == 'duplicate' else ''})"
     )
     return 0
-
-
-def _resend_outbox(client: LedgerClient, outbox: Path) -> None:
-    for path in sorted(outbox.glob("*.json")):
-        outcome = client.append(path.read_bytes())
-        if outcome.status == "rejected":
-            raise CommandFailed(
-                f"a pending admin event {path.name} was refused [{outcome.reason}]: {outcome.message}",
-                hint=f"inspect it, then remove {path} to continue",
-            )
-        os.unlink(path)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -67,6 +67,7 @@ def _print_banner(settings, endpoints: Endpoints, changes: list[str]) -> None:
         f"  nats        {endpoints.nats_url}" + ("  (embedded)" if "nats" in endpoints.embedded else ""),
         f"  ledger      grpc://{endpoints.ledger_grpc}  (LedgerService)",
         f"  query       grpc://{endpoints.query_grpc}  (QueryService; the projector runs too)",
+        *(f"  {name:<11} {url}  ({what})" for name, url, what in endpoints.services),
         *([f"  admin key   {admin}"] if (admin := settings.data_dir / "keys" / "admin.key").exists() else []),
         *(f"  setup       {c}" for c in changes),
         "Press Ctrl-C to stop.",

@@ -27,17 +27,20 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(raw)
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     """Compact JSON text of decoded JSON values: orjson, or the standard library for what orjson refuses.
+
+    ``sort_keys`` orders object members by their code points at every level
+    (both libraries agree on that order), for a canonical form.
 
     The values must be JSON's own (decoded from JSON text): orjson writes a
     NaN or an infinity as null, where the standard library writes a token no
     JSON reader takes.
     """
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
     except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode()
 
 
 __all__ = ["dumps", "loads"]

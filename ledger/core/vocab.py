@@ -117,3 +117,63 @@ def predict_batch_id(batch_uuid: str) -> str:
 
 def prediction_id(pid: str) -> str:
     return f"provault:prediction/{_local(pid)}"
+
+
+# --- OpenLineage (docs/openlineage.md) ------------------------------------------------------
+
+OPENLINEAGE_RUN = "openlineage.run"
+OPENLINEAGE_JOB = "openlineage.job"
+OPENLINEAGE_DATASET = "openlineage.dataset"
+OPENLINEAGE_KINDS = (OPENLINEAGE_RUN, OPENLINEAGE_JOB, OPENLINEAGE_DATASET)
+
+
+def _ol_namespace(namespace: str) -> str:
+    """A namespace percent-encoded whole, so its ``/`` and ``:`` cannot be mistaken for the separator."""
+    return quote(namespace, safe="")
+
+
+def _ol_name(name: str) -> str:
+    """A name with spaces and the like escaped, and ``@`` too: it separates a dataset from its version."""
+    return quote(name, safe="._-~/=+")
+
+
+def ol_run_id(run_uuid: str) -> str:
+    return f"provault:ol/run/{run_uuid.lower()}"
+
+
+def ol_job_id(namespace: str, name: str) -> str:
+    return f"provault:ol/job/{_ol_namespace(namespace)}/{_ol_name(name)}"
+
+
+def ol_dataset_id(namespace: str, name: str) -> str:
+    return f"provault:ol/dataset/{_ol_namespace(namespace)}/{_ol_name(name)}"
+
+
+def ol_dataset_version_id(namespace: str, name: str, *, version: str | None = None, run_uuid: str | None = None) -> str:
+    """The node of one version of a dataset: its content id, its named version, or the run that wrote it."""
+    if version is not None:
+        if len(version) == 71 and version.startswith("sha256:") and all(c in "0123456789abcdef" for c in version[7:]):
+            return version
+        return f"{ol_dataset_id(namespace, name)}@{_local(version)}"
+    if run_uuid is None:
+        raise ValueError("a dataset version needs a version or the run that wrote it")
+    return f"{ol_dataset_id(namespace, name)}@run/{run_uuid.lower()}"
+
+
+def openlineage_node_candidates(text: str) -> list[str]:
+    """The node ids a Marquez-style node name may mean: ``dataset:<ns>:<name>``, ``job:<ns>:<name>``, ``run:<uuid>``.
+
+    A namespace may itself hold ``:`` (``postgres://db:5432``), so every split
+    point is a candidate, the last one first; the caller keeps the one that exists.
+    Any other text gives no candidate.
+    """
+    head, sep, rest = text.partition(":")
+    if not sep or not rest:
+        return []
+    if head == "run":
+        return [ol_run_id(rest)]
+    make = {"dataset": ol_dataset_id, "job": ol_job_id}.get(head)
+    if make is None:
+        return []
+    cuts = [i for i, c in enumerate(rest) if c == ":" and 0 < i < len(rest) - 1]
+    return [make(rest[:i], rest[i + 1 :]) for i in reversed(cuts)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ledger.config import GrpcSettings, Settings
+from ledger.config import GrpcSettings, OpenLineageSettings, Settings
 from ledger.core.errors import ProvaultError
 from ledger.launch import start_stack
 from ledger.stack import Stack, read_stack_file
@@ -35,7 +35,10 @@ def demo_settings(settings: Settings) -> Settings:
         grpc = dataclasses.replace(grpc, ledger_listen=ANY_PORT)
     if grpc.query_listen == default.query_listen:
         grpc = dataclasses.replace(grpc, query_listen=ANY_PORT)
-    return dataclasses.replace(settings, grpc=grpc, dev_mode=True)
+    ol = settings.openlineage
+    if ol.listen == OpenLineageSettings().listen:
+        ol = dataclasses.replace(ol, listen=ANY_PORT)
+    return dataclasses.replace(settings, grpc=grpc, openlineage=ol, dev_mode=True)
 
 
 def refuse_if_up(settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""OpenLineage into provault: the HTTP endpoint, the file import, the checks and the PROV mapping (docs/openlineage.md)."""

@@ -1,0 +1,214 @@
+"""The OpenLineage HTTP endpoint: ``POST /api/v1/lineage``, as the OpenLineage HTTP transport and Marquez speak it.
+
+aiohttp serves it: asyncio-native, so thousands of concurrent clients cost
+no threads; its request body limit refuses an oversized body before it is
+read; it speaks TLS through the standard :mod:`ssl` module.  The server runs
+on its own event loop in a thread, so ``provault up`` and ``provault
+openlineage serve`` start and stop it like the gRPC services.
+
+Answers (docs/openlineage.md): 201 with the event id once the event is
+durable (or was already), 400 / 422 naming the member and the rule, 401 /
+403 for credentials, 413 / 415, and 503 only when nothing was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from ledger.core.errors import ConfigError, ServerStartError
+from ledger.credentials import is_loopback
+from ledger.grpckit.auth import Authenticator, DevModeAuthenticator, Identity
+
+from ._spec import BadOpenLineage, check_body
+from .intake import DEV_MODE, Credential, Intake, NotKept
+
+log = logging.getLogger("provault.openlineage")
+
+PATH = "/api/v1/lineage"
+ROLES = frozenset({"producer", "admin"})
+_JSON_TYPES = ("application/json", "application/x-ndjson", "text/json")
+
+
+def _error(status: int, message: str, *, member: str | None = None, rule: str | None = None, **headers: str):
+    body = {"code": status, "message": message}
+    if member is not None:
+        body |= {"member": member, "rule": rule}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+class OpenLineageApp:
+    """The request handling, apart from where it listens."""
+
+    def __init__(self, intake: Intake, authenticator: Authenticator, *, max_body_bytes: int) -> None:
+        self.intake = intake
+        self.authenticator = authenticator
+        self.max_body_bytes = max_body_bytes
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
+        app.router.add_post(PATH, self.lineage)
+        app.router.add_get("/api/v1/health", self.health)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413,
+                f"the body is over the limit of {self.max_body_bytes} bytes (openlineage.max_body_bytes)",
+                member="$",
+                rule="size",
+            )
+        except web.HTTPException as e:
+            if e.status >= 400:
+                return _error(e.status, e.reason)
+            raise
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "SERVING", "pending": self.intake.agent.pending()})
+
+    async def lineage(self, request: web.Request) -> web.Response:
+        identity = self._identify(request)
+        if identity is None:
+            return _error(
+                401,
+                "a bearer token is required (OpenLineage api_key auth)",
+                **{"WWW-Authenticate": 'Bearer realm="provault"'},
+            )
+        if not identity.roles & ROLES:
+            return _error(
+                403, f"{identity.subject} has the roles {sorted(identity.roles)}; sending lineage needs producer"
+            )
+        if request.content_type not in _JSON_TYPES:
+            return _error(415, f"expected Content-Type application/json, found {request.content_type!r}")
+        body = await request.read()
+        try:
+            checked = check_body(body)
+            outcome = await self.intake.submit_async(checked, _credential(identity))
+        except BadOpenLineage as e:
+            return _error(e.status, str(e), member=e.member, rule=e.rule)
+        except NotKept as e:
+            return _error(503, f"{e.message}; nothing was kept, retry later", **{"Retry-After": "5"})
+        return web.json_response(outcome.to_json(), status=201)
+
+    def _identify(self, request: web.Request) -> Identity | None:
+        if isinstance(self.authenticator, DevModeAuthenticator):
+            return self.authenticator.authenticate(PATH, ())
+        return self.authenticator.authenticate(PATH, [(k.lower(), v) for k, v in request.headers.items()])
+
+
+def _credential(identity: Identity) -> Credential:
+    if identity.subject == "dev-mode":
+        return DEV_MODE
+    subject, _, name = identity.subject.partition(" (")
+    return Credential(subject, name.rstrip(")"))
+
+
+def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError(["openlineage.tls_cert and openlineage.tls_key: set both (HTTPS) or neither"])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(Path(cert).expanduser(), Path(key).expanduser() if key else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError([f"openlineage.tls_cert / tls_key: cannot load {cert}: {e}"]) from None
+    return ctx
+
+
+class OpenLineageServer:
+    """The endpoint on its own event loop thread; ``stop()`` answers what is in flight, then closes the intake."""
+
+    name = "openlineage"
+    log = Path("(stderr)")
+    depends_on = frozenset({"nats"})
+
+    def __init__(
+        self,
+        app: OpenLineageApp,
+        *,
+        listen: str,
+        tls: ssl.SSLContext | None = None,
+        dev_mode: bool = False,
+    ) -> None:
+        if tls is None and not dev_mode and not is_loopback(listen):
+            raise ConfigError(
+                [
+                    f"openlineage.listen: {listen} is not a loopback address and openlineage.tls_cert is unset: "
+                    "api keys would cross the network in clear"
+                ],
+                hint="set openlineage.tls_cert and openlineage.tls_key, or listen on 127.0.0.1",
+            )
+        self.app = app
+        self.listen = listen
+        self.tls = tls
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{PATH}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="openlineage-http", daemon=True)
+        self._thread.start()
+        if not ready.wait(30) or failure:
+            self.stop()
+            cause = failure[0] if failure else TimeoutError("no answer within 30 s")
+            raise ServerStartError(f"the OpenLineage endpoint could not listen on {self.listen}: {cause}") from None
+
+    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as e:
+            failure.append(e)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+            self._stopped.set()
+
+    async def _open(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        self._runner = web.AppRunner(self.app.application(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port), ssl_context=self.tls, backlog=512)
+        await site.start()
+        self.port = self._runner.addresses[0][1]  # the bound port when listen asked for 0
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(30)
+        self.app.intake.close()

@@ -1,0 +1,92 @@
+"""Admin-signed key events sent to a running ledger: what ``provault keys`` and the services that register
+their own key share.
+
+The admin's chain position is saved, and the sealed envelope kept in
+``<data-dir>/outbox/``, before it is sent, so an interrupted send resends the
+same event next time instead of forking the admin's chain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ledger.bootstrap import default_admin_key_path
+from ledger.chainfile import ChainFile
+from ledger.client import AppendOutcome, LedgerClient
+from ledger.config import Settings
+from ledger.core.errors import ProvaultError
+from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
+from ledger.core.keys import load_private_key
+from ledger.core.producing import ProducerChain
+
+
+class AdminEventFailed(ProvaultError):
+    reason = "admin_event_failed"
+
+
+def registration_prov(reg: KeyRegistration) -> dict[str, Any]:
+    return {
+        "agent": {
+            f"provault:key-{reg.keyid[:16]}": {"prov:type": "provault:SigningKey", "prov:label": reg.identity["name"]}
+        }
+    }
+
+
+def send_admin_event(
+    settings: Settings,
+    kind: str,
+    prov: Mapping[str, Any],
+    data: Mapping[str, Any],
+    *,
+    target: str,
+    admin_key: str | os.PathLike[str] | None = None,
+) -> tuple[str, AppendOutcome]:
+    """Sign ``kind`` with the admin key and append it; (event id, outcome). Refusals raise AdminEventFailed."""
+    admin = load_private_key(admin_key or default_admin_key_path(settings))
+    outbox = settings.data_dir / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    with (
+        ChainFile(settings.data_dir / "producers", f"admin/{socket.gethostname()}/{admin.keyid[:16]}") as state,
+        LedgerClient.from_settings(target, settings.grpc) as client,
+    ):
+        _resend_outbox(client, outbox)
+        chain = ProducerChain(state.producer_id, admin, position=state.load())
+        sealed = chain.emit(kind, prov, data=data)
+        pending = outbox / f"{sealed.event.producer.seq:020d}-{sealed.event_id}.json"
+        pending.write_bytes(sealed.envelope)
+        state.save(chain.position)
+        try:
+            outcome = client.append(sealed.envelope)
+        except ProvaultError as e:
+            raise AdminEventFailed(
+                f"could not reach the ledger: {e.message}",
+                hint=f"the signed event is kept in {pending} and is sent first by the next `provault keys` "
+                f"command; delete that file to cancel it",
+            ) from None
+        pending.unlink()
+    if outcome.status == "rejected":
+        raise AdminEventFailed(f"the ledger refused the event [{outcome.reason}]: {outcome.message}")
+    return sealed.event_id, outcome
+
+
+def register_key(
+    settings: Settings, reg: KeyRegistration, *, target: str, admin_key: str | os.PathLike[str] | None = None
+) -> tuple[str, AppendOutcome]:
+    return send_admin_event(
+        settings, KEY_REGISTERED, registration_prov(reg), reg.to_data(), target=target, admin_key=admin_key
+    )
+
+
+def _resend_outbox(client: LedgerClient, outbox: Path) -> None:
+    for path in sorted(outbox.glob("*.json")):
+        outcome = client.append(path.read_bytes())
+        if outcome.status == "rejected":
+            raise AdminEventFailed(
+                f"a pending admin event {path.name} was refused [{outcome.reason}]: {outcome.message}",
+                hint=f"inspect it, then remove {path} to continue",
+            )
+        os.unlink(path)
