@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.core.errors import InvalidArgument, expected_found
 from ledger.core.ids import new_event_id
-from ledger.core.vocab import deploy_activity_id, deployment_id, person_id
+from ledger.core.vocab import deploy_activity_id, deployment_id, ol_dataset_id, person_id
 
 from . import capture
 from ._prov import Artifact, ProvDoc, add_person, default_cache, now_text, qname, resolve_artifact
@@ -98,8 +98,15 @@ def dataset_event(
     uri: str | None = None,
     author: str | None = None,
     cache: capture.DigestCache | None = None,
+    openlineage: tuple[str, str] | None = None,
 ) -> Prepared:
-    """The ``dataset.registered`` event for ``path`` (a file, a directory or a ``sha256:`` id)."""
+    """The ``dataset.registered`` event for ``path`` (a file, a directory or a ``sha256:`` id).
+
+    ``openlineage`` is (namespace, name) of the OpenLineage dataset this
+    content is a version of: the content entity becomes a ``specializationOf``
+    it, so traces continue into the pipelines that wrote it (docs/openlineage.md).
+    """
+    ol_dataset = _openlineage_dataset(openlineage)
     data = _content(path, "data", cache)
     sources = [_content(s, "data", cache).id for s in derived_from]
     who = capture.author(author)
@@ -108,7 +115,20 @@ def dataset_event(
     doc.relation("wasAttributedTo", entity=data.id, agent=add_person(doc, who))
     for source in sources:
         doc.relation("wasDerivedFrom", generatedEntity=data.id, usedEntity=source)
+    if ol_dataset is not None:
+        namespace, ol_name = openlineage  # type: ignore[misc]
+        attrs = {"prov:type": qname("provault:Dataset"), "prov:label": ol_name}
+        doc.element("entity", ol_dataset, {**attrs, "provault:namespace": namespace, "provault:name": ol_name})
+        doc.relation("specializationOf", specificEntity=data.id, generalEntity=ol_dataset)
     return Prepared(kind="dataset.registered", id=data.id, prov=doc.build())
+
+
+def _openlineage_dataset(pair: object) -> str | None:
+    if pair is None:
+        return None
+    if not isinstance(pair, tuple | list) or len(pair) != 2 or not all(isinstance(p, str) and p.strip() for p in pair):
+        raise InvalidArgument(expected_found("openlineage", "(namespace, name), two non-empty strings", repr(pair)))
+    return ol_dataset_id(pair[0], pair[1])
 
 
 def register_dataset(
@@ -120,13 +140,17 @@ def register_dataset(
     author: str | None = None,
     agent: Agent | None = None,
     cache: capture.DigestCache | None = None,
+    openlineage: tuple[str, str] | None = None,
 ) -> str:
     """Emit ``dataset.registered``; return the dataset's content id (``sha256:<hex>``).
 
     ``derived_from`` lists the datasets it was made from (paths or content
-    ids); ``uri`` says where it lives when that is not the local path.
+    ids); ``uri`` says where it lives when that is not the local path;
+    ``openlineage`` names the OpenLineage dataset (namespace, name) it is a version of.
     """
-    prepared = dataset_event(path, name=name, derived_from=derived_from, uri=uri, author=author, cache=cache)
+    prepared = dataset_event(
+        path, name=name, derived_from=derived_from, uri=uri, author=author, cache=cache, openlineage=openlineage
+    )
     _agent(agent).emit(prepared.kind, prepared.prov)
     return prepared.id
 

@@ -376,7 +376,12 @@ def _emit_prepared(args: argparse.Namespace, prepared: assets.Prepared) -> int:
 
 def run_dataset_register(args: argparse.Namespace) -> int:
     prepared = assets.dataset_event(
-        args.path, name=args.name, derived_from=args.derived_from, uri=args.uri, author=args.author
+        args.path,
+        name=args.name,
+        derived_from=args.derived_from,
+        uri=args.uri,
+        author=args.author,
+        openlineage=tuple(args.openlineage) if args.openlineage else None,
     )
     return _emit_prepared(args, prepared)
 
@@ -449,6 +454,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="a dataset it was made from (id or path; repeatable)",
     )
     p.add_argument("--uri", help="where the data lives, when not at PATH")
+    p.add_argument(
+        "--openlineage",
+        nargs=2,
+        metavar=("NAMESPACE", "NAME"),
+        help="the OpenLineage dataset this data is a version of (docs/openlineage.md)",
+    )
     p.set_defaults(run=run_dataset_register)
 
     md = sub.add_parser("model", help="register and deploy models").add_subparsers(

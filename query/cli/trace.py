@@ -69,7 +69,11 @@ def _relation(text: str) -> str:
 
 
 def _walk_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("id", help="a node id (sha256:<hex>, provault:run/<uuid>, ...), a prediction id or a keyid")
+    p.add_argument(
+        "id",
+        help="a node id (sha256:<hex>, provault:run/<uuid>, ...), a prediction id, a keyid, or an OpenLineage "
+        "name (dataset:<namespace>:<name>, job:<namespace>:<name>, run:<runId>)",
+    )
     p.add_argument(
         "--depth",
         type=lambda t: _count(t, minimum=0),

@@ -20,7 +20,7 @@ from query._mapping import (
 from ._answers import TraceNode
 from ._asof import _load_nodes, pin_as_of, snapshot
 from ._predictions import _prediction_rows, prediction_node
-from ._walk import _not_found
+from ._walk import _not_found, openlineage_node
 
 # --- one node, search ---------------------------------------------------------------------
 
@@ -35,6 +35,9 @@ def get_node(conn: psycopg.Connection, node_id: str, *, as_of_seq: int | None = 
         node = _load_nodes(conn, [node_id], seq).get(node_id)
         if node is not None:
             return node
+        named = openlineage_node(conn, node_id, seq)
+        if named is not None:
+            return named
         pid = node_id if node_id.startswith(PREDICTION_PREFIX) else prediction_id(node_id)
         rows = _prediction_rows(conn, pid, seq)
         if rows:

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from ledger.core.errors import InvalidArgument, expected_found
-from ledger.core.vocab import prediction_id
+from ledger.core.vocab import openlineage_node_candidates, prediction_id
 from ledger.db import translate_errors
 from query._mapping import (
     KEY_NODE_PREFIX,
@@ -185,6 +185,9 @@ def _resolve_start(conn: psycopg.Connection, start: str, seq: int) -> _Start:
     if node is not None:
         keyid = start.removeprefix(KEY_NODE_PREFIX) if start.startswith(KEY_NODE_PREFIX) else None
         return _Start(id=start, node=node, keyid=keyid)
+    named = openlineage_node(conn, start, seq)
+    if named is not None:
+        return _Start(id=named.id, node=named)
     pid = start if start.startswith(PREDICTION_PREFIX) else prediction_id(start)
     rows = _prediction_rows(conn, pid, seq)
     if rows:
@@ -201,6 +204,15 @@ def _resolve_start(conn: psycopg.Connection, start: str, seq: int) -> _Start:
         if first is not None:
             return _Start(id=kid, keyid=keyid, synthetic=_root_key_node(keyid, first))
     raise _not_found(conn, start, seq)
+
+
+def openlineage_node(conn: psycopg.Connection, name: str, seq: int) -> TraceNode | None:
+    """The node a Marquez-style name (``dataset:<ns>:<name>``, ``job:<ns>:<name>``, ``run:<uuid>``) means, if any."""
+    candidates = openlineage_node_candidates(name)
+    if not candidates:
+        return None
+    found = _load_nodes(conn, candidates, seq)
+    return next((found[c] for c in candidates if c in found), None)
 
 
 def _root_key_node(keyid: str, first_signed: int) -> TraceNode:
@@ -234,7 +246,8 @@ def _not_found(conn: psycopg.Connection, start: str, seq: int) -> NodeNotFound:
     return NodeNotFound(
         f"no node, prediction or key {start!r} as of seq {seq}",
         hint="node ids are written as the projection stores them (e.g. sha256:<hex>, provault:run/<uuid>); "
-        "prediction ids raw (req-42) or as provault:prediction/<id>; search finds nodes by label",
+        "prediction ids raw (req-42) or as provault:prediction/<id>; OpenLineage names as dataset:<namespace>:<name>, "
+        "job:<namespace>:<name> or run:<runId>; search finds nodes by label",
     )
 
 
