@@ -91,7 +91,7 @@ def _run_event(d: _Doc, checked: Checked, plan: str) -> None:
         prov__label=doc["job"]["name"],
         prov__startTime=when if state == "START" else None,
         prov__endTime=when if state in TERMINAL else None,
-        provault__state=state,
+        provault__state=state if state in TERMINAL else None,
         provault__error=error.get("message") if isinstance(error.get("message"), str) else None,
         provault__nominalStart=nominal.get("nominalStartTime") if isinstance(nominal, dict) else None,
     )

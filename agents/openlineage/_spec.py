@@ -88,7 +88,7 @@ def check_event(doc: dict[str, Any], text: str) -> Checked:
     when = _event_time(doc.get("eventTime"), flags)
     kind = _kind(doc, schema_url)
     if kind == OPENLINEAGE_RUN:
-        _run(doc)
+        _run(doc, flags)
     if kind in (OPENLINEAGE_RUN, OPENLINEAGE_JOB):
         _named(doc.get("job"), "job", flags, "facets")
         for side, extra in (("inputs", "inputFacets"), ("outputs", "outputFacets")):
@@ -122,7 +122,7 @@ def _kind(doc: Mapping[str, Any], schema_url: object) -> str:
     raise BadOpenLineage("$", "event", "expected a run event (run and job), a job event (job) or a dataset event")
 
 
-def _run(doc: Mapping[str, Any]) -> None:
+def _run(doc: Mapping[str, Any], flags: list[str]) -> None:
     run = doc["run"]
     if not isinstance(run, dict):
         raise BadOpenLineage("run", "object", f"expected an object, found {_type(run)}")
@@ -131,7 +131,7 @@ def _run(doc: Mapping[str, Any]) -> None:
         raise BadOpenLineage("run.runId", "required", "a run has a runId (a UUID)")
     if not isinstance(run_id, str) or not _UUID.fullmatch(run_id):
         raise BadOpenLineage("run.runId", "uuid", f"expected a UUID, found {_short(run_id)}")
-    _facets(run, "run", "facets", [])
+    _facets(run, "run", "facets", flags)
     event_type = doc.get("eventType")
     if event_type is not None and event_type not in EVENT_TYPES:
         raise BadOpenLineage(
