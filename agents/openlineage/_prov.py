@@ -159,9 +159,7 @@ def _dataset(d: _Doc, item: Mapping[str, Any], *, version: str | None = None, ru
         provault__namespace=ns,
         provault__name=name,
         provault__uri=source.get("uri") if isinstance(source.get("uri"), str) else None,
-        provault__schema=_json(facets["schema"])
-        if run_uuid is None and version is None and "schema" in facets
-        else None,
+        provault__schema=_schema(facets.get("schema")) if run_uuid is None and version is None else None,
     )
     if version is None and run_uuid is None:
         return dataset
@@ -174,13 +172,48 @@ def _dataset(d: _Doc, item: Mapping[str, Any], *, version: str | None = None, ru
         prov__type=_qname("provault:Dataset"),
         prov__label=name,
         provault__version=version or run_uuid,
-        provault__schema=_json(facets["schema"]) if "schema" in facets else None,
-        provault__columnLineage=_json(facets["columnLineage"]) if "columnLineage" in facets else None,
+        provault__schema=_schema(facets.get("schema")),
+        provault__columnLineage=_column_lineage(facets.get("columnLineage")),
         provault__rowCount=stats.get("rowCount") if isinstance(stats.get("rowCount"), int) else None,
         provault__bytes=stats.get("size") if isinstance(stats.get("size"), int) else None,
     )
     d.relation("hadMember", prov__collection=dataset, prov__entity=node)
     return node
+
+
+def _schema(facet: object) -> str | None:
+    """The schema facet's fields as compact JSON text, ``[[name, type], ...]``, nested fields as ``parent.child``.
+
+    Descriptions and the facet's other members stay in the sealed event's received JSON only, so a wide
+    table's schema is not stored twice at full size.
+    """
+    if not isinstance(facet, dict) or not isinstance(facet.get("fields"), list):
+        return None
+    out: list[list[str | None]] = []
+
+    def walk(fields: list, prefix: str, depth: int) -> None:
+        for f in fields:
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+                continue
+            kind = f.get("type")
+            out.append([prefix + f["name"], kind if isinstance(kind, str) else None])
+            if isinstance(f.get("fields"), list) and depth < 16:
+                walk(f["fields"], f"{prefix}{f['name']}.", depth + 1)
+
+    walk(facet["fields"], "", 0)
+    return _json(out)
+
+
+def _column_lineage(facet: object) -> str | None:
+    """The column lineage facet as compact JSON text: ``{output field: [[namespace, name, input field], ...]}``."""
+    fields = facet.get("fields") if isinstance(facet, dict) else None
+    if not isinstance(fields, dict):
+        return None
+    out = {}
+    for name, spec in fields.items():
+        inputs = spec.get("inputFields") if isinstance(spec, dict) else None
+        out[name] = [[i.get("namespace"), i.get("name"), i.get("field")] for i in inputs or [] if isinstance(i, dict)]
+    return _json(out)
 
 
 def _version(item: Mapping[str, Any]) -> str | None:
