@@ -130,7 +130,6 @@ class OpenLineageServer:
 
     name = "openlineage"
     log = Path("(stderr)")
-    depends_on = frozenset({"nats"})
 
     def __init__(
         self,
