@@ -29,7 +29,9 @@ def test_import_seals_each_good_line_once_and_names_each_bad_one(ol_stack: OlSta
     runs = [str(uuid.uuid4()) for _ in range(3)]
     lines = [body(run_event(run__runId=r)) for r in runs]
     path = tmp_path / "events.jsonl"
-    path.write_bytes(b"\n".join([lines[0], b"", lines[1], b'{"eventTime": 5, "producer": "https://a"}', lines[2], lines[0]]) + b"\n")
+    path.write_bytes(
+        b"\n".join([lines[0], b"", lines[1], b'{"eventTime": 5, "producer": "https://a"}', lines[2], lines[0]]) + b"\n"
+    )
     code, out, err = _import(ol_stack, capsys, path)
     assert code == 1
     assert out.strip() == "3 sealed, 1 already sealed, 1 refused"
