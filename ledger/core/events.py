@@ -96,7 +96,7 @@ def _json_ok(value: Any, depth: int = 0) -> bool:
         return False
     t = type(value)
     if t is str:
-        return "\x00" not in value and (value.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in value))
+        return "\x00" not in value and (value.isascii() or _encodable(value))
     if t is dict:
         return all(type(k) is str and _json_ok(k, depth + 1) and _json_ok(v, depth + 1) for k, v in value.items())
     if t is list:
@@ -104,6 +104,15 @@ def _json_ok(value: Any, depth: int = 0) -> bool:
     if t is float:
         return math.isfinite(value)
     return t is int or t is bool or value is None
+
+
+def _encodable(text: str) -> bool:
+    """No unpaired surrogate (UTF-8 refuses exactly those), checked at C speed: a large text is one call."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _freeze(value: Any) -> Any:
