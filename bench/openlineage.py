@@ -339,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"    the endpoint's process: {cpu_us:,.0f} CPU-us per event ({1e6 / cpu_us:,.0f} events/s per core)"
                 )
             say(
-                f"    all {args.events:,} in the log (ledger size {_scalar(dsn, 'SELECT size FROM ledger.log_state'):,}; {first_seq:,} when the last 201 came)"
+                f"    all {args.events:,} in the log (ledger size {_scalar(dsn, 'SELECT size FROM ledger.log_state'):,}; "
+                f"{first_seq:,} when the last 201 came)"
             )
 
             n = int(args.rate * args.seconds)
             paced = [run_event(str(uuid.uuid4()), f"paced{i % 100}", [f"in{i % 50}"], [f"p{i}"]) for i in range(n)]
             lat = in_client_process("open", url, paced, args.rate, headers)["latencies"]
             say(
-                f"(b) open loop at {args.rate:,.0f} events/s for {args.seconds:.0f} s: acknowledgement p50 {_pct(lat, 0.5) * 1e3:.1f} ms, p99 {_pct(lat, 0.99) * 1e3:.1f} ms, max {max(lat) * 1e3:.1f} ms"
+                f"(b) open loop at {args.rate:,.0f} events/s for {args.seconds:.0f} s: acknowledgement "
+                f"p50 {_pct(lat, 0.5) * 1e3:.1f} ms, p99 {_pct(lat, 0.99) * 1e3:.1f} ms, max {max(lat) * 1e3:.1f} ms"
             )
 
             big, big_start = pipeline(args.layers, args.width, "big")
@@ -368,13 +370,16 @@ def main(argv: list[str] | None = None) -> int:
             t_big = trace_times(str(endpoints.query_grpc), big_start, args.requests)
             t_small = trace_times(str(endpoints.query_grpc), small_start, args.requests)
             say(
-                f"(c) upstream Trace from {big_start} over gRPC ({args.layers} layers x {args.width} jobs = {len(big):,} jobs in the pipeline):"
+                f"(c) upstream Trace from {big_start} over gRPC "
+                f"({args.layers} layers x {args.width} jobs = {len(big):,} jobs in the pipeline):"
             )
             say(
-                f"    p50 {t_big['p50_ms']:.1f} ms, p99 {t_big['p99_ms']:.1f} ms; {t_big['runs']:,} runs, {t_big['nodes']:,} nodes in the answer ({t_big['p50_ms'] * 1e3 / t_big['nodes']:.0f} us per node)"
+                f"    p50 {t_big['p50_ms']:.1f} ms, p99 {t_big['p99_ms']:.1f} ms; {t_big['runs']:,} runs, "
+                f"{t_big['nodes']:,} nodes in the answer ({t_big['p50_ms'] * 1e3 / t_big['nodes']:.0f} us per node)"
             )
             say(
-                f"    2 layers: p50 {t_small['p50_ms']:.1f} ms, p99 {t_small['p99_ms']:.1f} ms; {t_small['runs']} runs, {t_small['nodes']} nodes; growth p50 x{t_big['p50_ms'] / t_small['p50_ms']:.1f}"
+                f"    2 layers: p50 {t_small['p50_ms']:.1f} ms, p99 {t_small['p99_ms']:.1f} ms; {t_small['runs']} runs, "
+                f"{t_small['nodes']} nodes; growth p50 x{t_big['p50_ms'] / t_small['p50_ms']:.1f}"
             )
             say(f"    gRPC health round trip p50 {t_big['health_p50_ms']:.2f} ms")
         finally:
