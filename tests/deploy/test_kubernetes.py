@@ -54,7 +54,8 @@ def test_kubernetes_dsns_point_writers_at_the_primary_and_queries_at_replicas() 
     cluster = _by_kind("Cluster")["provault-pg"]
     assert cluster["apiVersion"] == "postgresql.cnpg.io/v1" and cluster["spec"]["instances"] == 3
     env = {c.where: c.spec.get("env", []) for c in kube_containers(kube_documents())}
-    dsn = {w: next(e["value"] for e in v if e["name"] == "PROVAULT_POSTGRES_DSN") for w, v in env.items() if v}
+    dsn = {w: next((e["value"] for e in v if e["name"] == "PROVAULT_POSTGRES_DSN"), None) for w, v in env.items() if v}
+    assert dsn.pop("StatefulSet/provault-openlineage/openlineage") is None, "the OpenLineage endpoint uses no database"
     for where, value in dsn.items():
         host = value.split("@")[1].split(":")[0]
         assert host == ("provault-pg-ro" if where.endswith("/query") else "provault-pg-rw"), where

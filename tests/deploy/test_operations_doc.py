@@ -239,7 +239,7 @@ def test_the_compose_openssl_lines_make_certificates_the_deployment_accepts(tmp_
         assert secret[name].is_file(), name
     assert secret["grpc.key"].stat().st_mode & 0o077 == 0, "openssl writes the key with mode 0600"
     servers = [n for n, svc in c["services"].items() if "command" in svc and svc["command"][1:2] == ["serve"]]
-    assert set(servers) == {"ledger", "query"}
+    assert set(servers) == {"ledger", "query", "openlineage"}
     assert _grpc_host_names(servers, None) | {"localhost"} <= san_names(secret["grpc.crt"])
     ledger = next(p for p in compose_processes() if p.where == "compose ledger")
     nats_hosts = {urlsplit(u).hostname for u in nats_servers(ledger.env["PROVAULT_NATS_URL"])}
@@ -267,7 +267,7 @@ def test_the_kubernetes_openssl_lines_make_certificates_the_deployment_accepts(t
     docs = kube_documents()
     namespace = next(d for d in docs if d["kind"] == "Namespace")["metadata"]["name"]
     services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
-    assert set(services) == {"provault-ledger", "provault-query"}
+    assert set(services) == {"provault-ledger", "provault-query", "provault-openlineage"}
     assert _grpc_host_names(services, namespace) | {"localhost"} <= san_names(tmp_path / "grpc.crt")
     config = next(d["data"] for d in docs if d["kind"] == "ConfigMap")
     nats_hosts = {urlsplit(u).hostname for u in nats_servers(config["PROVAULT_NATS_URL"])}
