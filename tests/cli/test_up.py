@@ -42,6 +42,7 @@ def _alive(pid: int) -> bool:
 def _start_up(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
     env["PROVAULT_GRPC_LEDGER_LISTEN"] = "127.0.0.1:0"
+    env["PROVAULT_OPENLINEAGE_LISTEN"] = "127.0.0.1:0"
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(data_dir)],

@@ -520,7 +520,11 @@ def test_mtls_handshake_fails_without_a_certificate_or_with_another_cas(mtls: tu
 @pytest.mark.nats
 def test_provault_up_is_dev_mode_without_authentication_and_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
-    env.update(PROVAULT_GRPC_LEDGER_LISTEN="127.0.0.1:0", PROVAULT_GRPC_QUERY_LISTEN="127.0.0.1:0")
+    env.update(
+        PROVAULT_GRPC_LEDGER_LISTEN="127.0.0.1:0",
+        PROVAULT_GRPC_QUERY_LISTEN="127.0.0.1:0",
+        PROVAULT_OPENLINEAGE_LISTEN="127.0.0.1:0",
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(tmp_path / "state")],
         stdout=subprocess.PIPE,
@@ -545,4 +549,5 @@ def test_provault_up_is_dev_mode_without_authentication_and_says_so(tmp_path: Pa
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    assert "DEV MODE: gRPC authentication is OFF" in out  # the servers' own warning, on the first call
+    # The servers' own warning, on the first call (the OpenLineage endpoint registering its key, before the banner).
+    assert "DEV MODE: gRPC authentication is OFF" in banner + out
