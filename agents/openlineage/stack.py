@@ -10,7 +10,7 @@ from pathlib import Path
 from ledger.config import Settings
 from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
-from ledger.core.keys import Ed25519Signer, Signer, load_private_key, save_private_key, save_public_key
+from ledger.core.keys import Signer, load_or_create_key, load_private_key
 from ledger.core.vocab import OPENLINEAGE_KINDS
 from ledger.db import connect
 from ledger.grpckit.auth import DevModeAuthenticator, TokenAuthenticator
@@ -92,12 +92,8 @@ def build_server(settings: Settings, *, signer: Signer, listen: str | None = Non
 def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, list[str]]:
     """``provault up``: the endpoint's key, created and registered with the stack's admin key when needed."""
     path, changes = key_path(settings), []
-    if path.exists():
-        signer = load_private_key(path)
-    else:
-        signer = Ed25519Signer.generate()
-        save_private_key(signer, path)
-        save_public_key(signer.public_key, f"{path}.pub")
+    signer, created = load_or_create_key(path)
+    if created:
         changes.append(f"created the OpenLineage endpoint's key {path}")
     with connect(endpoints.postgres_dsn, autocommit=True) as conn:
         registered = load_registry(conn).get(signer.keyid) is not None

@@ -277,6 +277,20 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519Signer:
     return parse_private_key(p.read_bytes(), source=str(p))
 
 
+def load_or_create_key(path: str | os.PathLike[str]) -> tuple[Ed25519Signer, bool]:
+    """The private key at ``path``, or a new one written there (0600) with its public half at ``<path>.pub``.
+
+    Returns the signer and whether it was created.
+    """
+    p = Path(path)
+    if p.exists():
+        return load_private_key(p), False
+    signer = Ed25519Signer.generate()
+    save_private_key(signer, p)
+    save_public_key(signer.public_key, f"{p}.pub")
+    return signer, True
+
+
 def load_public_key(path: str | os.PathLike[str]) -> bytes:
     p = Path(path)
     try:
