@@ -128,7 +128,10 @@ def _walk(
         "relations": list(lim.relations),
     }
     found: list[tuple[int, str]] = []
-    for depth, ids in conn.execute(query, params):
+    # Never prepared: a generic plan cannot see how large the frontier and visited arrays are, and once
+    # psycopg prepares the statement (its fifth run on a connection) PostgreSQL may keep one that is ~10x
+    # slower on a wide walk (a 2,076-node upstream answer: 1.25 s instead of 0.13 s).
+    for depth, ids in conn.execute(query, params, prepare=False):
         found.extend((depth, nid) for nid in ids)
     kept = [(d, nid) for d, nid in found if d <= lim.max_depth][: max(0, budget - len(visited))]
     return {nid: d for d, nid in kept}, len(kept) < len(found)
