@@ -280,6 +280,11 @@ def lag(conn: psycopg.Connection) -> tuple[int, int]:
 # --- the service ------------------------------------------------------------------------
 
 
+ANALYZE_AFTER = 1000
+"""Entries projected (and caught up) before the projector refreshes the statistics the first time."""
+_ANALYZED = ("nodes", "node_versions", "edges", "predictions", "entries")
+
+
 class Projector(BackgroundService):
     """Keeps the projection caught up with the log, in a thread.
 
@@ -292,14 +297,24 @@ class Projector(BackgroundService):
     name = "projector"
 
     def __init__(
-        self, dsn: str, *, batch: int = DEFAULT_BATCH, poll_s: float = 0.2, role: str = PROJECTOR_ROLE
+        self,
+        dsn: str,
+        *,
+        batch: int = DEFAULT_BATCH,
+        poll_s: float = 0.2,
+        role: str = PROJECTOR_ROLE,
+        analyze_after: int = ANALYZE_AFTER,
     ) -> None:
         super().__init__()
         self.dsn = dsn
         self.batch = batch
         self.poll_s = poll_s
         self.role = role
+        self.analyze_after = analyze_after
         self.projected = 0
+        self.analyzed = 0
+        """How many times this service refreshed the statistics."""
+        self._analyzed_at = 0
         self.last_error: str | None = None
 
     def _main(self) -> None:
@@ -314,6 +329,7 @@ class Projector(BackgroundService):
                 self.last_error = None
                 backoff = self.poll_s
                 if n == 0:
+                    self._analyze_if_grown(conn)
                     self._wait(conn)
             except (ProvaultError, psycopg.Error) as e:
                 self.last_error = getattr(e, "message", None) or type(e).__name__
@@ -328,6 +344,18 @@ class Projector(BackgroundService):
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         _close(conn)
+
+    def _analyze_if_grown(self, conn: psycopg.Connection) -> None:
+        """Caught up after projecting at least ``analyze_after`` entries, and at least as many as at the last
+        refresh: ANALYZE the projection, so plans fit its size before autovacuum gets there (a doubling rule:
+        a few refreshes over a log's life)."""
+        grown = self.projected - self._analyzed_at
+        if grown < max(self.analyze_after, self._analyzed_at):
+            return
+        conn.execute("ANALYZE " + ", ".join(f"prov.{t}" for t in _ANALYZED))
+        self._analyzed_at = self.projected
+        self.analyzed += 1
+        logger.info("refreshed the projection's statistics after %d entries", grown)
 
     def _connect(self) -> psycopg.Connection:
         conn = connect(self.dsn, autocommit=True, role=self.role)

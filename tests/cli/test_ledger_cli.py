@@ -79,6 +79,7 @@ def test_db_migrate_applies_once(
         "applied ledger V002 entries_store_the_payload",
         "applied prov V001 prov",
         "applied prov V002 derived_rows_unchecked",
+        "applied prov V003 projector_may_analyze",
     ]
     assert main(["db", "migrate"]) == 0
     assert capsys.readouterr().out.strip() == "schema is up to date"

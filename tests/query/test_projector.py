@@ -252,8 +252,29 @@ def test_the_projector_service_follows_the_log(ledger: Ledger, story: Story, aco
     assert not service.running()
 
 
+def test_the_projector_service_refreshes_the_statistics_once_the_projection_grew(ledger: Ledger, story: Story) -> None:
+    service = Projector(ledger.dsn, poll_s=0.05, analyze_after=5)
+    service.start()
+    try:
+        deadline = time.monotonic() + 20
+        while service.analyzed == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (service.analyzed, service.projected, service.last_error) == (1, 9, None)
+    finally:
+        service.stop()
+    with connect(ledger.dsn, autocommit=True) as conn:
+        analyzed = conn.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = 'prov' AND last_analyze IS NOT NULL"
+        ).fetchall()
+    assert {r[0] for r in analyzed} >= {"nodes", "node_versions", "edges", "predictions", "entries"}
+
+
 def test_migrations_apply_once(ledger: Ledger) -> None:
-    assert migrate_prov(ledger.dsn) == ["prov V001 prov", "prov V002 derived_rows_unchecked"]
+    assert migrate_prov(ledger.dsn) == [
+        "prov V001 prov",
+        "prov V002 derived_rows_unchecked",
+        "prov V003 projector_may_analyze",
+    ]
     assert migrate_prov(ledger.dsn) == []
 
 
