@@ -22,6 +22,8 @@ from ledger.core.errors import ProvaultError
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
 from ledger.core.keys import load_private_key
 from ledger.core.producing import ProducerChain
+from ledger.db import connect
+from ledger.store.log import load_registry
 
 
 class AdminEventFailed(ProvaultError):
@@ -79,6 +81,26 @@ def register_key(
     return send_admin_event(
         settings, KEY_REGISTERED, registration_prov(reg), reg.to_data(), target=target, admin_key=admin_key
     )
+
+
+def ensure_registered(
+    settings: Settings,
+    reg: KeyRegistration,
+    *,
+    dsn: str,
+    target: str,
+    admin_key: str | os.PathLike[str] | None = None,
+) -> bool:
+    """Register ``reg`` unless the ledger at ``dsn`` already holds its key; whether it was registered now.
+
+    A second registration of the same key would be refused (and recorded as a rejection), so the key
+    registry is read first.
+    """
+    with connect(dsn, autocommit=True) as conn:
+        if load_registry(conn).get(reg.keyid) is not None:
+            return False
+    register_key(settings, reg, target=target, admin_key=admin_key)
+    return True
 
 
 def _resend_outbox(client: LedgerClient, outbox: Path) -> None:

@@ -23,6 +23,10 @@ class ImportFailed(ProvaultError):
     reason = "import_failed"
 
 
+class EndpointStopped(ProvaultError):
+    reason = "endpoint_stopped"
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     ol = sub.add_parser(
         "openlineage", help="take OpenLineage events: the HTTP endpoint, or a backfill from files"
@@ -65,7 +69,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"openlineage endpoint listening on {server.url} (producer {producer_id(settings)})", flush=True)
         while not stop.wait(0.5):
             if not server.running():
-                raise ImportFailed("the OpenLineage endpoint stopped unexpectedly")
+                raise EndpointStopped("the OpenLineage endpoint stopped unexpectedly")
         return 0
     finally:
         server.stop()

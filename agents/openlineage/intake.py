@@ -165,8 +165,8 @@ class Intake:
         return self.agent.close(timeout)
 
     def seen(self, digest: str) -> str | None:
-        row = self._db.execute("SELECT event_id FROM sealed WHERE digest = ?", (digest,)).fetchone()
-        return row[0] if row else None
+        """The id of the event sealed with this content digest, if any."""
+        return self._seen_among([digest]).get(digest)
 
     # --- the writer --------------------------------------------------------------
 

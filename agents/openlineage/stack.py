@@ -12,12 +12,10 @@ from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Signer, load_or_create_key, load_private_key
 from ledger.core.vocab import OPENLINEAGE_KINDS
-from ledger.db import connect
 from ledger.grpckit.auth import DevModeAuthenticator, TokenAuthenticator
 from ledger.grpckit.tokens import tokens_path
-from ledger.keyadmin import register_key
+from ledger.keyadmin import ensure_registered
 from ledger.stack import Endpoints, Stack
-from ledger.store.log import load_registry
 
 from ..runtime import agent_from_settings
 from .intake import Intake
@@ -95,10 +93,8 @@ def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, li
     signer, created = load_or_create_key(path)
     if created:
         changes.append(f"created the OpenLineage endpoint's key {path}")
-    with connect(endpoints.postgres_dsn, autocommit=True) as conn:
-        registered = load_registry(conn).get(signer.keyid) is not None
-    if not registered:
-        register_key(settings, registration(settings, signer), target=str(endpoints.ledger_grpc))
+    reg = registration(settings, signer)
+    if ensure_registered(settings, reg, dsn=endpoints.postgres_dsn, target=str(endpoints.ledger_grpc)):
         changes.append(f"registered it for {', '.join(OPENLINEAGE_KINDS)} as producer {producer_id(settings)}")
     return signer, changes
 
