@@ -108,9 +108,10 @@ def _run_event(d: _Doc, checked: Checked, plan: str) -> None:
     if isinstance(parent_run, dict) and isinstance(parent_run.get("runId"), str):
         informant = d.element("activity", ol_run_id(parent_run["runId"]), prov__type=_qname("provault:OpenLineageRun"))
         d.relation("wasInformedBy", prov__informed=activity, prov__informant=informant)
-        parent_job = parent.get("job")
-        if isinstance(parent_job, dict) and isinstance(parent_job.get("name"), str):
-            parent_plan = _job(d, {"namespace": str(parent_job.get("namespace", "")) or "default", **parent_job})
+        parent_job = parent.get("job") if isinstance(parent.get("job"), dict) else {}
+        name, ns = parent_job.get("name"), parent_job.get("namespace")
+        if isinstance(name, str) and name:  # only its names: the parent facet's members are not checked
+            parent_plan = _job(d, {"namespace": ns if isinstance(ns, str) and ns else "default", "name": name})
             d.relation("wasAssociatedWith", prov__activity=informant, prov__agent=software, prov__plan=parent_plan)
     reads = []
     for item in doc.get("inputs", []):

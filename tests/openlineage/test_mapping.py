@@ -125,6 +125,20 @@ def test_parent_owners_and_code_become_runs_agents_and_the_same_code_entity() ->
     assert n[code]["provault:language"] == "python"
 
 
+def test_a_parent_facet_with_odd_job_members_still_maps() -> None:
+    """Facet members beyond their shape are not checked: a parent job's odd namespace or facets must not break it."""
+    for job, plan in (
+        ({"namespace": 3, "name": "dag"}, ol_job_id("default", "dag")),
+        ({"namespace": "", "name": "dag", "facets": {"jobType": "x"}}, ol_job_id("default", "dag")),
+        ({"namespace": "airflow"}, None),
+    ):
+        event = run_event(run__facets={"parent": {**FACET, "run": {"runId": PARENT}, "job": job}})
+        rows = mapped(event)
+        assert ("wasInformedBy", ol_run_id(RUN_ID), ol_run_id(PARENT)) in edges(rows)
+        plans = {e.attributes.get("prov:plan") for e in rows.edges if e.src == ol_run_id(PARENT)}
+        assert plans == ({plan} if plan else set())
+
+
 def test_a_version_facet_names_the_version_and_a_content_digest_is_provaults_own_node() -> None:
     digest = "sha256:" + "b" * 64
     event = run_event(
