@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.openlineage._spec import check_body
 from agents.openlineage.server import OpenLineageServer
 from agents.openlineage.stack import build_server, registration
 from ledger.config import AgentSettings, GrpcSettings, OpenLineageSettings, Settings
@@ -153,6 +154,4 @@ def test_a_spool_that_cannot_take_the_event_answers_503_and_keeps_nothing(
 
 
 def _digest(event: dict) -> str:
-    from agents.openlineage._spec import check_body  # noqa: PLC0415
-
     return check_body(body(event)).digest
