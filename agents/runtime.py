@@ -39,6 +39,7 @@ from ledger.core.producing import ProducerChain
 from ledger.stack import read_stack_file, resolve_nats_url
 from ledger.transport import subject_token
 
+from . import metrics as agent_metrics
 from ._sender import Sender
 from .spool import Spool, SpoolFull
 from .transport import GrpcTransport, NatsTransport, Transport
@@ -120,6 +121,7 @@ class Agent:
             acknowledge=self._acknowledge,
         )
         self._sender.start()
+        agent_metrics.track(self)
 
     # --- the caller's side -------------------------------------------------------------
 
@@ -207,6 +209,7 @@ class Agent:
             if self._closed:
                 return True
             self._closed = True
+        agent_metrics.untrack(self)
         delivered = self.flush(self.settings.publish_timeout_s if timeout is None else timeout)
         self._sender.close(timeout=30)
         self._state.save(self._chain.position)
@@ -281,6 +284,7 @@ def agent_from_settings(settings: Settings, *, producer_id: str | None = None, s
         if settings.agent.spool_dir
         else settings.data_dir / "spool" / subject_token(pid)
     )
+    agent_metrics.serve_if_configured(settings)  # a bad address fails before anything runs
     return Agent(
         producer_id=pid,
         signer=signer or load_producer_key(settings),

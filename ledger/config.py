@@ -157,6 +157,38 @@ class OpenLineageSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """Prometheus metrics endpoints (docs/operations.md, Monitoring)."""
+
+    enabled: bool = True
+    """Whether the servers serve /metrics."""
+    ledger_listen: str = "127.0.0.1:9430"
+    """HOST:PORT of `ledger serve`'s /metrics (and `provault up`'s, one process)."""
+    query_listen: str = "127.0.0.1:9431"
+    """HOST:PORT of `query serve`'s /metrics."""
+    openlineage_listen: str = "127.0.0.1:9432"
+    """HOST:PORT of `openlineage serve`'s /metrics."""
+    agent_listen: str | None = None
+    """HOST:PORT where an agent's process serves /metrics; unset: agents serve nothing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthSettings:
+    probe_interval_s: float = 1.0
+    """How often the servers check PostgreSQL (and the ledger NATS) for their gRPC health."""
+    probe_timeout_s: float = 2.0
+    """Longest one check may take before it counts as a failure."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    format: str = "text"
+    """'text' (one human line per record) or 'json' (one JSON object per line)."""
+    level: str = "info"
+    """'debug', 'info', 'warning' or 'error'."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     dev_mode: bool = False
@@ -167,6 +199,9 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     openlineage: OpenLineageSettings = field(default_factory=OpenLineageSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def checkpoint_key_path(self) -> Path:
@@ -334,6 +369,9 @@ def _assemble(merged: dict[str, dict[str, tuple[object, str]]], problems: list[s
     return Settings(**kwargs, **sections)  # type: ignore[arg-type]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def validate(s: Settings) -> list[str]:
     """Range and consistency checks that types alone cannot express."""
     p: list[str] = []
@@ -401,10 +439,24 @@ def validate(s: Settings) -> list[str]:
             p.append(f"{where}: expected > 0, found {value}")
     if s.openlineage.max_body_bytes < 1024:
         p.append(f"openlineage.max_body_bytes: expected at least 1024, found {s.openlineage.max_body_bytes}")
+    for where, value in (
+        ("health.probe_interval_s", s.health.probe_interval_s),
+        ("health.probe_timeout_s", s.health.probe_timeout_s),
+    ):
+        if value <= 0:
+            p.append(f"{where}: expected > 0, found {value}")
+    if s.log.format not in ("text", "json"):
+        p.append(f"log.format: expected 'text' or 'json', found {s.log.format!r}")
+    if s.log.level not in LOG_LEVELS:
+        p.append(f"log.level: expected one of {', '.join(map(repr, LOG_LEVELS))}, found {s.log.level!r}")
     for where, addr in (
         ("grpc.ledger_listen", s.grpc.ledger_listen),
         ("grpc.query_listen", s.grpc.query_listen),
         ("openlineage.listen", s.openlineage.listen),
+        ("metrics.ledger_listen", s.metrics.ledger_listen),
+        ("metrics.query_listen", s.metrics.query_listen),
+        ("metrics.openlineage_listen", s.metrics.openlineage_listen),
+        *((("metrics.agent_listen", s.metrics.agent_listen),) if s.metrics.agent_listen is not None else ()),
     ):
         if ":" not in addr or not addr.rsplit(":", 1)[1].isdigit():
             p.append(f"{where}: expected HOST:PORT, found {addr!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ledger import plugins
+from ledger import metrics, plugins
 from ledger.bootstrap import initialise
 from ledger.core.errors import ServerStartError
 from ledger.service.runtime import LedgerRuntime
@@ -35,9 +35,9 @@ class LedgerService:
     def running(self) -> bool:
         return all(svc.running() for svc in self.runtime.services())
 
-    def set_serving(self, serving: bool) -> None:
+    def set_serving(self, serving: bool, *, cause: str = "embedded") -> None:
         if self.runtime.grpc is not None:
-            self.runtime.grpc.set_serving(serving)
+            self.runtime.grpc.set_serving(serving, cause=cause)
 
     def stop(self) -> None:
         self.runtime.stop()
@@ -64,5 +64,13 @@ def start_stack(stack: Stack) -> tuple[Endpoints, list[str]]:
     endpoints = dataclasses.replace(endpoints, ledger_grpc=runtime.grpc_address)
     for start in plugins.contributions(plugins.STACK):
         endpoints = start(stack, endpoints)
+    exporter = metrics.server_for(settings, "ledger_listen")
+    if exporter is not None:
+        exporter.start()
+        stack.add(exporter)
+        endpoints = dataclasses.replace(
+            endpoints,
+            services=(*endpoints.services, ("metrics", exporter.url, "Prometheus metrics of the whole stack")),
+        )
     write_stack_file(settings.data_dir, endpoints)
     return endpoints, changes

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ledger import metrics
 from ledger.background import BackgroundService
 from ledger.core import fastjson
 from ledger.core.errors import DecodeError, InvalidArgument, LedgerCorrupted, ProvaultError
@@ -280,6 +282,10 @@ def lag(conn: psycopg.Connection) -> tuple[int, int]:
 # --- the service ------------------------------------------------------------------------
 
 
+POSITION = metrics.Gauge("provault_projector_position", "The last log seq projected.")
+LAG = metrics.Gauge("provault_projector_lag_entries", "Log entries not projected yet (at the projector's last poll).")
+FAILURES = metrics.Counter("provault_projector_failures", "Projection passes that failed (retried with backoff).")
+
 ANALYZE_AFTER = 1000
 """Entries projected (and caught up) before the projector refreshes the statistics the first time."""
 _ANALYZED = ("nodes", "node_versions", "edges", "predictions", "entries")
@@ -315,6 +321,7 @@ class Projector(BackgroundService):
         self.analyzed = 0
         """How many times this service refreshed the statistics."""
         self._analyzed_at = 0
+        self._lag_read_at = 0.0
         self.last_error: str | None = None
 
     def _main(self) -> None:
@@ -328,22 +335,35 @@ class Projector(BackgroundService):
                 self.projected += n
                 self.last_error = None
                 backoff = self.poll_s
+                self._export_lag(conn)
                 if n == 0:
                     self._analyze_if_grown(conn)
                     self._wait(conn)
             except (ProvaultError, psycopg.Error) as e:
+                FAILURES.inc()
                 self.last_error = getattr(e, "message", None) or type(e).__name__
                 logger.warning("projection failed: %s; retrying in %.1f s", self.last_error, backoff)
                 conn = _close(conn)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception:  # a bug must not end the service silently: log it whole and retry
+                FAILURES.inc()
                 self.last_error = "internal error (see the log)"
                 logger.exception("projection failed unexpectedly; retrying in %.1f s", backoff)
                 conn = _close(conn)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         _close(conn)
+
+    def _export_lag(self, conn: psycopg.Connection) -> None:
+        """The position and lag gauges, read at most once a second."""
+        now = time.monotonic()
+        if now - self._lag_read_at < 1.0:
+            return
+        self._lag_read_at = now
+        projected, size = lag(conn)
+        POSITION.set(projected)
+        LAG.set(max(0, size - 1 - projected))
 
     def _analyze_if_grown(self, conn: psycopg.Connection) -> None:
         """Caught up after projecting at least ``analyze_after`` entries, and at least as many as at the last

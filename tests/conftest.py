@@ -188,3 +188,6 @@ def _no_stray_provault_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PROVAULT_") and not name.startswith("PROVAULT_TEST_"):
             monkeypatch.delenv(name)
+    # Metrics endpoints on free ports: a command run in-process must not collide with a stack running beside the tests.
+    for role in ("LEDGER", "QUERY", "OPENLINEAGE"):
+        monkeypatch.setenv(f"PROVAULT_METRICS_{role}_LISTEN", "127.0.0.1:0")

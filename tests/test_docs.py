@@ -152,7 +152,7 @@ def _sample(key: str) -> tuple[str, Any]:
         return "/tmp/provault-docs", Path("/tmp/provault-docs")
     if key.endswith(("_listen", ".listen")):
         return "127.0.0.1:7", "127.0.0.1:7"
-    choices = {"agent.transport": "grpc", "agent.backpressure": "drop"}
+    choices = {"agent.transport": "grpc", "agent.backpressure": "drop", "log.format": "json", "log.level": "debug"}
     if key in choices:
         return choices[key], choices[key]
     return "DOCS_SAMPLE", "DOCS_SAMPLE"

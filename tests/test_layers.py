@@ -39,6 +39,9 @@ LEDGER_PUBLIC = (
     "ledger.grpckit",
     "ledger.plugins",
     "ledger.keyadmin",
+    "ledger.metrics",
+    "ledger.health",
+    "ledger.logs",
     "ledger.store.log",
     "ledger.store.entries",
     "ledger.store.checkpoints",
@@ -59,6 +62,7 @@ AGENTS_MAY_USE = (
     "ledger.stack",
     "ledger.transport",
     "ledger.natsauth",
+    "ledger.metrics",
 )
 
 

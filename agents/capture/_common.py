@@ -7,7 +7,7 @@ import os
 
 from ledger.core.errors import ProvaultError, expected_found
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("provault.agent.capture")
 
 StrPath = str | os.PathLike[str]
 

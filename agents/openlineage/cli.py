@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ledger import metrics
 from ledger.config import Settings, settings_from
 from ledger.core.errors import ProvaultError
 
@@ -62,16 +63,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     server = build_server(settings, signer=load_key(settings), listen=args.listen)
+    exporter = metrics.server_for(
+        settings, "openlineage_listen", tls=(settings.openlineage.tls_cert, settings.openlineage.tls_key)
+    )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        print(f"openlineage endpoint listening on {server.url} (producer {producer_id(settings)})", flush=True)
+        if exporter:
+            exporter.start()
+        print(
+            f"openlineage endpoint listening on {server.url} (producer {producer_id(settings)})"
+            + (f", metrics {exporter.url}" if exporter else ""),
+            flush=True,
+        )
         while not stop.wait(0.5):
             if not server.running():
                 raise EndpointStopped("the OpenLineage endpoint stopped unexpectedly")
         return 0
     finally:
+        if exporter:
+            exporter.stop()
         server.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -17,10 +17,12 @@ import asyncio
 import logging
 import ssl
 import threading
+import time
 from pathlib import Path
 
 from aiohttp import web
 
+from ledger import metrics
 from ledger.core.errors import ConfigError, ServerStartError
 from ledger.credentials import is_loopback
 from ledger.grpckit.auth import Authenticator, Identity
@@ -29,6 +31,13 @@ from ._spec import BadOpenLineage, check_body
 from .intake import DEV_MODE, Credential, Intake, NotKept
 
 log = logging.getLogger("provault.openlineage")
+
+REQUESTS = metrics.Counter("provault_openlineage_requests", "Lineage requests answered, by HTTP status.", ("status",))
+LATENCY = metrics.Histogram(
+    "provault_openlineage_request_seconds",
+    "Request to answer, including the durable write before a 201.",
+    buckets=metrics.LATENCY_BUCKETS,
+)
 
 PATH = "/api/v1/lineage"
 ROLES = frozenset({"producer", "admin"})
@@ -58,6 +67,14 @@ class OpenLineageApp:
 
     @web.middleware
     async def _errors(self, request: web.Request, handler):
+        started = time.perf_counter()
+        response = await self._answer(request, handler)
+        if request.path == PATH:
+            REQUESTS.labels(str(response.status)).inc()
+            LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: web.Request, handler):
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:

@@ -16,7 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ledger import plugins
+from ledger import logs, metrics, plugins
+from ledger.config import settings_from
 from ledger.core.errors import ProvaultError
 
 from . import _auth, _common, _health, _keys, _ledger, _nats, _up, _verify
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     try:
+        _configure_logging(args)
         return int(args.run(args) or 0)
     except ProvaultError as e:
         print(f"provault: error [{e.reason}]: {e.diagnostics()}", file=sys.stderr)
@@ -54,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("provault: interrupted", file=sys.stderr)
         return 130
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """The ``[log]`` settings for this command's records; bad settings fail here, as the command would."""
+    settings = settings_from(args)
+    logs.configure(settings.log.format, settings.log.level)
+    metrics.set_version(_common.version())
 
 
 if __name__ == "__main__":  # pragma: no cover

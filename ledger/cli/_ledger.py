@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ledger import metrics
 from ledger.bootstrap import initialise, migrate_all
 from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
@@ -101,17 +102,26 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     runtime = LedgerRuntime(settings, dsn=resolve_postgres_dsn(settings), nats_url=resolve_nats_url(settings))
+    exporter = metrics.server_for(settings, "ledger_listen")
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         runtime.start()
-        print(f"provault ledger serving: gRPC {runtime.grpc_address}, ingesting from {runtime.nats_url}", flush=True)
+        if exporter:
+            exporter.start()
+        print(
+            f"provault ledger serving: gRPC {runtime.grpc_address}, ingesting from {runtime.nats_url}"
+            + (f", metrics {exporter.url}" if exporter else ""),
+            flush=True,
+        )
         while not stop.wait(POLL_S):
             for svc in runtime.services():
                 if not svc.running():
                     raise ServerStartError(f"ledger {svc.name} stopped unexpectedly")
         return 0
     finally:
+        if exporter:
+            exporter.stop()
         runtime.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -27,6 +27,8 @@ from google.protobuf import message, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2
 
+from ledger.metrics import GrpcMetricsInterceptor
+
 from .auth import Authenticator, AuthInterceptor, DevModeAuthenticator
 from .status import MalformedRequest, abort_with
 
@@ -116,6 +118,7 @@ class GrpcServerService:
         self.port: int | None = None
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()
+        self._down: set[str] = set()
 
     def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
         raise NotImplementedError
@@ -126,7 +129,9 @@ class GrpcServerService:
         return f"{self.listen.rsplit(':', 1)[0]}:{self.port}" if self.port else None
 
     def start(self) -> None:
-        self._server, self.port = self._build((AuthInterceptor(self.authenticator, self.method_roles),))
+        self._server, self.port = self._build(
+            (GrpcMetricsInterceptor(self.method_roles), AuthInterceptor(self.authenticator, self.method_roles))
+        )
         self._server.start()
         logger.info("%s listening on %s", self.service_label, self.address)
         host = self.listen.rsplit(":", 1)[0].strip("[]")
@@ -138,12 +143,17 @@ class GrpcServerService:
     def running(self) -> bool:
         return self._server is not None and not self._stopped.is_set()
 
-    def set_serving(self, serving: bool) -> None:
-        """Report SERVING or NOT_SERVING on grpc.health.v1, for the server as a whole and for its service."""
+    def set_serving(self, serving: bool, *, cause: str = "embedded") -> None:
+        """Report health on grpc.health.v1, for the server as a whole and for its service.
+
+        Each ``cause`` (the supervisor's "embedded", the dependency probe's "dependencies") holds the server
+        NOT_SERVING on its own; it is SERVING only while none does.
+        """
+        (self._down.discard if serving else self._down.add)(cause)
         health = getattr(self._server, "health", None)
         if health is None or self._stopped.is_set():
             return
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if self._down else health_pb2.HealthCheckResponse.SERVING
         for name in ("", self.service_name):
             health.set(name, status)
 

@@ -8,13 +8,18 @@ threads are serialised by a lock here and, across processes, by the
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from ledger import metrics
 from ledger.core.admission import BatchPlan, Checked, Limits, Refused, check_submission
 from ledger.db import connect
 from ledger.store import log
+
+logger = logging.getLogger("provault.ingest")
 
 SERVICE_ROLE = "provault_ledger"
 
@@ -53,7 +58,8 @@ class Appender:
     ) -> BatchPlan:
         with self._lock:
             self._ensure_connection()
-            return log.append_batch(
+            started = time.perf_counter()
+            plan = log.append_batch(
                 self._conn,
                 items,
                 source=source,
@@ -61,7 +67,32 @@ class Appender:
                 stream_seqs=stream_seqs,
                 limits=self.limits,
             )
+        metrics.record_batch(plan, source=source, seconds=time.perf_counter() - started)
+        report(plan)
+        return plan
 
     def append(self, raws: Sequence[bytes], *, source: str) -> BatchPlan:
         """Check and append in the calling thread (the gRPC path)."""
         return self.append_checked(self.check(raws), source=source)
+
+
+def report(plan: BatchPlan) -> None:
+    """One WARNING line per rejection and per producer anomaly of a committed batch, with its ids as fields."""
+    for r in plan.refused:
+        logger.warning(
+            "rejected event %s from %s: %s [%s]",
+            r.event_id or "(no id)",
+            r.producer_id or "(unknown producer)",
+            r.message,
+            r.reason,
+            extra={"event_id": r.event_id, "producer_id": r.producer_id, "reason": r.reason},
+        )
+    for a in plan.anomalies:
+        logger.warning(
+            "producer %s: %s anomaly at seq %d (%s)",
+            a.producer_id,
+            a.kind,
+            a.found_seq,
+            a.detail,
+            extra={"event_id": a.event_id, "producer_id": a.producer_id, "seq": a.log_seq, "reason": a.kind},
+        )

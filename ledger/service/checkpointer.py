@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ledger import metrics
 from ledger.background import BackgroundService
 from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer
@@ -50,11 +51,16 @@ class Checkpointer(BackgroundService):
                     conn = connect(self.dsn, autocommit=True, role=SERVICE_ROLE)
                     cp = checkpoints.latest(conn)
                     last_size, last_time = (cp.tree_size, time.monotonic()) if cp else (-1, 0.0)
+                    if cp is not None:
+                        metrics.CHECKPOINT_SIZE.set(cp.tree_size)
+                        metrics.CHECKPOINT_TIME.set(cp.signed_at.timestamp())
                 size = log.log_size(conn)
+                metrics.LOG_ENTRIES.set(size)
                 if due(size, last_size, last_time, time.monotonic(), every=self.every, interval_s=self.interval_s):
                     self._sign(conn)
                     last_size, last_time = size, time.monotonic()
             except ProvaultError as e:
+                metrics.CHECKPOINT_FAILURES.inc()
                 logger.warning("checkpointing failed: %s; retrying", e.message)
                 if conn is not None:
                     conn.close()
@@ -63,8 +69,12 @@ class Checkpointer(BackgroundService):
             conn.close()
 
     def _sign(self, conn) -> None:
-        if checkpoints.sign_latest(conn, self.signer, self.origin) is not None:
+        signed = checkpoints.sign_latest(conn, self.signer, self.origin)
+        if signed is not None:
             self.signed += 1
+            metrics.CHECKPOINT_SIZE.set(signed.tree_size)
+            metrics.CHECKPOINT_TIME.set(time.time())
+            logger.debug("signed checkpoint %d", signed.tree_size, extra={"tree_size": signed.tree_size})
 
     def sign_now(self) -> None:
         """Sign the current size immediately (used on shutdown)."""

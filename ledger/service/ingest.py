@@ -38,6 +38,7 @@ import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import FetchTimeoutError, NotFoundError
 
+from ledger import metrics
 from ledger.config import Settings
 from ledger.core.admission import Checked, Limits, Refused, check_submission
 from ledger.core.errors import ProvaultError, ServerStartError, StorageUnavailable, TransportUnavailable, UnknownKey
@@ -163,10 +164,17 @@ class JetStreamIngest:
         """The last authorization / permissions error NATS sent the ledger's connection."""
         self.subscription = None
         """The pull subscription on the stream, once running."""
+        self.connection = None
+        """The NATS connection, once connected (it reconnects by itself)."""
+
+    def nats_connected(self) -> bool:
+        """Whether the ledger's NATS connection is up now (read by the health probe)."""
+        nc = self.connection
+        return nc is not None and nc.is_connected
 
     async def run(self, stop: asyncio.Event) -> None:
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-            nc = await self._connect()
+            nc = self.connection = await self._connect()
             try:
                 sub = self.subscription = await self._subscribe(nc)
                 self.ready.set()
@@ -276,11 +284,14 @@ class JetStreamIngest:
         try:
             msgs = await sub.fetch(self.settings.ingest.batch_size, timeout=self.settings.ingest.fetch_timeout_s)
         except (TimeoutError, FetchTimeoutError, NatsTimeout):
+            metrics.INGEST_BACKLOG.set(0)
             return []
         except nats.errors.Error as e:
             log.warning("fetch from JetStream failed: %s; retrying", e)
             await asyncio.sleep(RETRY_MIN_S)
             return []
+        if msgs:
+            metrics.INGEST_BACKLOG.set(msgs[-1].metadata.num_pending)
         return self.from_stream(msgs)
 
     def from_stream(self, msgs: list) -> list:

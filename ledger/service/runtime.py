@@ -14,6 +14,7 @@ from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
 from ledger.db import connect
 from ledger.grpckit.security import server_security
+from ledger.health import Check, DependencyProbe, postgres_check, probe_for
 from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
 from ledger.store.migrate import pending
@@ -63,6 +64,20 @@ class LedgerRuntime:
         self.ingest: IngestService | None = None
         self.checkpointer: Checkpointer | None = None
         self.grpc: LedgerGrpcService | None = None
+        self.probe: DependencyProbe | None = None
+
+    def health_checks(self) -> dict[str, Check]:
+        """What the ledger cannot serve without: PostgreSQL, and its ingest's NATS connection."""
+
+        def nats_check() -> str | None:
+            if self.ingest is not None and self.ingest.ingest.nats_connected():
+                return None
+            return f"NATS at {self.nats_url}: the ledger's connection is down (reconnecting)"
+
+        return {
+            "postgres": postgres_check(self.dsn, timeout_s=self.settings.health.probe_timeout_s),
+            "nats": nats_check,
+        }
 
     def start(self) -> None:
         s = self.settings
@@ -87,6 +102,8 @@ class LedgerRuntime:
                 server_credentials=security.credentials,
             )
             self.grpc.start()
+            self.probe = probe_for(s, self.health_checks(), lambda: [self.grpc] if self.grpc else [])
+            self.probe.start()
         except BaseException:
             self.stop()
             raise
@@ -96,10 +113,10 @@ class LedgerRuntime:
         return self.grpc.address if self.grpc else None
 
     def services(self) -> list:
-        return [svc for svc in (self.checkpointer, self.ingest, self.grpc) if svc is not None]
+        return [svc for svc in (self.checkpointer, self.ingest, self.grpc, self.probe) if svc is not None]
 
     def stop(self) -> None:
-        for svc in (self.grpc, self.ingest, self.checkpointer):
+        for svc in (self.probe, self.grpc, self.ingest, self.checkpointer):
             if svc is not None:
                 try:
                     svc.stop()

@@ -7,12 +7,14 @@ import signal
 import sys
 import threading
 
+from ledger import metrics
 from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
 from ledger.grpckit.security import server_security
 from ledger.stack import resolve_postgres_dsn
 from query.projector import Projector
 from query.service import QueryGrpcService
+from query.stack import health_probe
 
 POLL_S = 0.5
 
@@ -38,35 +40,40 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     security = server_security(settings, listen=settings.grpc.query_listen, listen_key="grpc.query_listen")
     dsn = resolve_postgres_dsn(settings)
+    query = QueryGrpcService(
+        dsn=dsn,
+        listen=settings.grpc.query_listen,
+        max_message_bytes=settings.grpc.max_message_bytes,
+        authenticator=security.authenticator,
+        server_credentials=security.credentials,
+    )
+    exporter = metrics.server_for(settings, "query_listen")
+    services = [
+        *([] if args.no_projector else [Projector(dsn)]),
+        query,
+        health_probe(settings, dsn, query),
+        *([exporter] if exporter else []),
+    ]
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    services: list = []
+    started: list = []
     try:
-        if not args.no_projector:
-            services.append(Projector(dsn))
-        services.append(
-            QueryGrpcService(
-                dsn=dsn,
-                listen=settings.grpc.query_listen,
-                max_message_bytes=settings.grpc.max_message_bytes,
-                authenticator=security.authenticator,
-                server_credentials=security.credentials,
-            )
-        )
         for svc in services:
             svc.start()
+            started.append(svc)
         print(
-            f"provault query serving: gRPC {services[-1].address}"
-            + ("" if args.no_projector else ", projector running"),
+            f"provault query serving: gRPC {query.address}"
+            + ("" if args.no_projector else ", projector running")
+            + (f", metrics {exporter.url}" if exporter else ""),
             flush=True,
         )
         while not stop.wait(POLL_S):
-            for svc in services:
+            for svc in started:
                 if not svc.running():
                     raise ServerStartError(f"{svc.name} stopped unexpectedly")
         return 0
     finally:
-        for svc in reversed(services):
+        for svc in reversed(started):
             svc.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)

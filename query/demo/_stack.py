@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ledger.config import GrpcSettings, OpenLineageSettings, Settings
+from ledger.config import GrpcSettings, MetricsSettings, OpenLineageSettings, Settings
 from ledger.core.errors import ProvaultError
 from ledger.launch import start_stack
 from ledger.stack import Stack, read_stack_file
@@ -24,7 +24,7 @@ class DemoFailed(ProvaultError):
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """``settings`` with the gRPC servers on free loopback ports, unless other addresses were configured.
+    """``settings`` with the servers (gRPC, OpenLineage, metrics) on free loopback ports, unless configured.
 
     The demo is a one-off: it must not collide with a ``provault up`` that
     holds the default ports for another data directory.
@@ -38,7 +38,10 @@ def demo_settings(settings: Settings) -> Settings:
     ol = settings.openlineage
     if ol.listen == OpenLineageSettings().listen:
         ol = dataclasses.replace(ol, listen=ANY_PORT)
-    return dataclasses.replace(settings, grpc=grpc, openlineage=ol, dev_mode=True)
+    exported = settings.metrics
+    if exported.ledger_listen == MetricsSettings().ledger_listen:
+        exported = dataclasses.replace(exported, ledger_listen=ANY_PORT)
+    return dataclasses.replace(settings, grpc=grpc, openlineage=ol, metrics=exported, dev_mode=True)
 
 
 def refuse_if_up(settings: Settings) -> None:

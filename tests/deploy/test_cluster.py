@@ -59,6 +59,7 @@ def _serve(ledger: Ledger, data_dir: Path, nats_url: str, log_file: Path) -> sub
             "PROVAULT_NATS_REPLICAS": "3",
             "PROVAULT_DATA_DIR": str(data_dir),
             "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+            "PROVAULT_METRICS_LEDGER_LISTEN": "127.0.0.1:0",
             "PROVAULT_INGEST_BATCH_SIZE": "200",
             "PROVAULT_INGEST_WORKERS": "2",
             "PROVAULT_INGEST_ACK_WAIT_S": "2",

@@ -42,6 +42,7 @@ class LedgerProcess:
         failpoint: str | None = None,
         batch_size: int = 20,
         ack_wait_s: float = 1.0,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVAULT_")}
         env.update(
@@ -52,6 +53,7 @@ class LedgerProcess:
                 "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
                 "PROVAULT_DATA_DIR": str(settings.data_dir),
                 "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+                "PROVAULT_METRICS_LEDGER_LISTEN": "127.0.0.1:0",
                 "PROVAULT_INGEST_BATCH_SIZE": str(batch_size),
                 "PROVAULT_INGEST_WORKERS": "1",
                 "PROVAULT_INGEST_ACK_WAIT_S": str(ack_wait_s),
@@ -60,6 +62,7 @@ class LedgerProcess:
                 "PROVAULT_DEV_MODE": "true",
             }
         )
+        env.update(extra_env or {})
         if failpoint:
             env[FAILPOINT_ENV] = failpoint
         self.out = out

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ledger.config import GrpcSettings, OpenLineageSettings, Settings, SigningSettings
+from ledger.config import GrpcSettings, MetricsSettings, OpenLineageSettings, Settings, SigningSettings
 from ledger.db import connect
 from ledger.launch import start_stack
 from ledger.stack import Endpoints, Stack
@@ -82,6 +82,7 @@ def stack_settings(data_dir: Path) -> Settings:
         dev_mode=True,
         grpc=GrpcSettings(ledger_listen="127.0.0.1:0", query_listen="127.0.0.1:0"),
         openlineage=OpenLineageSettings(listen="127.0.0.1:0"),
+        metrics=MetricsSettings(ledger_listen="127.0.0.1:0"),
         signing=SigningSettings(checkpoint_interval_s=0.2),
     )
 

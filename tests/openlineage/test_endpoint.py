@@ -156,3 +156,19 @@ def test_a_large_event_with_its_facets_is_kept(ol_stack: OlStack) -> None:
     assert status == 201, answer
     [entry] = wait_delivered(ol_stack, before + 1)[before:]
     assert entry["event"]["data"]["openlineage"]["raw"].encode() == raw
+
+
+def test_every_answer_is_counted_by_status(ol_stack: OlStack) -> None:
+    from ledger.metrics import REGISTRY  # noqa: PLC0415
+
+    def count(status: int | None = None) -> float:
+        if status is None:
+            return REGISTRY.get_sample_value("provault_openlineage_request_seconds_count") or 0.0
+        return REGISTRY.get_sample_value("provault_openlineage_requests_total", {"status": str(status)}) or 0.0
+
+    before = {s: count(s) for s in (201, 400, 413, 415, None)}
+    assert post(ol_stack.url, body(run_event(run__runId=str(uuid.uuid4()))))[0] == 201
+    assert post(ol_stack.url, b"{not json")[0] == 400
+    assert post(ol_stack.url, b"{}", headers={"Content-Type": "text/plain"})[0] == 415
+    assert post(ol_stack.url, b"[" + b" " * 600_000 + b"]")[0] == 413
+    assert {s: count(s) - before[s] for s in before} == {201: 1, 400: 1, 413: 1, 415: 1, None: 4}

@@ -33,6 +33,7 @@ def _serve(settings: Settings, ledger: Ledger, nats_url: str, failpoint: str | N
             "PROVAULT_NATS_SUBJECT_PREFIX": settings.nats.subject_prefix,
             "PROVAULT_DATA_DIR": str(settings.data_dir),
             "PROVAULT_GRPC_LEDGER_LISTEN": "127.0.0.1:0",
+            "PROVAULT_METRICS_LEDGER_LISTEN": "127.0.0.1:0",
             "PROVAULT_INGEST_BATCH_SIZE": "20",
             "PROVAULT_INGEST_WORKERS": "1",
             "PROVAULT_INGEST_ACK_WAIT_S": "1",
