@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ledger.config import settings_from
+from ledger import logs
+from ledger.config import LogSettings, settings_from
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,4 +31,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from query.demo import run_demo  # noqa: PLC0415 - loads scikit-learn; keep `provault --help` fast
 
-    return run_demo(settings_from(args, dev_mode=True), config=args.config, started=started)
+    settings = settings_from(args, dev_mode=True)
+    if settings.log.level == LogSettings().level:  # a tour, not a server log: only warnings, unless asked
+        logs.configure(settings.log.format, "warning")
+    return run_demo(settings, config=args.config, started=started)

@@ -544,7 +544,9 @@ def test_provault_up_is_dev_mode_without_authentication_and_says_so(tmp_path: Pa
             lines.append(line)
         banner = "".join(lines)
         assert "DEV MODE: no authentication" in banner, banner
-        ledger_target = next(line.split("grpc://")[1].split()[0] for line in lines if "LedgerService" in line)
+        ledger_target = next(
+            line.split("grpc://")[1].split()[0] for line in lines if "grpc://" in line and "LedgerService" in line
+        )
         with LedgerClient(ledger_target) as client:  # no credentials at all
             assert client.latest_checkpoint().checkpoint.tree_size >= 0
     finally:
