@@ -14,7 +14,6 @@ checks that the alert rules and the dashboard use only metrics the code exports.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import threading
@@ -26,6 +25,7 @@ import grpc
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from ledger.core.errors import ConfigError, ServerStartError
+from ledger.credentials import is_loopback
 
 __all__ = ["Counter", "Gauge", "Histogram", "MetricsServer", "REGISTRY", "GrpcMetricsInterceptor"]
 
@@ -166,15 +166,6 @@ class GrpcMetricsInterceptor(grpc.ServerInterceptor):
 # --- the endpoint -------------------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class MetricsServer:
     """``GET /metrics`` on ``listen`` (HOST:PORT, port 0 picks one), HTTPS with ``tls_cert``/``tls_key``; a stack service."""
 
@@ -188,15 +179,16 @@ class MetricsServer:
         tls_key: str | None = None,
         dev_mode: bool = False,
         listen_key: str = "metrics.ledger_listen",
+        tls_keys: str = "grpc.tls_cert and grpc.tls_key",
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.tls_cert, self.tls_key = tls_cert, tls_key
-        if not tls_cert and not dev_mode and not _is_loopback(self.host):
+        self.listen_key = listen_key
+        if not tls_cert and not dev_mode and not is_loopback(listen):
             raise ConfigError(
                 [f"{listen_key}: {listen!r} is not a loopback address and no certificate is configured"],
-                hint="set grpc.tls_cert and grpc.tls_key (metrics are served over HTTPS with them), "
-                "or listen on 127.0.0.1",
+                hint=f"set {tls_keys} (metrics are served over HTTPS with them), or listen on 127.0.0.1",
             )
         self.log = Path("(stderr)")
         self._server = None
@@ -223,7 +215,7 @@ class MetricsServer:
         except OSError as e:
             raise ServerStartError(
                 f"the metrics endpoint cannot listen on {self.host}:{self.port}: {e.strerror or e}",
-                hint="choose another metrics.*_listen, or set metrics.enabled = false",
+                hint=f"choose another {self.listen_key}, or set metrics.enabled = false",
             ) from None
         self.port = self._server.server_port
         logger.info("metrics on %s", self.url)
@@ -240,7 +232,13 @@ class MetricsServer:
             self._thread.join(timeout=5)
 
 
-def server_for(settings, listen_key: str, *, tls: tuple[str | None, str | None] | None = None) -> MetricsServer | None:
+def server_for(
+    settings,
+    listen_key: str,
+    *,
+    tls: tuple[str | None, str | None] | None = None,
+    tls_keys: str = "grpc.tls_cert and grpc.tls_key",
+) -> MetricsServer | None:
     """The metrics endpoint a process runs at ``metrics.<listen_key>``; None with ``metrics.enabled`` off or no address.
 
     HTTPS with ``tls`` (cert, key), by default the gRPC servers' certificate, when one is configured.
@@ -255,4 +253,5 @@ def server_for(settings, listen_key: str, *, tls: tuple[str | None, str | None] 
         tls_key=key if cert and key else None,
         dev_mode=settings.dev_mode,
         listen_key=f"metrics.{listen_key}",
+        tls_keys=tls_keys,
     )

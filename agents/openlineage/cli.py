@@ -64,7 +64,10 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     server = build_server(settings, signer=load_key(settings), listen=args.listen)
     exporter = metrics.server_for(
-        settings, "openlineage_listen", tls=(settings.openlineage.tls_cert, settings.openlineage.tls_key)
+        settings,
+        "openlineage_listen",
+        tls=(settings.openlineage.tls_cert, settings.openlineage.tls_key),
+        tls_keys="openlineage.tls_cert and openlineage.tls_key",
     )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

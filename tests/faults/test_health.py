@@ -14,7 +14,6 @@ import logging
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.config import HealthSettings, NatsSettings, PostgresSettings, Settings
-from ledger.embedded import EmbeddedPostgres, free_port
+from ledger.embedded import EmbeddedPostgres
 from ledger.health import DependencyProbe, postgres_check
 from ledger.metrics import REGISTRY
 from query.projector import migrate_prov
@@ -90,16 +89,6 @@ def test_the_probe_turns_each_target_by_what_it_needs_and_says_so_once(caplog) -
         ("WARNING", "nats is unreachable: OSError: connection refused", "nats"),
         ("INFO", "nats is reachable again", "nats"),
     ]
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), durable=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_query_health_follows_its_postgres(tmp_path: Path, own_postgres: EmbeddedPostgres) -> None:

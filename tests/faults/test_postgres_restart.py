@@ -11,14 +11,12 @@ passes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ledger.config import NatsSettings, PostgresSettings, Settings
 from ledger.db import connect
-from ledger.embedded import EmbeddedPostgres, free_port
+from ledger.embedded import EmbeddedPostgres
 from ledger.store import entries
 from tests.ledgerkit import Ledger, dataset_prov
 from tests.service.natskit import publish
@@ -39,16 +37,6 @@ PRODUCERS = 3
 EVENTS_PER_PRODUCER = 500
 RESTARTS = 2
 DOWN_S = 2.5  # longer than ack_wait (1 s): JetStream redelivers the stuck batches meanwhile
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), durable=False)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _outage(n: int, server: EmbeddedPostgres, lp: LedgerProcess, waiting) -> None:
