@@ -8,7 +8,7 @@ cause, and a service serves only while no cause holds it down),
 passes again, everything goes back by itself.
 
 The checks are plain callables that raise (or return a reason) on failure:
-:func:`postgres_check` keeps one connection whose every probe is bounded by
+:class:`PostgresCheck` keeps one connection whose every probe is bounded by
 libpq's connect and TCP user timeouts, so an unplugged network cannot hang
 it; the ledger's NATS check reads its ingest connection's state.
 """
@@ -39,35 +39,37 @@ class Servable(Protocol):
     def set_serving(self, serving: bool, *, cause: str = ...) -> None: ...
 
 
-def postgres_check(dsn: str, *, timeout_s: float) -> Check:
-    """A check that runs ``SELECT 1`` on a kept connection, reconnecting after a failure, bounded by ``timeout_s``."""
-    conn: list[psycopg.Connection] = []
-    timeout_ms = max(1, int(timeout_s * 1000))
+class PostgresCheck:
+    """``SELECT 1`` on a kept connection, reconnecting after a failure; every step bounded by ``timeout_s``."""
 
-    def check() -> str | None:
+    def __init__(self, dsn: str, *, timeout_s: float) -> None:
+        self.dsn = dsn
+        self.timeout_s = timeout_s
+        self._conn: psycopg.Connection | None = None
+
+    def __call__(self) -> str | None:
+        timeout_ms = max(1, int(self.timeout_s * 1000))
         try:
-            if not conn or conn[0].closed or conn[0].broken:
-                conn[:] = [
-                    psycopg.connect(
-                        dsn,
-                        autocommit=True,
-                        connect_timeout=max(1, round(timeout_s)),
-                        tcp_user_timeout=timeout_ms,
-                        options=f"-c statement_timeout={timeout_ms}",
-                        application_name="provault-health",
-                    )
-                ]
-            conn[0].execute("SELECT 1").fetchone()
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = psycopg.connect(
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=max(1, round(self.timeout_s)),
+                    tcp_user_timeout=timeout_ms,
+                    options=f"-c statement_timeout={timeout_ms}",
+                    application_name="provault-health",
+                )
+            self._conn.execute("SELECT 1").fetchone()
             return None
         except psycopg.Error as e:
-            if conn:
-                conn[0].close()
-                conn.clear()
+            self.close()
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            return f"PostgreSQL at {describe(dsn)}: {first}"
+            return f"PostgreSQL at {describe(self.dsn)}: {first}"
 
-    check.close = lambda: conn and conn[0].close()  # type: ignore[attr-defined]
-    return check
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class DependencyProbe(BackgroundService):

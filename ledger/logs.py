@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 FIELDS = ("event_id", "seq", "producer_id", "reason", "dependency", "tree_size")
 """The structured fields a record may carry, in the order the JSON line lists them."""
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
 
 def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -74,4 +72,4 @@ def configure(format: str = "text", level: str = "info") -> None:
     handler = _Stderr()
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     root.addHandler(handler)
-    root.setLevel(_LEVELS.get(level, logging.INFO))
+    root.setLevel(level.upper())  # ledger.config.LOG_LEVELS are logging's own names

@@ -5,7 +5,7 @@ Metrics are process-wide (the Prometheus client's default registry), one
 everything in one process and exports everything on one port; ``ledger
 serve``, ``query serve`` and ``openlineage serve`` each export what they run.
 The query side and the agents define their metrics beside the code that
-updates them (``query/projector.py``, ``agents/runtime.py``,
+updates them (``query/projector.py``, ``agents/metrics.py``,
 ``agents/openlineage/server.py``) with the constructors re-exported here.
 
 docs/operations.md (Monitoring) lists every metric; tests/deploy/test_monitoring.py
@@ -51,10 +51,10 @@ INGEST_BACKLOG = Gauge(
 )
 PRODUCER_ANOMALIES = Counter("provault_producer_anomalies", "Producer chain anomalies recorded.", ("kind",))
 LOG_ENTRIES = Gauge("provault_log_entries", "The log's size (entries), as the checkpointer last read it.")
-CHECKPOINT_SIZE = Gauge("provault_checkpoint_tree_size", "Tree size of the newest checkpoint this process signed.")
-CHECKPOINT_TIME = Gauge(
-    "provault_checkpoint_timestamp_seconds", "When the newest checkpoint this process signed was signed (Unix time)."
+CHECKPOINT_SIZE = Gauge(
+    "provault_checkpoint_tree_size", "Tree size of the newest checkpoint (signed here, or stored when it started)."
 )
+CHECKPOINT_TIME = Gauge("provault_checkpoint_timestamp_seconds", "When that checkpoint was signed (Unix time).")
 CHECKPOINT_FAILURES = Counter("provault_checkpoint_failures", "Checkpointing attempts that failed (retried).")
 GRPC_REQUESTS = Counter("provault_grpc_requests", "Finished RPCs by status code.", ("service", "method", "code"))
 GRPC_LATENCY = Histogram(
@@ -94,8 +94,9 @@ def set_version(version: str) -> None:
 
 
 def _split(method: str) -> tuple[str, str]:
+    """``/provault.v1.QueryService/Trace`` -> (``QueryService``, ``Trace``)."""
     service, _, name = method.lstrip("/").rpartition("/")
-    return service.rsplit(".", 1)[-1] or "unknown", name or "unknown"
+    return service.rsplit(".", 1)[-1], name
 
 
 class GrpcMetricsInterceptor(grpc.ServerInterceptor):
@@ -247,10 +248,12 @@ def server_for(
     if not settings.metrics.enabled or listen is None:
         return None
     cert, key = tls if tls is not None else (settings.grpc.tls_cert, settings.grpc.tls_key)
+    if not (cert and key):
+        cert = key = None
     return MetricsServer(
         listen,
-        tls_cert=cert if cert and key else None,
-        tls_key=key if cert and key else None,
+        tls_cert=cert,
+        tls_key=key,
         dev_mode=settings.dev_mode,
         listen_key=f"metrics.{listen_key}",
         tls_keys=tls_keys,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ledger.grpckit.security import server_security
-from ledger.health import DependencyProbe, postgres_check, probe_for
+from ledger.health import DependencyProbe, PostgresCheck, probe_for
 from ledger.stack import Endpoints, Stack
 from query.projector import Projector
 from query.service import QueryGrpcService
@@ -36,5 +36,5 @@ def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
 def health_probe(settings, dsn: str, query: QueryGrpcService) -> DependencyProbe:
     """QueryService's health follows PostgreSQL (not started)."""
     return probe_for(
-        settings, {"postgres": postgres_check(dsn, timeout_s=settings.health.probe_timeout_s)}, lambda: [query]
+        settings, {"postgres": PostgresCheck(dsn, timeout_s=settings.health.probe_timeout_s)}, lambda: [query]
     )

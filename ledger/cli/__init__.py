@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args = parser.parse_args(argv)
     try:
-        _configure_logging(args)
+        _configure_process(args)
         return int(args.run(args) or 0)
     except ProvaultError as e:
         print(f"provault: error [{e.reason}]: {e.diagnostics()}", file=sys.stderr)
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    """The ``[log]`` settings for this command's records; bad settings fail here, as the command would."""
+def _configure_process(args: argparse.Namespace) -> None:
+    """Logging from the ``[log]`` settings (bad settings fail here, as the command would), and the build info."""
     settings = settings_from(args)
     logs.configure(settings.log.format, settings.log.level)
     metrics.set_version(_common.version())

@@ -14,7 +14,7 @@ from ledger.core.errors import ProvaultError
 from ledger.core.keys import Ed25519Signer, load_private_key
 from ledger.db import connect
 from ledger.grpckit.security import server_security
-from ledger.health import Check, DependencyProbe, postgres_check, probe_for
+from ledger.health import Check, DependencyProbe, PostgresCheck, probe_for
 from ledger.natsauth import require_ledger_user
 from ledger.store import checkpoints
 from ledger.store.migrate import pending
@@ -75,7 +75,7 @@ class LedgerRuntime:
             return f"NATS at {self.nats_url}: the ledger's connection is down (reconnecting)"
 
         return {
-            "postgres": postgres_check(self.dsn, timeout_s=self.settings.health.probe_timeout_s),
+            "postgres": PostgresCheck(self.dsn, timeout_s=self.settings.health.probe_timeout_s),
             "nats": nats_check,
         }
 
@@ -102,7 +102,8 @@ class LedgerRuntime:
                 server_credentials=security.credentials,
             )
             self.grpc.start()
-            self.probe = probe_for(s, self.health_checks(), lambda: [self.grpc] if self.grpc else [])
+            grpc_service = self.grpc
+            self.probe = probe_for(s, self.health_checks(), lambda: [grpc_service])
             self.probe.start()
         except BaseException:
             self.stop()

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.config import HealthSettings, NatsSettings, PostgresSettings, Settings
 from ledger.embedded import EmbeddedPostgres
-from ledger.health import DependencyProbe, postgres_check
+from ledger.health import DependencyProbe, PostgresCheck
 from ledger.metrics import REGISTRY
 from query.projector import migrate_prov
 from query.service import QueryGrpcService
@@ -123,7 +123,7 @@ def test_query_health_follows_its_postgres(tmp_path: Path, own_postgres: Embedde
 
 
 def test_postgres_check_is_bounded_and_names_the_server(own_postgres: EmbeddedPostgres) -> None:
-    check = postgres_check(own_postgres.dsn(), timeout_s=1.0)
+    check = PostgresCheck(own_postgres.dsn(), timeout_s=1.0)
     assert check() is None
     own_postgres.stop()
     started = time.monotonic()
