@@ -42,6 +42,7 @@ LEDGER_PUBLIC = (
     "ledger.metrics",
     "ledger.health",
     "ledger.logs",
+    "ledger.webthread",
     "ledger.store.log",
     "ledger.store.entries",
     "ledger.store.checkpoints",

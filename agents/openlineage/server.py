@@ -13,19 +13,18 @@ durable (or was already), 400 / 422 naming the member and the rule, 401 /
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-import threading
 import time
 from pathlib import Path
 
 from aiohttp import web
 
 from ledger import metrics
-from ledger.core.errors import ConfigError, ServerStartError
+from ledger.core.errors import ConfigError
 from ledger.credentials import is_loopback
 from ledger.grpckit.auth import Authenticator, Identity
+from ledger.webthread import WebServerThread, tls_context
 
 from ._spec import BadOpenLineage, check_body
 from .intake import DEV_MODE, Credential, Intake, NotKept
@@ -128,19 +127,10 @@ def _credential(identity: Identity) -> Credential:
 
 
 def ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if not cert and not key:
-        return None
-    if not cert or not key:
-        raise ConfigError(["openlineage.tls_cert and openlineage.tls_key: set both (HTTPS) or neither"])
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(Path(cert).expanduser(), Path(key).expanduser() if key else None)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError([f"openlineage.tls_cert / tls_key: cannot load {cert}: {e}"]) from None
-    return ctx
+    return tls_context(cert, key, keys="openlineage.tls_cert and openlineage.tls_key")
 
 
-class OpenLineageServer:
+class OpenLineageServer(WebServerThread):
     """The endpoint on its own event loop thread; ``stop()`` answers what is in flight, then closes the intake."""
 
     name = "openlineage"
@@ -162,67 +152,15 @@ class OpenLineageServer:
                 ],
                 hint="set openlineage.tls_cert and openlineage.tls_key, or listen on 127.0.0.1",
             )
+        super().__init__(
+            app.application, listen=listen, tls=tls, what="the OpenLineage endpoint", thread_name="openlineage-http"
+        )
         self.app = app
-        self.listen = listen
-        self.tls = tls
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
 
     @property
     def url(self) -> str:
-        host = self.listen.rsplit(":", 1)[0].strip("[]")
-        host = f"[{host}]" if ":" in host else host
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}{PATH}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
-
-    def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="openlineage-http", daemon=True)
-        self._thread.start()
-        if not ready.wait(30) or failure:
-            self.stop()
-            cause = failure[0] if failure else TimeoutError("no answer within 30 s")
-            raise ServerStartError(f"the OpenLineage endpoint could not listen on {self.listen}: {cause}") from None
-
-    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._open())
-        except BaseException as e:
-            failure.append(e)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-            self._stopped.set()
-
-    async def _open(self) -> None:
-        host, _, port = self.listen.rpartition(":")
-        self._runner = web.AppRunner(self.app.application(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port), ssl_context=self.tls, backlog=512)
-        await site.start()
-        self.port = self._runner.addresses[0][1]  # the bound port when listen asked for 0
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.base_url() + PATH
 
     def stop(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is not None and self._thread is not None and self._thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(30)
+        super().stop()
         self.app.intake.close()

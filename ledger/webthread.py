@@ -1,0 +1,111 @@
+"""An aiohttp application served on its own event loop in a thread, started and stopped like the gRPC services.
+
+The OpenLineage endpoint and the lineage explorer both run this way, so ``provault up`` and the ``serve``
+commands hold them as stack pieces: ``start()`` returns once the socket listens (or raises
+:class:`ServerStartError` naming the address), ``stop()`` answers what is in flight and closes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from ledger.core.errors import ConfigError, ServerStartError
+
+START_TIMEOUT_S = 30.0
+
+
+def tls_context(cert: str | None, key: str | None, *, keys: str) -> ssl.SSLContext | None:
+    """A server TLS context from a certificate and key file, None when neither is set; ``keys`` names the settings."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError([f"{keys}: set both (HTTPS) or neither"])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(Path(cert).expanduser(), Path(key).expanduser())
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError([f"{keys}: cannot load {cert}: {e}"]) from None
+    return ctx
+
+
+class WebServerThread:
+    """``make_app()`` served at ``listen`` (HOST:PORT, port 0 for any) over HTTP, or HTTPS with ``tls``."""
+
+    def __init__(
+        self,
+        make_app: Callable[[], web.Application],
+        *,
+        listen: str,
+        tls: ssl.SSLContext | None,
+        what: str,
+        thread_name: str,
+    ) -> None:
+        self.make_app = make_app
+        self.listen = listen
+        self.tls = tls
+        self.what = what
+        self.thread_name = thread_name
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    def base_url(self) -> str:
+        """``http(s)://host:port`` of the bound socket."""
+        host = self.listen.rsplit(":", 1)[0].strip("[]")
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(ready, failure), name=self.thread_name, daemon=True)
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT_S) or failure:
+            self.stop()
+            cause = failure[0] if failure else TimeoutError(f"no answer within {START_TIMEOUT_S:.0f} s")
+            raise ServerStartError(f"{self.what} could not listen on {self.listen}: {cause}") from None
+
+    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except BaseException as e:
+            failure.append(e)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+    async def _open(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port), ssl_context=self.tls, backlog=512)
+        await site.start()
+        self.port = self._runner.addresses[0][1]  # the bound port when listen asked for 0
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and self._thread is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(START_TIMEOUT_S)
