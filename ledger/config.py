@@ -172,6 +172,24 @@ class MetricsSettings:
     """HOST:PORT where an agent's process serves /metrics; unset: agents serve nothing."""
 
 
+EXPLORER_MAX_NODES_CAP = 10_000
+"""The explorer draws in the browser: beyond this a graph is a job for `provault export`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExplorerSettings:
+    """The lineage explorer in the browser (docs/explorer.md), served by the query process."""
+
+    enabled: bool = True
+    """Whether `query serve` and `provault up` serve the explorer."""
+    listen: str = "127.0.0.1:9440"
+    """HOST:PORT of the explorer (HTTPS with grpc.tls_cert when set)."""
+    max_nodes: int = 1000
+    """Most nodes one graph or impact answer holds; a larger one is cut there and says so."""
+    session_ttl_s: float = 28800.0
+    """How long a sign-in lasts (the token is still checked on every request)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthSettings:
     probe_interval_s: float = 1.0
@@ -201,6 +219,7 @@ class Settings:
     openlineage: OpenLineageSettings = field(default_factory=OpenLineageSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    explorer: ExplorerSettings = field(default_factory=ExplorerSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -445,6 +464,10 @@ def validate(s: Settings) -> list[str]:
     ):
         if value <= 0:
             p.append(f"{where}: expected > 0, found {value}")
+    if not 1 <= s.explorer.max_nodes <= EXPLORER_MAX_NODES_CAP:
+        p.append(f"explorer.max_nodes: expected 1..{EXPLORER_MAX_NODES_CAP}, found {s.explorer.max_nodes}")
+    if s.explorer.session_ttl_s <= 0:
+        p.append(f"explorer.session_ttl_s: expected > 0, found {s.explorer.session_ttl_s}")
     if s.log.format not in ("text", "json"):
         p.append(f"log.format: expected 'text' or 'json', found {s.log.format!r}")
     if s.log.level not in LOG_LEVELS:
@@ -453,6 +476,7 @@ def validate(s: Settings) -> list[str]:
         ("grpc.ledger_listen", s.grpc.ledger_listen),
         ("grpc.query_listen", s.grpc.query_listen),
         ("openlineage.listen", s.openlineage.listen),
+        ("explorer.listen", s.explorer.listen),
         ("metrics.ledger_listen", s.metrics.ledger_listen),
         ("metrics.query_listen", s.metrics.query_listen),
         ("metrics.openlineage_listen", s.metrics.openlineage_listen),

@@ -37,6 +37,9 @@ def tls_context(cert: str | None, key: str | None, *, keys: str) -> ssl.SSLConte
 class WebServerThread:
     """``make_app()`` served at ``listen`` (HOST:PORT, port 0 for any) over HTTP, or HTTPS with ``tls``."""
 
+    log = Path("(stderr)")
+    """Where its failures are written (the process's own log), for the supervisor's messages."""
+
     def __init__(
         self,
         make_app: Callable[[], web.Application],

@@ -74,7 +74,11 @@ def as_of_point(request: Any) -> tuple[int | None, datetime | None]:
 
 def resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
     """The seq a request's ``as_of`` names; the projection's position when absent."""
-    seq, when = as_of_point(request)
+    return resolve_point(conn, *as_of_point(request))
+
+
+def resolve_point(conn: psycopg.Connection, seq: int | None, when: datetime | None) -> int:
+    """The seq of a point in history given as a seq or a time; the projection's position when neither."""
     if seq is not None:
         return traverse.pin_as_of(conn, seq)
     if when is None:
@@ -84,7 +88,7 @@ def resolve_as_of(conn: psycopg.Connection, request: Any) -> int:
         return seq
     seq = traverse.resolve_as_of(conn, time=when)
     if seq is None or seq < 0:
-        raise NotFound(f"as_of.time {when.isoformat()} is before the first entry of the log: nothing existed yet")
+        raise NotFound(f"as_of {when.isoformat()} is before the first entry of the log: nothing existed yet")
     return seq
 
 

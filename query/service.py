@@ -85,7 +85,7 @@ _OVER_LIMIT = frozenset({"graph_too_large", "query_timeout"})
 """Reasons of query.export / query.sparql errors that mean "an answer exceeds a server limit"."""
 
 
-def _translate(e: BaseException) -> BaseException:
+def translate_error(e: BaseException) -> BaseException:
     """The query layer's errors as the service-level ones the status table maps."""
     if isinstance(e, NodeNotFound):
         return NotFound(e.message, hint=e.hint)
@@ -100,7 +100,7 @@ def _fail(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
     if not context.is_active():
         logger.info("%s: the client went away (%s)", name, type(e).__name__)
         raise e
-    abort_with(context, _translate(e))
+    abort_with(context, translate_error(e))
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -407,4 +407,5 @@ __all__ = [
     "encode_token",
     "node_pb",
     "trace_page",
+    "translate_error",
 ]

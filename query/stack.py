@@ -7,6 +7,7 @@ import dataclasses
 from ledger.grpckit.security import server_security
 from ledger.health import DependencyProbe, PostgresCheck, probe_for
 from ledger.stack import Endpoints, Stack
+from query.explorer import build_explorer
 from query.projector import Projector
 from query.service import QueryGrpcService
 
@@ -30,7 +31,13 @@ def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
     probe = health_probe(settings, endpoints.postgres_dsn, query)
     probe.start()
     stack.add(probe)
-    return dataclasses.replace(endpoints, query_grpc=query.address)
+    services = endpoints.services
+    explorer = build_explorer(settings, endpoints.postgres_dsn)
+    if explorer is not None:
+        explorer.start()
+        stack.add(explorer)
+        services = (*services, ("explorer", explorer.url, "lineage explorer in the browser (the link signs you in)"))
+    return dataclasses.replace(endpoints, query_grpc=query.address, services=services)
 
 
 def health_probe(settings, dsn: str, query: QueryGrpcService) -> DependencyProbe:

@@ -191,3 +191,4 @@ def _no_stray_provault_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Metrics endpoints on free ports: a command run in-process must not collide with a stack running beside the tests.
     for role in ("LEDGER", "QUERY", "OPENLINEAGE"):
         monkeypatch.setenv(f"PROVAULT_METRICS_{role}_LISTEN", "127.0.0.1:0")
+    monkeypatch.setenv("PROVAULT_EXPLORER_LISTEN", "127.0.0.1:0")

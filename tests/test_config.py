@@ -92,6 +92,10 @@ def test_settings_are_frozen() -> None:
         ({"PROVAULT_NATS_MAX_BYTES": "0"}, "nats.max_bytes: expected -1 (unlimited) or a positive size"),
         ({"PROVAULT_NATS_STREAM": "PRÖV"}, "nats.stream"),
         ({"PROVAULT_COLOUR": "x"}, "known: data_dir, dev_mode"),
+        ({"PROVAULT_EXPLORER_MAX_NODES": "0"}, "explorer.max_nodes: expected 1..10000, found 0"),
+        ({"PROVAULT_EXPLORER_MAX_NODES": "10001"}, "explorer.max_nodes: expected 1..10000, found 10001"),
+        ({"PROVAULT_EXPLORER_SESSION_TTL_S": "0"}, "explorer.session_ttl_s: expected > 0, found 0.0"),
+        ({"PROVAULT_EXPLORER_LISTEN": "9440"}, "explorer.listen"),
     ],
 )
 def test_bad_environment_values_are_named(env: dict, fragment: str) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from pathlib import Path
 
 from aiohttp import web
 
@@ -134,7 +133,6 @@ class OpenLineageServer(WebServerThread):
     """The endpoint on its own event loop thread; ``stop()`` answers what is in flight, then closes the intake."""
 
     name = "openlineage"
-    log = Path("(stderr)")
 
     def __init__(
         self,

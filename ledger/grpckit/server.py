@@ -28,9 +28,12 @@ MAX_DB_INT = 2**63 - 1
 class ReadPool:
     """Pooled read connections as one database role (each service its own); driver errors become StorageUnavailable."""
 
-    def __init__(self, dsn: str, *, timeout_s: float = 5.0, max_size: int = 8, role: str) -> None:
+    def __init__(
+        self, dsn: str, *, timeout_s: float = 5.0, max_size: int = 8, role: str, statement_timeout_s: float = 0
+    ) -> None:
         self.where = describe(dsn)
         self._role = role
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self.pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -47,6 +50,8 @@ class ReadPool:
     def _configure(self, conn: psycopg.Connection) -> None:
         fast_json(conn)
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
+        if self._statement_timeout_ms:  # every statement of this pool's users is cut there (0: no limit)
+            conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:

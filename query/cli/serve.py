@@ -12,6 +12,7 @@ from ledger.config import settings_from
 from ledger.core.errors import ServerStartError
 from ledger.grpckit.security import server_security
 from ledger.stack import resolve_postgres_dsn
+from query.explorer import build_explorer
 from query.projector import Projector
 from query.service import QueryGrpcService
 from query.stack import health_probe
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run the projector and the gRPC QueryService until stopped",
         description=(
-            "Keep the PROV projection up to date with the log and serve QueryService on grpc.query_listen. "
+            "Keep the PROV projection up to date with the log, serve QueryService on grpc.query_listen and the "
+            "lineage explorer (a browser view for auditors) on explorer.listen. "
             "With --no-projector only the QueryService runs (for replicas on a read-only database, "
             "while one projector runs elsewhere)."
         ),
@@ -48,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
         server_credentials=security.credentials,
     )
     exporter = metrics.server_for(settings, "query_listen")
+    explorer = build_explorer(settings, dsn)
     services = [
         *([] if args.no_projector else [Projector(dsn)]),
         query,
         health_probe(settings, dsn, query),
+        *([explorer] if explorer else []),
         *([exporter] if exporter else []),
     ]
     stop = threading.Event()
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"provault query serving: gRPC {query.address}"
             + ("" if args.no_projector else ", projector running")
+            + (f", explorer {explorer.url}" if explorer else "")
             + (f", metrics {exporter.url}" if exporter else ""),
             flush=True,
         )

@@ -44,6 +44,7 @@ def _start_up(data_dir: Path, extra_env: dict[str, str] | None = None) -> tuple[
     env["PROVAULT_GRPC_LEDGER_LISTEN"] = "127.0.0.1:0"
     env["PROVAULT_OPENLINEAGE_LISTEN"] = "127.0.0.1:0"
     env["PROVAULT_METRICS_LEDGER_LISTEN"] = "127.0.0.1:0"
+    env["PROVAULT_EXPLORER_LISTEN"] = "127.0.0.1:0"
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(data_dir)],

@@ -525,6 +525,7 @@ def test_provault_up_is_dev_mode_without_authentication_and_says_so(tmp_path: Pa
         PROVAULT_GRPC_QUERY_LISTEN="127.0.0.1:0",
         PROVAULT_OPENLINEAGE_LISTEN="127.0.0.1:0",
         PROVAULT_METRICS_LEDGER_LISTEN="127.0.0.1:0",
+        PROVAULT_EXPLORER_LISTEN="127.0.0.1:0",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "up", "--data-dir", str(tmp_path / "state")],
