@@ -42,7 +42,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ledger.config import GrpcSettings, OpenLineageSettings, Settings
+from ledger.config import ExplorerSettings, GrpcSettings, OpenLineageSettings, Settings
 from ledger.launch import start_stack
 from ledger.stack import Stack
 from provault.v1 import query_pb2, query_pb2_grpc
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             dev_mode=True,
             grpc=GrpcSettings(ledger_listen="127.0.0.1:0", query_listen="127.0.0.1:0"),
             openlineage=OpenLineageSettings(listen="127.0.0.1:0", enabled=args.endpoint == "up"),
+            explorer=ExplorerSettings(enabled=False),
         )
         stack, bare, serving = Stack(settings), BareServer(), None
         try:

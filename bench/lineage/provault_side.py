@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.lineage.shape import Shape
 from ledger.cli import main as cli
-from ledger.config import GrpcSettings, OpenLineageSettings, Settings
+from ledger.config import ExplorerSettings, GrpcSettings, OpenLineageSettings, Settings
 from ledger.core.keys import load_private_key
 from ledger.launch import start_stack
 from ledger.stack import Stack
@@ -63,6 +63,7 @@ def load(shape: Shape, work: Path, say: Callable[[str], None]) -> dict[str, Any]
         dev_mode=True,
         grpc=GrpcSettings(ledger_listen="127.0.0.1:0", query_listen="127.0.0.1:0"),
         openlineage=OpenLineageSettings(enabled=False),
+        explorer=ExplorerSettings(enabled=False),
     )
     stack = Stack(settings)
     try:

@@ -51,8 +51,8 @@ _METHOD = "/provault.explorer/"
 """The method name the token authenticator is asked about (it only matters for its log lines)."""
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from ledger.config import GrpcSettings, MetricsSettings, OpenLineageSettings, Settings, SigningSettings
+from ledger.config import (
+    ExplorerSettings,
+    GrpcSettings,
+    MetricsSettings,
+    OpenLineageSettings,
+    Settings,
+    SigningSettings,
+)
 from ledger.db import connect
 from ledger.launch import start_stack
 from ledger.stack import Endpoints, Stack
@@ -83,6 +90,7 @@ def stack_settings(data_dir: Path) -> Settings:
         grpc=GrpcSettings(ledger_listen="127.0.0.1:0", query_listen="127.0.0.1:0"),
         openlineage=OpenLineageSettings(listen="127.0.0.1:0"),
         metrics=MetricsSettings(ledger_listen="127.0.0.1:0"),
+        explorer=ExplorerSettings(listen="127.0.0.1:0"),
         signing=SigningSettings(checkpoint_interval_s=0.2),
     )
 

@@ -1,6 +1,6 @@
 // provault explorer: search, a graph laid out by ELK (layered), node details with signers and
 // inclusion proofs checked in the browser, impact lists.  Every string that came from an event is
-// written with textContent (never innerHTML); the server's Content-Security-Policy allows only
+// written with textContent (never as markup); the server's Content-Security-Policy allows only
 // these scripts.
 "use strict";
 
@@ -24,7 +24,14 @@ function busy(delta) {
   document.body.dataset.busy = String(state.busy);
 }
 
+// How long the last answer took in this browser (bench/explorer.py reads these): data-fetch-ms (the API),
+// data-layout-ms (ELK and drawing), data-open-ms (both), data-expand-ms, data-details-ms.
+function timed(ms) {
+  for (const [k, v] of Object.entries(ms)) $("graph").dataset[k] = v.toFixed(1);
+}
+
 function drawn() {
+  moved();
   const g = $("graph");
   g.dataset.nodes = String(state.cy.nodes().length);
   g.dataset.edges = String(state.cy.edges().length);
@@ -51,8 +58,14 @@ function clear(node) {
   return node;
 }
 
+// Messages above the graph move it down the page: Cytoscape caches where its container is, so tell it.
+function moved() {
+  if (state.cy) state.cy.resize();
+}
+
 function message(kind, text) {
   $("messages").append(el("p", { class: kind }, text));
+  moved();
 }
 
 function short(text) {
@@ -78,13 +91,16 @@ async function api(path, params) {
   if (!response.ok) {
     const err = new Error(body.message || `the server answered ${response.status}`);
     err.status = response.status;
+    err.hint = body.hint || "";
     throw err;
   }
   return body;
 }
 
 function failed(e) {
-  if (e.message !== "signed out") message("error", e.message);
+  if (e.message === "signed out") return;
+  message("error", e.message);
+  if (e.hint) message("hint", e.hint);
 }
 
 // --- the page's state in its URL ----------------------------------------------------------
@@ -95,6 +111,7 @@ function readControls() {
     direction: $("direction").value,
     depth: $("depth").value,
     as_of: $("as-of").value.trim(),
+    max_nodes: $("max-nodes").value.trim(),
   };
 }
 
@@ -103,11 +120,18 @@ function writeControls(p) {
   $("direction").value = p.direction || "upstream";
   $("depth").value = p.depth || "3";
   $("as-of").value = p.as_of || "";
+  $("max-nodes").value = p.max_nodes || "";
 }
 
 function fromHash() {
   const h = new URLSearchParams(location.hash.slice(1));
-  return { id: h.get("id") || "", direction: h.get("direction") || "upstream", depth: h.get("depth") || "3", as_of: h.get("as_of") || "" };
+  return {
+    id: h.get("id") || "",
+    direction: h.get("direction") || "upstream",
+    depth: h.get("depth") || "3",
+    as_of: h.get("as_of") || "",
+    max_nodes: h.get("max_nodes") || "",
+  };
 }
 
 function toHash(p) {
@@ -160,22 +184,35 @@ function style() {
   ];
 }
 
-function layout() {
-  return {
-    name: "elk",
-    fit: true,
-    animate: false,
-    nodeDimensionsIncludeLabels: false,
-    elk: { algorithm: "layered", "elk.direction": "LEFT", "elk.layered.spacing.nodeNodeBetweenLayers": 60, "elk.spacing.nodeNode": 20 },
-  };
-}
+// ELK (the Eclipse Layout Kernel, elkjs) lays the graph out, layered, in a Web Worker: the page keeps
+// panning, zooming and answering clicks while a large graph is being placed.  This only hands ELK the
+// nodes' sizes and the edges, and puts each node where ELK says (ELK gives top-left corners).
+const ELK_OPTIONS = {
+  "elk.algorithm": "layered",
+  "elk.direction": "LEFT",
+  "elk.layered.spacing.nodeNodeBetweenLayers": "60",
+  "elk.spacing.nodeNode": "20",
+  "elk.layered.thoroughness": "4",
+  "elk.layered.nodePlacement.strategy": "SIMPLE",
+};
+let elk = null;
+let layoutTurn = 0;
 
-function runLayout() {
-  return new Promise((resolve) => {
-    const l = state.cy.layout(layout());
-    l.one("layoutstop", resolve);
-    l.run();
-  });
+async function runLayout() {
+  elk = elk || new ELK({ workerUrl: "/static/vendor/elk-worker.min.js" });
+  const turn = ++layoutTurn;
+  const nodes = state.cy.nodes();
+  const graph = {
+    id: "root",
+    layoutOptions: { ...ELK_OPTIONS, "elk.aspectRatio": String(state.cy.width() / Math.max(state.cy.height(), 1)) },
+    children: nodes.map((n) => ({ id: n.id(), width: n.outerWidth(), height: n.outerHeight() })),
+    edges: state.cy.edges().map((e) => ({ id: e.id(), sources: [e.source().id()], targets: [e.target().id()] })),
+  };
+  const placed = await elk.layout(graph);
+  if (turn !== layoutTurn) return; // a newer graph replaced this one while it was being laid out
+  const at = new Map(placed.children.map((c) => [c.id, { x: c.x + c.width / 2, y: c.y + c.height / 2 }]));
+  state.cy.batch(() => nodes.forEach((n) => n.position(at.get(n.id()))));
+  state.cy.fit(undefined, 20);
 }
 
 function summary() {
@@ -196,8 +233,10 @@ async function openGraph(p) {
   toHash(p);
   state.params = p;
   busy(1);
+  const t0 = performance.now();
   try {
     const g = await api("graph", p);
+    const t1 = performance.now();
     state.graph = g;
     state.expanded = new Set([g.start]);
     for (const text of g.limits || []) message("limit", text);
@@ -205,6 +244,7 @@ async function openGraph(p) {
     state.cy.add(elementsOf(g));
     await runLayout();
     drawn();
+    timed({ fetchMs: t1 - t0, layoutMs: performance.now() - t1, openMs: performance.now() - t0 });
     summary();
     const bundle = $("bundle-link");
     bundle.href = `/api/bundle?${new URLSearchParams({ id: p.id, direction: p.direction, depth: p.depth, ...(p.as_of ? { as_of: p.as_of } : {}) })}`;
@@ -225,6 +265,7 @@ async function expand(id) {
   if (state.expanded.has(id) || !state.params) return;
   state.expanded.add(id);
   busy(1);
+  const t0 = performance.now();
   try {
     const g = await api("graph", { ...state.params, id, depth: 1 });
     const known = new Set(state.graph.nodes.map((n) => n.id));
@@ -242,6 +283,7 @@ async function expand(id) {
       await runLayout();
     }
     drawn();
+    timed({ expandMs: performance.now() - t0 });
     summary();
     for (const text of g.limits || []) message("limit", text);
   } catch (e) {
@@ -409,6 +451,7 @@ async function checkProof(seq, out) {
 async function runSearch(ev) {
   ev.preventDefault();
   const list = clear($("results"));
+  busy(1);
   try {
     const r = await api("search", { q: $("search").value.trim(), type: $("search-type").value, as_of: $("as-of").value.trim() });
     if (!r.nodes.length) list.append(el("li", { class: "hint" }, "no match"));
@@ -422,6 +465,8 @@ async function runSearch(ev) {
     for (const text of r.limits) list.append(el("li", { class: "hint" }, text));
   } catch (e) {
     list.append(el("li", { class: "error" }, e.message));
+  } finally {
+    busy(-1);
   }
 }
 
@@ -429,6 +474,7 @@ async function runImpact() {
   clear($("messages"));
   const p = readControls();
   const box = $("impact");
+  busy(1);
   try {
     const r = await api("impact", { id: p.id, as_of: p.as_of });
     const body = clear($("impact-counts").tBodies[0]);
@@ -443,6 +489,8 @@ async function runImpact() {
     box.querySelector("h2").textContent = `Impact of ${short(r.start)}: ${r.counts.nodes} nodes, ${r.counts.predictions} predictions`;
   } catch (e) {
     failed(e);
+  } finally {
+    busy(-1);
   }
 }
 
@@ -452,7 +500,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   state.cy = cytoscape({ container: $("graph"), style: style(), wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 3 });
   state.cy.on("tap", "node", (ev) => {
     const id = ev.target.id();
+    const t0 = performance.now();
     showDetails(id);
+    timed({ detailsMs: performance.now() - t0 });
     expand(id);
   });
   $("controls").addEventListener("submit", (ev) => { ev.preventDefault(); openGraph(readControls()); });
@@ -461,11 +511,21 @@ document.addEventListener("DOMContentLoaded", async () => {
   try {
     const me = await api("whoami");
     $("whoami").textContent = `signed in as ${me.subject}`;
+    $("max-nodes").max = String(me.max_nodes);
+    $("max-nodes").placeholder = `≤ ${me.max_nodes}`;
   } catch (e) {
     failed(e);
   }
+  const next = sessionStorage.getItem("provault.explorer.next");
+  sessionStorage.removeItem("provault.explorer.next");
+  if (next && location.hash.length <= 1) history.replaceState(null, "", next);
   const p = fromHash();
   writeControls(p);
+  window.addEventListener("hashchange", () => {
+    const q = fromHash();
+    writeControls(q);
+    if (q.id) openGraph(q);
+  });
   document.body.dataset.ready = "1";
   if (p.id) await openGraph(p);
 });

@@ -13,4 +13,6 @@ document.addEventListener("DOMContentLoaded", () => {
     box.textContent = REASONS[code] || "Sign-in failed.";
     box.hidden = false;
   }
+  // A shared link's view (#id=…) survives the sign-in: the explorer reopens it once.
+  if (location.hash.length > 1) sessionStorage.setItem("provault.explorer.next", location.hash);
 });

@@ -103,7 +103,9 @@ def test_a_dev_mode_link_signs_in_only_with_its_key(ledger: Ledger, world: Story
 def test_every_response_carries_the_headers_that_keep_event_text_inert(explorer: Running) -> None:
     b = Browserless(explorer.base)
     for reply in (b.request("/login"), b.api("whoami"), b.request("/static/app.js"), b.request("/nope")):
-        assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'self';")
+        assert reply.headers["Content-Security-Policy"].startswith(
+            "default-src 'none'; script-src 'self'; worker-src 'self';"
+        )
         assert "unsafe" not in reply.headers["Content-Security-Policy"]
         assert reply.headers["X-Content-Type-Options"] == "nosniff"
         assert reply.headers["X-Frame-Options"] == "DENY"
