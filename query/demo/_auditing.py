@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ledger.core.keys import load_public_key
 
@@ -107,7 +108,11 @@ class AuditingSteps(DemoBase):
         )
         self.say.command(["export", f"PROVAULT_DATA_DIR={d}"])
         self.say.command(["provault", "up"])
-        self.say.say("and, in another terminal (same PROVAULT_DATA_DIR):")
+        self.say.say(
+            "Its `explorer` line is a sign-in link to the lineage explorer: open it in a browser with "
+            f"#id={quote(prediction, safe=':/')} appended to see this prediction's trace, click nodes to expand "
+            "them and check their proofs. And, in another terminal (same PROVAULT_DATA_DIR):"
+        )
         self.say.command(["provault", "trace", prediction, "--format", "svg", "--out", "trace.svg"])
         self.say.command(
             [

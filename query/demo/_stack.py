@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ledger.config import GrpcSettings, MetricsSettings, OpenLineageSettings, Settings
+from ledger.config import ExplorerSettings, GrpcSettings, MetricsSettings, OpenLineageSettings, Settings
 from ledger.core.errors import ProvaultError
 from ledger.launch import start_stack
 from ledger.stack import Stack, read_stack_file
@@ -24,7 +24,7 @@ class DemoFailed(ProvaultError):
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """``settings`` with the servers (gRPC, OpenLineage, metrics) on free loopback ports, unless configured.
+    """``settings`` with the servers (gRPC, OpenLineage, metrics, explorer) on free loopback ports, unless configured.
 
     The demo is a one-off: it must not collide with a ``provault up`` that
     holds the default ports for another data directory.
@@ -41,7 +41,10 @@ def demo_settings(settings: Settings) -> Settings:
     exported = settings.metrics
     if exported.ledger_listen == MetricsSettings().ledger_listen:
         exported = dataclasses.replace(exported, ledger_listen=ANY_PORT)
-    return dataclasses.replace(settings, grpc=grpc, openlineage=ol, metrics=exported, dev_mode=True)
+    explorer = settings.explorer
+    if explorer.listen == ExplorerSettings().listen:
+        explorer = dataclasses.replace(explorer, listen=ANY_PORT)
+    return dataclasses.replace(settings, grpc=grpc, openlineage=ol, metrics=exported, explorer=explorer, dev_mode=True)
 
 
 def refuse_if_up(settings: Settings) -> None:

@@ -36,6 +36,9 @@ MAX_TEXT = 1024
 PREDICTIONS_SHOWN = 50
 """Downstream graphs draw at most this many predictions as nodes; the total is always counted."""
 NODE_TYPES = ("entity", "activity", "agent")
+PLAN_KIND = "prov:Plan"
+RUNS_SHOWN = 20
+"""A plan (an OpenLineage job) opens as its latest runs, each traced as asked."""
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -119,64 +122,136 @@ def search(conn: psycopg.Connection, query: Mapping[str, str]) -> dict[str, Any]
     return {"as_of_seq": page.as_of_seq, "nodes": nodes, "limits": limits}
 
 
-def graph(conn: psycopg.Connection, query: Mapping[str, str], *, max_nodes: int) -> dict[str, Any]:
-    """The trace from ``id`` (upstream, downstream or both) as the CLI's JSON, plus the limits it hit."""
-    start = text_arg(query, "id")
-    direction = choice_arg(query, "direction", traverse.DIRECTIONS, traverse.UPSTREAM)
-    depth = int_arg(query, "depth", DEFAULT_DEPTH, 1, MAX_DEPTH)
-    nodes = int_arg(query, "max_nodes", max_nodes, 1, max_nodes)
+def plan_runs(conn: psycopg.Connection, plan: str, as_of_seq: int) -> tuple[list[tuple[str, int]], bool]:
+    """The latest :data:`RUNS_SHOWN` activities associated with ``plan`` (run id, the association's seq), and
+    whether there are more."""
+    rows = conn.execute(
+        "SELECT src, max(seq) AS last FROM prov.edges WHERE relation = 'wasAssociatedWith' "
+        "AND attributes ? 'prov:plan' AND attributes ->> 'prov:plan' = %s AND seq <= %s "
+        "GROUP BY src ORDER BY last DESC, src LIMIT %s",
+        (plan, as_of_seq, RUNS_SHOWN + 1),
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows[:RUNS_SHOWN]], len(rows) > RUNS_SHOWN
+
+
+def _with_runs(conn: psycopg.Connection, out: dict[str, Any], walk, *, budget: int) -> None:
+    """A plan's answer grown by its runs' (``walk(run, max_nodes)`` answers), each run linked to the plan."""
+    plan = out["start"]
+    runs, more = plan_runs(conn, plan, out["as_of_seq"])
+    if not runs:
+        return
+    nodes = {n["id"]: n for n in out["nodes"]}
+    edges = {(e["from"], e["relation"], e["to"], e["seq"]): e for e in out["edges"]}
+    cut = False
+    for run, seq in runs:
+        room = budget - len(nodes)
+        if room <= 0:
+            cut = True
+            break
+        part = as_json(walk(run, room + (run in nodes)))
+        for n in part["nodes"]:
+            if n["id"] not in nodes:
+                nodes[n["id"]] = {**n, "depth": n["depth"] + 1}
+        for e in part["edges"]:
+            edges.setdefault((e["from"], e["relation"], e["to"], e["seq"]), e)
+        link = {"relation": "hadPlan", "from": run, "to": plan, "seq": seq, "origin": "prov", "attributes": {}}
+        edges.setdefault((run, "hadPlan", plan, seq), link)
+        out["signers"].update(part["signers"])
+        out["keys"].update(part["keys"])
+        out["seqs"] = sorted(set(out["seqs"]) | set(part["seqs"]))
+        out["predictions"]["total"] += part["predictions"]["total"]
+        out["predictions"]["ids"] += [p for p in part["predictions"]["ids"] if p not in out["predictions"]["ids"]]
+        cut = cut or part["truncated"]
+    out["nodes"] = list(nodes.values())[:budget]
+    kept = {n["id"] for n in out["nodes"]}
+    out["edges"] = [e for e in edges.values() if e["from"] in kept and e["to"] in kept]
+    out["truncated"] = out["truncated"] or cut
+    runs_text = f"{len(runs)} run" + ("s" if len(runs) != 1 else "")
+    out["limits"].append(
+        f"a plan: drawn through the {runs_text} that followed it"
+        + (f"; older runs are not drawn (at most {RUNS_SHOWN}): open one by its id" if more else "")
+    )
+
+
+def traced(
+    conn: psycopg.Connection,
+    start: str,
+    *,
+    direction: str,
+    depth: int,
+    max_nodes: int,
+    as_of: tuple[int | None, datetime | None],
+) -> dict[str, Any]:
+    """The trace from ``start`` as the CLI's JSON, plus the limits it hit.
+
+    A plan (``prov:Plan``, such as an OpenLineage job) has no edges of its own: its runs name it in their
+    associations.  It opens as its latest runs traced the same way, each linked to it by a ``hadPlan`` edge.
+    """
+    predictions = 0 if direction == traverse.UPSTREAM else PREDICTIONS_SHOWN
     with traverse.snapshot(conn):
-        seq = resolve_point(conn, *as_of_arg(query))
-        answer = traverse.trace(
-            conn,
-            start,
-            direction=direction,
-            max_depth=depth,
-            max_nodes=nodes,
-            as_of_seq=seq,
-            predictions_limit=0 if direction == traverse.UPSTREAM else PREDICTIONS_SHOWN,
-        )
-    out = as_json(answer)
-    out["limits"] = _limits_hit(answer, depth, nodes)
-    if answer.predictions_total > len(answer.predictions):
-        out["limits"].append(
-            f"drawing {len(answer.predictions)} of {answer.predictions_total} predictions: the impact list counts them all"
-        )
+        seq = resolve_point(conn, *as_of)
+
+        def walk(node: str, budget: int, hops: int = depth) -> traverse.Trace:
+            return traverse.trace(
+                conn,
+                node,
+                direction=direction,
+                max_depth=hops,
+                max_nodes=budget,
+                as_of_seq=seq,
+                predictions_limit=predictions,
+            )
+
+        answer = walk(start, max_nodes)
+        out = as_json(answer)
+        out["limits"] = _limits_hit(answer, depth, max_nodes)
+        if answer.nodes and answer.nodes[0].kind == PLAN_KIND:
+            _with_runs(conn, out, lambda run, budget: walk(run, budget, max(1, depth - 1)), budget=max_nodes)
+    shown, total = len(out["predictions"]["ids"]), out["predictions"]["total"]
+    if total > shown:
+        out["limits"].append(f"drawing {shown} of {total} predictions: the impact list counts them all")
     return out
+
+
+def graph(conn: psycopg.Connection, query: Mapping[str, str], *, max_nodes: int) -> dict[str, Any]:
+    """The graph from ``id`` (upstream, downstream or both), as :func:`traced` answers it."""
+    return traced(
+        conn,
+        text_arg(query, "id"),
+        direction=choice_arg(query, "direction", traverse.DIRECTIONS, traverse.UPSTREAM),
+        depth=int_arg(query, "depth", DEFAULT_DEPTH, 1, MAX_DEPTH),
+        max_nodes=int_arg(query, "max_nodes", max_nodes, 1, max_nodes),
+        as_of=as_of_arg(query),
+    )
 
 
 def impact(conn: psycopg.Connection, query: Mapping[str, str], *, max_nodes: int) -> dict[str, Any]:
     """Everything downstream of ``id``: counts by type and kind, and the nodes in walk order."""
-    start = text_arg(query, "id")
-    depth = int_arg(query, "depth", traverse.DEFAULT_MAX_DEPTH, 1, MAX_DEPTH)
-    with traverse.snapshot(conn):
-        seq = resolve_point(conn, *as_of_arg(query))
-        answer = traverse.trace(
-            conn,
-            start,
-            direction=traverse.DOWNSTREAM,
-            max_depth=depth,
-            max_nodes=max_nodes,
-            as_of_seq=seq,
-            predictions_limit=PREDICTIONS_SHOWN,
-        )
-    reached = [n for n in answer.nodes if n.id != answer.start]
-    by_kind = Counter((n.type or "untyped", n.kind or "") for n in reached)
+    out = traced(
+        conn,
+        text_arg(query, "id"),
+        direction=traverse.DOWNSTREAM,
+        depth=int_arg(query, "depth", traverse.DEFAULT_MAX_DEPTH, 1, MAX_DEPTH),
+        max_nodes=max_nodes,
+        as_of=as_of_arg(query),
+    )
+    reached = [n for n in out["nodes"] if n["id"] != out["start"]]
+    by_kind = Counter((n["type"] or "untyped", n["kind"] or "") for n in reached)
     return {
-        "start": answer.start,
-        "as_of_seq": answer.as_of_seq,
+        "start": out["start"],
+        "as_of_seq": out["as_of_seq"],
         "counts": {
             "nodes": len(reached),
-            "by_type": dict(sorted(Counter(n.type or "untyped" for n in reached).items())),
+            "by_type": dict(sorted(Counter(n["type"] or "untyped" for n in reached).items())),
             "by_kind": [{"type": t, "kind": k, "count": c} for (t, k), c in sorted(by_kind.items())],
-            "predictions": answer.predictions_total,
+            "predictions": out["predictions"]["total"],
         },
         "nodes": [
-            {"id": n.id, "type": n.type, "kind": n.kind, "label": n.label, "depth": n.depth, "first_seq": n.first_seq}
-            for n in reached
+            {k: n[k] for k in ("id", "type", "kind", "label", "depth", "first_seq")}
+            for n in sorted(reached, key=lambda n: (n["depth"], n["id"]))
         ],
-        "predictions": list(answer.predictions),
-        "limits": _limits_hit(answer, depth, max_nodes),
+        "predictions": out["predictions"]["ids"],
+        "limits": [m for m in out["limits"] if not m.startswith("drawing ")],
     }
 
 

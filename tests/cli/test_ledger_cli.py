@@ -80,6 +80,7 @@ def test_db_migrate_applies_once(
         "applied prov V001 prov",
         "applied prov V002 derived_rows_unchecked",
         "applied prov V003 projector_may_analyze",
+        "applied prov V004 edges_by_plan",
     ]
     assert main(["db", "migrate"]) == 0
     assert capsys.readouterr().out.strip() == "schema is up to date"

@@ -274,6 +274,7 @@ def test_migrations_apply_once(ledger: Ledger) -> None:
         "prov V001 prov",
         "prov V002 derived_rows_unchecked",
         "prov V003 projector_may_analyze",
+        "prov V004 edges_by_plan",
     ]
     assert migrate_prov(ledger.dsn) == []
 
