@@ -155,6 +155,21 @@ def test_a_graph_upstream_of_the_model_names_its_run_data_and_signers(explorer: 
     assert g["keys"][signer]["name"] == "alice"
 
 
+def test_a_prediction_opens_as_its_traceback_to_data_and_people(explorer: Running, world: Story) -> None:
+    i = world.ids
+    g = signed_in(explorer).api("graph", id=i.predictions[0], depth="6").json()
+    assert g["prediction"] is not None and g["start"] == f"provault:prediction/{i.predictions[0]}"
+    ids = {n["id"] for n in g["nodes"]}
+    assert {i.batch, i.deployment, i.model, i.run, i.dataset, i.author} <= ids
+
+
+def test_a_signing_key_opens_as_everything_it_signed(explorer: Running, world: Story, ledger: Ledger) -> None:
+    keyid = world.trainer.signer.keyid
+    r = signed_in(explorer).api("impact", id=keyid).json()
+    reached = {n["id"] for n in r["nodes"]}
+    assert {world.ids.dataset, world.ids.run, world.ids.model, HOSTILE_ID} <= reached
+
+
 def test_as_of_shows_the_graph_as_it_was(explorer: Running, world: Story) -> None:
     b = signed_in(explorer)
     assert b.api("graph", id=world.ids.model, as_of="8").json()["as_of_seq"] == 8
