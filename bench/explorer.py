@@ -19,17 +19,15 @@ ratio: the cost of the size, with the machine's noise divided out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from bench import run_in_scratch
 from bench.query.load import build
 from bench.query.workload import Workload
 from ledger.embedded import EmbeddedPostgres
@@ -180,16 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).exists():
         print(f"bench.explorer: no chromium at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    root = Path(tempfile.mkdtemp(prefix="provault-bench-explorer-"))
-    try:
-        result = run(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result)
-    return 0
+    return run_in_scratch(args, "provault-bench-explorer-", run, report)
 
 
 if __name__ == "__main__":

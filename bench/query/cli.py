@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import run_in_scratch
 from bench.query import __doc__ as PACKAGE_DOC
 from bench.query.load import Loaded, build
 from bench.query.report import report
@@ -102,14 +100,4 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
-    root = Path(tempfile.mkdtemp(prefix="provault-bench-query-"))
-    try:
-        result = run(args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result)
-    return 0
+    return run_in_scratch(_args(argv), "provault-bench-query-", run, report)
