@@ -262,6 +262,10 @@ def _sizes_between(conn: psycopg.Connection, low: int, high: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def _consistency(conn: psycopg.Connection, old: int, new: int) -> tuple[bytes, ...]:
+    return () if old == 0 else tuple(log.consistency_proof(conn, old, new))
+
+
 def _point(cp: StoredCheckpoint) -> StoredPoint:
     return StoredPoint(note=cp.note, signed_at=format_time(cp.signed_at))
 
@@ -280,7 +284,7 @@ def _chain(
         Consistency(
             old_size=a.tree_size,
             new_size=b.tree_size,
-            hashes=tuple(log.consistency_proof(conn, a.tree_size, b.tree_size)),
+            hashes=_consistency(conn, a.tree_size, b.tree_size),
         )
         for a, b in zip(cps, cps[1:], strict=False)
         if a is not None and b is not None

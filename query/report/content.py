@@ -452,7 +452,11 @@ def _continuity(c: Checked) -> tuple[Table, tuple[str, ...]]:
         proof = ""
         if i:
             p = c.evidence.proofs[i - 1]
-            proof = f"extends size {p.old_size}: consistency proof of {len(p.hashes)} hashes verifies"
+            proof = (
+                "extends the empty tree of size 0, as every tree does"
+                if p.old_size == 0
+                else f"extends size {p.old_size}: consistency proof of {len(p.hashes)} hashes verifies"
+            )
         rows.append((str(cp.size), cp.root_hash.hex(), point.signed_at, proof or "first checkpoint of the chain"))
     first, last = c.evidence.checkpoints[0].signed_at, c.evidence.checkpoints[-1].signed_at
     days = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds() / 86400

@@ -330,6 +330,12 @@ def _check_continuity(
                 2,
                 f"continuity.checkpoints[{i + 1}] has tree size {new.size}, smaller than {old.size} before it: the log shrank",
             )
+        if old.size == 0:  # the empty tree is a prefix of every tree: nothing to prove, and no proof allowed
+            if proof.hashes or old.root_hash != merkle.root_hash([]):
+                raise fail(
+                    VerificationFailed, 2, f"continuity.proofs[{i}]: a tree of size 0 has the empty root and no proof"
+                )
+            continue
         try:
             merkle.verify_consistency(old.size, new.size, old.root_hash, new.root_hash, list(proof.hashes))
         except ProvaultError as e:
