@@ -1,8 +1,8 @@
 """The query side's ``provault`` commands, contributed through the ``provault.commands`` entry point.
 
 ``trace`` and ``impact`` (:mod:`.trace`), ``export`` and ``sparql`` (:mod:`.export`), ``bundle`` and
-``verify-bundle`` (:mod:`.bundle`), ``report`` and ``verify-report`` (:mod:`.report`), ``project`` (:mod:`.project`), ``query serve`` (:mod:`.serve`) and
-``demo`` (:mod:`.demo`).
+``verify-bundle`` (:mod:`.bundle`), ``report`` and ``verify-report`` (:mod:`.report`), ``project``
+(:mod:`.project`), ``query serve`` (:mod:`.serve`) and ``demo`` (:mod:`.demo`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
+from ledger.core.errors import DecodeError, InvalidArgument, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import printable
 
@@ -179,10 +179,13 @@ def _write(args: argparse.Namespace, evidence: Any) -> int:
 
         data = render_pdf(html)
     out = Path(args.out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, out)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise InvalidArgument(f"cannot write the report to {args.out}: {e.strerror or type(e).__name__}") from None
     return len(data)
 
 

@@ -276,7 +276,8 @@ def _chain(
     """Checkpoints from ``first`` to the one at ``last_size`` (through ``via`` and a few sampled between)."""
     fixed = {first.tree_size: first, **{c.tree_size: c for c in via}}
     last = stored_checkpoints.at_size(conn, last_size)
-    assert last is not None
+    if last is None:
+        raise InvalidArgument(f"no checkpoint at tree size {last_size}", hint="retry: checkpoints are never removed")
     fixed[last.tree_size] = last
     sizes = sorted(set(fixed) | set(_sizes_between(conn, first.tree_size, last_size)))
     cps = [fixed.get(s) or stored_checkpoints.at_size(conn, s) for s in sizes]

@@ -68,7 +68,11 @@ class ReportAltered(VerificationFailed):
 
 def fail(cls: type[ProvaultError], step: int, message: str, hint: str | None = None) -> ProvaultError:
     """An error located at a report step (``e.step``, ``e.step_name``), its text led by the step."""
-    err = cls(f"step {step} ({REPORT_STEPS[step]}): {message}", hint=hint)
+    text = f"step {step} ({REPORT_STEPS[step]}): {message}"
+    try:
+        err = cls(text, hint=hint)
+    except TypeError:  # an error class with another constructor: keep the family
+        err = VerificationFailed(text, hint=hint)
     err.step, err.step_name, err.detail = step, REPORT_STEPS[step], message  # type: ignore[attr-defined]
     return err
 
@@ -238,9 +242,11 @@ def check_evidence(
         try:
             bundle = decode_bundle((evidence.bundle + "\n").encode("ascii", errors="replace"))
             bundle_report = verify_bundle(bundle, vkey=verifier.vkey(), admin_keys=admin_keys)
-        except (VerificationFailed, DecodeError, KeyMaterialError) as e:
+        except KeyMaterialError as e:
+            if getattr(e, "step", None) is None:
+                raise  # the auditor's own keys, not the report
             raise _bundle_failure(e) from e
-        except ProvaultError as e:  # CannotVerify (unknown key): still a failure of the bundle
+        except ProvaultError as e:  # a finding (VerificationFailed), a gap (CannotVerify) or a bad encoding
             raise _bundle_failure(e) from e
     cps = _check_continuity(evidence, verifier, bundle)
     if evidence.kind == "period":

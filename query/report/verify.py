@@ -189,6 +189,12 @@ def _cells(html: str) -> dict[str, list[list[str]]]:
     return p.tables
 
 
+def _column(table: str, header: list[str], row: int, col: int) -> str:
+    if table == "summary":  # no header row: each row is a field and its value
+        return ("field", "value")[col] if col < 2 else str(col)
+    return header[col] if row and col < len(header) else str(col)
+
+
 def _difference(found: str, expected: str) -> Exception:
     """Name the first difference: a table cell when there is one, else the first line that differs."""
     have, want = _cells(found), _cells(expected)
@@ -206,7 +212,7 @@ def _difference(found: str, expected: str) -> Exception:
             for col, cell in enumerate(row):
                 got = other[col] if col < len(other) else None
                 if got != cell:
-                    name = header[col] if col < len(header) and r else str(col)
+                    name = _column(table, header, r, col)
                     return fail(
                         ReportAltered,
                         4,
