@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,26 @@ def test_every_string_from_an_event_is_escaped(ledger: Ledger, logged_story: Sto
     evidence = extract_evidence(html)
     assert "<" not in evidence and ">" not in evidence and json.loads(evidence)["subject"]["model"] == evil_model
     assert cli("verify-report", out)[0] == 0
+
+
+def test_a_database_user_without_the_auditor_role_gets_no_report(
+    story: Story, ledger: Ledger, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg  # noqa: PLC0415 - creating a login role is this test's own business
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"outsider_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ledger.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(ledger.dsn)
+        info["user"] = name
+        monkeypatch.setenv("PROVAULT_POSTGRES_DSN", psycopg.conninfo.make_conninfo(**info))
+        code, _, err = cli("report", "model", "sentiment", "-o", tmp_path / "r.html")
+        assert code == 1 and err.startswith(
+            "provault: error [storage_unavailable]: cannot switch to database role 'provault_auditor': "
+        )
+        assert not (tmp_path / "r.html").exists()
+    finally:
+        with psycopg.connect(ledger.dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
