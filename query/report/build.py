@@ -253,11 +253,17 @@ def _signed_by(conn: psycopg.Connection, when: datetime) -> StoredCheckpoint | N
 
 @translate_errors
 def _sizes_between(conn: psycopg.Connection, low: int, high: int) -> list[int]:
-    """Up to :data:`CHAIN_POINTS` checkpoint sizes strictly between ``low`` and ``high``, spread evenly."""
+    """Up to :data:`CHAIN_POINTS` checkpoint sizes strictly between ``low`` and ``high``, spread evenly by size.
+
+    One index lookup per point (the first checkpoint at or above each of evenly spaced sizes), so a chain
+    over years of once-a-second checkpoints costs as little as one over a day.
+    """
+    targets = sorted({low + (high - low) * k // (CHAIN_POINTS + 1) for k in range(1, CHAIN_POINTS + 1)})
     rows = conn.execute(
-        "SELECT max(tree_size) FROM (SELECT tree_size, ntile(%s) OVER (ORDER BY tree_size) AS part"
-        " FROM ledger.checkpoints WHERE tree_size > %s AND tree_size < %s) t GROUP BY part ORDER BY 1",
-        (CHAIN_POINTS, low, high),
+        "SELECT DISTINCT c.tree_size FROM unnest(%s::bigint[]) AS t(size) CROSS JOIN LATERAL ("
+        " SELECT tree_size FROM ledger.checkpoints WHERE tree_size >= t.size AND tree_size > %s AND tree_size < %s"
+        " ORDER BY tree_size LIMIT 1) c ORDER BY 1",
+        (targets, low, high),
     ).fetchall()
     return [int(r[0]) for r in rows]
 

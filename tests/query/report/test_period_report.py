@@ -99,3 +99,20 @@ def test_a_period_over_max_entries_or_before_any_checkpoint_is_refused(
     assert not out.exists()
     early = format_time(datetime.fromisoformat(grown[0]) - timedelta(days=1))
     assert cli("report", "period", "--from", early, "--to", grown[9], "-o", out)[0] == 0  # from the first checkpoint on
+
+
+def test_a_long_chain_samples_checkpoints_and_links_each_pair(
+    ledger: Ledger, story: Story, cli: Cli, tmp_path: Path
+) -> None:
+    for n in range(12):  # twelve more checkpoints, one entry apart: sizes 10 to 21
+        ledger.append(story.trainer.emit("dataset.registered", dataset_prov(f"{n:02x}" * 32)))
+        sign_and_project(ledger)
+    out = tmp_path / "m.html"
+    assert cli("report", "model", "sentiment", "-o", out)[0] == 0
+    evidence = json.loads(extract_evidence(out.read_text(encoding="utf-8")))
+    sizes = [int(c["note"].split("\n")[1]) for c in evidence["continuity"]["checkpoints"]]
+    assert sizes == [9, 10, 11, 13, 14, 15, 17, 18, 19, 21]  # the ends and 8 sampled between
+    assert [(p["old_size"], p["new_size"]) for p in evidence["continuity"]["proofs"]] == list(
+        zip(sizes, sizes[1:], strict=False)
+    )
+    assert cli("verify-report", out)[0] == 0
