@@ -236,6 +236,8 @@ def check_evidence(
     evidence: Evidence, *, vkey: str | None = None, admin_keys: Sequence[bytes] | None = None
 ) -> Checked:
     """Step 1 (the bundle), step 2 (continuity) and step 3 (a period's completeness); raise at the first failure."""
+    if evidence.kind == "model" and (evidence.bundle is None or not evidence.subject.get("model")):
+        raise fail(MalformedReport, 0, "a model report needs its bundle and subject.model")
     verifier, source = _verifier(evidence, vkey)
     bundle, bundle_report = None, None
     if evidence.bundle is not None:
@@ -248,6 +250,11 @@ def check_evidence(
             raise _bundle_failure(e) from e
         except ProvaultError as e:  # a finding (VerificationFailed), a gap (CannotVerify) or a bad encoding
             raise _bundle_failure(e) from e
+    if bundle is not None and evidence.kind == "model" and bundle.node_id != evidence.subject["model"]:
+        wrong = expected_found(
+            "subject.model", f"the bundle's subject {bundle.node_id}", evidence.subject["model"][:80]
+        )
+        raise fail(VerificationFailed, 1, wrong)
     cps = _check_continuity(evidence, verifier, bundle)
     if evidence.kind == "period":
         _check_period(evidence, bundle, cps)

@@ -147,3 +147,13 @@ def test_a_file_that_is_no_report_is_refused_at_step_0(tmp_path: Path, cli: Cli)
         "provault verify-report: FAILED at step 0 (report format)",
         "  [malformed_report] evidence blocks: expected exactly one, found 0",
     ]
+
+
+def test_evidence_naming_another_subject_than_its_bundle_fails_step_1(report: Path, story: Story, cli: Cli) -> None:
+    i = story.ids
+    path = edited(report, f'"subject":{{"model":"{i.model}"', f'"subject":{{"model":"{i.dataset}"')
+    code, out, _ = cli("verify-report", path)
+    assert code == 1 and out.splitlines()[:2] == [
+        "provault verify-report: FAILED at step 1 (bundle)",
+        f"  [verification_failed] subject.model: expected the bundle's subject {i.model}, found {i.dataset}",
+    ]
