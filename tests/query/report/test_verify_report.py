@@ -64,8 +64,9 @@ def test_an_edited_signer_or_text_outside_the_tables_fails_too(report: Path, cli
     path = edited(report, "<h1>Compliance report: model sentiment</h1>", "<h1>Compliance report: model other</h1>")
     code, out, _ = cli("verify-report", path)
     assert code == 1
+    line = report.read_text(encoding="utf-8").splitlines().index("<h1>Compliance report: model sentiment</h1>") + 1
     assert out.splitlines()[1] == (
-        "  [report_altered] line 17 differs from the report the evidence renders to: "
+        f"  [report_altered] line {line} differs from the report the evidence renders to: "
         "found '<h1>Compliance report: model other</h1>', expected '<h1>Compliance report: model sentiment</h1>'"
     )
 
