@@ -93,9 +93,14 @@ def role(attrs: Mapping[str, Any]) -> str:
 
 
 def reach(f: Facts, start: str, *, upstream: bool) -> set[str]:
-    """Nodes reachable from ``start`` along PROV's direction (upstream) or against it (downstream)."""
+    """Nodes reachable from ``start`` along PROV's direction (upstream) or against it (downstream).
+
+    ``wasInvalidatedBy`` is not followed: what ended a model or a deployment (a quarantine, a retirement)
+    is not part of its making, and its people are not the model's authors."""
     nxt: dict[str, set[str]] = {}
-    for _, _, src, dst, _ in f.edges:
+    for _, rel, src, dst, _ in f.edges:
+        if rel == "wasInvalidatedBy":
+            continue
         a, b = (src, dst) if upstream else (dst, src)
         nxt.setdefault(a, set()).add(b)
     seen, todo = {start}, [start]

@@ -44,6 +44,7 @@ DEFAULT_TIMEOUT_S = 60.0
 CHAIN_POINTS = 8
 """Checkpoints sampled between the chain's first and last (each pair linked by a consistency proof)."""
 MODEL_KIND = "provault:Model"
+DEPLOYMENT_KIND = "provault:Deployment"
 
 T = TypeVar("T")
 
@@ -176,10 +177,17 @@ def model_evidence(
     )
     if t.truncated:
         raise _walk_limit(len(t.nodes), max_depth, max_nodes)
+    ids = [n.id for n in t.nodes]
+    retired = [n.id for n in t.nodes if n.kind in (MODEL_KIND, DEPLOYMENT_KIND)]
+    ended = deadline.run("reading invalidations", lambda: _invalidations(conn, retired, as_of))
+    extra = [a for a in dict.fromkeys(a for _, a in ended) if a not in ids]
+    if len(ids) + len(extra) > max_nodes:
+        raise _walk_limit(max_nodes, max_depth, max_nodes)
+    seqs = sorted(set(t.seqs) | {s for s, _ in ended})
     bundle = deadline.run(
         "bundling the entries",
         lambda: build_bundle(
-            conn, t.seqs, subject=model, direction=traverse.BOTH, as_of_seq=as_of, node_ids=[n.id for n in t.nodes]
+            conn, seqs, subject=model, direction=traverse.BOTH, as_of_seq=as_of, node_ids=[*ids, *extra]
         ),
     )
     first = min(pe.entry.seq for pe in bundle.entries)
@@ -193,6 +201,18 @@ def model_evidence(
         checkpoints=chain[0],
         proofs=chain[1],
     )
+
+
+@translate_errors
+def _invalidations(conn: psycopg.Connection, ids: Sequence[str], as_of: int) -> list[tuple[int, str]]:
+    """(seq, activity) of every ``wasInvalidatedBy`` of these nodes up to ``as_of``: a quarantine or retirement
+    of the model or of a deployment is upstream of what it ends, so the both-way walk does not reach it."""
+    rows = conn.execute(
+        "SELECT seq, dst FROM prov.edges WHERE src = ANY(%s) AND relation = 'wasInvalidatedBy' AND seq <= %s"
+        " ORDER BY seq, dst",
+        (list(ids), as_of),
+    )
+    return [(int(seq), str(dst)) for seq, dst in rows]
 
 
 def _walk_limit(nodes: int, max_depth: int, max_nodes: int) -> ReportLimit:

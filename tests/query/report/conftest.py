@@ -81,6 +81,7 @@ def lifecycle(ledger: Ledger, logged_story: Story) -> Story:
             "wasInvalidatedBy": {
                 "_:i1": {"prov:entity": i.model, "prov:activity": QUARANTINE, "prov:time": xsd_time(at(60))}
             },
+            "wasAssociatedWith": {"_:w1": {"prov:activity": QUARANTINE, "prov:agent": i.deployer}},
         },
         time=at(60),
     )

@@ -12,7 +12,7 @@ from query.report.verify import _cells
 from tests.ledgerkit import Ledger
 from tests.query.provstory import Story
 
-from .conftest import ENVIRONMENT, QUARANTINE, Cli
+from .conftest import ENVIRONMENT, QUARANTINE, Cli, sign_and_project
 
 pytestmark = pytest.mark.postgres
 
@@ -45,7 +45,7 @@ def test_a_model_report_shows_each_lifecycle_section_with_seqs_and_signers(
     assert t["environment"][1:] == [[env, f"{run} used {env}", "9", alice]]
     assert t["params"][1:] == [[run, '{"epochs":3,"lr":0.01}', "9", alice]]
     assert t["metrics"][1:] == [[run, '{"f1": 0.91}', "5", alice]]
-    assert [r[0] for r in t["authors"][1:]] == [i.author, i.author, i.host, i.author]
+    assert [r[0] for r in t["authors"][1:]] == [i.author, i.author, i.host, i.author]  # not bob, who quarantined it
     assert t["approvals"][1:] == [
         [i.approver, f"{i.deploy} wasAssociatedWith {i.approver} as provault:approver", "7", bob]
     ]
@@ -114,3 +114,40 @@ def test_the_embedded_bundle_is_a_bundle_verify_bundle_accepts(
     bundle.write_text(json.loads(extract_evidence(out.read_text()))["bundle"] + "\n")  # what `jq -r .bundle` writes
     code, stdout, _ = cli("verify-bundle", bundle, "--key", keys[0], "--admin-key", keys[1])
     assert code == 0 and stdout.startswith(f"provault verify-bundle: OK: {bundle}")
+
+
+def test_a_retired_deployment_is_listed_and_its_retirer_is_no_author(
+    lifecycle: Story, ledger: Ledger, cli: Cli, tmp_path: Path
+) -> None:
+    i = lifecycle.ids
+    retire = "provault:retire/019cade2-0000-7000-8000-00000000000a"
+    plan = ledger.append(
+        lifecycle.deployer.emit(
+            "deployment.retired",
+            {
+                "activity": {retire: {"prov:type": "provault:Retirement"}},
+                "entity": {i.deployment: {}},
+                "agent": {"provault:person/dave@example.com": {}},
+                "wasInvalidatedBy": {"_:i1": {"prov:entity": i.deployment, "prov:activity": retire}},
+                "wasAssociatedWith": {
+                    "_:w1": {"prov:activity": retire, "prov:agent": "provault:person/dave@example.com"}
+                },
+            },
+        )
+    )
+    assert [a.seq for a in plan.accepted] == [12], ledger.rejections()
+    sign_and_project(ledger)
+    out = tmp_path / "m.html"
+    assert cli("report", "model", "sentiment", "-o", out)[0] == 0
+    t = tables(out)
+    retired = [r for r in t["revocations"][1:] if r[2] == "12"]
+    assert retired == [
+        [
+            "invalidation",
+            f"{i.deployment} (sentiment-prod) wasInvalidatedBy {retire} (provault:Retirement)",
+            "12",
+            signer("bob", lifecycle.deployer),
+        ]
+    ]
+    assert all("dave@example.com" not in r[0] for r in t["authors"][1:])
+    assert cli("verify-report", out)[0] == 0
