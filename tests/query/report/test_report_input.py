@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,20 @@ def test_a_database_user_without_the_auditor_role_gets_no_report(
     finally:
         with psycopg.connect(ledger.dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_as_of_a_time_or_a_seq_the_checkpoint_does_not_cover(story: Story, cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    now = datetime.now(UTC).isoformat()
+    assert cli("report", "model", "sentiment", "--as-of", now, "-o", out)[0] == 0
+    assert dict((r[0], r[1]) for r in _cells(out.read_text())["summary"])["as of seq"] == "8"
+    code, _, err = cli("report", "model", "sentiment", "--as-of", "9", "-o", tmp_path / "new.html")
+    assert code == 1 and err == (
+        "provault: error [invalid_argument]: --as-of seq 9 is newer than the latest checkpoint (tree size 9), "
+        "so it is not provable yet\n  hint: retry after the next checkpoint, about a second later\n"
+    )
+    code, _, err = cli("report", "model", "sentiment", "--as-of", "2020-01-01T00:00:00Z", "-o", tmp_path / "old.html")
+    assert (
+        code == 1
+        and err == "provault: error [not_found]: nothing was logged at or before 2020-01-01T00:00:00.000000Z\n"
+    )
