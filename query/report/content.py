@@ -370,7 +370,11 @@ def model_view(c: Checked) -> ReportView:
         ("first statement", f"seq {node.introduced_seq}"),
         ("entries", f"{len(b.entries)} statements, {len(b.key_entries)} key entries"),
     )
-    tables = (*_lifecycle(f, model), _ledger(f, sorted(pe.entry.seq for pe in b.entries)))
+    tables = (
+        *_lifecycle(f, model),
+        _ledger(f, sorted(pe.entry.seq for pe in b.entries)),
+        _keys(f, range(b.checkpoint.tree_size)),
+    )
     return ReportView(
         kind="model",
         title=f"Compliance report: model {node.label or model}",

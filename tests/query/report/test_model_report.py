@@ -151,3 +151,17 @@ def test_a_retired_deployment_is_listed_and_its_retirer_is_no_author(
     ]
     assert all("dave@example.com" not in r[0] for r in t["authors"][1:])
     assert cli("verify-report", out)[0] == 0
+
+
+def test_the_keys_behind_the_signatures_are_listed_with_their_registration(
+    story: Story, cli: Cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.html"
+    assert cli("report", "model", "sentiment", "-o", out)[0] == 0
+    rows = tables(out)["keys"][1:]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (f"key {story.trainer.signer.keyid[:16]}", "alice (person), role producer, kinds *", "0"),
+        (f"key {story.deployer.signer.keyid[:16]}", "bob (person), role producer, kinds *", "1"),
+        (f"key {story.server.signer.keyid[:16]}", "serving (person), role producer, kinds *", "2"),
+    ]
+    assert all(r[3].startswith("root (admin) key · key ") for r in rows)
