@@ -1,17 +1,17 @@
 """The query side's ``provault`` commands, contributed through the ``provault.commands`` entry point.
 
 ``trace`` and ``impact`` (:mod:`.trace`), ``export`` and ``sparql`` (:mod:`.export`), ``bundle`` and
-``verify-bundle`` (:mod:`.bundle`), ``project`` (:mod:`.project`), ``query serve`` (:mod:`.serve`) and
-``demo`` (:mod:`.demo`).
+``verify-bundle`` (:mod:`.bundle`), ``report`` and ``verify-report`` (:mod:`.report`), ``project``
+(:mod:`.project`), ``query serve`` (:mod:`.serve`) and ``demo`` (:mod:`.demo`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import bundle, demo, export, project, serve, trace
+from . import bundle, demo, export, project, report, serve, trace
 
-_MODULES = (demo, project, export, bundle, trace, serve)
+_MODULES = (demo, project, export, bundle, report, trace, serve)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from tests.query.provstory import build_story
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "auditors.md"
 _BLOCK = re.compile(r"^```(bash|sparql)\n(.*?)^```$", re.S | re.M)
-COMMANDS_SHOWN = {"checkpoint", "verify", "bundle", "verify-bundle", "sparql", "export"}
+COMMANDS_SHOWN = {"checkpoint", "verify", "bundle", "verify-bundle", "report", "verify-report", "sparql", "export"}
 
 
 def blocks(kind: str) -> list[str]:

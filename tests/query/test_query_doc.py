@@ -12,7 +12,18 @@ from ledger.cli import build_parser
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "query.md"
 _BASH = re.compile(r"^```bash\n(.*?)^```$", re.S | re.M)
-QUERY_COMMANDS = ("trace", "impact", "export", "sparql", "bundle", "verify-bundle", "project", "query serve")
+QUERY_COMMANDS = (
+    "trace",
+    "impact",
+    "export",
+    "sparql",
+    "bundle",
+    "verify-bundle",
+    "report",
+    "verify-report",
+    "project",
+    "query serve",
+)
 
 
 def command_lines() -> list[str]:
