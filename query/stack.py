@@ -36,7 +36,10 @@ def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
     if explorer is not None:
         explorer.start()
         stack.add(explorer)
-        services = (*services, ("explorer", explorer.url, "lineage explorer in the browser (the link signs you in)"))
+        services = (
+            *services,
+            ("explorer", explorer.url, "lineage explorer: open it in a browser, the link signs you in"),
+        )
     return dataclasses.replace(endpoints, query_grpc=query.address, services=services)
 
 

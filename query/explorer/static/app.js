@@ -172,7 +172,7 @@ function elementsOf(graph) {
 
 function style() {
   return [
-    { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center", "font-size": 9, "min-zoomed-font-size": 5, width: 150, height: 44, "border-width": 1, "border-color": "#808080", "text-max-width": 140 } },
+    { selector: "node", style: { label: "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center", "font-size": 9, "min-zoomed-font-size": 3, width: 150, height: 44, "border-width": 1, "border-color": "#808080", "text-max-width": 140 } },
     { selector: "node.entity", style: { shape: "ellipse", "background-color": "#fffc87" } },
     { selector: "node.activity", style: { shape: "rectangle", "background-color": "#9fb1fc", "border-color": "#0000ff" } },
     { selector: "node.agent", style: { shape: "polygon", "shape-polygon-points": HOUSE, "background-color": "#fed37f" } },
@@ -180,7 +180,7 @@ function style() {
     { selector: "node.start", style: { "border-width": 4, "border-color": "#1d2330" } },
     { selector: "node.expanded", style: { "border-style": "double", "border-width": 4 } },
     { selector: "node:selected", style: { "overlay-color": "#1d2330", "overlay-opacity": 0.15 } },
-    { selector: "edge", style: { width: 1.2, "curve-style": "bezier", "target-arrow-shape": "triangle", "line-color": "#7a8190", "target-arrow-color": "#7a8190", label: "data(label)", "font-size": 8, "min-zoomed-font-size": 6, "text-rotation": "autorotate", "text-background-color": "#fff", "text-background-opacity": 0.8 } },
+    { selector: "edge", style: { width: 1.2, "curve-style": "bezier", "target-arrow-shape": "triangle", "line-color": "#7a8190", "target-arrow-color": "#7a8190", label: "data(label)", "font-size": 8, "min-zoomed-font-size": 4, "text-rotation": "autorotate", "text-background-color": "#fff", "text-background-opacity": 0.8 } },
   ];
 }
 
