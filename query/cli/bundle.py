@@ -108,7 +108,7 @@ def run_bundle(args: argparse.Namespace) -> int:
 # --- provault verify-bundle -----------------------------------------------------------------
 
 
-def _read_vkey(path: str) -> str:
+def read_vkey(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
@@ -116,7 +116,7 @@ def _read_vkey(path: str) -> str:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    vkey = _read_vkey(args.key) if args.key else None
+    vkey = read_vkey(args.key) if args.key else None
     admins = [load_public_key(p) for p in args.admin_key] or None
     try:
         report = verify_bundle(read_bundle(args.file), vkey=vkey, admin_keys=admins)

@@ -20,6 +20,7 @@ from typing import Any
 from ledger.core.errors import DecodeError, InvalidArgument, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import printable
+from query.cli.bundle import read_vkey
 
 AUDITOR_ROLE = "provault_auditor"
 DEFAULT_DEPTH = 20
@@ -233,7 +234,7 @@ def run_period(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from query.report import read_report, verify_report  # noqa: PLC0415
 
-    vkey = _read_vkey(args.key) if args.key else None
+    vkey = read_vkey(args.key) if args.key else None
     admins = [load_public_key(p) for p in args.admin_key] or None
     try:
         check = verify_report(read_report(args.file), vkey=vkey, admin_keys=admins)
@@ -260,13 +261,6 @@ def run_verify(args: argparse.Namespace) -> int:
     ]
     print("\n".join(printable(line) for line in lines))
     return 0
-
-
-def _read_vkey(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise KeyMaterialError(f"verifier key file {path} cannot be read: {type(e).__name__}") from None
 
 
 def _failure(e: ProvaultError, args: argparse.Namespace) -> None:

@@ -17,8 +17,6 @@ from ledger.core import merkle
 from ledger.core.checkpoint import format_vkey
 from ledger.core.errors import ProvaultError, UnknownKey
 from ledger.core.keys import Ed25519Signer, save_public_key
-from ledger.db import connect
-from ledger.store import checkpoints
 from provault.v1 import query_pb2
 from query import projector
 from query.bundle import build_bundle, bundle_trace, proofs_for
@@ -27,19 +25,13 @@ from query.cli.bundle import _json, _summary
 from query.traverse import trace
 from query.wire import RELATION_NAMES
 from tests.ledgerkit import ORIGIN, Ledger
+from tests.query.projected import sign_and_project
 from tests.query.provstory import Ids, Story, dataset_registered, predictions_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- fixtures ------------------------------------------------------------------------
-
-
-def sign_and_project(ledger: Ledger) -> None:
-    assert ledger.conn is not None
-    checkpoints.sign_latest(ledger.conn, ledger.checkpoint_key, ORIGIN)
-    with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
-        projector.project(c)
 
 
 @pytest.fixture

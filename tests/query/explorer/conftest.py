@@ -9,8 +9,8 @@ import pytest
 
 from tests.ledgerkit import Ledger
 from tests.query.explorer.explorerkit import Running, serving
+from tests.query.projected import sign_and_project
 from tests.query.provstory import Story, at
-from tests.query.test_bundle import sign_and_project
 
 HOSTILE_LABEL = '<script>document.title="owned"</script><img src=x onerror="document.title=1">'
 HOSTILE_ID = "sha256:" + "66" * 32

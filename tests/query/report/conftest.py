@@ -10,20 +10,12 @@ import pytest
 from ledger.cli import main
 from ledger.core.checkpoint import format_vkey
 from ledger.core.keys import save_public_key
-from ledger.db import connect
 from ledger.store import checkpoints
-from query import projector
 from tests.ledgerkit import ORIGIN, Ledger
+from tests.query.projected import sign_and_project
 from tests.query.provstory import Story, at, xsd_time
 
 Cli = Callable[..., tuple[int, str, str]]
-
-
-def sign_and_project(ledger: Ledger) -> None:
-    assert ledger.conn is not None
-    checkpoints.sign_latest(ledger.conn, ledger.checkpoint_key, ORIGIN)
-    with connect(ledger.dsn, autocommit=True, role=projector.PROJECTOR_ROLE) as c:
-        projector.project(c)
 
 
 @pytest.fixture
