@@ -20,9 +20,8 @@ from typing import Any
 from ledger.core.errors import DecodeError, InvalidArgument, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import printable
-from query.cli.bundle import read_vkey
+from query.cli.bundle import AUDITOR_ROLE, read_vkey
 
-AUDITOR_ROLE = "provault_auditor"
 DEFAULT_DEPTH = 20
 DEFAULT_NODES = 10_000
 DEFAULT_ENTRIES = 10_000
