@@ -20,6 +20,10 @@ Identifiers (PROV qualified names):
 ``provault:deploy/<uuid>``             the act of deploying (an activity)
 ``provault:predict/<uuid>``            one batch of served predictions (an activity)
 ``provault:prediction/<id>``           one prediction (indexed by the projector)
+``provault:undeploy/<uuid>``           the act of taking a model off a target
+``provault:mlflow/run/<id>``           an MLflow run (an activity)
+``provault:mlflow/model/<id>``         an MLflow logged model (an entity)
+``provault:mlflow/registered/<name>/<version>``  an MLflow registered version
 =========================  ====================================================
 
 Event kinds and their PROV documents:
@@ -46,6 +50,10 @@ Event kinds and their PROV documents:
     entity ``provault:deployment/<name>/<uuid>`` (``wasDerivedFrom`` the
     model), ``wasAssociatedWith`` the deployer and, with ``prov:role``
     ``provault:approver``, the approver.
+``model.undeployed``
+    activity ``provault:undeploy/`` (``provault:target``) that ``used`` the
+    model or version taken off the target, ``wasAssociatedWith`` who did it
+    (MLflow alias deletions and stage transitions out of Staging / Production).
 ``predictions.logged``
     activity ``provault:predict/`` that ``used`` the deployment and the model,
     ``wasAssociatedWith`` the serving service; the predictions themselves are
@@ -177,3 +185,52 @@ def openlineage_node_candidates(text: str) -> list[str]:
         return []
     cuts = [i for i, c in enumerate(rest) if c == ":" and 0 < i < len(rest) - 1]
     return [make(rest[:i], rest[i + 1 :]) for i in reversed(cuts)]
+
+
+# --- MLflow (docs/mlflow.md) ---------------------------------------------------------------
+
+MODEL_UNDEPLOYED = "model.undeployed"
+"""An alias was deleted or a version left Staging / Production: the target no longer serves it."""
+
+
+def undeploy_activity_id(undeploy_uuid: str) -> str:
+    return f"provault:undeploy/{undeploy_uuid}"
+
+
+def mlflow_run_id(run_id: str) -> str:
+    """The activity of an MLflow run: its id is MLflow's (32 hex digits on every store MLflow ships)."""
+    return f"provault:mlflow/run/{_local(run_id)}"
+
+
+def mlflow_model_id(model_id: str) -> str:
+    """An MLflow 3 logged model (``m-<hex>``), the general entity its content is a specialization of."""
+    return f"provault:mlflow/model/{_local(model_id)}"
+
+
+def mlflow_version_id(name: str, version: str | int) -> str:
+    """A registered model version: ``models:/<name>/<version>``."""
+    return f"provault:mlflow/registered/{_ol_name(name)}/{_local(str(version))}"
+
+
+def mlflow_dataset_id(name: str, digest: str) -> str:
+    """An MLflow dataset with no source to name it by: MLflow's own digest of it."""
+    return f"provault:mlflow/dataset/{_ol_name(name)}/{_local(digest)}"
+
+
+def mlflow_node_candidates(text: str) -> list[str]:
+    """The node an MLflow URI names: ``runs:/<run id>[/path]``, ``models:/<model id>``, ``models:/<name>/<version>``.
+
+    Any other text gives no candidate (aliases and stages move: ask for the version).
+    """
+    if text.startswith("runs:/"):
+        run = text[len("runs:/") :].strip("/").split("/", 1)[0]
+        return [mlflow_run_id(run)] if run else []
+    if not text.startswith("models:/"):
+        return []
+    rest = text[len("models:/") :].strip("/")
+    if not rest or "@" in rest:
+        return []
+    name, sep, version = rest.rpartition("/")
+    if sep and name and version.isdigit():
+        return [mlflow_version_id(name, version)]
+    return [mlflow_model_id(rest)] if "/" not in rest else []
