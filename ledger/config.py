@@ -157,6 +157,28 @@ class OpenLineageSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MlflowSettings:
+    """The MLflow webhook receiver (docs/mlflow.md)."""
+
+    webhook_listen: str = "127.0.0.1:9450"
+    """HOST:PORT of `POST /mlflow/webhook`."""
+    webhook_secret_file: str | None = None
+    """File holding the secret MLflow signs its webhooks with (required to serve)."""
+    producer_id: str | None = None
+    """The receiver's producer id; default 'mlflow-webhook/<host>'."""
+    key_file: str | None = None
+    """The receiver's signing key; default <data_dir>/keys/mlflow-webhook.key."""
+    max_body_bytes: int = 1_048_576
+    """Largest webhook body accepted (413 beyond)."""
+    replay_window_s: int = 300
+    """How far a delivery's X-MLflow-Timestamp may be from the receiver's clock (401 beyond)."""
+    tls_cert: str | None = None
+    """Certificate chain (PEM); with tls_key the receiver speaks HTTPS."""
+    tls_key: str | None = None
+    """Private key (PEM) of tls_cert."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsSettings:
     """Prometheus metrics endpoints (docs/operations.md, Monitoring)."""
 
@@ -217,6 +239,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     openlineage: OpenLineageSettings = field(default_factory=OpenLineageSettings)
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     explorer: ExplorerSettings = field(default_factory=ExplorerSettings)
@@ -458,6 +481,10 @@ def validate(s: Settings) -> list[str]:
             p.append(f"{where}: expected > 0, found {value}")
     if s.openlineage.max_body_bytes < 1024:
         p.append(f"openlineage.max_body_bytes: expected at least 1024, found {s.openlineage.max_body_bytes}")
+    if s.mlflow.max_body_bytes < 1024:
+        p.append(f"mlflow.max_body_bytes: expected at least 1024, found {s.mlflow.max_body_bytes}")
+    if s.mlflow.replay_window_s < 1:
+        p.append(f"mlflow.replay_window_s: expected >= 1, found {s.mlflow.replay_window_s}")
     for where, value in (
         ("health.probe_interval_s", s.health.probe_interval_s),
         ("health.probe_timeout_s", s.health.probe_timeout_s),
@@ -476,6 +503,7 @@ def validate(s: Settings) -> list[str]:
         ("grpc.ledger_listen", s.grpc.ledger_listen),
         ("grpc.query_listen", s.grpc.query_listen),
         ("openlineage.listen", s.openlineage.listen),
+        ("mlflow.webhook_listen", s.mlflow.webhook_listen),
         ("explorer.listen", s.explorer.listen),
         ("metrics.ledger_listen", s.metrics.ledger_listen),
         ("metrics.query_listen", s.metrics.query_listen),

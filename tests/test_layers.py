@@ -5,7 +5,7 @@
 * ``agents`` (the SDK on producers' hosts) imports neither ``query`` nor the ledger's server side:
   only the modules in ``AGENTS_MAY_USE``.
 * ``query`` (the read side) uses only the ledger's public modules (``LEDGER_PUBLIC``).
-* The parts of ``agents`` that run as services (``AGENT_SERVICES``: the OpenLineage endpoint, a producer
+* The parts of ``agents`` that run as services (``AGENT_SERVICES``: the OpenLineage endpoint and the MLflow webhook receiver, producers
   that listens for other tools' events) use only the ledger's public modules too.
 * Nobody imports another package's private (``_``-prefixed) module.
 
@@ -52,7 +52,7 @@ LEDGER_PUBLIC = (
     "ledger.cli",
 )
 # Parts of agents that run as services rather than inside a producer's process.
-AGENT_SERVICES = ("agents.openlineage",)
+AGENT_SERVICES = ("agents.openlineage", "agents.mlflow.webhook")
 # What runs on producers' hosts may use: no store, no database, no servers.
 AGENTS_MAY_USE = (
     "ledger.core",

@@ -72,7 +72,8 @@ def _walk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "id",
         help="a node id (sha256:<hex>, provault:run/<uuid>, ...), a prediction id, a keyid, or an OpenLineage "
-        "name (dataset:<namespace>:<name>, job:<namespace>:<name>, run:<runId>)",
+        "name (dataset:<namespace>:<name>, job:<namespace>:<name>, run:<runId>), or an MLflow URI (runs:/<run id>, "
+        "models:/<model id>, models:/<name>/<version>)",
     )
     p.add_argument(
         "--depth",

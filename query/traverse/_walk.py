@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from ledger.core.errors import InvalidArgument, expected_found
-from ledger.core.vocab import openlineage_node_candidates, prediction_id
+from ledger.core.vocab import mlflow_node_candidates, openlineage_node_candidates, prediction_id
 from ledger.db import translate_errors
 from query._mapping import (
     KEY_NODE_PREFIX,
@@ -210,8 +210,9 @@ def _resolve_start(conn: psycopg.Connection, start: str, seq: int) -> _Start:
 
 
 def openlineage_node(conn: psycopg.Connection, name: str, seq: int) -> TraceNode | None:
-    """The node a Marquez-style name (``dataset:<ns>:<name>``, ``job:<ns>:<name>``, ``run:<uuid>``) means, if any."""
-    candidates = openlineage_node_candidates(name)
+    """The node another tool's name means, if any: Marquez-style (``dataset:<ns>:<name>``, ``job:<ns>:<name>``,
+    ``run:<uuid>``) or MLflow's (``runs:/<run id>``, ``models:/<model id>``, ``models:/<name>/<version>``)."""
+    candidates = mlflow_node_candidates(name) or openlineage_node_candidates(name)
     if not candidates:
         return None
     found = _load_nodes(conn, candidates, seq)
