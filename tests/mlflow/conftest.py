@@ -1,0 +1,104 @@
+"""MLflow against a real provault stack (embedded PostgreSQL and NATS) and real MLflow stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlflow", reason="the MLflow integration is tested with the [mlflow] extra ([dev] has it)")
+
+import mlflow
+
+from agents.mlflow import recorder as recording
+from agents.mlflow._marks import Marks
+from agents.runtime import Agent, agent_from_settings
+from ledger.cli import main
+from ledger.core.keyring import KeyRegistration
+from ledger.core.keys import Ed25519Signer
+from ledger.keyadmin import register_key
+from ledger.launch import start_stack
+from ledger.stack import Stack
+from tests.openlineage.conftest import OlStack, stack_settings
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlStack]:
+    settings = stack_settings(tmp_path_factory.mktemp("mlflowstack") / "data")
+    running = Stack(settings)
+    try:
+        endpoints, _ = start_stack(running)
+        yield OlStack(settings, endpoints, running)
+    finally:
+        running.stop()
+
+
+def producer_agent(stack: OlStack, pid: str, *, who: str = "ada@example.org") -> Agent:
+    """An agent whose key the stack's ledger knows, as producer ``pid``."""
+    signer = Ed25519Signer.generate()
+    reg = KeyRegistration(
+        keyid=signer.keyid,
+        public_key=signer.public_key,
+        role="producer",
+        identity={"type": "person", "name": who},
+        kinds=("*",),
+        producers=(pid,),
+    )
+    register_key(stack.settings, reg, target=str(stack.endpoints.ledger_grpc))
+    settings = dataclasses.replace(stack.settings, agent=dataclasses.replace(stack.settings.agent, producer_id=pid))
+    return agent_from_settings(settings, signer=signer)
+
+
+@dataclasses.dataclass
+class Recording:
+    recorder: recording.Recorder
+    agent: Agent
+    marks_dir: Path
+
+
+@pytest.fixture
+def recorded(stack: OlStack, tmp_path: Path) -> Iterator[Recording]:
+    """The store plugins record with this test's own agent (a producer the stack knows) and marks."""
+    agent = producer_agent(stack, f"mlflow-test@{tmp_path.name}")
+    marks_dir = tmp_path / "marks"
+    rec = recording.Recorder(lambda: (agent, Marks(marks_dir)), who="carol@example.org")
+    old = recording.set_recorder(rec)
+    try:
+        yield Recording(rec, agent, marks_dir)
+    finally:
+        rec.close(30)
+        recording.set_recorder(old)
+        agent.close(timeout=5)
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite tracking store behind the plugin, artifacts under the test's directory."""
+    uri = f"provault+sqlite:///{tmp_path / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("provault-tests", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    try:
+        yield uri
+    finally:
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(before)
+        mlflow.set_registry_uri(before)
+
+
+def trace(stack: OlStack, capsys, start: str, *flags: str) -> dict[str, Any]:
+    code = main(["trace", "--data-dir", str(stack.settings.data_dir), "--json", *flags, start])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def entries_of(stack: OlStack, producer: str) -> list[dict[str, Any]]:
+    return [e for e in stack.entries("") if e["event"]["producer"]["id"] == producer]
