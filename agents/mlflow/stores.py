@@ -61,6 +61,11 @@ def _forward(name: str):
 class _Wrapping:
     _inner: Any
 
+    @property
+    def _recorder(self) -> Recorder:
+        """The process's recorder when the call is made (``set_recorder`` takes effect for stores MLflow cached)."""
+        return recorder()
+
     def __getattr__(self, name: str) -> Any:  # what the inner store has beyond the abstract interface
         if name == "_inner":
             raise AttributeError(name)
@@ -74,7 +79,6 @@ class _Wrapping:
 
 
 class _TrackingRecording(_Wrapping):
-    _recorder: Recorder
     _tracking: str | None
 
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
@@ -134,10 +138,9 @@ ProvaultTrackingStore = type(
 )
 
 
-def _init_tracking(self, inner: Any, store_uri: str, rec: Recorder) -> None:
+def _init_tracking(self, inner: Any, store_uri: str) -> None:
     TrackingAbstractStore.__init__(self)  # its async queue logs through this store's log_batch
     self._inner = inner
-    self._recorder = rec
     self._tracking = clean_uri(store_uri)
 
 
@@ -149,15 +152,13 @@ def tracking_store(store_uri: str, artifact_uri: str | None = None, **_: Any) ->
     inner = inner_uri(store_uri)
     # the builder itself, not get_store: MLflow holds a lock (not reentrant) while it calls this builder
     build = _tracking_store_registry.get_store_builder(inner)
-    return ProvaultTrackingStore(build(store_uri=inner, artifact_uri=artifact_uri), store_uri, recorder())
+    return ProvaultTrackingStore(build(store_uri=inner, artifact_uri=artifact_uri), store_uri)
 
 
 # --- registry --------------------------------------------------------------------------------
 
 
 class _RegistryRecording(_Wrapping):
-    _recorder: Recorder
-
     def create_model_version(
         self,
         name,
@@ -210,9 +211,8 @@ ProvaultRegistryStore = type(
 )
 
 
-def _init_registry(self, inner: Any, rec: Recorder) -> None:
+def _init_registry(self, inner: Any) -> None:
     self._inner = inner
-    self._recorder = rec
 
 
 ProvaultRegistryStore.__init__ = _init_registry
@@ -223,8 +223,8 @@ def registry_store(store_uri: str, tracking_uri: str | None = None, **_: Any) ->
     inner = inner_uri(store_uri)
     build = _get_store_registry().get_store_builder(inner)
     if "tracking_uri" in inspect.signature(build).parameters:  # as MLflow calls them: not every builder takes it
-        return ProvaultRegistryStore(build(store_uri=inner, tracking_uri=inner_uri(tracking_uri)), recorder())
-    return ProvaultRegistryStore(build(store_uri=inner), recorder())
+        return ProvaultRegistryStore(build(store_uri=inner, tracking_uri=inner_uri(tracking_uri)))
+    return ProvaultRegistryStore(build(store_uri=inner))
 
 
 # --- artifacts -------------------------------------------------------------------------------

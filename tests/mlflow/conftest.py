@@ -23,7 +23,7 @@ from ledger.core.keys import Ed25519Signer
 from ledger.keyadmin import register_key
 from ledger.launch import start_stack
 from ledger.stack import Stack
-from tests.openlineage.conftest import OlStack, stack_settings
+from tests.openlineage.conftest import OlStack, stack_settings, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlStack]:
 
 def producer_agent(stack: OlStack, pid: str, *, who: str = "ada@example.org") -> Agent:
     """An agent whose key the stack's ledger knows, as producer ``pid``."""
+    signer = register_producer(stack, pid, who=who)
+    settings = dataclasses.replace(stack.settings, agent=dataclasses.replace(stack.settings.agent, producer_id=pid))
+    return agent_from_settings(settings, signer=signer)
+
+
+def register_producer(stack: OlStack, pid: str, *, who: str = "ada@example.org") -> Ed25519Signer:
+    """A new key, registered in the stack's ledger for producer ``pid`` and every kind."""
     signer = Ed25519Signer.generate()
     reg = KeyRegistration(
         keyid=signer.keyid,
@@ -49,8 +56,21 @@ def producer_agent(stack: OlStack, pid: str, *, who: str = "ada@example.org") ->
         producers=(pid,),
     )
     register_key(stack.settings, reg, target=str(stack.endpoints.ledger_grpc))
-    settings = dataclasses.replace(stack.settings, agent=dataclasses.replace(stack.settings.agent, producer_id=pid))
-    return agent_from_settings(settings, signer=signer)
+    return signer
+
+
+@pytest.fixture(autouse=True)
+def _no_default_recorder() -> Iterator[None]:
+    """A test that does not set up recording must not record with the developer's own agent and data directory."""
+
+    def refuse():
+        raise AssertionError("this test recorded MLflow calls without the `recorded` fixture")
+
+    old = recording.set_recorder(recording.Recorder(refuse))
+    try:
+        yield
+    finally:
+        recording.set_recorder(old)
 
 
 @dataclasses.dataclass
@@ -100,5 +120,13 @@ def trace(stack: OlStack, capsys, start: str, *flags: str) -> dict[str, Any]:
     return json.loads(out)
 
 
-def entries_of(stack: OlStack, producer: str) -> list[dict[str, Any]]:
-    return [e for e in stack.entries("") if e["event"]["producer"]["id"] == producer]
+def entries_of(stack: OlStack, producer: str, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The log's entries of ``producer`` once there are at least ``count`` (delivery is acknowledged before commit)."""
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = [e for e in stack.entries("") if e["event"]["producer"]["id"] == producer]
+        return len(found) >= count
+
+    wait_until(enough, timeout, f"{count} entries of {producer} in the log")
+    return found
