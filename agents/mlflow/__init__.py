@@ -12,3 +12,17 @@ and logs its predictions.  The PROV shape is in :mod:`._mapping`; see
 
 Nothing here imports MLflow at import time but the modules that need it.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["serve"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "serve":
+        from .serving import serve  # noqa: PLC0415 - imports MLflow: only when asked for
+
+        return serve
+    raise AttributeError(f"module 'agents.mlflow' has no attribute {name!r}")
