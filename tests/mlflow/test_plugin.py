@@ -210,3 +210,22 @@ def test_with_provault_unreachable_mlflow_is_unchanged_and_the_events_wait_in_th
     finally:
         later.close(timeout=5)
     assert [e["kind"] for e in entries_of(stack, pid, 2)] == ["run.started", "run.completed"]
+
+
+def test_with_the_tracking_server_down_mlflow_fails_as_it_would_without_the_plugin_and_nothing_is_recorded(
+    recorded: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket  # noqa: PLC0415
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would take minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    errors = []
+    for uri in (down, f"provault+{down}"):
+        with pytest.raises(mlflow.exceptions.MlflowException) as failed:
+            mlflow.MlflowClient(tracking_uri=uri).create_run("0")
+        errors.append(str(failed.value).replace("provault+", ""))
+    assert errors[0] == errors[1]
+    assert recorded.recorder.flush(10) and recorded.recorder.stats.recorded == 0
