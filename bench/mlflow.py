@@ -187,9 +187,15 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     p, i = r["plugin"], r["import"]
     print(f"(a) autologged LogisticRegression on {p['rows']} rows x 20, {p['runs_each']} runs each, alternating")
-    print(f"    plain sqlite:           median {p['median_s']['plain'] * 1000:8.1f} ms  p90 {p['p90_s']['plain'] * 1000:8.1f} ms")
-    print(f"    provault+sqlite plugin: median {p['median_s']['plugin'] * 1000:8.1f} ms  p90 {p['p90_s']['plugin'] * 1000:8.1f} ms")
-    print(f"    overhead ratio (median): {p['overhead_ratio_median']:.3f}  ({(p['overhead_ratio_median'] - 1) * 100:+.1f} %)")
+    print(
+        f"    plain sqlite:           median {p['median_s']['plain'] * 1000:8.1f} ms  p90 {p['p90_s']['plain'] * 1000:8.1f} ms"
+    )
+    print(
+        f"    provault+sqlite plugin: median {p['median_s']['plugin'] * 1000:8.1f} ms  p90 {p['p90_s']['plugin'] * 1000:8.1f} ms"
+    )
+    print(
+        f"    overhead ratio (median): {p['overhead_ratio_median']:.3f}  ({(p['overhead_ratio_median'] - 1) * 100:+.1f} %)"
+    )
     print(
         f"    {p['events_recorded']} events recorded, {p['failures']} failures; recorder done "
         f"{p['recorder_settle_after_run_end_median_s'] * 1000:.1f} ms (median) after each run's end, off MLflow's path"

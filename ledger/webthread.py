@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ledger.core.errors import ConfigError, ServerStartError
+from ledger.credentials import is_loopback
 
 START_TIMEOUT_S = 30.0
 
@@ -32,6 +33,18 @@ def tls_context(cert: str | None, key: str | None, *, keys: str) -> ssl.SSLConte
     except (OSError, ssl.SSLError) as e:
         raise ConfigError([f"{keys}: cannot load {cert}: {e}"]) from None
     return ctx
+
+
+def refuse_clear_text(listen: str, tls: ssl.SSLContext | None, *, setting: str, tls_setting: str, what: str) -> None:
+    """ConfigError when ``listen`` is off loopback and there is no TLS: ``what`` would cross the network in clear."""
+    if tls is None and not is_loopback(listen):
+        prefix = tls_setting.rsplit("_", 1)[0]
+        raise ConfigError(
+            [
+                f"{setting}: {listen} is not a loopback address and {tls_setting} is unset: {what} would cross the network in clear"
+            ],
+            hint=f"set {tls_setting} and {prefix}_key, or listen on 127.0.0.1",
+        )
 
 
 class WebServerThread:

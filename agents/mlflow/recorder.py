@@ -319,66 +319,55 @@ def _version_content(marks: Marks, name: str, version: str) -> str | None:
     return marks.value(f"version:{name}/{version}")
 
 
-def record_alias(
-    emitter: _Emitter, name: str, alias: str, version: str, *, who: str | None, when: str | None = None, extra=None
-) -> str:
-    uuid = new_event_id()
+def _deploy(emitter: _Emitter, name: str, version: str, target: str, deployment: str, *, who, when, extra) -> str:
     prov = _mapping.deployed(
         name=name,
         version=version,
-        target=_mapping.alias_target(name, alias),
-        deployment=f"{name}@{alias}",
-        uuid=uuid,
+        target=target,
+        deployment=deployment,
+        uuid=new_event_id(),
         who=who,
         time=when or now_text(),
         content=_version_content(emitter.marks, name, version),
-        extra={"provault:alias": alias, "provault:version": version, **(extra or {})},
+        extra=extra,
     )
-    event_id = emitter.emit("model.deployed", prov)
+    return emitter.emit("model.deployed", prov)
+
+
+def _undeploy(emitter: _Emitter, name: str, target: str, *, version: str | None, who, when, extra) -> str:
+    prov = _mapping.undeployed(
+        target=target, uuid=new_event_id(), who=who, time=when or now_text(), name=name, version=version, extra=extra
+    )
+    return emitter.emit(MODEL_UNDEPLOYED, prov)
+
+
+def record_alias(
+    emitter: _Emitter, name: str, alias: str, version: str, *, who: str | None, when: str | None = None, extra=None
+) -> str:
+    """``models:/<name>@<alias>`` serves ``version`` from now: a ``model.deployed``."""
+    extra = {"provault:alias": alias, "provault:version": version, **(extra or {})}
+    target = _mapping.alias_target(name, alias)
+    event_id = _deploy(emitter, name, version, target, f"{name}@{alias}", who=who, when=when, extra=extra)
     emitter.marks.put(f"alias:{name}@{alias}={version}", event_id)
     return event_id
 
 
 def record_alias_deleted(emitter: _Emitter, name: str, alias: str, *, who: str | None, extra=None) -> str:
-    prov = _mapping.undeployed(
-        target=_mapping.alias_target(name, alias),
-        uuid=new_event_id(),
-        who=who,
-        time=now_text(),
-        name=name,
-        extra={"provault:alias": alias, **(extra or {})},
-    )
-    return emitter.emit(MODEL_UNDEPLOYED, prov)
+    """The alias is gone: a ``model.undeployed`` of its target."""
+    extra = {"provault:alias": alias, **(extra or {})}
+    return _undeploy(emitter, name, _mapping.alias_target(name, alias), version=None, who=who, when=None, extra=extra)
 
 
 def record_stage(emitter: _Emitter, name: str, version: str, stage: str, *, who: str | None, when=None) -> str:
+    """A version entered ``stage``: deployed at ``models:/<name>/<stage>`` for Staging / Production, else taken off."""
     extra = {"provault:stage": stage, "provault:version": version}
     if stage in DEPLOY_STAGES:
-        uuid = new_event_id()
-        prov = _mapping.deployed(
-            name=name,
-            version=version,
-            target=_mapping.stage_target(name, stage),
-            deployment=f"{name}/{stage}",
-            uuid=uuid,
-            who=who,
-            time=when or now_text(),
-            content=_version_content(emitter.marks, name, version),
-            extra=extra,
-        )
-        kind = "model.deployed"
+        target = _mapping.stage_target(name, stage)
+        event_id = _deploy(emitter, name, version, target, f"{name}/{stage}", who=who, when=when, extra=extra)
     else:
-        prov = _mapping.undeployed(
-            target=f"models:/{name}/{version}",
-            uuid=new_event_id(),
-            who=who,
-            time=when or now_text(),
-            name=name,
-            version=version,
-            extra=extra,
+        event_id = _undeploy(
+            emitter, name, f"models:/{name}/{version}", version=version, who=who, when=when, extra=extra
         )
-        kind = MODEL_UNDEPLOYED
-    event_id = emitter.emit(kind, prov)
     emitter.marks.put(f"stage:{name}/{version}={stage}", event_id)
     return event_id
 

@@ -126,15 +126,18 @@ class _TrackingRecording(_Wrapping):
         return model
 
 
-_TRACKING_OWN = {n for n in vars(_TrackingRecording) if not n.startswith("__")}
-ProvaultTrackingStore = type(
+def _store_class(name: str, recording: type, base: type, doc: str) -> type:
+    """``recording``'s methods, then every other method of MLflow's ``base`` handed to the inner store."""
+    own = {n for n in vars(recording) if not n.startswith("__")}
+    body = {**_delegating(base, own), "__doc__": doc, "__module__": __name__}
+    return type(name, (recording, base), body)
+
+
+ProvaultTrackingStore = _store_class(
     "ProvaultTrackingStore",
-    (_TrackingRecording, TrackingAbstractStore),
-    {
-        **_delegating(TrackingAbstractStore, _TRACKING_OWN),
-        "__doc__": "MLflow's tracking store for the inner URI, with provault recording beside it.",
-        "__module__": __name__,
-    },
+    _TrackingRecording,
+    TrackingAbstractStore,
+    "MLflow's tracking store for the inner URI, with provault recording beside it.",
 )
 
 
@@ -199,15 +202,11 @@ class _RegistryRecording(_Wrapping):
         return result
 
 
-_REGISTRY_OWN = {n for n in vars(_RegistryRecording) if not n.startswith("__")}
-ProvaultRegistryStore = type(
+ProvaultRegistryStore = _store_class(
     "ProvaultRegistryStore",
-    (_RegistryRecording, RegistryAbstractStore),
-    {
-        **_delegating(RegistryAbstractStore, _REGISTRY_OWN),
-        "__doc__": "MLflow's model registry store for the inner URI, with provault recording beside it.",
-        "__module__": __name__,
-    },
+    _RegistryRecording,
+    RegistryAbstractStore,
+    "MLflow's model registry store for the inner URI, with provault recording beside it.",
 )
 
 

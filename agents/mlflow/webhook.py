@@ -40,8 +40,7 @@ from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Signer, load_private_key
 from ledger.core.vocab import MODEL_UNDEPLOYED, service_id
-from ledger.credentials import is_loopback
-from ledger.webthread import WebServerThread, tls_context
+from ledger.webthread import WebServerThread, refuse_clear_text, tls_context
 
 from ..runtime import Agent, agent_from_settings
 from ..spool import SpoolFull
@@ -252,11 +251,9 @@ class WebhookServer(WebServerThread):
     name = "mlflow-webhook"
 
     def __init__(self, app: WebhookApp, *, listen: str, tls: ssl.SSLContext | None) -> None:
-        if tls is None and not is_loopback(listen):
-            raise ConfigError(
-                [f"mlflow.webhook_listen: {listen} is not a loopback address and mlflow.tls_cert is unset"],
-                hint="set mlflow.tls_cert and mlflow.tls_key, or listen on 127.0.0.1",
-            )
+        refuse_clear_text(
+            listen, tls, setting="mlflow.webhook_listen", tls_setting="mlflow.tls_cert", what="registry changes"
+        )
         super().__init__(
             app.application, listen=listen, tls=tls, what="the MLflow webhook receiver", thread_name="mlflow-webhook"
         )

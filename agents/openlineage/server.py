@@ -20,10 +20,8 @@ import time
 from aiohttp import web
 
 from ledger import metrics
-from ledger.core.errors import ConfigError
-from ledger.credentials import is_loopback
 from ledger.grpckit.auth import Authenticator, Identity
-from ledger.webthread import WebServerThread, tls_context
+from ledger.webthread import WebServerThread, refuse_clear_text, tls_context
 
 from ._spec import BadOpenLineage, check_body
 from .intake import DEV_MODE, Credential, Intake, NotKept
@@ -142,13 +140,9 @@ class OpenLineageServer(WebServerThread):
         tls: ssl.SSLContext | None = None,
         dev_mode: bool = False,
     ) -> None:
-        if tls is None and not dev_mode and not is_loopback(listen):
-            raise ConfigError(
-                [
-                    f"openlineage.listen: {listen} is not a loopback address and openlineage.tls_cert is unset: "
-                    "api keys would cross the network in clear"
-                ],
-                hint="set openlineage.tls_cert and openlineage.tls_key, or listen on 127.0.0.1",
+        if not dev_mode:
+            refuse_clear_text(
+                listen, tls, setting="openlineage.listen", tls_setting="openlineage.tls_cert", what="api keys"
             )
         super().__init__(
             app.application, listen=listen, tls=tls, what="the OpenLineage endpoint", thread_name="openlineage-http"

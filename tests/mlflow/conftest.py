@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -21,20 +22,13 @@ from ledger.cli import main
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Ed25519Signer
 from ledger.keyadmin import register_key
-from ledger.launch import start_stack
-from ledger.stack import Stack
-from tests.openlineage.conftest import OlStack, stack_settings, wait_until
+from tests.openlineage.conftest import OlStack, ol_stack, wait_until  # noqa: F401 - ol_stack is a fixture
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlStack]:
-    settings = stack_settings(tmp_path_factory.mktemp("mlflowstack") / "data")
-    running = Stack(settings)
-    try:
-        endpoints, _ = start_stack(running)
-        yield OlStack(settings, endpoints, running)
-    finally:
-        running.stop()
+def stack(request: pytest.FixtureRequest) -> OlStack:
+    """A real one-machine stack (the OpenLineage tests' ``ol_stack``), shared by a module's tests."""
+    return request.getfixturevalue("ol_stack")
 
 
 def producer_agent(stack: OlStack, pid: str, *, who: str = "ada@example.org") -> Agent:
@@ -95,15 +89,12 @@ def recorded(stack: OlStack, tmp_path: Path) -> Iterator[Recording]:
         agent.close(timeout=5)
 
 
-@pytest.fixture
-def tracking(tmp_path: Path) -> Iterator[str]:
-    """A fresh SQLite tracking store behind the plugin, artifacts under the test's directory."""
-    uri = f"provault+sqlite:///{tmp_path / 'mlflow.db'}"
+@contextlib.contextmanager
+def tracking_at(uri: str) -> Iterator[str]:
+    """MLflow's tracking and registry URIs set to ``uri`` while the block runs (an active run ended after it)."""
     before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("provault-tests", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=experiment)
     try:
         yield uri
     finally:
@@ -111,6 +102,15 @@ def tracking(tmp_path: Path) -> Iterator[str]:
             mlflow.end_run()
         mlflow.set_tracking_uri(before)
         mlflow.set_registry_uri(before)
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite tracking store behind the plugin, artifacts under the test's directory."""
+    with tracking_at(f"provault+sqlite:///{tmp_path / 'mlflow.db'}") as uri:
+        experiment = mlflow.create_experiment("provault-tests", artifact_location=(tmp_path / "artifacts").as_uri())
+        mlflow.set_experiment(experiment_id=experiment)
+        yield uri
 
 
 def trace(stack: OlStack, capsys, start: str, *flags: str) -> dict[str, Any]:

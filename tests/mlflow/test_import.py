@@ -11,7 +11,7 @@ from sklearn.linear_model import LinearRegression
 from agents.mlflow.cli import importer_settings
 from ledger.cli import main
 from ledger.core.vocab import mlflow_run_id, mlflow_version_id
-from tests.mlflow.conftest import entries_of, trace
+from tests.mlflow.conftest import entries_of, trace, tracking_at
 from tests.openlineage.conftest import OlStack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
@@ -23,10 +23,7 @@ def history(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'history.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.create_experiment("history", artifact_location=(tmp_path / "artifacts").as_uri())
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with tracking_at(uri):
         with mlflow.start_run(experiment_id=exp, run_name="fit", tags={"mlflow.user": "ada"}) as fit:
             mlflow.log_params({"fit_intercept": True})
             mlflow.log_metric("rmse", 0.5)
@@ -41,9 +38,6 @@ def history(tmp_path: Path):
         version = mlflow.register_model(info.model_uri, "regressor")
         client.set_registered_model_alias("regressor", "champion", version.version)
         client.transition_model_version_stage("regressor", version.version, "Staging")
-    finally:
-        mlflow.set_tracking_uri(before)
-        mlflow.set_registry_uri(before)
     return uri, fit.info.run_id, running.info.run_id, version.version
 
 

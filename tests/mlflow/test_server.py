@@ -20,7 +20,7 @@ from mlflow.entities.webhook import WebhookEvent
 from agents.mlflow._marks import Marks
 from agents.mlflow.webhook import Receiver, WebhookApp, WebhookServer
 from ledger.core.vocab import mlflow_model_id, mlflow_version_id
-from tests.mlflow.conftest import Recording, entries_of, producer_agent
+from tests.mlflow.conftest import Recording, entries_of, producer_agent, tracking_at
 from tests.openlineage.conftest import OlStack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.nats]
@@ -77,15 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def via_plugin(server: str) -> Iterator[str]:
-    uri = f"provault+{server}"
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with tracking_at(f"provault+{server}") as uri:
         yield uri
-    finally:
-        mlflow.set_tracking_uri(before)
-        mlflow.set_registry_uri(before)
 
 
 def test_the_plugin_over_http_records_a_run_whose_model_artifacts_the_server_proxies(
