@@ -9,11 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow  # the [mlflow] extra, which [dev] includes: without it these tests fail, they do not skip
 import pytest
-
-pytest.importorskip("mlflow", reason="the MLflow integration is tested with the [mlflow] extra ([dev] has it)")
-
-import mlflow
 
 from agents.mlflow import recorder as recording
 from agents.mlflow._marks import Marks
