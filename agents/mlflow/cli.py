@@ -7,6 +7,7 @@ import dataclasses
 import signal
 import threading
 import time
+from pathlib import Path
 
 from ledger.config import Settings, settings_from
 from ledger.core.errors import ProvaultError
@@ -94,9 +95,13 @@ def run_import(args: argparse.Namespace) -> int:
 
     settings = importer_settings(settings_from(args))
     tracking = inner_uri(args.tracking_uri)
-    client = MlflowClient(tracking_uri=tracking, registry_uri=inner_uri(args.registry_uri) or tracking)
+    for uri in (tracking, inner_uri(args.registry_uri)):
+        missing = _missing_sqlite(uri)
+        if missing is not None:
+            raise ImportFailed(f"no MLflow database at {missing} (from {uri}): MLflow would create an empty one")
     started = time.monotonic()
-    agent = agent_from_settings(settings)
+    agent = agent_from_settings(settings)  # the producer key is checked before MLflow is touched
+    client = MlflowClient(tracking_uri=tracking, registry_uri=inner_uri(args.registry_uri) or tracking)
     marks = Marks(settings.data_dir / "producers")
     importer = Importer(client, marks, agent.emit, tracking=tracking)
     try:
@@ -131,17 +136,26 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_sqlite(uri: str | None) -> str | None:
+    """The path of a ``sqlite:///`` URI's database when that file does not exist."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return None if path == ":memory:" or Path(path).exists() else path
+
+
 # --- the webhook receiver ----------------------------------------------------------------------
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    from .webhook import build_server, load_key, producer_id  # noqa: PLC0415 - aiohttp only for this command
+    from .webhook import build_server, load_key, producer_id, read_secret  # noqa: PLC0415 - aiohttp only here
 
     settings = settings_from(args)
     if args.secret_file:
         settings = dataclasses.replace(
             settings, mlflow=dataclasses.replace(settings.mlflow, webhook_secret_file=args.secret_file)
         )
+    read_secret(settings)  # the secret first: without it nothing else matters
     server = build_server(settings, signer=load_key(settings), listen=args.listen)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

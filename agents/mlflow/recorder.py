@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
 from ledger.core.events import format_time
 from ledger.core.ids import new_event_id
 from ledger.core.vocab import MODEL_UNDEPLOYED
+from ledger.metrics import REGISTRY
 
 from .. import capture
 from .._prov import Context
@@ -403,3 +407,23 @@ def set_recorder(new: Recorder | None) -> Recorder | None:
     with _recorder_lock:
         old, _recorder = _recorder, new
         return old
+
+
+class RecorderCollector(Collector):
+    """``provault_mlflow_calls_total``: the process recorder's counts, read when Prometheus scrapes."""
+
+    def collect(self):
+        calls = CounterMetricFamily(
+            "provault_mlflow_calls",
+            "MLflow store calls the plugin recorded as events, failed to record, or dropped (queue full).",
+            labels=("outcome",),
+        )
+        current = _recorder
+        if current is not None:
+            calls.add_metric(("recorded",), current.stats.recorded)
+            calls.add_metric(("failed",), current.stats.failures)
+            calls.add_metric(("dropped",), current.stats.dropped)
+        yield calls
+
+
+REGISTRY.register(RecorderCollector())

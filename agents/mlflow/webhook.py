@@ -35,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ledger import metrics
 from ledger.config import Settings
 from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
@@ -57,6 +58,11 @@ TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 ACTOR_UNKNOWN = "MLflow webhooks do not say who made the change"
 RECORDED = ("model_version.created", "model_version_alias.created", "model_version_alias.deleted")
+DELIVERIES = metrics.Counter(
+    "provault_mlflow_webhook_deliveries",
+    "MLflow webhook deliveries answered: accepted, duplicate, ignored, or the HTTP status of a refusal.",
+    ("outcome",),
+)
 
 
 class Refused(Exception):
@@ -234,11 +240,14 @@ class WebhookApp:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            DELIVERIES.labels("413").inc()
             return _error(413, f"the body is over the limit of {self.max_body_bytes} bytes (mlflow.max_body_bytes)")
         try:
             answer = await asyncio.to_thread(self.receiver.handle, request.headers, body)
         except Refused as e:
+            DELIVERIES.labels(str(e.status)).inc()
             return _error(e.status, e.message)
+        DELIVERIES.labels(answer["status"]).inc()
         return web.json_response(answer)
 
 

@@ -108,6 +108,12 @@ def test_an_import_of_an_unknown_experiment_or_an_unreachable_server_fails_befor
     before = len(stack.entries(""))
     code, _, err = _import(stack, capsys, "--tracking-uri", uri, "--experiment", "nope")
     assert code != 0 and f"no experiment named 'nope' on {uri}" in err
+    gone = tmp_path / "typo.db"
+    code, _, err = _import(stack, capsys, "--tracking-uri", f"sqlite:///{gone}")
+    assert (
+        code != 0 and f"no MLflow database at {gone} (from sqlite:///{gone}): MLflow would create an empty one" in err
+    )
+    assert not gone.exists()
     code, _, err = _import(stack, capsys, "--tracking-uri", "http://127.0.0.1:9", "--no-registry")
     assert code != 0 and "cannot read the tracking server http://127.0.0.1:9" in err
     assert len(stack.entries("")) == before

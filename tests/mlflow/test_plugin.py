@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 import agents
 from agents.mlflow.serving import serve
 from ledger.core.vocab import git_id, mlflow_model_id, mlflow_run_id, mlflow_version_id, prediction_id
+from ledger.metrics import REGISTRY
 from tests.mlflow.conftest import Recording, entries_of, trace
 from tests.openlineage.conftest import OlStack
 
@@ -151,9 +152,11 @@ def test_when_recording_fails_mlflow_still_works_and_the_failure_is_logged_and_c
         with mlflow.start_run() as run:
             mlflow.log_metric("m", 2.0)
         assert rec.flush(10)
+        scraped = REGISTRY.get_sample_value("provault_mlflow_calls_total", {"outcome": "failed"})
     finally:
         rec.close(5)
         recording.set_recorder(old)
+    assert scraped == 2
     stored = mlflow.MlflowClient().get_run(run.info.run_id)
     assert stored.data.metrics == {"m": 2.0} and stored.info.status == "FINISHED"
     assert rec.stats.failures == 2 and rec.stats.recorded == 0  # the run's start and its end

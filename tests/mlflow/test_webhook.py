@@ -19,6 +19,7 @@ from agents.runtime import Agent, agent_from_settings
 from agents.spool import Spool
 from ledger.config import NatsSettings, Settings
 from ledger.core.keys import Ed25519Signer
+from ledger.metrics import REGISTRY
 
 SECRET = "s3cret-shared-with-mlflow"
 
@@ -230,6 +231,10 @@ def test_each_malformed_but_signed_body_is_a_400_naming_the_member(receiver: Rec
 
 
 def test_the_http_receiver_answers_with_the_statuses_of_docs_mlflow(receiver: Receiver, agent: Agent) -> None:
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("provault_mlflow_webhook_deliveries_total", {"outcome": outcome}) or 0.0
+
+    before = {o: count(o) for o in ("accepted", "401", "413", "400")}
     server = WebhookServer(WebhookApp(receiver, max_body_bytes=2048), listen="127.0.0.1:0", tls=None)
     server.start()
     try:
@@ -254,6 +259,7 @@ def test_the_http_receiver_answers_with_the_statuses_of_docs_mlflow(receiver: Re
     finally:
         server.stop()
     assert [e["kind"] for e in spooled(agent)] == ["model.registered"]
+    assert {o: count(o) - n for o, n in before.items()} == {"accepted": 1, "401": 1, "413": 1, "400": 1}
 
 
 def test_a_non_loopback_listener_without_tls_is_refused(receiver: Receiver) -> None:
@@ -261,3 +267,25 @@ def test_a_non_loopback_listener_without_tls_is_refused(receiver: Receiver) -> N
 
     with pytest.raises(ConfigError, match=r"mlflow.webhook_listen: 0.0.0.0:9450 is not a loopback address"):
         WebhookServer(WebhookApp(receiver, max_body_bytes=2048), listen="0.0.0.0:9450", tls=None)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        (None, "mlflow.webhook_secret_file is unset: the receiver refuses to accept unsigned webhooks"),
+        ("", "is empty"),
+        ("missing", "cannot read"),
+    ],
+)
+def test_the_receiver_does_not_start_without_a_secret(tmp_path: Path, capsys, secret: str | None, message: str) -> None:
+    from ledger.cli import main  # noqa: PLC0415
+
+    args = ["mlflow", "webhook", "serve", "--data-dir", str(tmp_path / "data")]
+    if secret is not None:
+        path = tmp_path / "secret"
+        if secret != "missing":
+            path.write_text(secret)
+        args += ["--secret-file", str(path)]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and "config" in err
