@@ -179,6 +179,7 @@ def _run_attributes(run: RunFacts) -> dict[str, Any]:
     return {
         "prov:type": qname("provault:Run"),
         "prov:startTime": ms_time(run.start_ms),
+        "prov:label": run.name or tags.get("mlflow.runName"),
         "provault:name": run.name or tags.get("mlflow.runName"),
         "provault:mlflowRunId": run.run_id,
         "provault:experiment": run.experiment_id,

@@ -85,6 +85,7 @@ def test_a_run_start_names_code_author_and_parent_and_its_end_carries_params_met
     }
     assert {"prov:informed": run.id, "prov:informant": mlflow_run_id("p1")} in started["wasInformedBy"].values()
     assert json.loads(started["activity"][run.id]["provault:tags"]) == {"team": "risk"}
+    assert started["activity"][run.id]["prov:label"] == "fit"  # what trace and the explorer show
     kind, ended = _mapping.run_ended(run)
     _valid(ended)
     assert kind == "run.completed"
