@@ -19,6 +19,8 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 import agents.metrics
+import agents.mlflow.recorder
+import agents.mlflow.webhook
 import agents.openlineage.server
 import ledger.metrics
 import query.projector
@@ -36,7 +38,7 @@ def _exported() -> tuple[dict[str, set[str]], set[str]]:
     """(series name -> label names, the names as docs/operations.md lists them) of every provault metric."""
     series: dict[str, set[str]] = {}
     listed: set[str] = set()
-    for module in (ledger.metrics, query.projector, agents.openlineage.server):
+    for module in (ledger.metrics, query.projector, agents.openlineage.server, agents.mlflow.webhook):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase) and value._name.startswith("provault_"):
                 extra = {"le"} if value._type == "histogram" else set()
@@ -47,6 +49,9 @@ def _exported() -> tuple[dict[str, set[str]], set[str]]:
         name = family.name + ("_total" if family.type == "counter" else "")
         series[name] = {"producer", "outcome"} if family.type == "counter" else {"producer"}
         listed.add(name)
+    for family in agents.mlflow.recorder.RecorderCollector().collect():
+        series[family.name + "_total"] = {"outcome"}
+        listed.add(family.name + "_total")
     return series, listed
 
 
