@@ -48,6 +48,8 @@ log = logging.getLogger("provault.mlflow")
 QUEUE_MAX = 100_000
 """MLflow calls waiting to be recorded at most; beyond it a call is counted as dropped, never waited for."""
 DRAIN_TIMEOUT_S = 60.0
+MAX_OPEN_RUNS = 10_000
+"""Runs whose facts are kept while they are open; past it the oldest is let go (its end is then read from MLflow)."""
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 
 
@@ -209,6 +211,15 @@ class Recorder:
     def _run_facts(self, run_id: str) -> RunFacts:
         facts = self.runs.get(run_id)
         if facts is None:
+            while len(self.runs) >= MAX_OPEN_RUNS:
+                oldest = next(iter(self.runs))
+                del self.runs[oldest]
+                log.warning(
+                    "mlflow: run %s has not ended after %d later runs; its facts were let go, and its end, if it comes, "
+                    "is recorded from what MLflow's store holds",
+                    oldest,
+                    MAX_OPEN_RUNS,
+                )
             facts = self.runs[run_id] = RunFacts(run_id=run_id)
         return facts
 

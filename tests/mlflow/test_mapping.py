@@ -204,3 +204,16 @@ def test_the_inner_uri_loses_provault_and_recorded_uris_lose_credentials() -> No
 def test_a_provault_scheme_with_no_inner_store_is_refused_by_mlflow_naming_the_schemes() -> None:
     with pytest.raises(mlflow.exceptions.MlflowException, match="provault\\+sqlite"):
         mlflow.MlflowClient(tracking_uri="provault+nosuch:///x").search_experiments()
+
+
+def test_the_recorder_keeps_the_facts_of_a_bounded_number_of_open_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agents.mlflow import recorder as recording  # noqa: PLC0415
+
+    monkeypatch.setattr(recording, "MAX_OPEN_RUNS", 3)
+    rec = recording.Recorder(lambda: (_ for _ in ()).throw(AssertionError("no agent is needed to keep facts")))
+    for i in range(5):
+        rec._on_batch(f"run{i}", [], [], [])
+    assert list(rec.runs) == ["run2", "run3", "run4"]
+    assert "run run1 has not ended after 3 later runs; its facts were let go" in caplog.text
