@@ -113,8 +113,7 @@ def run_facts(run: Any, *, tracking: str | None, experiment_name: str | None = N
         tags=dict(data.tags),
         params=dict(data.params),
     )
-    for key, value in data.metrics.items():
-        facts.metrics[key] = value
+    facts.metrics.update(data.metrics)
     for dataset_input in getattr(run.inputs, "dataset_inputs", None) or ():
         facts.add_input(dataset_facts(dataset_input))
     for output in getattr(getattr(run, "outputs", None), "model_outputs", None) or ():
@@ -122,13 +121,14 @@ def run_facts(run: Any, *, tracking: str | None, experiment_name: str | None = N
     return facts
 
 
-def merge_tags(facts: RunFacts, tags: Iterable[Any]) -> None:
-    for tag in tags:
-        facts.tags[tag.key] = tag.value
-        if tag.key == "mlflow.runName" and not facts.name:
-            facts.name = tag.value
-        if tag.key == "mlflow.user" and not facts.user:
-            facts.user = tag.value
+def merge_tags(facts: RunFacts, tags: Iterable[tuple[str, str]]) -> None:
+    """(key, value) pairs of MLflow tags into the run's facts; the run name and user fill in when unknown."""
+    for key, value in tags:
+        facts.tags[key] = value
+        if key == "mlflow.runName" and not facts.name:
+            facts.name = value
+        if key == "mlflow.user" and not facts.user:
+            facts.user = value
 
 
 # --- logged models ---------------------------------------------------------------------------

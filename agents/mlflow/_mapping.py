@@ -23,15 +23,13 @@ from ledger.core.vocab import (
     mlflow_model_id,
     mlflow_run_id,
     mlflow_version_id,
-    person_id,
     undeploy_activity_id,
 )
 
-from .._prov import Artifact, Context, ProvDoc, add_code, environment_attributes, json_text, qname
+from .._prov import Artifact, Context, ProvDoc, add_code, environment_attributes, json_text, jsonable, qname
+from ..assets import agent_ref
+from ..runs import MAX_ERROR_CHARS, MAX_STEPS_PER_METRIC
 
-MAX_STEPS_PER_METRIC = 1000
-"""Step values kept per metric (the latest ones), as the SDK keeps them."""
-MAX_ERROR_CHARS = 2000
 DEPLOY_STAGES = frozenset({"Staging", "Production"})
 """Stages a version is served from; a transition to another one (Archived, None) takes it off its target."""
 _SYSTEM_TAGS = {
@@ -115,7 +113,7 @@ class RunFacts:
         return mlflow_run_id(self.run_id)
 
     def add_metric(self, key: str, value: Any, step: int | None, timestamp: int | None) -> None:
-        number = _finite(value)
+        number = jsonable(value)  # NaN and infinities as text, as the SDK records them
         order = (step or 0, timestamp or 0)
         if key not in self.metrics or order >= self.latest[key]:
             self.metrics[key] = number
@@ -132,34 +130,20 @@ class RunFacts:
         self.inputs.setdefault((dataset.id, dataset.role), dataset)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return number if number == number and abs(number) != float("inf") else str(number)
-
-
-def ms_time(ms: int | None) -> str | None:
-    """An MLflow time (milliseconds since the epoch) as an event time."""
-    if ms is None:
-        return None
-    return format_time(datetime.fromtimestamp(ms / 1000, UTC))
-
-
 def ms_datetime(ms: int | None) -> datetime | None:
+    """An MLflow time (milliseconds since the epoch) as an aware UTC datetime."""
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def ms_time(ms: int | None) -> str | None:
+    """An MLflow time as an event time."""
+    when = ms_datetime(ms)
+    return None if when is None else format_time(when)
+
+
 def who_id(who: str | None) -> str | None:
-    """A person for an MLflow user name (or a provault agent id as is)."""
-    if not who:
-        return None
-    return who if who.startswith(("provault:person/", "provault:service/", "provault:host/")) else person_id(who)
+    """A person for an MLflow user name (or a provault agent id as is); None when nobody is known."""
+    return agent_ref(who) if who and who.strip() else None
 
 
 def _add_agent(doc: ProvDoc, who: str | None, *, label: str | None = None) -> str | None:

@@ -17,12 +17,11 @@ from typing import Any
 
 from . import _facts, _mapping
 from ._marks import Marks
-from .recorder import record_alias, record_stage, version_facts
+from .recorder import TERMINAL, record_alias, record_stage, version_facts
 
 log = logging.getLogger("provault.mlflow")
 
 PAGE = 1000
-_TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 @dataclass
@@ -125,7 +124,7 @@ class Importer:
                 for model in models:
                     self._import_model(model, None)
                 continue
-            if str(run.info.status) not in _TERMINAL:
+            if str(run.info.status) not in TERMINAL:
                 self.report.unfinished += 1
                 continue
             facts = _facts.run_facts(run, tracking=self.tracking, experiment_name=experiment.name)
@@ -144,7 +143,7 @@ class Importer:
         if known is not None:
             self.report.skipped += 1
             return known[1]
-        if str(model.status) not in ("READY", "LoggedModelStatus.READY"):
+        if model.status != "READY":  # LoggedModelStatus is a str enum
             return None
         facts = _facts.model_facts(model)
         if facts.digest_error:

@@ -23,19 +23,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from ledger.core.events import format_time
 from ledger.core.ids import new_event_id
 from ledger.core.vocab import MODEL_UNDEPLOYED
 from ledger.metrics import REGISTRY
 
 from .. import capture
-from .._prov import Context
+from .._prov import Context, now_text
 from . import _facts, _mapping
 from ._mapping import DEPLOY_STAGES, RunFacts, VersionFacts
 from ._marks import Marks
@@ -233,7 +232,7 @@ class Recorder:
         facts.user = info.user_id
         facts.start_ms = info.start_time
         facts.tracking = tracking
-        _facts.merge_tags(facts, [_Tag(k, v) for k, v in run.data.tags.items()])
+        _facts.merge_tags(facts, run.data.tags.items())
         context = self._process_context()
         agent, marks = self._open()
         describe = context is not None and agent.first_description(context.environment.content_id)
@@ -247,7 +246,7 @@ class Recorder:
             facts.add_metric(m.key, m.value, m.step, m.timestamp)
         for p in params:
             facts.params[p.key] = p.value
-        _facts.merge_tags(facts, tags)
+        _facts.merge_tags(facts, ((t.key, t.value) for t in tags))
 
     def _on_inputs(self, run_id: str, datasets: list) -> None:
         facts = self._run_facts(run_id)
@@ -294,17 +293,7 @@ class Recorder:
         record_stage(self, name, str(version), stage, who=self.who())
 
 
-@dataclass(frozen=True, slots=True)
-class _Tag:
-    key: str
-    value: str
-
-
-def now_text() -> str:
-    return format_time(datetime.now(UTC))
-
-
-def version_facts(version: Any, marks: Marks | None) -> VersionFacts:
+def version_facts(version: Any, marks: Marks) -> VersionFacts:
     """A ``mlflow.entities.model_registry.ModelVersion``, with the content of its logged model when it was recorded."""
     facts = VersionFacts(
         name=version.name,
@@ -315,11 +304,13 @@ def version_facts(version: Any, marks: Marks | None) -> VersionFacts:
         description=version.description,
         created_ms=version.creation_timestamp,
     )
-    if marks is not None and facts.logged_model is not None:
-        content = marks.value(f"model:{facts.logged_model}")
-        if content:
-            facts = dataclasses.replace(facts, content=content)
-    return facts
+    return with_content(facts, marks)
+
+
+def with_content(facts: VersionFacts, marks: Marks) -> VersionFacts:
+    """``facts`` with the content id of its logged model, when the plugin or an import digested that model."""
+    content = marks.value(f"model:{facts.logged_model}") if facts.logged_model is not None else None
+    return dataclasses.replace(facts, content=content) if content else facts
 
 
 class _Emitter(Protocol):

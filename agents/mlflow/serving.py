@@ -21,14 +21,13 @@ from ledger.core.ids import new_event_id
 from ledger.core.vocab import deployment_id
 
 from .. import capture
-from .._prov import Artifact
+from .._prov import Artifact, now_text
 from ..assets import deploy_event
 from ..predictions import PredictionLogger
 from ..runtime import Agent, default_agent
 from ..serving import LoggedModel
 from . import _mapping
 from ._facts import inner_uri
-from .recorder import now_text
 
 
 @dataclass

@@ -28,7 +28,7 @@ from mlflow.tracking._model_registry.utils import _get_store_registry
 from mlflow.tracking._tracking_service.utils import _tracking_store_registry, get_tracking_uri
 
 from ._facts import clean_uri, inner_uri
-from .recorder import Recorder, recorder
+from .recorder import TERMINAL, Recorder, recorder
 
 SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file")
 """Inner schemes the plugins are registered for, each as ``provault+<scheme>``."""
@@ -89,7 +89,7 @@ class _TrackingRecording(_Wrapping):
     def update_run_info(self, run_id, run_status, end_time, run_name):
         info = self._inner.update_run_info(run_id, run_status, end_time, run_name)
         status = RunStatus.to_string(run_status) if isinstance(run_status, int) else str(run_status)
-        if status in ("FINISHED", "FAILED", "KILLED"):
+        if status in TERMINAL:
             self._recorder.submit("run_ended", run_id, status, end_time, self._inner, self._tracking)
         return info
 
@@ -121,7 +121,7 @@ class _TrackingRecording(_Wrapping):
 
     def finalize_logged_model(self, model_id, status):
         model = self._inner.finalize_logged_model(model_id, status)
-        if status == LoggedModelStatus.READY or str(status) == "READY":
+        if status == LoggedModelStatus.READY:  # a str enum: MLflow's plain "READY" compares equal too
             self._recorder.submit("model_ready", model)
         return model
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -46,8 +45,10 @@ from ledger.webthread import WebServerThread, refuse_clear_text, tls_context
 from ..runtime import Agent, agent_from_settings
 from ..spool import SpoolFull
 from . import _mapping
+from ._facts import clean_uri
+from ._mapping import VersionFacts
 from ._marks import Marks
-from .recorder import record_alias, record_alias_deleted, version_facts
+from .recorder import record_alias, record_alias_deleted, with_content
 
 log = logging.getLogger("provault.mlflow")
 
@@ -173,7 +174,15 @@ class Receiver:
         extra = {"provault:actorUnknown": ACTOR_UNKNOWN}
         if event == "model_version.created":
             version = _member(data, "version", event)
-            facts = version_facts(_VersionLike(name, version, data), self.marks)
+            facts = VersionFacts(
+                name=name,
+                version=version,
+                source=clean_uri(_optional(data, "source")),
+                run_id=_optional(data, "run_id"),
+                model_id=_optional(data, "model_id"),
+                description=_optional(data, "description"),
+            )
+            facts = with_content(facts, self.marks)
             event_id = self.emit(
                 "model.registered", _mapping.version_registered(facts, self.who, actor_unknown=ACTOR_UNKNOWN)
             )
@@ -183,33 +192,6 @@ class Receiver:
         if event == "model_version_alias.created":
             return record_alias(self, name, alias, _member(data, "version", event), who=self.who, extra=extra)
         return record_alias_deleted(self, name, alias, who=self.who, extra=extra)
-
-
-@dataclasses.dataclass(frozen=True)
-class _VersionLike:
-    """The ``model_version.created`` payload, shaped as the ModelVersion the plugin sees."""
-
-    name: str
-    version: str
-    data: Mapping[str, Any]
-
-    @property
-    def source(self) -> str | None:
-        return _optional(self.data, "source")
-
-    @property
-    def run_id(self) -> str | None:
-        return _optional(self.data, "run_id")
-
-    @property
-    def model_id(self) -> str | None:
-        return _optional(self.data, "model_id")
-
-    @property
-    def description(self) -> str | None:
-        return _optional(self.data, "description")
-
-    creation_timestamp = None
 
 
 def _optional(data: Mapping[str, Any], name: str) -> str | None:
