@@ -179,6 +179,24 @@ class MlflowSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SupplySettings:
+    """Attestations, the deployment gate and its Kubernetes admission endpoint (docs/supply-chain.md)."""
+
+    producer_id: str | None = None
+    """The attestation key's producer id; default 'attestor/<host>'."""
+    key_file: str | None = None
+    """The attestation key, which signs attestations and gate decisions; default <data_dir>/keys/attestor.key."""
+    admission_listen: str = "127.0.0.1:9443"
+    """HOST:PORT of the admission endpoint's `POST /validate`."""
+    admission_policy: str | None = None
+    """The gate policy (TOML) the admission endpoint decides with (required to serve)."""
+    tls_cert: str | None = None
+    """Certificate chain (PEM); with tls_key the admission endpoint speaks HTTPS."""
+    tls_key: str | None = None
+    """Private key (PEM) of tls_cert."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsSettings:
     """Prometheus metrics endpoints (docs/operations.md, Monitoring)."""
 
@@ -240,6 +258,7 @@ class Settings:
     agent: AgentSettings = field(default_factory=AgentSettings)
     openlineage: OpenLineageSettings = field(default_factory=OpenLineageSettings)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    supply: SupplySettings = field(default_factory=SupplySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     explorer: ExplorerSettings = field(default_factory=ExplorerSettings)
@@ -504,6 +523,7 @@ def validate(s: Settings) -> list[str]:
         ("grpc.query_listen", s.grpc.query_listen),
         ("openlineage.listen", s.openlineage.listen),
         ("mlflow.webhook_listen", s.mlflow.webhook_listen),
+        ("supply.admission_listen", s.supply.admission_listen),
         ("explorer.listen", s.explorer.listen),
         ("metrics.ledger_listen", s.metrics.ledger_listen),
         ("metrics.query_listen", s.metrics.query_listen),

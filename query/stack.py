@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from ledger.grpckit.security import server_security
 from ledger.health import DependencyProbe, PostgresCheck, probe_for
@@ -10,11 +11,17 @@ from ledger.stack import Endpoints, Stack
 from query.explorer import build_explorer
 from query.projector import Projector
 from query.service import QueryGrpcService
+from query.supply import signer as attestor
+
+log = logging.getLogger("provault.query")
 
 
 def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
     """Start the projector and QueryService on ``endpoints.postgres_dsn``; both are handed to ``stack``."""
     settings = stack.settings
+    _, changes = attestor.ensure_dev_key(settings, endpoints)
+    for change in changes:
+        log.info("supply chain: %s", change)
     projector = Projector(endpoints.postgres_dsn)
     projector.start()
     stack.add(projector)

@@ -42,6 +42,8 @@ EXPECTED_RPCS = {
         "Export": ("ExportRequest", "ExportResponse", False, True),
         "Sparql": ("SparqlRequest", "SparqlResponse", False, False),
         "Bundle": ("BundleRequest", "BundleResponse", False, False),
+        "Gate": ("GateRequest", "GateResponse", False, False),
+        "Attest": ("AttestRequest", "AttestResponse", False, False),
     },
 }
 MODULES = (envelope_pb2, ledger_pb2, query_pb2)

@@ -15,15 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger.config import Settings, settings_from
-from ledger.core.errors import KeyMaterialError, ProvaultError
+from ledger.core.errors import InvalidEvent, KeyMaterialError, ProvaultError
 from ledger.core.events import parse_time
 from ledger.core.keyring import (
+    IDENTITY_ROLES,
     IDENTITY_TYPES,
     KEY_REGISTERED,
     KEY_REVOKED,
     ROLES,
     KeyRegistration,
     KeyRevocation,
+    check_role_names,
 )
 from ledger.core.keys import (
     Ed25519Signer,
@@ -70,6 +72,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("--producers", default="*", help="comma-separated producer ids it may speak for, patterns allowed")
     p.add_argument("--role", choices=ROLES, default="producer")
+    p.add_argument(
+        "--roles",
+        metavar="NAME,...",
+        help="duties of the key's holder that gate policies count approvals by, e.g. ml-lead,security",
+    )
     p.set_defaults(run=run_register)
 
     p = ks.add_parser(
@@ -105,13 +112,22 @@ def _public_key_from(path: str) -> bytes:
         return parse_private_key(data, source=path).public_key
 
 
-def _identity(text: str) -> dict[str, str]:
+def _identity(text: str, roles: str | None = None) -> dict[str, str]:
     kind, sep, name = text.partition(":")
     if not sep or kind not in IDENTITY_TYPES or not name:
         raise CommandFailed(
             f"--identity: expected TYPE:NAME with TYPE one of {', '.join(IDENTITY_TYPES)}, found {text!r}"
         )
-    return {"type": kind, "name": name}
+    identity = {"type": kind, "name": name}
+    if roles is not None:
+        try:
+            names = check_role_names(_patterns(roles))
+        except InvalidEvent as e:
+            raise CommandFailed(f"--roles: {e.message}") from None
+        if not names:
+            raise CommandFailed(f"--roles: expected comma-separated role names like ml-lead, found {roles!r}")
+        identity[IDENTITY_ROLES] = ",".join(names)
+    return identity
 
 
 def _patterns(text: str) -> tuple[str, ...]:
@@ -125,7 +141,7 @@ def run_register(args: argparse.Namespace) -> int:
         keyid=keyid_of(public_key),
         public_key=public_key,
         role=args.role,
-        identity=_identity(args.identity),
+        identity=_identity(args.identity, args.roles),
         kinds=_patterns(args.kinds),
         producers=_patterns(args.producers),
     )

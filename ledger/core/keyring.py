@@ -36,6 +36,10 @@ ADMIN_ONLY_KINDS = frozenset({KEY_REGISTERED, KEY_REVOKED})
 ROLES = ("producer", "admin")
 IDENTITY_TYPES = ("person", "service", "host")
 _KEYID = re.compile(r"[0-9a-f]{64}")
+_ROLE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+IDENTITY_ROLES = "roles"
+"""Member of a key's identity naming the duties its holder has (``ml-lead,security``), set by the admin who
+registers it; approvals count for a gate policy's role only through it (docs/supply-chain.md)."""
 _PATTERN = re.compile(r"[A-Za-z0-9._:/@*?-]+")
 
 
@@ -64,6 +68,24 @@ class KeyRecord:
 
     def may_speak_for(self, producer_id: str) -> bool:
         return self.role == "admin" or any(fnmatch.fnmatchcase(producer_id, p) for p in self.producers)
+
+
+def identity_roles(identity: Mapping[str, str]) -> tuple[str, ...]:
+    """The duties a key's registered identity names (its ``roles`` member, comma-separated); () when none."""
+    text = identity.get(IDENTITY_ROLES, "")
+    return tuple(r for r in (part.strip() for part in text.split(",")) if r)
+
+
+def check_role_names(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` as identity roles, or InvalidEvent naming the first that is not a short lowercase name."""
+    out = tuple(names)
+    for name in out:
+        if not _ROLE_NAME.fullmatch(name):
+            raise InvalidEvent(
+                expected_found("role", "a lowercase name of letters, digits, '.', '_' or '-' (at most 64)", repr(name)),
+                field="data.identity.roles",
+            )
+    return out
 
 
 def root_key(public_key: bytes, name: str) -> KeyRecord:
@@ -185,6 +207,7 @@ def parse_registration(event: SignedEvent) -> KeyRegistration:
     _str(identity, "name", "data.identity")
     if not all(isinstance(v, str) for v in identity.values()):
         raise InvalidEvent("data.identity: every value must be a string", field="data.identity")
+    check_role_names(identity_roles(identity))
     return KeyRegistration(
         keyid=keyid,
         public_key=public_key,

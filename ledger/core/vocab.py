@@ -24,6 +24,10 @@ Identifiers (PROV qualified names):
 ``provault:mlflow/run/<id>``           an MLflow run (an activity)
 ``provault:mlflow/model/<id>``         an MLflow logged model (an entity)
 ``provault:mlflow/registered/<name>/<version>``  an MLflow registered version
+``provault:approval/<uuid>``           a signed approval of a model (an activity)
+``provault:quarantine/<uuid>``         a quarantine placed on data, code or a key
+``provault:gate/<uuid>``               one deployment gate decision
+``provault:attestation/<uuid>``        the issuing of an in-toto attestation
 =========================  ====================================================
 
 Event kinds and their PROV documents:
@@ -60,6 +64,8 @@ Event kinds and their PROV documents:
     in ``data`` (see :data:`PREDICTIONS_DATA`), one row each, so a batch of
     thousands stays one small signed event and every prediction id stays
     traceable through the projector's index.
+``model.approved``, ``quarantine.placed``, ``gate.decided``, ``attestation.issued``
+    the supply chain's statements (docs/supply-chain.md, "New event kinds").
 ``key.registered`` / ``key.revoked``
     interpreted by the ledger itself (``ledger.core.keyring``).
 """
@@ -234,3 +240,36 @@ def mlflow_node_candidates(text: str) -> list[str]:
     if sep and name and version.isdigit():
         return [mlflow_version_id(name, version)]
     return [mlflow_model_id(rest)] if "/" not in rest else []
+
+
+# --- supply chain (docs/supply-chain.md) ----------------------------------------------------
+
+MODEL_APPROVED = "model.approved"
+"""A person's approval of a model, signed by the approver's own key (the gate counts these)."""
+QUARANTINE_PLACED = "quarantine.placed"
+"""A dataset, a code commit or a key taken out of use; the gate refuses what it reaches."""
+GATE_DECIDED = "gate.decided"
+"""A deployment gate's verdict on a model, signed by the attestation key."""
+ATTESTATION_ISSUED = "attestation.issued"
+"""An in-toto provenance attestation issued for a model, signed by the attestation key."""
+QUARANTINE_TARGET_TYPES = ("dataset", "commit", "key")
+APPROVER_ROLE = "provault:approver"
+"""``prov:role`` of an approver's association."""
+KEY_TARGET_PREFIX = "key:"
+"""A quarantine's target when it is a key: ``key:<keyid>`` (keys are not nodes of the graph)."""
+
+
+def approval_activity_id(approval_uuid: str) -> str:
+    return f"provault:approval/{approval_uuid}"
+
+
+def quarantine_activity_id(quarantine_uuid: str) -> str:
+    return f"provault:quarantine/{quarantine_uuid}"
+
+
+def gate_activity_id(gate_uuid: str) -> str:
+    return f"provault:gate/{gate_uuid}"
+
+
+def attestation_activity_id(attestation_uuid: str) -> str:
+    return f"provault:attestation/{attestation_uuid}"

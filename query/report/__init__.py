@@ -8,7 +8,7 @@ computed from (an audit bundle, signed checkpoints and consistency proofs), so t
 
 * :mod:`.evidence` -- the embedded evidence, its canonical encoding, its offline check (pure);
 * :mod:`.content` -- the tables, computed from verified evidence alone (pure), from the statements
-  :mod:`._facts` reads out of the bundle; :mod:`.duties` -- the duties a report maps to;
+  :mod:`.facts` reads out of the bundle; :mod:`.duties` -- the duties a report maps to;
 * :mod:`.html` -- rendering with jinja2 (autoescaping), deterministic; :mod:`.pdf` -- weasyprint;
 * :mod:`.verify` -- ``verify-report``: the evidence, then the tables rendered again and compared;
 * :mod:`.build` -- gathering the evidence from the ledger and the projection, with bounded work.

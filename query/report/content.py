@@ -23,9 +23,9 @@ from ledger.core.errors import ProvaultError
 from ledger.core.events import format_time
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, parse_registration, parse_revocation
 
-from ._facts import Facts, facts, reach, role, value
 from .duties import DUTIES
 from .evidence import Checked
+from .facts import Facts, facts, reach, role, value
 
 MODEL, DATASET, CODE, ENVIRONMENT, DEPLOYMENT = (
     "provault:Model",

@@ -380,3 +380,67 @@ class AuditBundle(_message.Message):
     truncated: bool
     created_time: _timestamp_pb2.Timestamp
     def __init__(self, format: _Optional[str] = ..., node_id: _Optional[str] = ..., direction: _Optional[_Union[Direction, str]] = ..., as_of_seq: _Optional[int] = ..., checkpoint: _Optional[_Union[_ledger_pb2.Checkpoint, _Mapping]] = ..., checkpoint_verifier_key: _Optional[str] = ..., root_keyids: _Optional[_Iterable[str]] = ..., entries: _Optional[_Iterable[_Union[ProvenEntry, _Mapping]]] = ..., key_entries: _Optional[_Iterable[_Union[ProvenEntry, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., truncated: _Optional[bool] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GateRequest(_message.Message):
+    __slots__ = ("model", "policy_toml", "as_of", "dry_run")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    POLICY_TOML_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    policy_toml: str
+    as_of: AsOf
+    dry_run: bool
+    def __init__(self, model: _Optional[str] = ..., policy_toml: _Optional[str] = ..., as_of: _Optional[_Union[AsOf, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RuleVerdict(_message.Message):
+    __slots__ = ("rule", "passed", "reason", "evidence_seqs")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_SEQS_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    passed: bool
+    reason: str
+    evidence_seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, rule: _Optional[str] = ..., passed: _Optional[bool] = ..., reason: _Optional[str] = ..., evidence_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GateResponse(_message.Message):
+    __slots__ = ("model_id", "allowed", "rules", "policy_digest", "as_of_seq", "decision_event_id")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DECISION_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    allowed: bool
+    rules: _containers.RepeatedCompositeFieldContainer[RuleVerdict]
+    policy_digest: str
+    as_of_seq: int
+    decision_event_id: str
+    def __init__(self, model_id: _Optional[str] = ..., allowed: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleVerdict, _Mapping]]] = ..., policy_digest: _Optional[str] = ..., as_of_seq: _Optional[int] = ..., decision_event_id: _Optional[str] = ...) -> None: ...
+
+class AttestRequest(_message.Message):
+    __slots__ = ("model", "as_of", "dry_run")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    as_of: AsOf
+    dry_run: bool
+    def __init__(self, model: _Optional[str] = ..., as_of: _Optional[_Union[AsOf, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class AttestResponse(_message.Message):
+    __slots__ = ("envelope_json", "bundle", "model_id", "statement_digest", "event_id")
+    ENVELOPE_JSON_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    envelope_json: bytes
+    bundle: AuditBundle
+    model_id: str
+    statement_digest: str
+    event_id: str
+    def __init__(self, envelope_json: _Optional[bytes] = ..., bundle: _Optional[_Union[AuditBundle, _Mapping]] = ..., model_id: _Optional[str] = ..., statement_digest: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...

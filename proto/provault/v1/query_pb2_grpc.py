@@ -78,6 +78,16 @@ class QueryServiceStub:
                 request_serializer=provault_dot_v1_dot_query__pb2.BundleRequest.SerializeToString,
                 response_deserializer=provault_dot_v1_dot_query__pb2.BundleResponse.FromString,
                 _registered_method=True)
+        self.Gate = channel.unary_unary(
+                '/provault.v1.QueryService/Gate',
+                request_serializer=provault_dot_v1_dot_query__pb2.GateRequest.SerializeToString,
+                response_deserializer=provault_dot_v1_dot_query__pb2.GateResponse.FromString,
+                _registered_method=True)
+        self.Attest = channel.unary_unary(
+                '/provault.v1.QueryService/Attest',
+                request_serializer=provault_dot_v1_dot_query__pb2.AttestRequest.SerializeToString,
+                response_deserializer=provault_dot_v1_dot_query__pb2.AttestResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -146,6 +156,33 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Gate(self, request, context):
+        """Decides whether a model may be deployed under a gate policy
+        (docs/supply-chain.md): the model's lifecycle is bundled and verified,
+        then each rule of the policy is checked against the verified entries.
+        The decision is recorded in the ledger as a `gate.decided` event signed
+        by the server's attestation key, unless `dry_run`. A denial is an
+        answer (`allowed` false), not an error. INVALID_ARGUMENT for a malformed
+        policy (the message names the line and the rule), NOT_FOUND for an
+        unknown model, FAILED_PRECONDITION when no checkpoint covers the model
+        yet or the server has no attestation key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attest(self, request, context):
+        """Issues an in-toto Statement v1 with an SLSA Provenance v1 predicate for
+        a model, in a DSSE envelope signed by the server's attestation key,
+        together with the audit bundle it was computed from (both are needed to
+        verify it offline: `provault verify-attestation`). The issuing is
+        recorded as an `attestation.issued` event unless `dry_run`. NOT_FOUND
+        for an unknown model, FAILED_PRECONDITION as for Gate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +215,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.Bundle,
                     request_deserializer=provault_dot_v1_dot_query__pb2.BundleRequest.FromString,
                     response_serializer=provault_dot_v1_dot_query__pb2.BundleResponse.SerializeToString,
+            ),
+            'Gate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Gate,
+                    request_deserializer=provault_dot_v1_dot_query__pb2.GateRequest.FromString,
+                    response_serializer=provault_dot_v1_dot_query__pb2.GateResponse.SerializeToString,
+            ),
+            'Attest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attest,
+                    request_deserializer=provault_dot_v1_dot_query__pb2.AttestRequest.FromString,
+                    response_serializer=provault_dot_v1_dot_query__pb2.AttestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +403,60 @@ class QueryService:
             '/provault.v1.QueryService/Bundle',
             provault_dot_v1_dot_query__pb2.BundleRequest.SerializeToString,
             provault_dot_v1_dot_query__pb2.BundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Gate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/provault.v1.QueryService/Gate',
+            provault_dot_v1_dot_query__pb2.GateRequest.SerializeToString,
+            provault_dot_v1_dot_query__pb2.GateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/provault.v1.QueryService/Attest',
+            provault_dot_v1_dot_query__pb2.AttestRequest.SerializeToString,
+            provault_dot_v1_dot_query__pb2.AttestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,78 @@
+"""The attestation key: it signs in-toto attestations and records gate decisions (docs/supply-chain.md).
+
+One Ed25519 key at ``supply.key_file`` (default ``<data_dir>/keys/attestor.key``), registered as a producer
+of ``attestation.*`` and ``gate.*`` under the producer id ``supply.producer_id`` (default
+``attestor/<host>``).  ``provault up`` creates and registers it with the stack's admin key the first time
+(:func:`ensure_dev_key`); elsewhere the operator registers it, and :func:`load_key` says how when it is
+missing.  :func:`recorder` is the agent that carries its events into the ledger.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from agents.runtime import Agent, agent_from_settings
+from ledger.config import Settings
+from ledger.core.errors import KeyMaterialError
+from ledger.core.keyring import KeyRegistration
+from ledger.core.keys import Signer, load_or_create_key, load_private_key
+from ledger.keyadmin import ensure_registered
+from ledger.stack import Endpoints
+
+KINDS = ("attestation.*", "gate.*")
+
+
+def key_path(settings: Settings) -> Path:
+    if settings.supply.key_file:
+        return Path(settings.supply.key_file).expanduser()
+    return settings.data_dir / "keys" / "attestor.key"
+
+
+def producer_id(settings: Settings) -> str:
+    return settings.supply.producer_id or f"attestor/{socket.gethostname()}"
+
+
+def registration(settings: Settings, signer: Signer) -> KeyRegistration:
+    return KeyRegistration(
+        keyid=signer.keyid,
+        public_key=signer.public_key,
+        role="producer",
+        identity={"type": "service", "name": producer_id(settings)},
+        kinds=KINDS,
+        producers=(producer_id(settings),),
+    )
+
+
+def register_hint(settings: Settings, path: Path) -> str:
+    pid = producer_id(settings)
+    return (
+        f"create it with `provault keys new {path}` and register it with `provault keys register {path}.pub "
+        f"--role producer --identity service:{pid} --kinds '{','.join(KINDS)}' --producers {pid}` "
+        "(`provault up` does both by itself)"
+    )
+
+
+def load_key(settings: Settings) -> Signer:
+    """The attestation key, or ``KeyMaterialError`` saying how to make and register it."""
+    path = key_path(settings)
+    if not path.exists():
+        raise KeyMaterialError(f"the attestation key {path} does not exist", hint=register_hint(settings, path))
+    return load_private_key(path)
+
+
+def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, list[str]]:
+    """``provault up``: the attestation key, created and registered with the stack's admin key when needed."""
+    path, changes = key_path(settings), []
+    signer, created = load_or_create_key(path)
+    if created:
+        changes.append(f"created the attestation key {path}")
+    reg = registration(settings, signer)
+    if ensure_registered(settings, reg, dsn=endpoints.postgres_dsn, target=str(endpoints.ledger_grpc)):
+        changes.append(f"registered it for {', '.join(KINDS)} as producer {producer_id(settings)}")
+    return signer, changes
+
+
+def recorder(settings: Settings, signer: Signer) -> Agent:
+    """The agent that signs the attestation key's events and carries them to the ledger (close it after)."""
+    return agent_from_settings(settings, producer_id=producer_id(settings), signer=signer)
