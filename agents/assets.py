@@ -29,6 +29,7 @@ from ledger.core.vocab import deploy_activity_id, deployment_id, ol_dataset_id, 
 from . import capture
 from ._prov import Artifact, ProvDoc, add_person, default_cache, now_text, qname, resolve_artifact
 from .runs import Run, current_run
+from .signatures import SignatureCheck
 
 if TYPE_CHECKING:
     from .runtime import Agent
@@ -178,17 +179,44 @@ def model_event(
     uri: str | None = None,
     author: str | None = None,
     cache: capture.DigestCache | None = None,
+    signature: SignatureCheck | None = None,
 ) -> Prepared:
-    """The ``model.registered`` event; ``run`` defaults to the enclosing run, if any."""
+    """The ``model.registered`` event; ``run`` defaults to the enclosing run, if any.
+
+    ``signature`` is the :class:`~agents.signatures.SignatureCheck` that
+    :func:`~agents.signatures.verify_model_signature` returned for this model:
+    it becomes the ``provault:signature*`` attributes of the model and an
+    entity of the signature file that ``wasDerivedFrom`` the model.
+    """
+    if signature is not None and not isinstance(signature, SignatureCheck):
+        raise InvalidArgument(
+            expected_found("signature", "the SignatureCheck of verify_model_signature()", type(signature).__name__)
+        )
     model = _content(path, "model", cache)
     who = capture.author(author)
     activity = _run_ref(run)
     doc = ProvDoc()
-    doc.element("entity", model.id, _entity(model, "provault:Model", name, uri, **{"provault:version": version}))
+    extra: dict[str, Any] = {"provault:version": version}
+    if signature is not None:
+        extra.update(_signature_attributes(signature))
+    doc.element("entity", model.id, _entity(model, "provault:Model", name, uri, **extra))
     if activity is not None:
         doc.relation("wasGeneratedBy", entity=model.id, activity=activity)
     doc.relation("wasAttributedTo", entity=model.id, agent=add_person(doc, who))
+    if signature is not None:
+        doc.element("entity", signature.digest, {"prov:type": qname("provault:ModelSignature")})
+        doc.relation("wasDerivedFrom", generatedEntity=signature.digest, usedEntity=model.id)
     return Prepared(kind="model.registered", id=model.id, prov=doc.build())
+
+
+def _signature_attributes(check: SignatureCheck) -> dict[str, Any]:
+    return {
+        "provault:signature": check.digest,
+        "provault:signatureMethod": check.method,
+        "provault:signer": check.signer,
+        "provault:signatureVerified": True,
+        "provault:signatureTool": check.tool,
+    }
 
 
 def register_model(
@@ -201,13 +229,17 @@ def register_model(
     author: str | None = None,
     agent: Agent | None = None,
     cache: capture.DigestCache | None = None,
+    signature: SignatureCheck | None = None,
 ) -> str:
     """Emit ``model.registered``; return the model's content id.
 
     ``run`` (a :class:`~agents.runs.Run` or its id) is the run that trained
     it; inside a ``with agents.run(...)`` block it defaults to that run.
+    ``signature`` records a verified model signature (see :func:`model_event`).
     """
-    prepared = model_event(path, name=name, version=version, run=run, uri=uri, author=author, cache=cache)
+    prepared = model_event(
+        path, name=name, version=version, run=run, uri=uri, author=author, cache=cache, signature=signature
+    )
     _agent(agent).emit(prepared.kind, prepared.prov)
     return prepared.id
 

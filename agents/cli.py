@@ -15,6 +15,10 @@ group, the command included; on Linux the wrapper sees that it came from the
 kernel and does not send it a second time (unless the command left the
 wrapper's process group).  Elsewhere it forwards every signal it receives.
 
+``provault model register PATH --signature FILE --public-key PEM`` (or
+``--certificate-chain PEM``) verifies an OpenSSF model-signing signature over
+PATH first (:mod:`agents.signatures`); when it does not hold, nothing is emitted.
+
 Events are durable once spooled: when the ledger cannot be reached in
 ``agent.publish_timeout_s``, the commands say the events are spooled and
 exit 0; they are sent by the next agent with the same producer id.
@@ -387,10 +391,36 @@ def run_dataset_register(args: argparse.Namespace) -> int:
 
 
 def run_model_register(args: argparse.Namespace) -> int:
+    _check_signature_options(args.parser, args)
+    check = None
+    if args.signature is not None:  # verified before anything is recorded: a refusal emits nothing
+        from .signatures import verify_model_signature  # noqa: PLC0415 - keeps `provault --help` fast
+
+        check = verify_model_signature(
+            args.path, args.signature, public_key=args.public_key, certificate_chain=args.certificate_chain
+        )
     prepared = assets.model_event(
-        args.path, name=args.name, version=args.version, run=args.run_id, uri=args.uri, author=args.author
+        args.path,
+        name=args.name,
+        version=args.version,
+        run=args.run_id,
+        uri=args.uri,
+        author=args.author,
+        signature=check,
     )
     return _emit_prepared(args, prepared)
+
+
+def _check_signature_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Command-line errors (exit 2) for a --signature without its verifier, or a verifier without --signature."""
+    verifier = args.public_key is not None or bool(args.certificate_chain)
+    if args.signature is not None and not verifier:
+        parser.error(
+            "--signature needs --public-key PEM (key mode) or --certificate-chain PEM (certificate mode); "
+            "Sigstore keyless signatures are not verified (docs/supply-chain.md)"
+        )
+    if args.signature is None and verifier:
+        parser.error("--public-key and --certificate-chain verify a --signature FILE, which is missing")
 
 
 def run_model_deploy(args: argparse.Namespace) -> int:
@@ -473,7 +503,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--version")
     p.add_argument("--run", dest="run_id", metavar="RUN", help="the run that trained it (provault:run/<uuid>)")
     p.add_argument("--uri", help="where the model lives, when not at PATH")
-    p.set_defaults(run=run_model_register)
+    p.add_argument(
+        "--signature",
+        metavar="FILE",
+        help="an OpenSSF model-signing signature over PATH, verified before anything is recorded (docs/supply-chain.md)",
+    )
+    verifier = p.add_mutually_exclusive_group()
+    verifier.add_argument("--public-key", metavar="PEM", help="key mode: the signer's elliptic-curve public key (PEM)")
+    verifier.add_argument(
+        "--certificate-chain",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="certificate mode: certificates the signing certificate chains to, its root among them (repeatable)",
+    )
+    p.set_defaults(run=run_model_register, parser=p)
 
     p = md.add_parser("deploy", parents=[common, json_opt], help="emit model.deployed; prints the deployment id")
     p.add_argument("model", metavar="MODEL", help="the model's sha256:<hex> id or its file")
