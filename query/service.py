@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import psycopg
 
-from ledger.core.errors import InvalidArgument, ProvaultError, expected_found
+from ledger.config import Settings
+from ledger.core.errors import InvalidArgument, KeyMaterialError, ProvaultError, expected_found
+from ledger.core.keys import Signer
 from ledger.grpckit.auth import ADMIN, AUDITOR
 from ledger.grpckit.server import ReadPool, serve_on
 from ledger.grpckit.service import GrpcServerService, register_servicer
@@ -34,6 +37,7 @@ from ._requests import (
     node_type_name,
     refuse_nul,
     resolve_as_of,
+    resolve_point,
     text_field,
     token_offset,
 )
@@ -51,7 +55,7 @@ AUDITOR_ROLE = "provault_auditor"
 
 _Q = f"/{SERVICE_NAME}/"
 QUERY_METHOD_ROLES: Mapping[str, frozenset[str]] = {
-    _Q + m: frozenset({AUDITOR, ADMIN}) for m in ("Trace", "GetNode", "Search", "Export", "Sparql", "Bundle")
+    _Q + m: frozenset({AUDITOR, ADMIN}) for m in ("Trace", "GetNode", "Search", "Export", "Sparql", "Bundle", "Attest")
 }
 
 DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP = traverse.DEFAULT_MAX_DEPTH, 100
@@ -81,7 +85,7 @@ class LimitExceeded(TooManyMessages):
     reason = "limit_exceeded"
 
 
-_OVER_LIMIT = frozenset({"graph_too_large", "query_timeout"})
+_OVER_LIMIT = frozenset({"graph_too_large", "query_timeout", "limit_reached"})
 """Reasons of query.export / query.sparql errors that mean "an answer exceeds a server limit"."""
 
 
@@ -91,6 +95,8 @@ def translate_error(e: BaseException) -> BaseException:
         return NotFound(e.message, hint=e.hint)
     if isinstance(e, AsOfNotProjected):
         return NotCovered(e.message, hint=e.hint)
+    if isinstance(e, ProvaultError) and e.reason == "not_found" and not isinstance(e, NotFound):
+        return NotFound(e.message, hint=e.hint)  # query.report.build.ModelNotFound: an unknown model
     if isinstance(e, ProvaultError) and e.reason in _OVER_LIMIT:
         return LimitExceeded(e.message, hint=e.hint)
     return e
@@ -138,10 +144,41 @@ def _rpc_stream(fn: F) -> F:
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):
-    def __init__(self, *, reads: ReadPool, max_message_bytes: int) -> None:
+    def __init__(self, *, reads: ReadPool, max_message_bytes: int, settings: Settings | None = None) -> None:
         self.reads = reads
         self.max_message_bytes = max_message_bytes
         self.answers = AnswerCache()
+        self.settings = settings
+        """The stack's settings: the attestation key and how its events reach the ledger (Gate, Attest)."""
+        self._attestor: Signer | None = None
+        self._attestor_loading = threading.Lock()
+        self.attestor_recording = threading.Lock()
+        """Held while the attestation key's agent records an event: its spool admits one writer at a time."""
+
+    def attestation_key(self) -> Signer:
+        """The attestation key (docs/supply-chain.md, "The signer"), loaded on first use and kept; shared by
+        Gate and Attest.  ``NoAttestationKey`` (FAILED_PRECONDITION) while there is none: the file's path and
+        the reason go to the log, not to the client."""
+        from query.supply.attest import NoAttestationKey  # noqa: PLC0415 - the supply chain loads on first use
+        from query.supply.signer import load_key  # noqa: PLC0415
+
+        with self._attestor_loading:
+            if self._attestor is None:
+                if self.settings is None:
+                    raise NoAttestationKey(
+                        "this QueryService was started without the stack's settings, so it has no attestation key",
+                        hint="start it with settings (QueryGrpcService(settings=...))",
+                    )
+                try:
+                    self._attestor = load_key(self.settings)
+                except KeyMaterialError as e:
+                    logger.warning("attestation key: %s", e.diagnostics())
+                    raise NoAttestationKey(
+                        "the server has no usable attestation key",
+                        hint="an operator must create and register it (docs/supply-chain.md, 'The signer'); "
+                        "the server's log says what is wrong with it",
+                    ) from None
+            return self._attestor
 
     def _fits(self, response: Any, what: str) -> Any:
         size = response.ByteSize()
@@ -310,6 +347,30 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
         return self._fits(query_pb2.BundleResponse(bundle=bundle), "Bundle")
 
+    @_rpc
+    def Attest(self, request: query_pb2.AttestRequest, context: grpc.ServicerContext) -> query_pb2.AttestResponse:
+        from query.supply import attest  # noqa: PLC0415 - the supply chain loads on first use
+
+        model = text_field(request.model, "model")
+        as_of_seq, as_of_time = as_of_point(request)
+        key = self.attestation_key()
+        assert self.settings is not None  # attestation_key() refuses without settings
+        with self.reads.connection() as conn:
+            if as_of_time is not None:
+                as_of_seq = resolve_point(conn, None, as_of_time)
+            issued = attest.issue(conn, self.settings, model, as_of_seq=as_of_seq, record=False, signer=key)
+        if not request.dry_run:
+            with self.attestor_recording:
+                issued = attest.record_issuing(self.settings, key, issued)
+        response = query_pb2.AttestResponse(
+            envelope_json=issued.envelope_json,
+            bundle=issued.evidence.bundle,
+            model_id=issued.evidence.model,
+            statement_digest=issued.statement_digest,
+            event_id=issued.event_id,
+        )
+        return self._fits(response, "Attest")
+
 
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:
     start = text_field(sub.start_node_id, "subgraph.start_node_id")
@@ -345,15 +406,18 @@ def build_query_server(
     max_workers: int = 16,
     read_timeout_s: float = 5.0,
     server_credentials: grpc.ServerCredentials | None = None,
+    settings: Settings | None = None,
 ) -> tuple[grpc.Server, int]:
     """A QueryService server with health and reflection, bound to ``listen``; not started.
 
     With ``server_credentials`` it speaks TLS, else plaintext.  Returns the
     server and the bound port (useful with port 0).  Stopping it also closes
-    its read pool.
+    its read pool.  ``settings`` give Gate and Attest the attestation key and
+    the way its events reach the ledger; without them both answer
+    FAILED_PRECONDITION.
     """
     reads = ReadPool(dsn, timeout_s=read_timeout_s, max_size=max_workers, role=AUDITOR_ROLE)
-    servicer = QueryServicer(reads=reads, max_message_bytes=max_message_bytes)
+    servicer = QueryServicer(reads=reads, max_message_bytes=max_message_bytes, settings=settings)
     return serve_on(
         listen,
         reads=reads,
@@ -377,6 +441,11 @@ class QueryGrpcService(GrpcServerService):
     method_roles = QUERY_METHOD_ROLES
     depends_on = frozenset({"postgres"})
 
+    def __init__(self, *, settings: Settings | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.settings = settings
+        """The stack's settings, for Gate's and Attest's attestation key (docs/supply-chain.md)."""
+
     def _build(self, interceptors: Sequence[grpc.ServerInterceptor]) -> tuple[grpc.Server, int]:
         return build_query_server(
             dsn=self.dsn,
@@ -384,6 +453,7 @@ class QueryGrpcService(GrpcServerService):
             max_message_bytes=self.max_message_bytes,
             interceptors=interceptors,
             server_credentials=self.server_credentials,
+            settings=self.settings,
         )
 
 

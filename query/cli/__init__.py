@@ -2,16 +2,17 @@
 
 ``trace`` and ``impact`` (:mod:`.trace`), ``export`` and ``sparql`` (:mod:`.export`), ``bundle`` and
 ``verify-bundle`` (:mod:`.bundle`), ``report`` and ``verify-report`` (:mod:`.report`), ``project``
-(:mod:`.project`), ``query serve`` (:mod:`.serve`), ``bom`` (:mod:`.bom`) and ``demo`` (:mod:`.demo`).
+(:mod:`.project`), ``query serve`` (:mod:`.serve`), ``bom`` (:mod:`.bom`), ``attest`` and
+``verify-attestation`` (:mod:`.attest`) and ``demo`` (:mod:`.demo`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import bom, bundle, demo, export, project, report, serve, trace
+from . import attest, bom, bundle, demo, export, project, report, serve, trace
 
-_MODULES = (demo, project, export, bundle, report, trace, serve, bom)
+_MODULES = (demo, project, export, bundle, report, trace, serve, bom, attest)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
