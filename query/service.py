@@ -6,6 +6,7 @@ The choices the proto leaves open (roles, as-of, limits, pages, keys, health) ar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -57,6 +58,9 @@ _Q = f"/{SERVICE_NAME}/"
 QUERY_METHOD_ROLES: Mapping[str, frozenset[str]] = {
     _Q + m: frozenset({AUDITOR, ADMIN}) for m in ("Trace", "GetNode", "Search", "Export", "Sparql", "Bundle", "Attest")
 }
+QUERY_METHOD_ROLES = {**QUERY_METHOD_ROLES, _Q + "Gate": frozenset({AUDITOR, ADMIN})}
+MAX_POLICY_CHARS = 64 * 1024
+"""Gate: the longest policy text accepted."""
 
 DEFAULT_MAX_DEPTH, MAX_DEPTH_CAP = traverse.DEFAULT_MAX_DEPTH, 100
 DEFAULT_MAX_NODES, MAX_NODES_CAP = traverse.DEFAULT_MAX_NODES, 100_000
@@ -370,6 +374,88 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             event_id=issued.event_id,
         )
         return self._fits(response, "Attest")
+
+    @_rpc
+    def Gate(self, request: query_pb2.GateRequest, context: grpc.ServicerContext) -> query_pb2.GateResponse:
+        from query.supply.gate import evaluate, record_decision  # noqa: PLC0415 - the supply chain loads on first use
+        from query.supply.policy import parse_policy  # noqa: PLC0415
+
+        model = text_field(request.model, "model")
+        if not request.policy_toml:
+            raise InvalidArgument("policy_toml: expected the policy's TOML text (docs/supply-chain.md), found nothing")
+        if len(request.policy_toml) > MAX_POLICY_CHARS:
+            raise InvalidArgument(
+                expected_found("policy_toml", f"at most {MAX_POLICY_CHARS} characters", len(request.policy_toml))
+            )
+        policy = parse_policy(request.policy_toml, source="policy_toml")
+        as_of_seq, as_of_time = as_of_point(request)
+        key = None if request.dry_run else self._gate_key()
+        with self.reads.connection() as conn:
+            if as_of_time is not None:
+                as_of_seq = resolve_point(conn, None, as_of_time)
+            evidence = _gate_evidence(conn, model, as_of_seq)
+        decision = evaluate(policy, evidence)
+        event_id = ""
+        if key is not None:
+            assert self.settings is not None  # a key is loaded only from settings
+            with self.attestor_recording:
+                event_id = str(record_decision(self.settings, key, decision))
+        return query_pb2.GateResponse(
+            model_id=decision.model,
+            allowed=decision.allowed,
+            rules=[
+                query_pb2.RuleVerdict(rule=r.rule, passed=r.passed, reason=r.reason, evidence_seqs=r.evidence_seqs)
+                for r in decision.rules
+            ],
+            policy_digest=decision.policy_digest,
+            as_of_seq=decision.as_of_seq,
+            decision_event_id=event_id,
+        )
+
+    def _gate_key(self) -> Signer:
+        """The attestation key to record a decision with; FAILED_PRECONDITION naming its path and how to register it."""
+        from query.supply import signer as attestor  # noqa: PLC0415
+        from query.supply.attest import NoAttestationKey  # noqa: PLC0415
+
+        try:
+            return self.attestation_key()
+        except NoAttestationKey:
+            if self.settings is None:
+                raise
+            path = attestor.key_path(self.settings)
+            raise NoAttestationKey(
+                f"this server cannot record a gate decision: the attestation key {path} is missing or unusable",
+                hint=attestor.register_hint(self.settings, path) + "; then restart the server, or ask with dry_run",
+            ) from None
+
+
+def _gate_evidence(conn: psycopg.Connection, model: str, as_of_seq: int | None) -> Any:
+    """Gate's verified evidence; a model or an as-of seq that no checkpoint covers yet is NotCovered."""
+    from ledger.store import checkpoints as stored_checkpoints  # noqa: PLC0415
+    from query.report.build import ModelNotFound, resolve_model  # noqa: PLC0415
+    from query.supply.evidence import gather  # noqa: PLC0415
+
+    cp = stored_checkpoints.latest(conn)
+    if cp is None or cp.tree_size == 0:
+        raise NotCovered("the ledger has no checkpoint over any entry yet", hint="retry after the next checkpoint")
+    if as_of_seq is not None and as_of_seq >= cp.tree_size:
+        raise NotCovered(
+            f"as_of seq {as_of_seq} is newer than the latest checkpoint (tree size {cp.tree_size})",
+            hint="retry after the next checkpoint",
+        )
+    try:
+        return gather(conn, model, as_of_seq=as_of_seq)
+    except ModelNotFound as e:
+        try:
+            later = resolve_model(conn, model, traverse.position(conn))
+        except ProvaultError:
+            raise NotFound(e.message, hint=e.hint) from None
+        raise NotCovered(
+            f"model {later} is in the ledger but no checkpoint covers it yet", hint="retry after the next checkpoint"
+        ) from None
+    finally:
+        with contextlib.suppress(psycopg.Error):  # gather's own limit stays with this call, not the pooled session
+            conn.execute("RESET statement_timeout")
 
 
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:

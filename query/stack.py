@@ -32,6 +32,7 @@ def start(stack: Stack, endpoints: Endpoints) -> Endpoints:
         max_message_bytes=settings.grpc.max_message_bytes,
         authenticator=security.authenticator,
         server_credentials=security.credentials,
+        settings=settings,
     )
     query.start()
     stack.add(query)

@@ -256,7 +256,14 @@ QUARANTINE_TARGET_TYPES = ("dataset", "commit", "key")
 APPROVER_ROLE = "provault:approver"
 """``prov:role`` of an approver's association."""
 KEY_TARGET_PREFIX = "key:"
-"""A quarantine's target when it is a key: ``key:<keyid>`` (keys are not nodes of the graph)."""
+"""A quarantine's target when it is a key: ``key:<keyid>``."""
+KEY_NODE_PREFIX = "provault:key/"
+"""The node of a key: the projection's synthetic entity for it, and what a quarantine of the key invalidates."""
+
+
+def key_node_id(keyid: str) -> str:
+    """``provault:key/<keyid>``: the entity a quarantine of a key names (``wasInvalidatedBy`` the quarantine)."""
+    return f"{KEY_NODE_PREFIX}{keyid}"
 
 
 def approval_activity_id(approval_uuid: str) -> str:

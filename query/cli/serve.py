@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=settings.grpc.max_message_bytes,
         authenticator=security.authenticator,
         server_credentials=security.credentials,
+        settings=settings,
     )
     exporter = metrics.server_for(settings, "query_listen")
     explorer = build_explorer(settings, dsn)

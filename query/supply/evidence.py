@@ -24,7 +24,7 @@ import psycopg
 from ledger.core.errors import InvalidArgument, InvalidEvent, ProvaultError, expected_found
 from ledger.core.events import Event
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRecord, KeyRegistry
-from ledger.core.vocab import KEY_TARGET_PREFIX, QUARANTINE_PLACED, QUARANTINE_TARGET_TYPES
+from ledger.core.vocab import KEY_TARGET_PREFIX, QUARANTINE_PLACED, QUARANTINE_TARGET_TYPES, key_node_id
 from ledger.db import translate_errors
 from ledger.store import checkpoints as stored_checkpoints
 from provault.v1 import query_pb2
@@ -39,11 +39,6 @@ DEFAULT_MAX_NODES = traverse.DEFAULT_MAX_NODES
 MAX_NODES_CAP = 100_000
 DEFAULT_TIMEOUT_S = 60.0
 BUNDLE_MEDIA_TYPE = "application/vnd.provault.bundle+json"
-
-
-def key_node_id(keyid: str) -> str:
-    """The node a quarantine of a key invalidates (keys are not otherwise nodes of the graph)."""
-    return f"provault:key/{keyid}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
