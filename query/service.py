@@ -6,7 +6,6 @@ The choices the proto leaves open (roles, as-of, limits, pages, keys, health) ar
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
@@ -377,6 +376,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def Gate(self, request: query_pb2.GateRequest, context: grpc.ServicerContext) -> query_pb2.GateResponse:
+        from query.supply.evidence import gather  # noqa: PLC0415
         from query.supply.gate import evaluate, record_decision  # noqa: PLC0415 - the supply chain loads on first use
         from query.supply.policy import parse_policy  # noqa: PLC0415
 
@@ -393,7 +393,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         with self.reads.connection() as conn:
             if as_of_time is not None:
                 as_of_seq = resolve_point(conn, None, as_of_time)
-            evidence = _gate_evidence(conn, model, as_of_seq)
+            evidence = gather(conn, model, as_of_seq=as_of_seq)
         decision = evaluate(policy, evidence)
         event_id = ""
         if key is not None:
@@ -427,35 +427,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 f"this server cannot record a gate decision: the attestation key {path} is missing or unusable",
                 hint=attestor.register_hint(self.settings, path) + "; then restart the server, or ask with dry_run",
             ) from None
-
-
-def _gate_evidence(conn: psycopg.Connection, model: str, as_of_seq: int | None) -> Any:
-    """Gate's verified evidence; a model or an as-of seq that no checkpoint covers yet is NotCovered."""
-    from ledger.store import checkpoints as stored_checkpoints  # noqa: PLC0415
-    from query.report.build import ModelNotFound, resolve_model  # noqa: PLC0415
-    from query.supply.evidence import gather  # noqa: PLC0415
-
-    cp = stored_checkpoints.latest(conn)
-    if cp is None or cp.tree_size == 0:
-        raise NotCovered("the ledger has no checkpoint over any entry yet", hint="retry after the next checkpoint")
-    if as_of_seq is not None and as_of_seq >= cp.tree_size:
-        raise NotCovered(
-            f"as_of seq {as_of_seq} is newer than the latest checkpoint (tree size {cp.tree_size})",
-            hint="retry after the next checkpoint",
-        )
-    try:
-        return gather(conn, model, as_of_seq=as_of_seq)
-    except ModelNotFound as e:
-        try:
-            later = resolve_model(conn, model, traverse.position(conn))
-        except ProvaultError:
-            raise NotFound(e.message, hint=e.hint) from None
-        raise NotCovered(
-            f"model {later} is in the ledger but no checkpoint covers it yet", hint="retry after the next checkpoint"
-        ) from None
-    finally:
-        with contextlib.suppress(psycopg.Error):  # gather's own limit stays with this call, not the pooled session
-            conn.execute("RESET statement_timeout")
 
 
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:

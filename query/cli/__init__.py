@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import attest, bom, bundle, demo, export, gate, project, report, serve, trace
+from . import admission, attest, bom, bundle, demo, export, gate, project, report, serve, trace
 
-_MODULES = (demo, project, export, bundle, report, trace, serve, gate, bom, attest)
+_MODULES = (demo, project, export, bundle, report, trace, serve, gate, admission, bom, attest)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

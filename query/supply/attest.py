@@ -15,7 +15,6 @@ docs/supply-chain.md, "Attestations", is the contract.  Three parts:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -52,17 +51,15 @@ from ledger.core.keys import Ed25519Verifier, Signer
 from ledger.core.vocab import ATTESTATION_ISSUED, PREFIXES, attestation_activity_id, service_id
 from ledger.db import translate_errors
 from ledger.grpckit.status import NotCovered
-from ledger.store import checkpoints as stored_checkpoints
 from ledger.store.entries import entries_at
 from provault.v1 import ledger_pb2, query_pb2
-from query import traverse
 from query.bundle import proofs_for
 from query.bundle_verify import BundleReport, decode_bundle, printable, verify_bundle
-from query.report.build import ModelNotFound, resolve_model
 from query.report.facts import value
 
 from . import signer as attestor
-from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, _trust, from_bundle, gather
+from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, from_bundle, gather, ledger_trust
+from .signer import NotRecorded
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = STATEMENT_TYPE_URI
@@ -430,44 +427,16 @@ def _with_key_history(conn: psycopg.Connection, ev: ModelEvidence, keyid: str) -
     bundle.key_entries.extend(merged)
     del bundle.root_keyids[:]
     bundle.root_keyids.extend(sorted(root_ids))
-    vkey, admins = _trust(conn)
+    vkey, admins = ledger_trust(conn)
     return from_bundle(bundle, verify_bundle(bundle, vkey=vkey, admin_keys=admins), query=ev.query)
-
-
-def checkpointed_evidence(conn: psycopg.Connection, name: str, *, as_of_seq: int | None = None) -> ModelEvidence:
-    """:func:`~query.supply.evidence.gather`, with what no checkpoint covers yet refused as ``NotCovered`` (retry
-    shortly; FAILED_PRECONDITION over gRPC): an empty ledger, an as-of seq beyond the latest checkpoint, a model
-    the projection holds but no checkpoint covers.  An unknown model stays ``ModelNotFound``."""
-    cp = stored_checkpoints.latest(conn)
-    if cp is None or cp.tree_size == 0:
-        raise NotCovered("the ledger has no checkpoint over any entry yet", hint="retry after the next checkpoint")
-    if as_of_seq is not None and as_of_seq >= cp.tree_size:
-        raise NotCovered(
-            f"as-of seq {as_of_seq} is newer than the latest checkpoint (tree size {cp.tree_size}), so it is not "
-            "provable yet",
-            hint="retry after the next checkpoint, about a second later",
-        )
-    try:
-        return gather(conn, name, as_of_seq=as_of_seq)
-    except ModelNotFound as e:
-        try:
-            later = resolve_model(conn, name, traverse.position(conn))
-        except ProvaultError:
-            raise e from None  # not in the ledger at all
-        raise NotCovered(
-            f"model {later} is in the ledger but no checkpoint covers it yet", hint="retry after the next checkpoint"
-        ) from None
-    finally:
-        with contextlib.suppress(psycopg.Error):  # gather's statement timeout stays with this call, not the session
-            conn.execute("RESET statement_timeout")
 
 
 def attestable_evidence(
     conn: psycopg.Connection, name: str, *, keyid: str, as_of_seq: int | None = None
 ) -> ModelEvidence:
-    """The model's verified evidence (:func:`checkpointed_evidence`), its bundle also holding the key history
+    """The model's verified evidence (:func:`~query.supply.evidence.gather`), its bundle also holding the key history
     of ``keyid``, the attestation key, so that a verifier can tell whether it may sign."""
-    return _with_key_history(conn, checkpointed_evidence(conn, name, as_of_seq=as_of_seq), keyid)
+    return _with_key_history(conn, gather(conn, name, as_of_seq=as_of_seq), keyid)
 
 
 def check_attestor(record: KeyRecord | None, keyid: str) -> KeyRecord:
@@ -535,20 +504,6 @@ def load_attestor(settings: Settings) -> Signer:
         raise NoAttestationKey(e.message, hint=e.hint) from e
 
 
-def _recorder_settings(settings: Settings) -> Settings:
-    """The attestation key's agent keeps its own spool (``<data_dir>/spool/<its producer id>``), never a
-    producer's ``agent.spool_dir``: two chains must not share one spool."""
-    if settings.agent.spool_dir is None:
-        return settings
-    return dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, spool_dir=None))
-
-
-class NotRecorded(ProvaultError):
-    """The ``attestation.issued`` event could not even be spooled."""
-
-    reason = "not_recorded"
-
-
 def record_issuing(settings: Settings, signer: Signer, issued: Issued) -> Issued:
     """Sign ``attestation.issued`` with the attestation key, spool it and wait up to ``agent.publish_timeout_s``
     for the ledger to take it; ``issued`` with the event id and whether it was delivered.
@@ -556,7 +511,6 @@ def record_issuing(settings: Settings, signer: Signer, issued: Issued) -> Issued
     The key's agent is made and closed here: its spool admits one writer at a time, so a server that records
     from several threads serialises the calls (``QueryServicer``)."""
     ev = issued.evidence
-    settings = _recorder_settings(settings)
     prov = issued_prov(
         activity=attestation_activity_id(new_event_id()),
         model=ev.model,
@@ -570,18 +524,8 @@ def record_issuing(settings: Settings, signer: Signer, issued: Issued) -> Issued
         "predicate_type": PREDICATE_TYPE,
         "as_of_seq": ev.as_of_seq,
     }
-    agent = attestor.recorder(settings, signer)
-    try:
-        event_id = agent.emit(ATTESTATION_ISSUED, prov, data=data)
-        delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)
-    finally:
-        agent.close(timeout=0)
-    if not event_id:
-        raise NotRecorded(
-            f"the attestation could not be recorded: the attestation key's spool {agent.spool.dir} is full",
-            hint="bring the ledger back so the spool drains, or raise agent.spool_max_bytes",
-        )
-    return dataclasses.replace(issued, event_id=event_id, delivered=delivered)
+    event = attestor.record(settings, signer, ATTESTATION_ISSUED, prov, data, what="the attestation")
+    return dataclasses.replace(issued, event_id=str(event), delivered=event.delivered)
 
 
 def issue(
@@ -934,7 +878,6 @@ __all__ = [
     "attestable_evidence",
     "builder_id",
     "check_attestor",
-    "checkpointed_evidence",
     "dependencies",
     "digest",
     "encode_statement",

@@ -12,6 +12,7 @@ read from the bundle's signed events (:mod:`query.report.facts`), never from the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from ledger.core.events import Event
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRecord, KeyRegistry
 from ledger.core.vocab import KEY_TARGET_PREFIX, QUARANTINE_PLACED, QUARANTINE_TARGET_TYPES, key_node_id
 from ledger.db import translate_errors
+from ledger.grpckit.status import NotCovered
 from ledger.store import checkpoints as stored_checkpoints
 from provault.v1 import query_pb2
 from query import traverse
@@ -201,7 +203,7 @@ def _invalidations(conn: psycopg.Connection, ids: Sequence[str], as_of: int) -> 
 
 
 @translate_errors
-def _trust(conn: psycopg.Connection) -> tuple[str, list[bytes]]:
+def ledger_trust(conn: psycopg.Connection) -> tuple[str, list[bytes]]:
     vkey = stored_checkpoints.checkpoint_verifier(conn).vkey()
     admins = [bytes(r[0]) for r in conn.execute("SELECT public_key FROM ledger.trust_root WHERE purpose = 'admin'")]
     return vkey, admins
@@ -218,25 +220,50 @@ def gather(
 ) -> ModelEvidence:
     """The verified evidence about the model ``name`` (see the module docstring).
 
-    Raises ``ModelNotFound`` for an unknown model, ``NotCovered`` when no checkpoint covers the model yet,
+    Raises ``ModelNotFound`` for a model the ledger does not hold, ``NotCovered`` (retry shortly) when no
+    checkpoint covers it or ``as_of_seq`` yet,
     ``ReportLimit`` when the lifecycle exceeds ``max_depth`` / ``max_nodes`` (never cut short silently),
     and the bundle verifier's error if the ledger's own entries do not verify.
     """
     _check_limit("max_depth", max_depth, 1, DEFAULT_MAX_DEPTH * 5)
     _check_limit("max_nodes", max_nodes, 1, MAX_NODES_CAP)
-    deadline = time.monotonic() + timeout_s
     conn.execute(f"SET statement_timeout = {max(1, int(timeout_s * 1000))}")
+    try:
+        return _gather(conn, name, as_of_seq, max_depth, max_nodes, time.monotonic() + timeout_s, timeout_s)
+    finally:
+        with contextlib.suppress(psycopg.Error):  # the limit is this call's, not a pooled session's
+            conn.execute("RESET statement_timeout")
+
+
+def _gather(
+    conn: psycopg.Connection,
+    name: str,
+    as_of_seq: int | None,
+    max_depth: int,
+    max_nodes: int,
+    deadline: float,
+    timeout_s: float,
+) -> ModelEvidence:
     cp = stored_checkpoints.latest(conn)
     if cp is None or cp.tree_size == 0:
-        raise ModelNotFound("the ledger has no checkpoint over any entry yet", hint="retry after the next checkpoint")
+        raise NotCovered("the ledger has no checkpoint over any entry yet", hint="retry after the next checkpoint")
     if as_of_seq is not None and as_of_seq >= cp.tree_size:
-        raise InvalidArgument(
+        raise NotCovered(
             f"as-of seq {as_of_seq} is newer than the latest checkpoint (tree size {cp.tree_size}), "
             "so it is not provable yet",
             hint="retry after the next checkpoint, about a second later",
         )
     as_of = cp.tree_size - 1 if as_of_seq is None else as_of_seq
-    model = resolve_model(conn, name, as_of)
+    try:
+        model = resolve_model(conn, name, as_of)
+    except ModelNotFound as e:
+        try:
+            later = resolve_model(conn, name, traverse.position(conn))
+        except ProvaultError:
+            raise e from None  # not in the ledger at all
+        raise NotCovered(
+            f"model {later} is in the ledger but no checkpoint covers it yet", hint="retry after the next checkpoint"
+        ) from None
     t = traverse.trace(
         conn,
         model,
@@ -259,7 +286,7 @@ def gather(
     if time.monotonic() > deadline:
         raise ReportLimit(f"gathering the model's evidence took longer than {timeout_s:g} s", hint="raise the timeout")
     bundle = build_bundle(conn, seqs, subject=model, direction=traverse.BOTH, as_of_seq=as_of, node_ids=ids)
-    vkey, admins = _trust(conn)
+    vkey, admins = ledger_trust(conn)
     report = verify_bundle(bundle, vkey=vkey, admin_keys=admins)
     return from_bundle(bundle, report, query=name)
 

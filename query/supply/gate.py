@@ -20,13 +20,11 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from ledger.config import Settings
-from ledger.core.errors import ProvaultError
 from ledger.core.events import format_time
 from ledger.core.ids import new_event_id
 from ledger.core.keyring import KeyRecord, identity_roles
@@ -45,6 +43,7 @@ from .policy import (
     SignersRule,
     parse_policy,
 )
+from .signer import NotRecorded, RecordedEvent
 
 DATASET, CODE, ENVIRONMENT, HOST = "provault:Dataset", "provault:Code", "provault:Environment", "provault:Host"
 GIT_PREFIX, HOST_PREFIX = "provault:git/", "provault:host/"
@@ -483,49 +482,10 @@ def gate_event(decision: Decision, producer_id: str) -> tuple[dict[str, Any], di
     return prov, data
 
 
-class RecordedEvent(str):
-    """The id of a recorded ``gate.decided`` event, and whether it reached the ledger or waits in the spool."""
-
-    delivered: bool
-    spool: Path | None
-    producer_id: str
-
-    def __new__(
-        cls, event_id: str, *, delivered: bool, spool: Path | None = None, producer_id: str = ""
-    ) -> RecordedEvent:
-        self = super().__new__(cls, event_id)
-        self.delivered, self.spool, self.producer_id = delivered, spool, producer_id
-        return self
-
-
-class NotRecorded(ProvaultError):
-    reason = "not_recorded"
-
-
-def _recorder_settings(settings: Settings) -> Settings:
-    """The attestation key's agent keeps its own spool: never a user's ``agent.spool_dir``."""
-    if settings.agent.spool_dir is None:
-        return settings
-    return dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, spool_dir=None))
-
-
 def record_decision(settings: Settings, signer: Signer, decision: Decision) -> RecordedEvent:
     """Sign ``gate.decided`` with the attestation key, spool it and wait up to ``agent.publish_timeout_s``."""
-    settings = _recorder_settings(settings)
-    pid = attestor.producer_id(settings)
-    prov, data = gate_event(decision, pid)
-    agent = attestor.recorder(settings, signer)
-    try:
-        event_id = agent.emit(GATE_DECIDED, prov, data=data)
-        delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)
-    finally:
-        agent.close(timeout=0)
-    if not event_id:
-        raise NotRecorded(
-            f"the decision could not be recorded: the attestation key's spool {agent.spool.dir} is full",
-            hint="bring the ledger back so the spool drains, or raise agent.spool_max_bytes",
-        )
-    return RecordedEvent(event_id, delivered=delivered, spool=agent.spool.dir, producer_id=pid)
+    prov, data = gate_event(decision, attestor.producer_id(settings))
+    return attestor.record(settings, signer, GATE_DECIDED, prov, data, what="the decision")
 
 
 def decide(

@@ -9,12 +9,16 @@ missing.  :func:`recorder` is the agent that carries its events into the ledger.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from agents.runtime import Agent, agent_from_settings
 from ledger.config import Settings
-from ledger.core.errors import KeyMaterialError
+from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Signer, load_or_create_key, load_private_key
 from ledger.keyadmin import ensure_registered
@@ -74,5 +78,54 @@ def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, li
 
 
 def recorder(settings: Settings, signer: Signer) -> Agent:
-    """The agent that signs the attestation key's events and carries them to the ledger (close it after)."""
+    """The agent that signs the attestation key's events and carries them to the ledger (close it after).
+
+    It keeps its own spool (``<data_dir>/spool/<its producer id>``), never a producer's ``agent.spool_dir``:
+    two chains must not share one spool."""
+    if settings.agent.spool_dir is not None:
+        settings = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, spool_dir=None))
     return agent_from_settings(settings, producer_id=producer_id(settings), signer=signer)
+
+
+class NotRecorded(ProvaultError):
+    """An attestation key's event could not even be spooled."""
+
+    reason = "not_recorded"
+
+
+class RecordedEvent(str):
+    """The id of a recorded event, and whether it reached the ledger or waits in the spool."""
+
+    delivered: bool
+    spool: Path | None
+    producer_id: str
+
+    def __new__(
+        cls, event_id: str, *, delivered: bool, spool: Path | None = None, producer_id: str = ""
+    ) -> RecordedEvent:
+        self = super().__new__(cls, event_id)
+        self.delivered, self.spool, self.producer_id = delivered, spool, producer_id
+        return self
+
+
+_recording = threading.Lock()
+"""The key's spool admits one writer at a time: callers in one process (a server's threads) take turns."""
+
+
+def record(
+    settings: Settings, signer: Signer, kind: str, prov: Mapping[str, Any], data: Mapping[str, Any], *, what: str
+) -> RecordedEvent:
+    """Sign ``kind`` with the attestation key, spool it, and wait up to ``agent.publish_timeout_s`` for delivery."""
+    with _recording:
+        agent = recorder(settings, signer)
+        try:
+            event_id = agent.emit(kind, prov, data=data)
+            delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)
+        finally:
+            agent.close(timeout=0)
+    if not event_id:
+        raise NotRecorded(
+            f"{what} could not be recorded: the attestation key's spool {agent.spool.dir} is full",
+            hint="bring the ledger back so the spool drains, or raise agent.spool_max_bytes",
+        )
+    return RecordedEvent(event_id, delivered=delivered, spool=agent.spool.dir, producer_id=producer_id(settings))

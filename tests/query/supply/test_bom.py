@@ -285,7 +285,7 @@ def test_bom_of_an_unknown_model_is_exit_1_with_the_error(story: Story, cli: Cli
 def test_bom_without_a_checkpoint_is_exit_1(ledger: Ledger, logged_story: Story, cli: Cli) -> None:
     code, stdout, err = cli("bom", "sentiment")
     assert (code, stdout) == (1, "")
-    assert err.startswith("provault: error [not_found]: the ledger has no checkpoint over any entry yet\n")
+    assert err.startswith("provault: error [not_covered]: the ledger has no checkpoint over any entry yet\n")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from ledger.core.errors import InvalidArgument
+from ledger.grpckit.status import NotCovered
 from query.report.build import ModelNotFound
 from query.supply.evidence import gather
 from tests.ledgerkit import Ledger
@@ -55,9 +55,14 @@ def test_an_unknown_model_is_refused_by_name(
         gather(conn, name)
 
 
+def test_a_ledger_without_a_checkpoint_is_not_covered_yet(ledger: Ledger, logged_story: Story) -> None:
+    with psycopg.connect(ledger.dsn, autocommit=True) as conn, pytest.raises(NotCovered, match="no checkpoint"):
+        gather(conn, "sentiment")
+
+
 def test_an_as_of_beyond_the_checkpoint_is_refused(ledger: Ledger, story: Story) -> None:
     with (
         psycopg.connect(ledger.dsn, autocommit=True) as conn,
-        pytest.raises(InvalidArgument, match="newer than the latest checkpoint"),
+        pytest.raises(NotCovered, match="newer than the latest checkpoint"),
     ):
         gather(conn, "sentiment", as_of_seq=99)
