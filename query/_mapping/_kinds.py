@@ -10,19 +10,15 @@ from typing import Any
 from ledger.core.errors import InvalidEvent, expected_found
 from ledger.core.events import Event, format_time, parse_time
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, parse_registration, parse_revocation
-from ledger.core.vocab import prediction_id
+from ledger.core.vocab import key_node_id, prediction_id
 
 from ._builder import _IDENTITY_NODES, _Builder
 from ._names import _thaw
-from ._rows import KEY_KIND, KEY_NODE_PREFIX, PREDICT_PREFIX, PREDICTION_PREFIX, PredictionRow, UnprojectableEntry
+from ._rows import KEY_KIND, PREDICT_PREFIX, PREDICTION_PREFIX, PredictionRow, UnprojectableEntry
 
 _PREDICTION_COLUMNS = ("id", "time", "input", "output")
 
 # --- kind-specific rows ------------------------------------------------------------
-
-
-def key_node_id(keyid: str) -> str:
-    return KEY_NODE_PREFIX + keyid
 
 
 def _key_rows(event: Event, b: _Builder) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 
 from ledger.core.errors import DecodeError
 from ledger.core.events import format_time
+from ledger.core.vocab import KEY_NODE_PREFIX  # noqa: F401 - one spelling of key nodes, used by the mapping
 
 PREDICTIONS_LOGGED = "predictions.logged"
-KEY_NODE_PREFIX = "provault:key/"
+
 PREDICTION_PREFIX = "provault:prediction/"
 PREDICT_PREFIX = "provault:predict/"
 KEY_KIND = "provault:Key"

@@ -7,6 +7,6 @@
 * :mod:`.attest` -- in-toto Statement v1 / SLSA Provenance v1 attestations, and their offline check;
 * :mod:`.bom` -- CycloneDX 1.6 ML bills of materials;
 * :mod:`.admission` -- the Kubernetes ``AdmissionReview`` endpoint backed by the gate;
-* :mod:`.cli` -- ``approve``, ``quarantine``, ``gate``, ``attest``, ``verify-attestation``, ``bom``,
-  ``admission serve``.
+* the commands are in ``query/cli``: ``gate.py`` (``approve``, ``quarantine``, ``gate``), ``attest.py``
+  (``attest``, ``verify-attestation``), ``bom.py`` and ``admission.py`` (``admission serve``).
 """
