@@ -1,23 +1,28 @@
 """``provault demo``: the whole product in under a minute, on a real stack.
 
 :func:`run_demo` starts the stack exactly as ``provault up`` builds it, tells
-a story in nine numbered steps -- each in plain words and with the commands a
+a story in ten numbered steps -- each in plain words and with the commands a
 user would type to do it themselves -- and stops the stack again, leaving the
 data:
 
 1. start the stack (refused while a ``provault up`` holds the data directory);
-2. keys for two people (alice, bob) and two services (pipeline, serving),
-   registered by the admin key, under ``<data-dir>/demo/keys``;
+2. keys for three people (alice, bob, and carol, the ML lead, registered with
+   the role ``ml-lead``) and two services (pipeline, serving), registered by
+   the admin key, under ``<data-dir>/demo/keys``;
 3. the raw breast-cancer dataset from scikit-learn (v1) and a pipeline step
    that standardises it (v2, derived from v1);
 4. four training runs by alice and bob, each with parameters, code commit,
    environment, held-out accuracy and model file;
-5. the best model registered and deployed, approved by the other person;
+5. the best model registered, approved by carol with her own key, and deployed;
 6. a few hundred predictions served through ``LoggedModel``;
 7. bounded waits until every event is committed, checkpointed and projected;
-8. the incident: the trace of one prediction, the impact of v1, the full
+8. the release: ``provault gate`` decides on the model from its verified evidence
+   and records the decision; ``provault attest`` writes an in-toto attestation,
+   verified offline;
+9. the incident: the trace of one prediction, the impact of v1, carol's
+   quarantine of v1 and the gate now refusing the model, the full
    ``provault verify`` audit, and an audit bundle verified offline;
-9. where the data is and what to run next.
+10. where the data is and what to run next.
 
 Run twice on one data directory, the demo reuses its keys (registered once)
 and adds a new round of runs, models and predictions to the same ledger.
@@ -83,7 +88,7 @@ def run_demo(
     say.title("provault demo: one model's provenance, from raw data to a production prediction, on a real ledger.")
     say.title(
         f"Data directory {settings.data_dir}; the demo's own files go to {demo.paths.root}, and the commands "
-        "shown are meant to be run there (step 9 says how)."
+        "shown are meant to be run there (step 10 says how)."
     )
     refuse_if_up(settings)  # before the try: stopping a stack that never started removes stack.json
     for path in (demo.paths.keys, demo.paths.data, demo.paths.models):
@@ -97,7 +102,8 @@ def run_demo(
             best, deployment = demo.deploy(demo.train())
             prediction = demo.serve(best, deployment)[SHOWN_PREDICTION - 1]
             demo.settle(stack)
-            demo.incident(prediction, v1)
+            demo.release(best.model_id)
+            demo.incident(prediction, v1, best.model_id, stack)
         except (ProvaultError, KeyboardInterrupt):
             raise
         except Exception as e:

@@ -9,25 +9,28 @@ from urllib.parse import quote
 from ledger.core.keys import load_public_key
 
 from ._cast import (
+    CAROL,
+    QUARANTINE_REASON,
     STEPS,
 )
 from ._stack import DemoFailed
 from ._text import impact_lines, without_edges
 
 if TYPE_CHECKING:
-    pass
-from ._base import DemoBase
+    from ledger.stack import Stack
+from ._release import ReleaseSteps
 
 
-class AuditingSteps(DemoBase):
+class AuditingSteps(ReleaseSteps):
     """Steps that answer from the ledger, as an auditor or incident responder would."""
 
-    def incident(self, prediction: str, v1: str) -> None:
+    def incident(self, prediction: str, v1: str, model: str, stack: Stack) -> None:
+        from agents.governance import quarantine_event  # noqa: PLC0415
         from query import render, traverse  # noqa: PLC0415
         from query.cli.trace import impact_summary  # noqa: PLC0415
 
         self.say.step(
-            8,
+            9,
             STEPS,
             f"The incident: prediction {prediction} is disputed. Trace it back: model, run, data, "
             "code, environment, people, and the keys that signed each step.",
@@ -40,6 +43,13 @@ class AuditingSteps(DemoBase):
             self.say.command(["provault", "impact", v1, "--limit", "3"])
             impact = traverse.trace(conn, v1, direction=traverse.DOWNSTREAM, predictions_limit=3)
             self.say.show(impact_lines(impact_summary(impact)))
+        self.say.say("Carol quarantines it, with her own key; from then on the gate refuses what it reached:")
+        self.say.command(
+            ["provault", "quarantine", v1, "--reason", QUARANTINE_REASON, "--config", f"{CAROL.name}.toml"]
+        )
+        placed = quarantine_event(v1, reason=QUARANTINE_REASON, who=CAROL.who)
+        self.agent(CAROL).emit(placed.kind, placed.prov, data=placed.data)
+        self.requarantined_gate(model, stack)
         self.verify()
         self.bundle(prediction)
 
@@ -96,15 +106,15 @@ class AuditingSteps(DemoBase):
             "signed events"
         )
 
-    # --- 9. the end ---------------------------------------------------------------------------------------
+    # --- 10. the end --------------------------------------------------------------------------------------
 
     def explore(self, prediction: str) -> None:
         d = self.settings.data_dir
         self.say.step(
-            9,
+            10,
             STEPS,
             f"Done in {time.monotonic() - self.started:.1f} s. The stack is stopped; the ledger, keys, "
-            f"data, models and bundle stay in {d}. Explore them yourself, from {self.paths.root}:",
+            f"data, models, bundle and attestation stay in {d}. Explore them yourself, from {self.paths.root}:",
         )
         self.say.command(["export", f"PROVAULT_DATA_DIR={d}"])
         self.say.command(["provault", "up"])

@@ -55,18 +55,22 @@ class DemoBase:
 
     def cli(self, argv: Sequence[str]) -> str:
         """Run a ``provault`` command in this process (the real parser and handler); its stdout."""
+        return self.cli_code(argv)[1]
+
+    def cli_code(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> tuple[int, str]:
+        """Run a ``provault`` command in this process; its exit code (one of ``ok``, else DemoFailed) and stdout."""
         from ledger.cli import build_parser  # noqa: PLC0415 - the CLI package imports this one
 
         extra = ["--data-dir", str(self.settings.data_dir), *(["--config", self.config] if self.config else [])]
         args = build_parser().parse_args([*argv, *extra])
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
-            code = args.run(args)
-        if code:
+            code = int(args.run(args) or 0)
+        if code not in ok:
             raise DemoFailed(
                 f"`provault {shlex.join(argv)}` exited with {code}", hint=buffer.getvalue().strip() or None
             )
-        return buffer.getvalue()
+        return code, buffer.getvalue()
 
     def db(self) -> psycopg.Connection:
         return connect(self.dsn, autocommit=True, role=AUDITOR)
@@ -111,7 +115,7 @@ class DemoBase:
         self.say.step(
             2,
             STEPS,
-            "Two people and two services get a signing key each; the admin key registers them in "
+            "Three people and two services get a signing key each; the admin key registers them in "
             "the log: who holds the key, which events it may sign, for which producer.",
         )
         rows = [("identity", "keyid", "may sign", "producer", "registered")]
@@ -128,6 +132,7 @@ class DemoBase:
                 actor.kinds,
                 "--producers",
                 f"{actor.name}@*",
+                *(["--roles", actor.roles] if actor.roles else []),
             ]
             if actor is ALICE:
                 self.say.command(["provault", *new_key])
@@ -152,8 +157,9 @@ class DemoBase:
                 )
             )
         self.say.say(
-            "The same for bob, pipeline and serving; each gets a config file naming its key and producer "
-            "id (alice.toml, ...)."
+            "The same for bob, pipeline, serving and carol, the ML lead, whose key is registered with "
+            "`--roles ml-lead`: release policies count approvals by it. Each gets a config file naming its key "
+            "and producer id (alice.toml, ...)."
         )
         self.say.show(text_table(rows))
 
@@ -187,6 +193,19 @@ class DemoBase:
             "Wait until every event is committed, covered by a signed checkpoint and projected into the PROV graph.",
         )
         t0 = time.monotonic()
+        size, tree_size, projected = self.caught_up(stack)
+        emitted = sum(a.stats.emitted for a in self.agents.values())
+        self.say.command(["provault", "checkpoint"])
+        self.say.command(["provault", "project", "--lag"])
+        self.say.say(
+            f"{emitted} events from {len(self.agents)} producers committed ({size} log entries in all) after "
+            f"{time.monotonic() - t0:.1f} s; the latest checkpoint signs a tree of {tree_size}; the projection "
+            f"is at seq {projected}, behind by {size - 1 - projected}"
+        )
+
+    def caught_up(self, stack: Stack) -> tuple[int, int, int]:
+        """Wait until every agent's events are committed, checkpointed and projected: (log size, tree size,
+        projected seq)."""
         for name, agent in self.agents.items():
             if not agent.flush(timeout=WAIT_S):
                 raise DemoFailed(
@@ -212,14 +231,7 @@ class DemoBase:
             )
             tree_size = scalar(conn, "SELECT coalesce(max(tree_size), 0) FROM ledger.checkpoints")
             projected = scalar(conn, "SELECT last_seq FROM prov.position")
-        emitted = sum(a.stats.emitted for a in self.agents.values())
-        self.say.command(["provault", "checkpoint"])
-        self.say.command(["provault", "project", "--lag"])
-        self.say.say(
-            f"{emitted} events from {len(self.agents)} producers committed ({size} log entries in all) after "
-            f"{time.monotonic() - t0:.1f} s; the latest checkpoint signs a tree of {tree_size}; the projection "
-            f"is at seq {projected}, behind by {size - 1 - projected}"
-        )
+        return size, tree_size, projected
 
     def _committed(self, conn: psycopg.Connection, expected: dict[str, int]) -> bool:
         rejected = conn.execute(

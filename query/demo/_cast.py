@@ -14,7 +14,7 @@ from ._stack import DemoFailed
 if TYPE_CHECKING:
     from agents.runs import Run
 
-STEPS = 9
+STEPS = 10
 AUDITOR = "provault_auditor"
 PREDICTIONS = 300
 REQUEST_ROWS = 10
@@ -24,6 +24,22 @@ WAIT_S = 60.0
 DEPLOYMENT = "breast-cancer-prod"
 TARGET = "k8s://prod/breast-cancer"
 MODEL_NAME = "breast-cancer-logreg"
+APPROVAL_COMMENT = "held-out accuracy and the data card reviewed"
+QUARANTINE_REASON = "mislabelled rows found in the raw export"
+
+
+def release_policy(*, with_code: bool) -> str:
+    """The release gate of the demo; code is required when the demo could record a commit (git is there)."""
+    parts = ", ".join(f'"{p}"' for p in ("data", *(("code",) if with_code else ()), "environment", "params", "author"))
+    return (
+        "# The demo's release gate (docs/supply-chain.md, Policy)\n"
+        "version = 1\n\n"
+        f"[rules.provenance]\nrequire = [{parts}]\n\n"
+        "[rules.signers]\n\n"
+        '[rules.approvals]\ncount = 1\nrole = "ml-lead"\n\n'
+        "[rules.quarantine]\n\n"
+        '[[rules.metric]]\nname = "accuracy"\nmin = 0.9\n'
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +49,8 @@ class Actor:
     name: str
     identity: str
     kinds: str
+    roles: str | None = None
+    """Duties the admin registers with the key (``keys register --roles``): what gate policies count."""
 
     @property
     def producer(self) -> str:
@@ -47,7 +65,9 @@ ALICE = Actor(name="alice", identity="person:alice@example.com", kinds="run.*,da
 BOB = Actor(name="bob", identity="person:bob@example.com", kinds="run.*,dataset.*,model.*")
 PIPELINE = Actor(name="pipeline", identity="service:pipeline", kinds="run.*,dataset.*")
 SERVING = Actor(name="serving", identity="service:serving", kinds="predictions.logged")
-ACTORS = (ALICE, BOB, PIPELINE, SERVING)
+CAROL = Actor(name="carol", identity="person:carol@example.com", kinds="model.approved,quarantine.*", roles="ml-lead")
+"""The ML lead: approves releases and quarantines bad data, with her own key."""
+ACTORS = (ALICE, BOB, PIPELINE, SERVING, CAROL)
 TRAINING = ((ALICE, 0.01), (ALICE, 0.1), (BOB, 0.5), (BOB, 10.0))
 """Who trains with which regularisation strength C."""
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from . import _train
 from ._cast import (
     ALICE,
-    BOB,
+    APPROVAL_COMMENT,
+    CAROL,
     DEPLOYMENT,
     MODEL_NAME,
     PIPELINE,
@@ -208,14 +209,15 @@ class ProducingSteps(DemoBase):
 
     def deploy(self, results: list[Trained]) -> tuple[Trained, str]:
         import agents  # noqa: PLC0415
+        from agents.governance import approval_event  # noqa: PLC0415
 
         best = max(results, key=lambda r: (r.accuracy, -r.c))
-        approver = BOB if best.actor is ALICE else ALICE
+        approver = CAROL
         self.say.step(
             5,
             STEPS,
             f"The best model ({best.actor.name}'s C={best.c:g}, accuracy {best.accuracy:.3f}) is "
-            f"registered by {best.actor.name} and deployed, with {approver.name} approving.",
+            f"registered by {best.actor.name}, approved by {approver.name} with her own key, and deployed.",
         )
         cfg = f"{best.actor.name}.toml"
         self.say.command(
@@ -234,6 +236,17 @@ class ProducingSteps(DemoBase):
                 best.actor.who,
                 "--config",
                 cfg,
+            ]
+        )
+        self.say.command(
+            [
+                "provault",
+                "approve",
+                MODEL_NAME,
+                "--comment",
+                APPROVAL_COMMENT,
+                "--config",
+                f"{approver.name}.toml",
             ]
         )
         self.say.command(
@@ -258,6 +271,8 @@ class ProducingSteps(DemoBase):
         model = agents.register_model(
             best.path, name=MODEL_NAME, version="1", run=best.run, author=best.actor.who, agent=agent
         )
+        approval = approval_event(model, approver=approver.who, comment=APPROVAL_COMMENT)
+        self.agent(approver).emit(approval.kind, approval.prov, data=approval.data)
         deployment = agents.deploy_model(
             model, name=DEPLOYMENT, target=TARGET, approved_by=approver.who, deployer=best.actor.who, agent=agent
         )

@@ -99,14 +99,39 @@ def _commands(out: str) -> list[list[str]]:
 
 @pytest.mark.postgres
 @pytest.mark.nats
-def test_demo_finishes_within_a_minute_and_tells_nine_steps(rounds) -> None:
+def test_demo_finishes_within_a_minute_and_tells_ten_steps(rounds) -> None:
     _, first, second = rounds
     assert first.seconds < BUDGET_S and second.seconds < BUDGET_S, (first.seconds, second.seconds)
-    for n in range(1, 10):
-        assert f"[{n}/9] " in first.out
-    steps = re.split(r"^\[\d/9\] ", first.out, flags=re.M)[1:]
+    for n in range(1, 11):
+        assert f"[{n}/10] " in first.out
+    steps = re.split(r"^\[\d+/10\] ", first.out, flags=re.M)[1:]
+    assert len(steps) == 10
     assert all("$ provault " in step or "\n   >>> " in step for step in steps), "every step shows what to type"
     assert "\x1b[" not in first.out, "plain text, no colour"
+
+
+@pytest.mark.postgres
+@pytest.mark.nats
+def test_the_release_gate_allows_then_the_quarantine_denies_and_the_attestation_verifies(rounds) -> None:
+    data, first, second = rounds
+    release = _section(first.out, "[8/10] ", "[9/10] ")
+    assert "provault gate: ALLOWED: model sha256:" in release
+    for rule in ("provenance", "signers", "approvals", "quarantine", "metric:accuracy"):
+        assert re.search(rf"^\s+PASS  {re.escape(rule)} ", release, flags=re.M), rule
+    assert "1 distinct approver with role ml-lead, 1 needed: carol@example.com" in release
+    assert re.search(r"recorded    gate\.decided event \S+ \(delivered\)", release)
+    assert "provault verify-attestation: OK" in release
+    incident = _section(first.out, "[9/10] ", "[10/10] ")
+    assert "provault gate: DENIED: model sha256:" in incident
+    failed = re.findall(r"^\s+FAIL  (\S+)\s+(.*)$", incident, flags=re.M)
+    assert failed == [("quarantine", failed[0][1])] and "breast-cancer-raw is quarantined" in failed[0][1]
+    assert "PASS  " not in incident, "after the quarantine only the failed rule is shown"
+    # The quarantine stays: the second round's release gate denies the model from the start.
+    again = _section(second.out, "[8/10] ", "[9/10] ")
+    assert "provault gate: DENIED" in again and "FAIL  quarantine" in again
+    demo = data / "demo"
+    for name in ("release.toml", "release.intoto.json", "release.intoto.bundle.json"):
+        assert (demo / name).stat().st_size > 0, name
 
 
 @pytest.mark.postgres
@@ -176,8 +201,8 @@ def test_the_audit_and_the_bundle_verify(rounds) -> None:
 @pytest.mark.nats
 def test_a_second_round_reuses_the_keys(rounds) -> None:
     _, first, second = rounds
-    assert first.out.count("(new)") == 4
-    assert second.out.count("(kept from an earlier demo)") == 4
+    assert first.out.count("(new)") == 5, "alice, bob, pipeline, serving, carol"
+    assert second.out.count("(kept from an earlier demo)") == 5
     assert "the ledger already holds" in second.out
 
 
@@ -258,7 +283,7 @@ def test_sigterm_stops_the_stack(tmp_path: Path) -> None:
             env=_env(tmp_path),
         )
         deadline = time.monotonic() + TIMEOUT_S
-        while "[3/9]" not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        while "[3/10]" not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         children = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
