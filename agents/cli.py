@@ -274,7 +274,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
 
     settings = settings_from(args)
-    with signals_held() as precise, _delivery_summarised():
+    with signals_held() as precise, quiet_retries():
         agent = agent_from_settings(settings)
         try:
             return _run_wrapped(agent, settings, cmd, plan, args, precise)
@@ -332,7 +332,7 @@ def _execute(cmd: list[str], precise: bool) -> tuple[int, str | None]:
 
 
 @contextlib.contextmanager
-def _delivery_summarised() -> Iterator[None]:
+def quiet_retries() -> Iterator[None]:
     """The agent's own retry warnings stay quiet: a one-shot command says once what was delivered and why not."""
     agent_log = logging.getLogger("provault.agent")
     level = agent_log.level
@@ -355,26 +355,38 @@ def _spooled_note(agent: Agent, settings: Settings) -> None:
     )
 
 
+def emit_once(settings: Settings, kind: str, prov: Mapping[str, Any], data: Mapping[str, Any] | None = None):
+    """One event signed with the configured producer key, spooled, and waited for up to
+    ``agent.publish_timeout_s``: (event id, delivered).  Not delivered in time, it stays in the spool (said on
+    stderr); a spool too full to take it is an error."""
+    from .runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
+
+    with quiet_retries():
+        agent = agent_from_settings(settings)
+        try:
+            event_id = agent.emit(kind, prov, data=data)
+            delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)
+        finally:
+            agent.close(timeout=0)
+    if not event_id:
+        raise ProvaultError(
+            f"{kind} was not recorded: the spool {agent.spool.dir} is full",
+            hint="bring the ledger back so the spool drains, or raise agent.spool_max_bytes",
+        )
+    if not delivered:
+        _spooled_note(agent, settings)
+    return event_id, delivered
+
+
 # --- provault dataset / model -------------------------------------------------------------
 
 
 def _emit_prepared(args: argparse.Namespace, prepared: assets.Prepared) -> int:
-    from .runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
-
-    settings = settings_from(args)
-    with _delivery_summarised():
-        agent = agent_from_settings(settings)
-        try:
-            event_id = agent.emit(prepared.kind, prepared.prov)
-            delivered = agent.flush(timeout=settings.agent.publish_timeout_s)
-        finally:
-            agent.close(timeout=0)
+    event_id, delivered = emit_once(settings_from(args), prepared.kind, prepared.prov)
     if args.json:
         print(json.dumps({"kind": prepared.kind, "id": prepared.id, "event": event_id, "delivered": delivered}))
     else:
         print(f"{prepared.kind} {prepared.id} event {event_id} {'delivered' if delivered else 'spooled'}")
-    if not delivered:
-        _spooled_note(agent, settings)
     return 0
 
 

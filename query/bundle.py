@@ -258,13 +258,16 @@ def build_bundle(
     node_ids: Sequence[str] | None = None,
     relations: Sequence[str] = (),
     truncated: bool = False,
+    extra_keys: Sequence[str] = (),
 ) -> query_pb2.AuditBundle:
     """The audit bundle for the entries at ``seqs``, about ``subject``, against the latest checkpoint.
 
     ``node_ids`` are the traced nodes (in the trace's order); without them the
     bundle's nodes are every node the entries at ``seqs`` mention.  Edges are
     the edges the bundle's entries state between its nodes, of ``relations``
-    only when given.  Raises ``NotCovered`` when a seq or ``as_of_seq`` is
+    only when given.  ``extra_keys`` are keyids whose key history the bundle
+    carries although they sign none of its entries (an attestation's
+    signer).  Raises ``NotCovered`` when a seq or ``as_of_seq`` is
     newer than the latest checkpoint, naming the seqs.
     """
     cp = _checkpoint(conn, None)
@@ -286,7 +289,7 @@ def build_bundle(
         )
     rows = {**base, **entries_at(conn, sorted(_node_seqs(conn, nodes, as_of) - set(base)))}
     graph = _graph(rows)
-    key_seqs, roots = _key_history(conn, {r.keyid for r in rows.values()}, cp.tree_size)
+    key_seqs, roots = _key_history(conn, {r.keyid for r in rows.values()} | set(extra_keys), cp.tree_size)
     key_rows = entries_at(conn, key_seqs)
     proofs = {p.seq: p for p in proofs_for(conn, set(rows) | set(key_rows), tree_size=cp.tree_size).proofs}
     bundle = query_pb2.AuditBundle(

@@ -21,7 +21,7 @@ from typing import Any
 from ledger.core.errors import DecodeError, InvalidArgument, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import printable
-from query.cli.bundle import AUDITOR_ROLE, read_vkey
+from query.cli.bundle import auditor_connection, read_vkey
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -112,13 +112,11 @@ def _write(path: Path, data: bytes) -> None:
 
 def run_attest(args: argparse.Namespace) -> int:
     from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
-    from ledger.db import connect  # noqa: PLC0415
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
     from query.supply.attest import issue, load_attestor  # noqa: PLC0415
 
     settings = settings_from(args)
     key = load_attestor(settings)  # before the ledger is read: a missing key says how to make it
-    with connect(resolve_postgres_dsn(settings), autocommit=True, role=AUDITOR_ROLE) as conn:
+    with auditor_connection(settings) as conn:
         issued = issue(conn, settings, args.model, as_of_seq=args.as_of, record=not args.no_record, signer=key)
     ev = issued.evidence
     out = Path(args.out) if args.out else Path(default_name(ev.label(), ev.model))

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ledger.core.errors import InvalidArgument, ProvaultError
-from query.cli.bundle import AUDITOR_ROLE
+from query.cli.bundle import auditor_connection
 
 
 class BomUnavailable(ProvaultError):
@@ -50,11 +50,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _connect(args: argparse.Namespace):  # -> psycopg.Connection
-    from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
-    from ledger.db import connect  # noqa: PLC0415
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
+    from ledger.config import settings_from  # noqa: PLC0415 - keep `provault --help` light
 
-    return connect(resolve_postgres_dsn(settings_from(args)), autocommit=True, role=AUDITOR_ROLE)
+    return auditor_connection(settings_from(args))
 
 
 def _write(path: str, data: bytes) -> None:

@@ -13,13 +13,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ledger.core.errors import DecodeError, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import BundleReport, printable, read_bundle, verify_bundle
 
+if TYPE_CHECKING:
+    from ledger.config import Settings
+
 AUDITOR_ROLE = "provault_auditor"
+
+
+def auditor_connection(settings: Settings):  # -> psycopg.Connection
+    """The configured PostgreSQL (or the running stack's), as ``provault_auditor``: SELECT only."""
+    from ledger.db import connect  # noqa: PLC0415 - the database side loads only here
+    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
+
+    return connect(resolve_postgres_dsn(settings), autocommit=True, role=AUDITOR_ROLE)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

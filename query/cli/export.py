@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ledger.core.errors import InvalidArgument
+from query.cli.bundle import auditor_connection
 
-AUDITOR_ROLE = "provault_auditor"
 FORMATS = ("turtle", "jsonld", "provjson", "ntriples")
 
 
@@ -62,12 +62,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     q.set_defaults(run=run_sparql)
 
 
-def _connect(args: argparse.Namespace):
+def _connect(args: argparse.Namespace):  # -> psycopg.Connection
     from ledger.config import settings_from  # noqa: PLC0415 - keep `provault --help` light
-    from ledger.db import connect  # noqa: PLC0415
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
 
-    return connect(resolve_postgres_dsn(settings_from(args)), autocommit=True, role=AUDITOR_ROLE)
+    return auditor_connection(settings_from(args))
 
 
 def _check_as_of(conn: Any, as_of: int | None) -> None:

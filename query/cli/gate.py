@@ -11,11 +11,9 @@ code is the verdict (below), so CI can gate on it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,7 @@ from ledger.config import settings_from
 from ledger.core.errors import InvalidArgument, KeyMaterialError, ProvaultError
 from ledger.core.ids import is_content_id
 from query.bundle_verify import printable
+from query.cli.bundle import auditor_connection
 
 if TYPE_CHECKING:
     import psycopg
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 ALLOWED, DENIED, MALFORMED, NO_DECISION = 0, 1, 2, 3
 """``provault gate``'s exit codes."""
-AUDITOR_ROLE = "provault_auditor"
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -59,51 +57,14 @@ def seq_ranges(seqs: Sequence[int]) -> str:
 
 
 def _connect(settings: Settings) -> psycopg.Connection:
-    from ledger.db import connect  # noqa: PLC0415 - the database side loads only here
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
-
-    return connect(resolve_postgres_dsn(settings), autocommit=True, role=AUDITOR_ROLE)
-
-
-@contextlib.contextmanager
-def _quiet_agent() -> Iterator[None]:
-    """The agents' retry warnings stay quiet: a one-shot command says once what was delivered and why not."""
-    agent_log = logging.getLogger("provault.agent")
-    level = agent_log.level
-    agent_log.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        agent_log.setLevel(level)
+    return auditor_connection(settings)
 
 
 def _emit(settings: Settings, statement: Statement) -> tuple[str, bool]:
     """Sign ``statement`` with the user's producer key, spool it, and wait up to ``agent.publish_timeout_s``."""
-    from agents.runtime import agent_from_settings  # noqa: PLC0415 - keeps `provault --help` fast
+    from agents.cli import emit_once  # noqa: PLC0415 - keeps `provault --help` fast
 
-    with _quiet_agent():
-        agent = agent_from_settings(settings)
-        try:
-            event_id = agent.emit(statement.kind, statement.prov, data=statement.data)
-            delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)
-        finally:
-            agent.close(timeout=0)
-    if not event_id:
-        raise ProvaultError(
-            f"{statement.kind} was not recorded: the spool {agent.spool.dir} is full",
-            hint="bring the ledger back so the spool drains, or raise agent.spool_max_bytes",
-        )
-    if not delivered:
-        with agent.stats.lock:
-            why = agent.stats.last_error
-        print(
-            f"provault: not delivered within {settings.agent.publish_timeout_s:g} s"
-            + (f": {why}" if why else "")
-            + f"\nprovault: the event is kept in the spool {agent.spool.dir} and sent the next time producer "
-            f"{agent.producer_id} runs while the ledger is reachable",
-            file=sys.stderr,
-        )
-    return event_id, delivered
+    return emit_once(settings, statement.kind, statement.prov, statement.data)
 
 
 def _model_id(settings: Settings, name: str) -> str:
@@ -257,7 +218,9 @@ def run_gate(args: argparse.Namespace) -> int:
 
     record = not args.no_record
     try:
-        with _quiet_agent(), _connect(settings) as conn:
+        from agents.cli import quiet_retries  # noqa: PLC0415
+
+        with quiet_retries(), _connect(settings) as conn:
             decision, recorded = decide(
                 conn, settings, args.model, text, as_of_seq=args.as_of, record=record, source=args.policy
             )

@@ -20,7 +20,7 @@ from typing import Any
 from ledger.core.errors import DecodeError, InvalidArgument, KeyMaterialError, ProvaultError, VerificationError
 from ledger.core.keys import load_public_key
 from query.bundle_verify import printable
-from query.cli.bundle import AUDITOR_ROLE, read_vkey
+from query.cli.bundle import auditor_connection, read_vkey
 
 DEFAULT_DEPTH = 20
 DEFAULT_NODES = 10_000
@@ -162,11 +162,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _connect(args: argparse.Namespace):  # -> psycopg.Connection
-    from ledger.config import settings_from  # noqa: PLC0415 - the database side loads only here
-    from ledger.db import connect  # noqa: PLC0415
-    from ledger.stack import resolve_postgres_dsn  # noqa: PLC0415
+    from ledger.config import settings_from  # noqa: PLC0415 - keep `provault --help` light
 
-    return connect(resolve_postgres_dsn(settings_from(args)), autocommit=True, role=AUDITOR_ROLE)
+    return auditor_connection(settings_from(args))
 
 
 def _write(args: argparse.Namespace, evidence: Any) -> int:

@@ -38,7 +38,6 @@ from ledger.core.errors import (
     DecodeError,
     InvalidArgument,
     KeyMaterialError,
-    LedgerCorrupted,
     ProvaultError,
     SignatureInvalid,
     VerificationError,
@@ -51,14 +50,13 @@ from ledger.core.keys import Ed25519Verifier, Signer
 from ledger.core.vocab import ATTESTATION_ISSUED, PREFIXES, attestation_activity_id, service_id
 from ledger.db import translate_errors
 from ledger.grpckit.status import NotCovered
-from ledger.store.entries import entries_at
-from provault.v1 import ledger_pb2, query_pb2
-from query.bundle import proofs_for
+from ledger.store import checkpoints as stored_checkpoints
+from provault.v1 import query_pb2
 from query.bundle_verify import BundleReport, decode_bundle, printable, verify_bundle
 from query.report.facts import value
 
 from . import signer as attestor
-from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, from_bundle, gather, ledger_trust
+from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, from_bundle, gather
 from .signer import NotRecorded
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -371,64 +369,21 @@ def _key_rows(conn: psycopg.Connection) -> tuple[set[str], dict[str, tuple[int, 
     return roots, keys
 
 
-def _with_key_history(conn: psycopg.Connection, ev: ModelEvidence, keyid: str) -> ModelEvidence:
-    """``ev`` with ``keyid``'s registration (and revocation, if the checkpoint covers one) among the key entries,
-    with the key history behind those entries too, proven against the bundle's checkpoint and verified again."""
-    if keyid in ev.keys:
-        return ev
-    b = ev.bundle
-    size = b.checkpoint.tree_size
-    roots, keys = _key_rows(conn)
+def _check_signer_registered(conn: psycopg.Connection, keyid: str) -> None:
+    """NoAttestationKey unless ``keyid`` is registered; NotCovered while no checkpoint covers its registration."""
+    _, keys = _key_rows(conn)
     if keyid not in keys:
         raise NoAttestationKey(
             f"the attestation key {keyid} is not registered in this ledger, so no bundle can prove it may sign",
             hint="register it: `provault keys register <attestor.key>.pub --role producer --kinds 'attestation.*,gate.*' ...`",
         )
+    cp = stored_checkpoints.latest(conn)
+    size = 0 if cp is None else cp.tree_size
     if keys[keyid][0] >= size:
         raise NotCovered(
             f"the attestation key's registration (seq {keys[keyid][0]}) is newer than the checkpoint (tree size {size})",
             hint="retry after the next checkpoint, about a second later",
         )
-    have = {pe.entry.seq for pe in b.key_entries}
-    new: set[int] = set()
-    root_ids, todo, seen = set(b.root_keyids), [keyid], set(ev.keys)
-    while todo:
-        kid = todo.pop()
-        if kid in seen:
-            continue
-        seen.add(kid)
-        if kid in roots:
-            root_ids.add(kid)
-            continue
-        if kid not in keys:
-            raise LedgerCorrupted(
-                f"key entries are signed by key {kid}, which is neither a root key nor in ledger.keys",
-                hint="run `provault verify`",
-            )
-        registered, revoked = keys[kid]
-        wanted = [s for s in (registered, revoked) if s is not None and s < size and s not in have | new]
-        new.update(wanted)
-        todo.extend(row.keyid for row in entries_at(conn, wanted).values())
-    rows = entries_at(conn, sorted(new))
-    proofs = {p.seq: p for p in proofs_for(conn, new, tree_size=size).proofs}
-    added = [
-        query_pb2.ProvenEntry(
-            entry=ledger_pb2.Entry(
-                seq=r.seq, event_id=r.event_id, keyid=r.keyid, envelope_json=r.envelope, leaf_hash=r.leaf_hash
-            ),
-            inclusion_proof=proofs[r.seq].to_pb(),
-        )
-        for r in rows.values()
-    ]
-    bundle = query_pb2.AuditBundle()
-    bundle.CopyFrom(b)
-    merged = sorted([*b.key_entries, *added], key=lambda pe: pe.entry.seq)
-    del bundle.key_entries[:]
-    bundle.key_entries.extend(merged)
-    del bundle.root_keyids[:]
-    bundle.root_keyids.extend(sorted(root_ids))
-    vkey, admins = ledger_trust(conn)
-    return from_bundle(bundle, verify_bundle(bundle, vkey=vkey, admin_keys=admins), query=ev.query)
 
 
 def attestable_evidence(
@@ -436,7 +391,8 @@ def attestable_evidence(
 ) -> ModelEvidence:
     """The model's verified evidence (:func:`~query.supply.evidence.gather`), its bundle also holding the key history
     of ``keyid``, the attestation key, so that a verifier can tell whether it may sign."""
-    return _with_key_history(conn, gather(conn, name, as_of_seq=as_of_seq), keyid)
+    _check_signer_registered(conn, keyid)
+    return gather(conn, name, as_of_seq=as_of_seq, extra_keys=(keyid,))
 
 
 def check_attestor(record: KeyRecord | None, keyid: str) -> KeyRecord:
@@ -536,21 +492,16 @@ def issue(
     as_of_seq: int | None = None,
     record: bool = True,
     signer: Signer | None = None,
-    evidence: ModelEvidence | None = None,
     builder_version: str | None = None,
 ) -> Issued:
     """Attest ``model`` (its digest or exact label): gather, build, sign and, when ``record``, record the issuing.
 
-    ``signer`` defaults to the attestation key of ``settings``; ``evidence``, the model's evidence already
-    gathered (``gather``) on ``conn``, is used instead of gathering it here.  Raises NoAttestationKey when the key is
+    ``signer`` defaults to the attestation key of ``settings``.  Raises NoAttestationKey when the key is
     missing, unregistered or revoked, ``gather``'s errors (``ModelNotFound``, ``ReportLimit``, ...), and
     NotRecorded when the event cannot be spooled.
     """
     key = signer or load_attestor(settings)
-    if evidence is None:
-        ev = attestable_evidence(conn, model, keyid=key.keyid, as_of_seq=as_of_seq)
-    else:
-        ev = _with_key_history(conn, evidence, key.keyid)
+    ev = attestable_evidence(conn, model, keyid=key.keyid, as_of_seq=as_of_seq)
     check_attestor(ev.keys.get(key.keyid), key.keyid)
     stmt = statement(ev, builder_version=builder_version or provault_version())
     raw = sign_statement(stmt, key)

@@ -217,8 +217,10 @@ def gather(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    extra_keys: Sequence[str] = (),
 ) -> ModelEvidence:
-    """The verified evidence about the model ``name`` (see the module docstring).
+    """The verified evidence about the model ``name`` (see the module docstring); the bundle also carries the
+    key history of ``extra_keys`` (an attestation's signer, which signs nothing behind the model).
 
     Raises ``ModelNotFound`` for a model the ledger does not hold, ``NotCovered`` (retry shortly) when no
     checkpoint covers it or ``as_of_seq`` yet,
@@ -229,7 +231,8 @@ def gather(
     _check_limit("max_nodes", max_nodes, 1, MAX_NODES_CAP)
     conn.execute(f"SET statement_timeout = {max(1, int(timeout_s * 1000))}")
     try:
-        return _gather(conn, name, as_of_seq, max_depth, max_nodes, time.monotonic() + timeout_s, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        return _gather(conn, name, as_of_seq, max_depth, max_nodes, deadline, timeout_s, tuple(extra_keys))
     finally:
         with contextlib.suppress(psycopg.Error):  # the limit is this call's, not a pooled session's
             conn.execute("RESET statement_timeout")
@@ -243,6 +246,7 @@ def _gather(
     max_nodes: int,
     deadline: float,
     timeout_s: float,
+    extra_keys: tuple[str, ...],
 ) -> ModelEvidence:
     cp = stored_checkpoints.latest(conn)
     if cp is None or cp.tree_size == 0:
@@ -285,7 +289,9 @@ def _gather(
     seqs = sorted(set(t.seqs) | set(ended))
     if time.monotonic() > deadline:
         raise ReportLimit(f"gathering the model's evidence took longer than {timeout_s:g} s", hint="raise the timeout")
-    bundle = build_bundle(conn, seqs, subject=model, direction=traverse.BOTH, as_of_seq=as_of, node_ids=ids)
+    bundle = build_bundle(
+        conn, seqs, subject=model, direction=traverse.BOTH, as_of_seq=as_of, node_ids=ids, extra_keys=extra_keys
+    )
     vkey, admins = ledger_trust(conn)
     report = verify_bundle(bundle, vkey=vkey, admin_keys=admins)
     return from_bundle(bundle, report, query=name)
