@@ -61,7 +61,7 @@ def test_ten_thousand_events_from_three_producers(tmp_path, capsys) -> None:
         chains = [ProducerChain(f"trainer-{i}@host", k) for i, k in enumerate(keys)]
         events = [chains[i % PRODUCERS].emit("dataset.registered", dataset_prov(f"{i:064x}")) for i in range(EVENTS)]
         publish(info["nats_url"], NatsSettings(), events)
-        total = EVENTS + PRODUCERS + 1  # and `provault up`'s registration of its OpenLineage endpoint's key
+        total = EVENTS + PRODUCERS + 2  # and `provault up`'s registrations of its OpenLineage and attestation keys
 
         def checkpointed() -> int:
             with psycopg.connect(info["postgres_dsn"]) as c:

@@ -164,9 +164,11 @@ def test_the_kubernetes_steps_create_every_secret_the_manifests_mount() -> None:
 # --- the openssl lines, run as written ------------------------------------------------------------
 
 
-def _run_openssl_lines(title: str, cwd: Path) -> None:
+def _run_openssl_lines(title: str, cwd: Path, certificates: int = 3) -> None:
     lines = [ln for ln in _command_lines(_section(title)) if ln.startswith(("mkdir ", "openssl "))]
-    assert sum(ln.startswith("openssl req") for ln in lines) == 3, f"{title}: the CA and two server certificates"
+    assert sum(ln.startswith("openssl req") for ln in lines) == certificates, (
+        f"{title}: the CA and the server certificates"
+    )
     res = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
         cwd=cwd,
@@ -263,13 +265,22 @@ def test_the_compose_openssl_lines_make_certificates_the_deployment_accepts(tmp_
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_the_kubernetes_openssl_lines_make_certificates_the_deployment_accepts(tmp_path: Path) -> None:
-    _run_openssl_lines("Kubernetes", tmp_path)
+    _run_openssl_lines("Kubernetes", tmp_path, certificates=4)  # the CA, gRPC, NATS, the admission webhook
     docs = kube_documents()
     namespace = next(d for d in docs if d["kind"] == "Namespace")["metadata"]["name"]
     services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
-    assert set(services) == {"provault-ledger", "provault-query", "provault-openlineage"}
-    assert _grpc_host_names(services, namespace) | {"localhost"} <= san_names(tmp_path / "grpc.crt")
-    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap")
+    assert set(services) == {"provault-ledger", "provault-query", "provault-openlineage", "provault-admission"}
+    grpc_services = [s for s in services if s != "provault-admission"]
+    assert _grpc_host_names(grpc_services, namespace) | {"localhost"} <= san_names(tmp_path / "grpc.crt")
+    # The API server calls the webhook by its Service's name in the namespace, and checks it against caBundle.
+    webhook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    service = webhook["clientConfig"]["service"]
+    assert f"{service['name']}.{namespace}.svc" in san_names(tmp_path / "admission.crt")
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", "ca.crt", "admission.crt"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "provault-config")
     nats_hosts = {urlsplit(u).hostname for u in nats_servers(config["PROVAULT_NATS_URL"])}
     assert nats_hosts <= san_names(tmp_path / "nats.crt")
     ledger = next(p for p in kube_processes(docs) if p.where == "Deployment/provault-ledger/ledger")

@@ -118,6 +118,8 @@ ADMITTED = {
     ),
     _Q + "Sparql": (INVALID, f"query: {_EMPTY}"),
     _Q + "Bundle": (INVALID, f"node_id: {_EMPTY}"),
+    _Q + "Gate": (INVALID, f"model: {_EMPTY}"),
+    _Q + "Attest": (INVALID, f"model: {_EMPTY}"),
 }
 """Each RPC's answer to an empty request from an admitted caller on these servers (no projector runs)."""
 

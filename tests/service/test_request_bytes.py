@@ -62,8 +62,8 @@ LEDGER_RPCS = _rpcs(ledger_pb2, "LedgerService")
 QUERY_RPCS = _rpcs(query_pb2, "QueryService")
 
 
-def test_both_services_have_the_twelve_rpcs_and_their_streaming_kinds() -> None:
-    assert len(LEDGER_RPCS) + len(QUERY_RPCS) == 12
+def test_both_services_have_the_fourteen_rpcs_and_their_streaming_kinds() -> None:
+    assert len(LEDGER_RPCS) + len(QUERY_RPCS) == 14
     kinds = {r.path.rsplit("/", 1)[1]: r.kind for r in LEDGER_RPCS + QUERY_RPCS}
     assert (kinds["AppendStream"], kinds["Export"]) == ("stream_unary", "unary_stream")
 
