@@ -376,8 +376,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
     @_rpc
     def Gate(self, request: query_pb2.GateRequest, context: grpc.ServicerContext) -> query_pb2.GateResponse:
-        from query.supply.evidence import gather  # noqa: PLC0415
-        from query.supply.gate import evaluate, record_decision  # noqa: PLC0415 - the supply chain loads on first use
+        from query.supply.gate import evaluate, gate_evidence, record_decision  # noqa: PLC0415 - loaded on first use
         from query.supply.policy import parse_policy  # noqa: PLC0415
 
         model = text_field(request.model, "model")
@@ -393,7 +392,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         with self.reads.connection() as conn:
             if as_of_time is not None:
                 as_of_seq = resolve_point(conn, None, as_of_time)
-            evidence = gather(conn, model, as_of_seq=as_of_seq)
+            evidence = gate_evidence(conn, model, as_of_seq=as_of_seq, recorder=key)
         decision = evaluate(policy, evidence)
         event_id = ""
         if key is not None:
@@ -413,20 +412,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
 
     def _gate_key(self) -> Signer:
-        """The attestation key to record a decision with; FAILED_PRECONDITION naming its path and how to register it."""
-        from query.supply import signer as attestor  # noqa: PLC0415
-        from query.supply.attest import NoAttestationKey  # noqa: PLC0415
-
-        try:
-            return self.attestation_key()
-        except NoAttestationKey:
-            if self.settings is None:
-                raise
-            path = attestor.key_path(self.settings)
-            raise NoAttestationKey(
-                f"this server cannot record a gate decision: the attestation key {path} is missing or unusable",
-                hint=attestor.register_hint(self.settings, path) + "; then restart the server, or ask with dry_run",
-            ) from None
+        """The attestation key to record a decision with: FAILED_PRECONDITION without one (the file's path goes to
+        the server's log, not to the client), as for Attest."""
+        return self.attestation_key()
 
 
 def _subgraph_ids(conn: psycopg.Connection, sub: query_pb2.ExportSubgraph, seq: int) -> list[str]:

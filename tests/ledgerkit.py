@@ -56,12 +56,13 @@ class Ledger:
         producers: Sequence[str] = ("*",),
         role: str = "producer",
         name: str = "alice",
+        identity_type: str = "person",
     ) -> Sealed:
         reg = KeyRegistration(
             keyid=key.keyid,
             public_key=key.public_key,
             role=role,
-            identity={"type": "person", "name": name},
+            identity={"type": identity_type, "name": name},
             kinds=tuple(kinds),
             producers=tuple(producers),
         )

@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except ProvaultError as e:
         print(f"provault: error [{e.reason}]: {e.diagnostics()}", file=sys.stderr)
-        return 1
+        # A command whose exit 1 means something else (`gate`: denied) names the code its errors exit with.
+        return int(getattr(args, "error_exit", 1))
     except KeyboardInterrupt:
         print("provault: interrupted", file=sys.stderr)
         return 130

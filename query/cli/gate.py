@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,11 +147,39 @@ def _impact_lines(impact: dict[str, Any]) -> list[str]:
     return lines
 
 
+FULL_COMMIT = 40
+"""Hex digits of a full git commit id (SHA-1); the agents record commits by their full id."""
+
+
+def _recorded_commit(settings: Settings, short_id: str) -> str:
+    """The one commit the projection holds whose id starts with ``short_id``: a quarantine must name the id the
+    commit was recorded under, or the gate would never see it.  Refused when none or several match."""
+    with _connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT id FROM prov.nodes WHERE id LIKE %s ORDER BY id LIMIT 11", (short_id.replace("_", r"\_") + "%",)
+        ).fetchall()
+    found = [r[0] for r in rows]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InvalidArgument(
+            f"no commit recorded in the ledger starts with {short_id}, so a quarantine of it would match nothing",
+            hint=f"name the commit by its full {FULL_COMMIT}-digit id (the ledger may quarantine one it has not seen)",
+        )
+    raise InvalidArgument(
+        f"{short_id} is the start of {'more than 10' if len(found) > 10 else len(found)} recorded commits: "
+        + ", ".join(found[:10]),
+        hint="name the commit by more digits, or its full id",
+    )
+
+
 def run_quarantine(args: argparse.Namespace) -> int:
     from agents.governance import quarantine_event, quarantine_target  # noqa: PLC0415
 
     settings = settings_from(args)
     target, kind, node = quarantine_target(args.target)
+    if kind == "commit" and len(target) - len("provault:git/") < FULL_COMMIT:
+        target = node = _recorded_commit(settings, target)
     statement = quarantine_event(target, reason=args.reason)
     event_id, delivered = _emit(settings, statement)
     doc: dict[str, Any] = {"kind": statement.kind, "target": target, "target_type": kind, "event": event_id}
@@ -209,11 +238,21 @@ def run_gate(args: argparse.Namespace) -> int:
         print(f"provault gate: cannot read the policy {args.policy}: {e.strerror or type(e).__name__}", file=sys.stderr)
         return MALFORMED
     try:
-        settings = settings_from(args)
         parse_policy(text, source=args.policy)
     except PolicyError as e:
         print(f"provault gate: malformed policy: {printable(e.diagnostics())}", file=sys.stderr)
         return MALFORMED
+    if args.as_of is not None and not args.no_record:
+        print(
+            "provault gate: --as-of needs --no-record: a decision is recorded only as of the latest checkpoint",
+            file=sys.stderr,
+        )
+        return MALFORMED
+    try:
+        settings = settings_from(args)
+    except ProvaultError as e:  # the configuration: no decision, not a denial
+        print(f"provault gate: no decision [{e.reason}]: {printable(e.diagnostics())}", file=sys.stderr)
+        return NO_DECISION
     import psycopg  # noqa: PLC0415 - the database side loads only here
 
     record = not args.no_record
@@ -231,6 +270,9 @@ def run_gate(args: argparse.Namespace) -> int:
         return NO_DECISION
     except psycopg.Error as e:
         print(f"provault gate: no decision [database]: {type(e).__name__}: {printable(str(e))}", file=sys.stderr)
+        return NO_DECISION
+    except Exception:  # a defect: CI must not read its exit status as a denial (1), nor as an allow
+        logging.getLogger("provault.gate").exception("provault gate: no decision: unexpected error")
         return NO_DECISION
     if args.json:
         doc = {
@@ -304,7 +346,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     g.add_argument("--json", action="store_true", help="print the decision as JSON")
     g.add_argument("--no-record", action="store_true", help="decide without recording gate.decided")
     g.add_argument("--as-of", type=_seq, metavar="SEQ", help="decide as the ledger stood at this seq (checkpointed)")
-    g.set_defaults(run=run_gate)
+    g.set_defaults(run=run_gate, error_exit=NO_DECISION)
 
 
 __all__ = ["ALLOWED", "DENIED", "MALFORMED", "NO_DECISION", "impact_of", "register", "report_lines", "seq_ranges"]

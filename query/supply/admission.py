@@ -113,6 +113,17 @@ def model_of(request: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _unchanged(request: Mapping[str, Any], model: str) -> bool:
+    """Whether an UPDATE leaves the model its pods serve as it was (``oldObject`` names the same one)."""
+    old = request.get("oldObject")
+    if not isinstance(old, Mapping):
+        return False
+    try:
+        return model_of({**request, "object": old}) == model
+    except InvalidArgument:
+        return False
+
+
 def review(body: Any, decide: Decider, *, require_annotation: bool = False) -> dict[str, Any]:
     """The ``AdmissionReview`` answering ``body`` (a parsed JSON document)."""
     if not isinstance(body, Mapping):
@@ -133,6 +144,12 @@ def review(body: Any, decide: Decider, *, require_annotation: bool = False) -> d
         raise
     except InvalidArgument as e:  # a bad annotation: the object is refused, the review was well formed
         return _answer(uid, Verdict(allowed=False, message=e.message))
+    if model is not None and request.get("operation") == "UPDATE" and _unchanged(request, model):
+        # Admitted when it was created; a scale-down, a finalizer removed or a status change of a workload whose
+        # model is now denied must go through, or it could never be drained.  New pods are gated as they come.
+        return _answer(
+            uid, Verdict(allowed=True, message=f"{ANNOTATION} unchanged by this update: not gated again", warn=True)
+        )
     if model is None:
         if require_annotation and request.get("object") is not None and request.get("operation") != "DELETE":
             return _answer(uid, Verdict(allowed=False, message=f"no {ANNOTATION} annotation names the model it serves"))

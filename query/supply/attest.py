@@ -56,7 +56,7 @@ from query.bundle_verify import BundleReport, decode_bundle, printable, verify_b
 from query.report.facts import value
 
 from . import signer as attestor
-from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, from_bundle, gather
+from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, from_bundle, gather, grants_explicitly
 from .signer import NotRecorded
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -208,13 +208,13 @@ def generating_runs(ev: ModelEvidence) -> list[str]:
 
 
 def _params(ev: ModelEvidence, run: str) -> dict[str, Any]:
-    attrs = ev.attributes(run)
+    attrs = ev.attributes(run, behind_only=True)
     out: dict[str, Any] = {"run": run}
     raw = _text(attrs.get("provault:params"))
     if raw is not None:
         try:
             out["params"] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             out["params"] = raw  # not JSON: stated as it was recorded
     command = _text(attrs.get("provault:command"))
     if command is not None:
@@ -229,7 +229,7 @@ def _category(ev: ModelEvidence, node: str) -> str | None:
 
 
 def _dependency(ev: ModelEvidence, node: str, category: str) -> dict[str, Any]:
-    attrs = ev.attributes(node)
+    attrs = ev.attributes(node, behind_only=True)
     label = ev.label(node)
     rd: dict[str, Any] = {}
     annotation: dict[str, Any] = {"node": node, "kind": category}
@@ -316,7 +316,7 @@ def statement(ev: ModelEvidence, *, builder_version: str | None) -> dict[str, An
     runs = generating_runs(ev)
     metadata: dict[str, Any] = {}
     if runs:
-        attrs = ev.attributes(runs[0])
+        attrs = ev.attributes(runs[0], behind_only=True)
         metadata["invocationId"] = runs[0]
         for key, attr in (("startedOn", "prov:startTime"), ("finishedOn", "prov:endTime")):
             when = _rfc3339(attrs.get(attr))
@@ -369,7 +369,7 @@ def _key_rows(conn: psycopg.Connection) -> tuple[set[str], dict[str, tuple[int, 
     return roots, keys
 
 
-def _check_signer_registered(conn: psycopg.Connection, keyid: str) -> None:
+def check_signer_registered(conn: psycopg.Connection, keyid: str) -> None:
     """NoAttestationKey unless ``keyid`` is registered; NotCovered while no checkpoint covers its registration."""
     _, keys = _key_rows(conn)
     if keyid not in keys:
@@ -391,7 +391,7 @@ def attestable_evidence(
 ) -> ModelEvidence:
     """The model's verified evidence (:func:`~query.supply.evidence.gather`), its bundle also holding the key history
     of ``keyid``, the attestation key, so that a verifier can tell whether it may sign."""
-    _check_signer_registered(conn, keyid)
+    check_signer_registered(conn, keyid)
     return gather(conn, name, as_of_seq=as_of_seq, extra_keys=(keyid,))
 
 
@@ -404,10 +404,10 @@ def check_attestor(record: KeyRecord | None, keyid: str) -> KeyRecord:
             f"the attestation key {keyid} was revoked at seq {record.revoked_seq}: what it signs no longer verifies",
             hint="create a new attestation key and register it (docs/supply-chain.md, 'The signer')",
         )
-    if record.role != "producer" or not record.may_sign(ATTESTATION_ISSUED):
+    if not grants_explicitly(record, ATTESTATION_ISSUED):
         raise NoAttestationKey(
-            f"the attestation key {keyid} is registered as {record.role} for {', '.join(record.kinds)}, "
-            "not as a producer of attestation.*",
+            f"the attestation key {keyid} is registered as {record.role} for {', '.join(record.kinds)} "
+            f"({record.identity.get('type', '?')}), not as a service's producer key for attestation.* by name",
             hint="register it with `provault keys register ... --role producer --kinds 'attestation.*,gate.*'`",
         )
     return record
@@ -652,7 +652,7 @@ def _claimed_digest(doc: Mapping[str, Any]) -> str | None:
 def _signer(env: Envelope, ev: ModelEvidence) -> KeyRecord:
     """Step 4: a signature by a key the bundle registers as a producer of attestation.*, not revoked; verified."""
     registered = [s for s in env.signatures if s.keyid in ev.keys]
-    attestors = sorted(k.keyid for k in ev.keys.values() if k.role == "producer" and k.may_sign(ATTESTATION_ISSUED))
+    attestors = sorted(k.keyid for k in ev.keys.values() if grants_explicitly(k, ATTESTATION_ISSUED))
     if not registered:
         _fail(
             4,
@@ -671,12 +671,13 @@ def _signer(env: Envelope, ev: ModelEvidence) -> KeyRecord:
                 f"signed by key {s.keyid}, revoked at seq {rec.revoked_seq} ({when}), before the bundle's checkpoint "
                 f"(tree size {ev.bundle.checkpoint.tree_size}): {rec.revoked_reason or ''}".rstrip(": "),
             )
-        if rec.role != "producer" or not rec.may_sign(ATTESTATION_ISSUED):
+        if not grants_explicitly(rec, ATTESTATION_ISSUED):
+            who = f"{rec.identity.get('type', '?')}:{rec.identity.get('name', '?')}"
             _fail(
                 4,
                 AttestationKeyNotPermitted,
-                f"signed by key {s.keyid}, registered as {rec.role} for {', '.join(rec.kinds)}, "
-                "not as a producer of attestation.*",
+                f"signed by key {s.keyid} of {who}, registered as {rec.role} for {', '.join(rec.kinds)}: not an "
+                "attestation key (a service's producer key registered for attestation.* by name)",
             )
         try:
             verify_envelope(

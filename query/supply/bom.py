@@ -56,7 +56,7 @@ from ledger.core.vocab import APPROVER_ROLE, GATE_DECIDED, QUARANTINE_PLACED
 from provault.v1 import query_pb2
 from query.report.facts import role, value
 
-from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, key_node_id
+from .evidence import BUNDLE_MEDIA_TYPE, ModelEvidence, grants_explicitly, key_node_id
 
 SPEC_VERSION = "1.6"
 MODEL, DATASET, CODE, ENVIRONMENT = "provault:Model", "provault:Dataset", "provault:Code", "provault:Environment"
@@ -234,7 +234,7 @@ def _data(ev: ModelEvidence, part: _Part) -> list[dict[str, Any]]:
 def _metrics(text: Any) -> list[dict[str, str]]:
     try:
         recorded = json.loads(value(text))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return []
     if not isinstance(recorded, Mapping):
         return []
@@ -249,6 +249,9 @@ def _gate_entries(ev: ModelEvidence) -> list[tuple[int, Mapping[str, Any]]]:
     for seq, e in sorted(ev.facts.entries.items()):
         if e.event.kind != GATE_DECIDED or not isinstance(e.event.data, Mapping):
             continue
+        signer = ev.keys.get(e.keyid)
+        if signer is None or signer.revoked or not grants_explicitly(signer, GATE_DECIDED):
+            continue  # a decision counts only from an attestation key (query.supply.evidence.grants_explicitly)
         activities = set(e.event.prov.get("activity", {})) if isinstance(e.event.prov, Mapping) else set()
         if e.event.data.get("model") == ev.model or activities & ev.downstream:
             out.append((seq, e.event.data))
@@ -381,7 +384,7 @@ def _model_card(ev: ModelEvidence, parts: Mapping[str, _Part]) -> dict[str, Any]
     props: list[Property] = []
     seqs: set[int] = set()
     for run in runs:
-        attrs = ev.attributes(run)
+        attrs = ev.attributes(run, behind_only=True)
         props.append(Property(name="provault:run", value=run))
         seqs |= set(ev.seqs_about(run))
         for name in ("provault:params", "provault:command"):

@@ -108,6 +108,11 @@ class ModelEvidence:
     downstream: frozenset[str]
     """Nodes made from or about the model (the model included): approvals, deployments, decisions."""
     quarantines: tuple[Quarantine, ...]
+    behind: tuple[int, ...]
+    """Seqs of the entries behind the model, in log order: those that state a relation between two nodes
+    upstream of it, or only attributes of upstream nodes.  Approvals, deployments, quarantines and decisions
+    are about the model, not behind it; facts of how it was made (metrics, parameters, its signature) are read
+    from these entries only, so a key allowed to sign something about the model cannot restate them."""
 
     @property
     def as_of_seq(self) -> int:
@@ -120,11 +125,13 @@ class ModelEvidence:
     def label(self, node: str | None = None) -> str | None:
         return self.facts.labels.get(node or self.model)
 
-    def attributes(self, node: str) -> dict[str, Any]:
-        """The merged attributes the bundle's entries state about ``node``, later statements winning."""
+    def attributes(self, node: str, *, behind_only: bool = False) -> dict[str, Any]:
+        """The merged attributes the bundle's entries (``behind_only``: the entries behind the model) state
+        about ``node``, later statements winning."""
+        behind = set(self.behind) if behind_only else None
         out: dict[str, Any] = {}
-        for _, n, name, value in self.facts.attrs:
-            if n == node:
+        for seq, n, name, value in self.facts.attrs:
+            if n == node and (behind is None or seq in behind):
                 out[name] = value
         return out
 
@@ -136,6 +143,19 @@ class ModelEvidence:
 
     def signer_record(self, seq: int) -> KeyRecord | None:
         return self.keys.get(self.facts.entries[seq].keyid)
+
+
+def grants_explicitly(record: KeyRecord, kind: str) -> bool:
+    """Whether ``record`` is a service's producer key registered for ``kind`` by name (``attestation.issued``)
+    or by its family (``attestation.*``).  A key that may sign everything (``*``, the default of
+    ``keys register``) is a person's or a pipeline's, not the ledger's attestation key: what it signs as an
+    attestation or a gate decision does not count, even though the ledger accepts it."""
+    family = kind.split(".", 1)[0] + ".*"
+    return (
+        record.role == "producer"
+        and record.identity.get("type") == "service"
+        and any(p in (kind, family) for p in record.kinds)
+    )
 
 
 def key_history(bundle: query_pb2.AuditBundle, f: Facts) -> dict[str, KeyRecord]:
@@ -161,15 +181,40 @@ def _root(keyid: str) -> KeyRecord:
     )
 
 
+def behind_model(f: Facts, upstream: frozenset[str]) -> tuple[int, ...]:
+    """The seqs of the entries behind the model (:attr:`ModelEvidence.behind`), in log order."""
+    edges: dict[int, list[tuple[str, str, str]]] = {}
+    for seq, rel, src, dst, _ in f.edges:
+        edges.setdefault(seq, []).append((rel, src, dst))
+    attributed = {seq for seq, node, _, _ in f.attrs if node in upstream}
+    out = []
+    for seq in sorted(f.entries):
+        stated = [(src, dst) for rel, src, dst in edges.get(seq, ()) if rel != "wasInvalidatedBy"]
+        if any(src in upstream and dst in upstream for src, dst in stated):
+            out.append(seq)
+        elif not edges.get(seq) and seq in attributed:
+            out.append(seq)
+    return tuple(out)
+
+
+def _quarantines(f: Facts) -> tuple[Quarantine, ...]:
+    """The well-formed ``quarantine.placed`` entries.  A malformed one is left out here, but the
+    ``wasInvalidatedBy`` it states still marks its target: it cannot make anything pass."""
+    out = []
+    for seq, e in sorted(f.entries.items()):
+        if e.event.kind == QUARANTINE_PLACED:
+            try:
+                out.append(parse_quarantine(e.event, seq, e.keyid))
+            except InvalidEvent:
+                continue
+    return tuple(out)
+
+
 def from_bundle(bundle: query_pb2.AuditBundle, report: BundleReport, *, query: str | None = None) -> ModelEvidence:
     """The evidence a **verified** bundle about a model holds (``report`` is its verification's result)."""
     f = facts(bundle)
     model = bundle.node_id
-    quarantines = tuple(
-        parse_quarantine(e.event, seq, e.keyid)
-        for seq, e in sorted(f.entries.items())
-        if e.event.kind == QUARANTINE_PLACED
-    )
+    upstream = frozenset(reach(f, model, upstream=True))
     return ModelEvidence(
         query=query or model,
         model=model,
@@ -178,9 +223,10 @@ def from_bundle(bundle: query_pb2.AuditBundle, report: BundleReport, *, query: s
         report=report,
         facts=f,
         keys=key_history(bundle, f),
-        upstream=frozenset(reach(f, model, upstream=True)),
+        upstream=upstream,
         downstream=frozenset(reach(f, model, upstream=False)),
-        quarantines=quarantines,
+        quarantines=_quarantines(f),
+        behind=behind_model(f, upstream),
     )
 
 

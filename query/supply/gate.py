@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from ledger.config import Settings
+from ledger.core.errors import InvalidArgument
 from ledger.core.events import format_time
 from ledger.core.ids import new_event_id
 from ledger.core.keyring import KeyRecord, identity_roles
@@ -33,7 +34,7 @@ from ledger.core.vocab import APPROVER_ROLE, GATE_DECIDED, MODEL_APPROVED, gate_
 from query.report.facts import Facts, role, value
 
 from . import signer as attestor
-from .evidence import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, DEFAULT_TIMEOUT_S, ModelEvidence, gather
+from .evidence import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, DEFAULT_TIMEOUT_S, ModelEvidence, gather, grants_explicitly
 from .policy import (
     ApprovalsRule,
     MetricRule,
@@ -119,6 +120,13 @@ class _View:
     def f(self) -> Facts:
         return self.ev.facts
 
+    @property
+    def attrs(self) -> list[tuple[int, str, str, Any]]:
+        """The attribute statements of the entries behind the model only: what an approval, a deployment or
+        any other entry about the model says of its signature, metrics or parameters does not count."""
+        behind = set(self.behind)
+        return [a for a in self.f.attrs if a[0] in behind]
+
     def name(self, node: str) -> str:
         """A node by its label when it has one, else by its id."""
         return self.f.labels.get(node) or node
@@ -135,19 +143,7 @@ class _View:
 
 def behind_model(ev: ModelEvidence) -> tuple[int, ...]:
     """The seqs of the entries behind the model (module docstring), in log order."""
-    up = ev.upstream
-    edges: dict[int, list[tuple[str, str, str]]] = {}
-    for seq, rel, src, dst, _ in ev.facts.edges:
-        edges.setdefault(seq, []).append((rel, src, dst))
-    attributed = {seq for seq, node, _, _ in ev.facts.attrs if node in up}
-    out = []
-    for seq in sorted(ev.facts.entries):
-        stated = [(rel, src, dst) for rel, src, dst in edges.get(seq, ()) if rel != "wasInvalidatedBy"]
-        if any(src in up and dst in up for _, src, dst in stated):
-            out.append(seq)
-        elif not edges.get(seq) and seq in attributed:
-            out.append(seq)
-    return tuple(out)
+    return ev.behind
 
 
 def _who(record: KeyRecord | None, keyid: str) -> str:
@@ -200,7 +196,7 @@ def _part(v: _View, part: str) -> tuple[list[str], tuple[int, ...]]:
             hits = _edges(v, ("used", "wasDerivedFrom"), lambda e: v.kind(e[3]) == ENVIRONMENT)
         return sorted({e[3] for e in hits}), _seqs(e[0] for e in hits)
     if part == "params":
-        hits = [(s, n) for s, n, a, _ in v.f.attrs if a == "provault:params" and n in up]
+        hits = [(s, n) for s, n, a, _ in v.attrs if a == "provault:params" and n in up]
         return sorted({n for _, n in hits}), _seqs(s for s, _ in hits)
     if part == "author":
 
@@ -210,7 +206,7 @@ def _part(v: _View, part: str) -> tuple[list[str], tuple[int, ...]]:
         hits = _edges(v, AUTHOR_RELATIONS, keep)
         return sorted({e[3] for e in hits}), _seqs(e[0] for e in hits)
     if part == "signature":
-        hits = [(s, x) for s, n, a, x in v.f.attrs if n == model and a == "provault:signatureVerified"]
+        hits = [(s, x) for s, n, a, x in v.attrs if n == model and a == "provault:signatureVerified"]
         good = [s for s, x in hits if x is True or value(x) == "true"]
         return ([model] if good and hits[-1][0] in good else []), _seqs(good)
     raise AssertionError(part)
@@ -332,6 +328,7 @@ def _approvals(v: _View, rule: ApprovalsRule) -> RuleVerdict:
     counted: dict[tuple[str, str], int] = {}
     refused: list[str] = []
     refused_seqs: list[int] = []
+    quarantined = _key_quarantines(v)
     for seq, entry in sorted(v.f.entries.items()):
         if entry.event.kind != MODEL_APPROVED:
             continue
@@ -345,8 +342,13 @@ def _approvals(v: _View, rule: ApprovalsRule) -> RuleVerdict:
         elif rule.role not in identity_roles(record.identity):
             roles = ", ".join(identity_roles(record.identity)) or "none"
             refused.append(f"seq {seq} by {who}, whose roles are {roles}, not {rule.role}")
-        elif _revoked_by(record, entry.event.time):
-            refused.append(f"seq {seq} by {who}, revoked effective from {_when(record.revoked_from)}")
+        elif record.revoked:
+            # Revoked at all: the approval's own time is the signer's claim, so a thief could backdate it.
+            when = f", effective from {_when(record.revoked_from)}" if record.revoked_from else ""
+            refused.append(f"seq {seq} by {who}, whose key was revoked at seq {record.revoked_seq}{when}")
+        elif entry.keyid in quarantined:
+            q = quarantined[entry.keyid][0]
+            refused.append(f"seq {seq} by {who}, whose key is quarantined (seq {q.seq}: {q.reason})")
         else:
             identity = (record.identity.get("type", "?"), record.identity.get("name", "?"))
             counted.setdefault(identity, seq)
@@ -375,14 +377,14 @@ def _metric(v: _View, rule: MetricRule) -> RuleVerdict:
         return RuleVerdict(rule=rule.name, passed=False, reason="no run generated the model", evidence_seqs=())
     found, bad, seqs, read = [], [], [], []
     for run in runs:
-        stated = [(s, x) for s, n, a, x in v.f.attrs if n == run and a == "provault:metrics"]
+        stated = [(s, x) for s, n, a, x in v.attrs if n == run and a == "provault:metrics"]
         if not stated:
             continue
         seq, text = stated[-1]
         read.append(seq)
         try:
             metrics = json.loads(value(text))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested beyond the parser
             bad.append(f"{v.name(run)} recorded metrics that are not JSON (seq {seq})")
             seqs.append(seq)
             continue
@@ -510,11 +512,50 @@ def decide(
     """
     policy = parse_policy(policy_text, source=source)
     key = (signer or attestor.load_key(settings)) if record else None
-    evidence = gather(conn, model, as_of_seq=as_of_seq, max_depth=max_depth, max_nodes=max_nodes, timeout_s=timeout_s)
+    evidence = gate_evidence(
+        conn, model, as_of_seq=as_of_seq, recorder=key, max_depth=max_depth, max_nodes=max_nodes, timeout_s=timeout_s
+    )
     decision = evaluate(policy, evidence)
     if key is None:
         return decision, None
     return decision, record_decision(settings, key, decision)
+
+
+def gate_evidence(
+    conn: psycopg.Connection,
+    model: str,
+    *,
+    as_of_seq: int | None,
+    recorder: Signer | None,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> ModelEvidence:
+    """The evidence a decision is made from.  A decision that is recorded (``recorder``, the attestation key) is
+    made as of the latest checkpoint only, and only with a key the ledger registers for gate decisions: a
+    signed "allow" as of a seq before a quarantine, or by a key whose decisions nobody may count, would mislead."""
+    from .attest import NoAttestationKey, check_signer_registered  # noqa: PLC0415 - one check, with attest
+
+    if recorder is None:
+        return gather(conn, model, as_of_seq=as_of_seq, max_depth=max_depth, max_nodes=max_nodes, timeout_s=timeout_s)
+    if as_of_seq is not None:
+        raise InvalidArgument(
+            "a decision is recorded only as of the latest checkpoint, not as of an earlier seq",
+            hint="decide without recording (--no-record, or dry_run) to see how the gate stood at that seq",
+        )
+    check_signer_registered(conn, recorder.keyid)
+    ev = gather(
+        conn, model, max_depth=max_depth, max_nodes=max_nodes, timeout_s=timeout_s, extra_keys=(recorder.keyid,)
+    )
+    record = ev.keys.get(recorder.keyid)
+    if record is None or record.revoked or not grants_explicitly(record, GATE_DECIDED):
+        raise NoAttestationKey(
+            f"the attestation key {recorder.keyid} is not registered as a service's producer key for gate.* "
+            "(or it is revoked), so no one could count the decisions it signs",
+            hint="register it with `provault keys register <attestor.key>.pub --role producer --identity "
+            "service:<its producer id> --kinds 'attestation.*,gate.*'` (docs/supply-chain.md, 'The signer')",
+        )
+    return ev
 
 
 __all__ = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,20 @@ class RecordedEvent(str):
 
 _recording = threading.Lock()
 """The key's spool admits one writer at a time: callers in one process (a server's threads) take turns."""
+BUSY_WAIT_S = 10.0
+"""How long a recording waits while another process on this host (a server, a CI job's `provault gate`)
+holds the attestation key's chain and spool; each holds them only for one event's sealing and delivery."""
+
+
+def _open_recorder(settings: Settings, signer: Signer) -> Agent:
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return recorder(settings, signer)
+        except ProvaultError as e:
+            if "in use by another process" not in e.message or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def record(
@@ -117,7 +132,7 @@ def record(
 ) -> RecordedEvent:
     """Sign ``kind`` with the attestation key, spool it, and wait up to ``agent.publish_timeout_s`` for delivery."""
     with _recording:
-        agent = recorder(settings, signer)
+        agent = _open_recorder(settings, signer)
         try:
             event_id = agent.emit(kind, prov, data=data)
             delivered = bool(event_id) and agent.flush(timeout=settings.agent.publish_timeout_s)

@@ -259,3 +259,29 @@ def test_the_endpoint_answers_reviews_over_https_and_refuses_bad_bodies(tmp_path
 def test_the_endpoint_refuses_to_listen_off_loopback_without_tls() -> None:
     with pytest.raises(ConfigError, match="supply.admission_listen: 0.0.0.0:9443 is not a loopback address"):
         AdmissionServer(AdmissionApp(Gate()), listen="0.0.0.0:9443", tls=None)
+
+
+def _update(old_model: str | None, new_model: str) -> dict[str, Any]:
+    r = _deployment_review({ANNOTATION: new_model})
+    r["request"]["operation"] = "UPDATE"
+    old = copy.deepcopy(r["request"]["object"])
+    old["spec"]["replicas"] = 5
+    old["spec"]["template"]["metadata"]["annotations"] = {ANNOTATION: old_model} if old_model else {}
+    r["request"]["oldObject"] = old
+    return r
+
+
+def test_an_update_that_keeps_the_model_is_not_gated_again_so_a_denied_workload_can_be_drained() -> None:
+    gate = Gate()
+    response = review(_update(BAD, BAD), gate)["response"]
+    assert response["allowed"] is True and response["warnings"] == [
+        f"{ANNOTATION} unchanged by this update: not gated again"
+    ]
+    assert gate.asked == [], "a scale-down of a workload whose model is now denied goes through"
+
+
+@pytest.mark.parametrize("old", [GOOD, None])
+def test_an_update_that_changes_or_adds_the_model_is_gated(old: str | None) -> None:
+    gate = Gate()
+    response = review(_update(old, BAD), gate)["response"]
+    assert response["allowed"] is False and gate.asked == [(BAD, False)]

@@ -52,6 +52,7 @@ from query.supply.attest import (
     BUNDLE_NAME,
     PAYLOAD_TYPE,
     AttestationBundleInvalid,
+    AttestationKeyNotPermitted,
     AttestationKeyRevoked,
     AttestationMalformed,
     AttestationPayloadType,
@@ -403,6 +404,11 @@ def _unregistered(out: Any, a: Attested) -> tuple[bytes, bytes]:
     return _resign(out.statement, Ed25519Signer.generate()), out.evidence.bundle_json
 
 
+def _signed_by_a_producer_key(out: Any, a: Attested) -> tuple[bytes, bytes]:
+    """Alice's key, registered for every kind (`*`) and behind the model's own entries, signs the statement."""
+    return _resign(out.statement, a.story.trainer.signer), out.evidence.bundle_json
+
+
 def _edited_dependency(out: Any, a: Attested) -> tuple[bytes, bytes]:
     stmt = json.loads(json.dumps(out.statement))
     stmt["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] = "ab" * 32
@@ -473,6 +479,13 @@ TAMPERINGS = [
     pytest.param(_changed_byte, AttestationSignatureInvalid, 4, "does not verify", id="changed-statement-byte"),
     pytest.param(
         _unregistered, AttestationSignerRefused, 4, "which the bundle does not register", id="unregistered-key"
+    ),
+    pytest.param(
+        _signed_by_a_producer_key,
+        AttestationKeyNotPermitted,
+        4,
+        "of person:alice, registered as producer for *: not an attestation key",
+        id="producer-key-that-may-sign-anything",
     ),
     pytest.param(
         _edited_dependency,

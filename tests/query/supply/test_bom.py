@@ -228,7 +228,9 @@ def test_gate_decisions_recorded_about_the_model_are_considerations(ledger: Ledg
     chain = ProducerChain("attestor/test", key)
     deny = _gate(chain, i.model, 1, "deny", [{"rule": "metric", "passed": False}, {"rule": "signers", "passed": True}])
     allow = _gate(chain, i.model, 2, "allow", [{"rule": "signers", "passed": True}])
-    reg = ledger.registration(key, kinds=("gate.*",), producers=("attestor/test",), name="attestor")
+    reg = ledger.registration(
+        key, kinds=("gate.*",), producers=("attestor/test",), name="attestor/test", identity_type="service"
+    )
     plan = ledger.append(reg, deny, allow)
     assert [a.seq for a in plan.accepted] == [9, 10, 11], ledger.rejections()
     sign_and_project(ledger)
@@ -304,3 +306,15 @@ def test_bom_with_a_bad_command_line_is_exit_2(
         cli("bom", *argv)
     assert info.value.code == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_a_gate_decision_signed_by_a_key_that_may_sign_anything_is_not_a_consideration(
+    ledger: Ledger, story: Story
+) -> None:
+    """alice's key may sign every kind (`*`): the ledger accepts her gate.decided, the BOM does not repeat it."""
+    i = story.ids
+    forged = _gate(story.trainer, i.model, 3, "allow", [{"rule": "signers", "passed": True}])
+    assert [a.seq for a in ledger.append(forged).accepted] == [9], ledger.rejections()
+    sign_and_project(ledger)
+    card = build_bom(_evidence(ledger, "sentiment"))["metadata"]["component"]["modelCard"]
+    assert "gate" not in json.dumps(card.get("considerations", {})).lower()

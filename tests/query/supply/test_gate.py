@@ -87,6 +87,14 @@ def _quarantine(target: Callable[[Story], str]) -> Callable[[Ledger, Story], Non
     return run
 
 
+def _quarantine_approver(who: str) -> Callable[[Ledger, Story], None]:
+    def run(ledger: Ledger, story: Story) -> None:
+        people = approved(ledger, story)
+        append(ledger, quarantine(people["sec"], f"key:{people[who].signer.keyid}"))
+
+    return run
+
+
 SCENARIOS = {
     # id: (what to add, policy, {failed rule: fragment of its reason})
     "missing-environment": (
@@ -108,6 +116,16 @@ SCENARIOS = {
         _revoke("dave", effective=0),
         POLICY,
         {"approvals": "not counted: seq 16 by key"},
+    ),
+    "approval-by-a-key-revoked-after-it-approved": (
+        _revoke("dave", effective=10_000),
+        POLICY,
+        {"approvals": "whose key was revoked at seq 17, effective from 2025-03-09T07:40:00Z"},
+    ),
+    "approval-by-a-quarantined-key": (
+        _quarantine_approver("dave"),
+        POLICY,
+        {"approvals": "whose key is quarantined (seq 17: poisoned)"},
     ),
     "quarantined-dataset": (
         _quarantine(lambda s: s.ids.dataset),
@@ -265,3 +283,59 @@ def test_a_verified_model_signature_is_provenance_that_can_be_required(ledger: L
     d = _decide(ledger, policy)
     assert d.allowed, _failed(d)
     assert seq in d.rules[0].evidence_seqs and seq in d.rules[1].evidence_seqs
+
+
+def test_facts_restated_by_an_entry_about_the_model_do_not_count(ledger: Ledger, story: Story) -> None:
+    """A deployer's event that also claims the model is signed and the run scored higher is not behind the model:
+    the signature and metric rules read only the entries behind it."""
+    approved(ledger, story)
+    i = story.ids
+    policy = POLICY.replace("min = 0.9", "min = 0.95").replace(
+        'require = ["data", "code", "environment", "params", "author"]', 'require = ["data", "signature"]'
+    )
+    claim = story.deployer.emit(
+        "model.deployed",
+        {
+            "activity": {i.deploy: {}, i.run: {"provault:metrics": '{"f1": 0.99}'}},
+            "entity": {i.model: {"provault:signatureVerified": True}},
+            "used": {"_:u1": {"prov:activity": i.deploy, "prov:entity": i.model}},
+        },
+        time=at(45),
+    )
+    (seq,) = append(ledger, claim)
+    sign_and_project(ledger)
+    d = _decide(ledger, policy)
+    failed = _failed(d)
+    assert set(failed) == {"provenance", "metric:f1"}, failed
+    assert "missing upstream of the model: signature" in failed["provenance"]
+    assert "f1 = 0.91" in failed["metric:f1"]
+    assert all(seq not in r.evidence_seqs for r in d.rules if r.rule != "approvals")
+
+
+def test_a_recorded_decision_is_made_as_of_the_latest_checkpoint_only(
+    ledger: Ledger, story: Story, settings: Settings, tmp_path: Path
+) -> None:
+    from ledger.core.errors import InvalidArgument  # noqa: PLC0415
+    from tests.query.supply.gatekit import register_attestor, with_attestor  # noqa: PLC0415
+
+    approved(ledger, story)
+    s = with_attestor(settings, tmp_path)
+    register_attestor(ledger, s)
+    sign_and_project(ledger)
+    with (
+        psycopg.connect(ledger.dsn, autocommit=True) as conn,
+        pytest.raises(InvalidArgument, match="a decision is recorded only as of the latest checkpoint"),
+    ):
+        decide(conn, s, "sentiment", POLICY, as_of_seq=8)
+
+
+def test_a_key_that_may_sign_anything_cannot_record_decisions(ledger: Ledger, story: Story, settings: Settings) -> None:
+    """The trainer's key is registered for `*`: the ledger would take its gate.decided, but no one may count it."""
+    from query.supply.attest import NoAttestationKey  # noqa: PLC0415
+
+    approved(ledger, story)
+    with (
+        psycopg.connect(ledger.dsn, autocommit=True) as conn,
+        pytest.raises(NoAttestationKey, match="is not registered as a service's producer key for gate"),
+    ):
+        decide(conn, settings, "sentiment", POLICY, signer=story.trainer.signer)

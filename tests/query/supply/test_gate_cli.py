@@ -114,6 +114,18 @@ def test_a_malformed_command_line_exits_2(ledger: Ledger, cli: Cli, tmp_path: Pa
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
+    good = tmp_path / "policy.toml"
+    good.write_text(POLICY)
+    code, out, err = cli("gate", "sentiment", "--policy", good, "--as-of", "3")
+    assert (code, out) == (2, "") and "--as-of needs --no-record" in err
+
+
+def test_a_configuration_error_is_no_decision_not_a_denial(
+    ledger: Ledger, cli: Cli, policy: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROVAULT_AGENT_BATCH_MAX", "0")
+    code, out, err = cli("gate", "sentiment", "--policy", policy, "--no-record")
+    assert (code, out) == (3, "") and "error [config_invalid]" in err and "agent.batch_max" in err
 
 
 def test_no_decision_exits_3(
@@ -239,3 +251,26 @@ def test_approve_quarantine_and_gate_through_the_real_ingest(
         events = conn.execute("SELECT event_id::text FROM prov.entries WHERE kind = 'gate.decided'").fetchall()
     assert [v for (v,) in verdicts] == ["allow", "deny"]
     assert first.group(1) in {e for (e,) in events}
+
+
+def test_a_short_commit_is_quarantined_under_the_id_it_was_recorded_by_or_refused(
+    ledger: Ledger, story: Story, cli: Cli, isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The story recorded its commit as provault:git/4f0c2a9e: 7 digits find it; digits nothing recorded are
+    refused before anything is signed (a quarantine that matches nothing would let the gate pass)."""
+    people = register_people(ledger, sec=None)
+    sign_and_project(ledger)
+    _as(monkeypatch, tmp_path, "sec", people["sec"])
+    monkeypatch.setenv("PROVAULT_AGENT_PUBLISH_TIMEOUT_S", "0.2")  # no NATS here: the event waits in the spool
+    spool = isolated / "spool"
+
+    code, out, err = cli("quarantine", "abcdef1", "--reason", "leaked")
+    assert code == 1 and out == ""
+    assert "no commit recorded in the ledger starts with provault:git/abcdef1" in err
+    assert not spool.exists() or not any(spool.rglob("seg-*.log")), "nothing was signed"
+
+    code, out, err = cli("quarantine", "4F0C2A9", "--reason", "leaked", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["target"], doc["target_type"], doc["delivered"]) == ("provault:git/4f0c2a9e", "commit", False)
+    assert any(spool.rglob("seg-*.log")), "the quarantine waits in the spool"

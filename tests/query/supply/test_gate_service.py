@@ -93,8 +93,8 @@ def test_gate_answers_and_refuses_with_exact_status_codes(ledger: Ledger, story:
 
         code, details = status_of(stub, Q.GateRequest(model="sentiment", policy_toml=POLICY))
         assert code == grpc.StatusCode.FAILED_PRECONDITION
-        assert f"the attestation key {tmp_path / 'attestor.key'} is missing or unusable" in details
-        assert "provault keys register" in details and "--kinds 'attestation.*,gate.*'" in details
+        assert details.startswith("the server has no usable attestation key")
+        assert str(tmp_path) not in details, "the server's paths go to its log, not to the client"
 
         code, details = status_of(
             stub, Q.GateRequest(model="sentiment", policy_toml=POLICY, dry_run=True, as_of=Q.AsOf(seq=40))
