@@ -125,8 +125,12 @@ def deploy_activity_id(deploy_uuid: str) -> str:
     return f"provault:deploy/{deploy_uuid}"
 
 
+PREDICT_PREFIX = "provault:predict/"
+"""The id prefix of a batch of served predictions (an activity)."""
+
+
 def predict_batch_id(batch_uuid: str) -> str:
-    return f"provault:predict/{batch_uuid}"
+    return f"{PREDICT_PREFIX}{batch_uuid}"
 
 
 def prediction_id(pid: str) -> str:

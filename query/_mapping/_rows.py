@@ -10,12 +10,11 @@ from typing import Any
 
 from ledger.core.errors import DecodeError
 from ledger.core.events import format_time
-from ledger.core.vocab import KEY_NODE_PREFIX  # noqa: F401 - one spelling of key nodes, used by the mapping
+from ledger.core.vocab import KEY_NODE_PREFIX, PREDICT_PREFIX  # noqa: F401 - one spelling each, used by the mapping
 
 PREDICTIONS_LOGGED = "predictions.logged"
 
 PREDICTION_PREFIX = "provault:prediction/"
-PREDICT_PREFIX = "provault:predict/"
 KEY_KIND = "provault:Key"
 PREDICTION_KIND = "provault:Prediction"
 

@@ -1,8 +1,9 @@
 """A model's lifecycle as a verified audit bundle: what the gate, attestations and BOMs decide from.
 
-:func:`gather` resolves the model (``sha256:<hex>`` or an exact label), walks its lifecycle both ways as
-of the latest checkpoint (``query.traverse.trace``), adds every ``wasInvalidatedBy`` of a node it reached
-or of a key that signed an entry behind it (quarantines), bundles all of those entries with their
+:func:`gather` resolves the model (``sha256:<hex>`` or an exact label), walks its making upstream as of the
+latest checkpoint (``query.traverse.trace``), adds the activities that ``used`` the model (approvals,
+decisions, attestations, deployments; not prediction batches) and every ``wasInvalidatedBy`` of a node
+reached or of a key that signed one of those entries (quarantines), bundles all of those entries with their
 inclusion proofs (``query.bundle.build_bundle``) and **verifies the bundle** (``query.bundle_verify``)
 against the ledger's own checkpoint key and trust root before returning it.  Everything after that is
 read from the bundle's signed events (:mod:`query.report.facts`), never from the projection's rows.
@@ -25,7 +26,7 @@ import psycopg
 from ledger.core.errors import InvalidArgument, InvalidEvent, ProvaultError, expected_found
 from ledger.core.events import Event
 from ledger.core.keyring import KEY_REGISTERED, KEY_REVOKED, KeyRecord, KeyRegistry
-from ledger.core.vocab import KEY_TARGET_PREFIX, QUARANTINE_PLACED, QUARANTINE_TARGET_TYPES, key_node_id
+from ledger.core.vocab import KEY_TARGET_PREFIX, PREDICT_PREFIX, QUARANTINE_PLACED, QUARANTINE_TARGET_TYPES, key_node_id
 from ledger.db import translate_errors
 from ledger.grpckit.status import NotCovered
 from ledger.store import checkpoints as stored_checkpoints
@@ -249,6 +250,21 @@ def _invalidations(conn: psycopg.Connection, ids: Sequence[str], as_of: int) -> 
 
 
 @translate_errors
+def _about(conn: psycopg.Connection, model: str, as_of: int, limit: int) -> list[tuple[int, str, str]]:
+    """(seq, activity, signing keyid) of every activity that ``used`` the model up to ``as_of``: approvals, gate
+    decisions, attestations, deployments; not prediction batches, whose number grows with serving and which
+    nothing here decides from.  The walk the other way is upstream only, so evidence stays the size of the
+    model's making however much it served."""
+    rows = conn.execute(
+        "SELECT e.seq, e.src, l.keyid FROM prov.edges e JOIN ledger.entries l ON l.seq = e.seq"
+        " WHERE e.dst = %s AND e.relation = 'used' AND e.seq <= %s AND e.src NOT LIKE %s"
+        " ORDER BY e.seq LIMIT %s",
+        (model, as_of, PREDICT_PREFIX + "%", limit + 1),
+    )
+    return [(int(seq), str(src), str(keyid)) for seq, src, keyid in rows]
+
+
+@translate_errors
 def ledger_trust(conn: psycopg.Connection) -> tuple[str, list[bytes]]:
     vkey = stored_checkpoints.checkpoint_verifier(conn).vkey()
     admins = [bytes(r[0]) for r in conn.execute("SELECT public_key FROM ledger.trust_root WHERE purpose = 'admin'")]
@@ -317,22 +333,24 @@ def _gather(
     t = traverse.trace(
         conn,
         model,
-        direction=traverse.BOTH,
+        direction=traverse.UPSTREAM,
         max_depth=max_depth,
         max_nodes=max_nodes,
         as_of_seq=as_of,
         predictions_limit=0,
     )
-    if t.truncated:
+    about = _about(conn, model, as_of, max_nodes)
+    if t.truncated or len(t.nodes) + len(about) > max_nodes:
         raise ReportLimit(
             f"the model's lifecycle reaches more than {max_nodes} nodes or {max_depth} hops, so a decision "
             "from it would rest on part of the evidence; refusing to cut it short",
             hint=f"raise the node limit (at most {MAX_NODES_CAP}) or the depth (at most {DEFAULT_MAX_DEPTH * 5})",
         )
     ids = [n.id for n in t.nodes]
-    keys = sorted({key_node_id(k) for k in t.signers.values()})
+    ids += [node for node in dict.fromkeys(n for _, n, _ in about) if node not in set(ids)]
+    keys = sorted({key_node_id(k) for k in [*t.signers.values(), *(k for _, _, k in about)]})
     ended = _invalidations(conn, [*ids, *keys], as_of)
-    seqs = sorted(set(t.seqs) | set(ended))
+    seqs = sorted(set(t.seqs) | {s for s, _, _ in about} | set(ended))
     if time.monotonic() > deadline:
         raise ReportLimit(f"gathering the model's evidence took longer than {timeout_s:g} s", hint="raise the timeout")
     bundle = build_bundle(

@@ -15,7 +15,6 @@ from cyclonedx.validation.json import JsonStrictValidator
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 
-from ledger.core.events import format_time
 from ledger.core.keys import Ed25519Signer
 from ledger.core.producing import ProducerChain
 from ledger.core.vocab import gate_activity_id, service_id
@@ -146,7 +145,7 @@ def test_every_claim_names_the_seqs_and_the_checkpoint_that_prove_it(ledger: Led
     doc = build_bom(ev)
     model = doc["metadata"]["component"]
     components = _components(doc)
-    assert _props(model)["provault:seqs"] == _seqs(ev, i.model) == ["5,6,7,8"]
+    assert _props(model)["provault:seqs"] == _seqs(ev, i.model) == ["5,6,7"], "not the prediction batch (8)"
     assert _props(components[i.dataset])["provault:seqs"] == _seqs(ev, i.dataset) == ["3,4,5"]
     assert _props(components[i.code])["provault:seqs"] == _seqs(ev, i.code) == ["4"]
     proven = {pe.entry.seq for pe in ev.bundle.entries}
@@ -182,17 +181,14 @@ def test_the_lifecycle_shows_its_environment_parameters_quarantine_and_revoked_k
     props = _props(card)
     assert props["provault:params"] == ['{"epochs":3,"lr":0.01}']
     assert props["provault:invalidatedBy"] == [f"{i.model} by {QUARANTINE} seq 10"]
-    server = lifecycle.server.signer.keyid
-    assert props["provault:revokedKey"] == [f"{server} seq 11"]
-    assert props["provault:seqs"] == ["4,5,6,9,10,11"]
+    # The serving key, revoked at seq 11, signed only predictions: nothing the model was made from.
+    assert "provault:revokedKey" not in props
+    assert props["provault:seqs"] == ["4,5,6,9,10"]
     risks = card["considerations"]["ethicalConsiderations"]
-    assert len(risks) == 2
-    quarantine, revoked = risks
+    assert len(risks) == 1
+    (quarantine,) = risks
     assert quarantine["name"] == f"the model was invalidated by {QUARANTINE} (provault:Quarantine): bias found in audit"
     assert "seq 10" in quarantine["mitigationStrategy"]
-    assert revoked["name"].startswith(f"entries at seqs 8 are signed by key {server} of serving (person, producer)")
-    assert f"revoked effective from {format_time(at(52))}: leaked" in revoked["name"]
-    assert "key.revoked, seq 11" in revoked["mitigationStrategy"]
     assert _props(doc["metadata"])["provault:checkpoint:treeSize"] == ["12"]
 
 
@@ -318,3 +314,14 @@ def test_a_gate_decision_signed_by_a_key_that_may_sign_anything_is_not_a_conside
     sign_and_project(ledger)
     card = build_bom(_evidence(ledger, "sentiment"))["metadata"]["component"]["modelCard"]
     assert "gate" not in json.dumps(card.get("considerations", {})).lower()
+
+
+def test_a_revoked_key_that_signed_the_models_making_is_a_risk(ledger: Ledger, story: Story) -> None:
+    trainer = story.trainer.signer.keyid
+    assert [a.seq for a in ledger.append(ledger.revocation(story.trainer.signer, effective_from=at(0))).accepted] == [9]
+    sign_and_project(ledger)
+    card = build_bom(_evidence(ledger, "sentiment"))["metadata"]["component"]["modelCard"]
+    assert _props(card)["provault:revokedKey"] == [f"{trainer} seq 9"]
+    (risk,) = card["considerations"]["ethicalConsiderations"]
+    assert risk["name"].startswith("entries at seqs 3,4,5,6 are signed by key " + trainer)
+    assert "key.revoked, seq 9" in risk["mitigationStrategy"]

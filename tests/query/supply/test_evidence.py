@@ -9,6 +9,7 @@ from ledger.grpckit.status import NotCovered
 from query.report.build import ModelNotFound
 from query.supply.evidence import gather
 from tests.ledgerkit import Ledger
+from tests.query.projected import sign_and_project
 from tests.query.provstory import Story
 
 
@@ -19,8 +20,7 @@ def test_a_models_evidence_is_its_verified_lifecycle(ledger: Ledger, story: Stor
     assert ev.model == i.model
     assert ev.as_of_seq == 8
     assert {i.dataset, i.code, i.run, i.author} <= ev.upstream
-    assert {i.deployment, i.deploy} <= ev.downstream
-    assert i.deployment not in ev.upstream
+    assert i.deploy in ev.downstream and i.deploy not in ev.upstream, "the deploying activity used the model"
     assert ev.report.admin_keys_pinned and ev.report.key_source == "given"
     assert ev.attributes(i.run)["provault:metrics"] == '{"f1": 0.91}'
     assert ev.quarantines == ()
@@ -35,9 +35,18 @@ def test_revocations_and_invalidations_come_with_the_evidence(ledger: Ledger, li
     i = lifecycle.ids
     with psycopg.connect(ledger.dsn, autocommit=True) as conn:
         ev = gather(conn, i.model)
-    server = ev.keys[lifecycle.server.signer.keyid]
-    assert server.revoked and server.revoked_seq == 11
+    assert lifecycle.server.signer.keyid not in ev.keys, "the serving key signed only predictions: not evidence"
     assert any(rel == "wasInvalidatedBy" and src == i.model for _, rel, src, _, _ in ev.facts.edges)
+    assert not any(n.startswith("provault:predict/") for n in ev.downstream)
+
+
+def test_a_revoked_key_behind_the_model_comes_with_its_revocation(ledger: Ledger, story: Story) -> None:
+    ledger.append(ledger.revocation(story.trainer.signer))
+    sign_and_project(ledger)
+    with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+        ev = gather(conn, "sentiment")
+    trainer = ev.keys[story.trainer.signer.keyid]
+    assert trainer.revoked and trainer.revoked_seq == 9
 
 
 @pytest.mark.parametrize(
