@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from ledger.client import AppendOutcome, LedgerClient
 from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
-from ledger.core.keys import load_private_key
+from ledger.core.keys import Signer, load_private_key
 from ledger.core.producing import ProducerChain
 from ledger.db import connect
 from ledger.store.log import load_registry
@@ -28,6 +28,21 @@ from ledger.store.log import load_registry
 
 class AdminEventFailed(ProvaultError):
     reason = "admin_event_failed"
+
+
+def service_registration(
+    signer: Signer, producer_id: str, kinds: Sequence[str], producers: Sequence[str] | None = None
+) -> KeyRegistration:
+    """The registration of a service's own producer key (the OpenLineage endpoint, the MLflow webhook receiver,
+    the attestation key): identity ``service:<producer id>``, these kinds, its producer ids."""
+    return KeyRegistration(
+        keyid=signer.keyid,
+        public_key=signer.public_key,
+        role="producer",
+        identity={"type": "service", "name": producer_id},
+        kinds=tuple(kinds),
+        producers=tuple(producers or (producer_id,)),
+    )
 
 
 def registration_prov(reg: KeyRegistration) -> dict[str, Any]:

@@ -8,6 +8,7 @@ commands hold them as stack pieces: ``start()`` returns once the socket listens 
 from __future__ import annotations
 
 import asyncio
+import signal
 import ssl
 import threading
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ledger.core.errors import ConfigError, ServerStartError
+from ledger.core.errors import ConfigError, ProvaultError, ServerStartError
 from ledger.credentials import is_loopback
 
 START_TIMEOUT_S = 30.0
@@ -125,3 +126,27 @@ class WebServerThread:
         if loop is not None and self._thread is not None and self._thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(START_TIMEOUT_S)
+
+
+class ServerStopped(ProvaultError):
+    """A ``serve`` command's server died on its own (its log says why)."""
+
+    reason = "server_stopped"
+
+
+def serve_until_signalled(server: WebServerThread, banner: str) -> int:
+    """A ``serve`` command's life: start ``server``, print ``banner``, serve until SIGINT or SIGTERM (0), or raise
+    :class:`ServerStopped` when it stops by itself; it is stopped and the signal handlers restored either way."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        print(banner, flush=True)
+        while not stop.wait(0.5):
+            if not server.running():
+                raise ServerStopped(f"{server.what} stopped unexpectedly")
+        return 0
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

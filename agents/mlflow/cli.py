@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,10 +15,6 @@ from ..runtime import agent_from_settings, default_producer_id
 
 class ImportFailed(ProvaultError):
     reason = "import_failed"
-
-
-class ReceiverStopped(ProvaultError):
-    reason = "receiver_stopped"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -148,7 +142,13 @@ def _missing_sqlite(uri: str | None) -> str | None:
 
 
 def run_webhook(args: argparse.Namespace) -> int:
-    from .webhook import build_server, load_key, producer_id, read_secret  # noqa: PLC0415 - aiohttp only here
+    from .webhook import (  # noqa: PLC0415 - aiohttp only here
+        build_server,
+        load_key,
+        producer_id,
+        read_secret,
+        serve_until_signalled,
+    )
 
     settings = settings_from(args)
     if args.secret_file:
@@ -157,16 +157,5 @@ def run_webhook(args: argparse.Namespace) -> int:
         )
     read_secret(settings)  # the secret first: without it nothing else matters
     server = build_server(settings, signer=load_key(settings), listen=args.listen)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        print(f"mlflow webhook receiver listening on {server.url} (producer {producer_id(settings)})", flush=True)
-        while not stop.wait(0.5):
-            if not server.running():
-                raise ReceiverStopped("the MLflow webhook receiver stopped unexpectedly")
-        return 0
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    banner = f"mlflow webhook receiver listening on {server.url} (producer {producer_id(settings)})"
+    return serve_until_signalled(server, banner)

@@ -40,7 +40,13 @@ from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Signer, load_private_key
 from ledger.core.vocab import MODEL_UNDEPLOYED, service_id
-from ledger.webthread import WebServerThread, refuse_clear_text, tls_context
+from ledger.keyadmin import service_registration
+from ledger.webthread import (
+    WebServerThread,
+    refuse_clear_text,
+    serve_until_signalled,  # noqa: F401 - for agents.mlflow.cli, which may not import ledger.webthread
+    tls_context,
+)
 
 from ..runtime import Agent, agent_from_settings
 from ..spool import SpoolFull
@@ -274,14 +280,7 @@ def key_path(settings: Settings) -> Path:
 
 
 def registration(settings: Settings, signer: Signer) -> KeyRegistration:
-    return KeyRegistration(
-        keyid=signer.keyid,
-        public_key=signer.public_key,
-        role="producer",
-        identity={"type": "service", "name": producer_id(settings)},
-        kinds=KINDS,
-        producers=(producer_id(settings),),
-    )
+    return service_registration(signer, producer_id(settings), KINDS)
 
 
 def load_key(settings: Settings) -> Signer:

@@ -14,7 +14,7 @@ from ledger.core.keys import Signer, load_or_create_key, load_private_key
 from ledger.core.vocab import OPENLINEAGE_KINDS
 from ledger.grpckit.auth import DevModeAuthenticator, TokenAuthenticator
 from ledger.grpckit.tokens import tokens_path
-from ledger.keyadmin import ensure_registered
+from ledger.keyadmin import ensure_registered, service_registration
 from ledger.stack import Endpoints, Stack
 
 from ..runtime import agent_from_settings
@@ -36,14 +36,8 @@ def producer_id(settings: Settings) -> str:
 
 def registration(settings: Settings, signer: Signer) -> KeyRegistration:
     """The key the endpoint needs: a producer of the ``openlineage.*`` kinds, as the endpoint and as its import."""
-    return KeyRegistration(
-        keyid=signer.keyid,
-        public_key=signer.public_key,
-        role="producer",
-        identity={"type": "service", "name": producer_id(settings)},
-        kinds=("openlineage.*",),
-        producers=(producer_id(settings), f"{producer_id(settings)}/import"),
-    )
+    pid = producer_id(settings)
+    return service_registration(signer, pid, ("openlineage.*",), (pid, f"{pid}/import"))
 
 
 def load_key(settings: Settings) -> Signer:

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
-import threading
 from pathlib import Path
 
 from ledger.config import Settings, settings_from
-from ledger.core.errors import ConfigError, ProvaultError
+from ledger.core.errors import ConfigError
 from ledger.stack import resolve_postgres_dsn
-from ledger.webthread import tls_context
+from ledger.webthread import serve_until_signalled, tls_context
 from query.cli.bundle import AUDITOR_ROLE
-
-
-class AdmissionStopped(ProvaultError):
-    reason = "server_stopped"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -90,16 +84,6 @@ def run_serve(args: argparse.Namespace) -> int:
             settings, supply=dataclasses.replace(settings.supply, admission_policy=args.policy)
         )
     server = build_server(settings, listen=args.listen, require=args.require_annotation)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        print(f"admission webhook listening on {server.url} (policy {settings.supply.admission_policy})", flush=True)
-        while not stop.wait(0.5):
-            if not server.running():
-                raise AdmissionStopped("the admission endpoint stopped unexpectedly")
-        return 0
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return serve_until_signalled(
+        server, f"admission webhook listening on {server.url} (policy {settings.supply.admission_policy})"
+    )

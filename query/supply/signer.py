@@ -22,7 +22,7 @@ from ledger.config import Settings
 from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.keyring import KeyRegistration
 from ledger.core.keys import Signer, load_or_create_key, load_private_key
-from ledger.keyadmin import ensure_registered
+from ledger.keyadmin import ensure_registered, service_registration
 from ledger.stack import Endpoints
 
 KINDS = ("attestation.*", "gate.*")
@@ -39,14 +39,7 @@ def producer_id(settings: Settings) -> str:
 
 
 def registration(settings: Settings, signer: Signer) -> KeyRegistration:
-    return KeyRegistration(
-        keyid=signer.keyid,
-        public_key=signer.public_key,
-        role="producer",
-        identity={"type": "service", "name": producer_id(settings)},
-        kinds=KINDS,
-        producers=(producer_id(settings),),
-    )
+    return service_registration(signer, producer_id(settings), KINDS)
 
 
 def register_hint(settings: Settings, path: Path) -> str:
