@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from ledger.client import AppendOutcome, LedgerClient
 from ledger.config import Settings
 from ledger.core.errors import ProvaultError
 from ledger.core.keyring import KEY_REGISTERED, KeyRegistration
-from ledger.core.keys import Signer, load_private_key
+from ledger.core.keys import Signer, load_or_create_key, load_private_key
 from ledger.core.producing import ProducerChain
 from ledger.db import connect
 from ledger.store.log import load_registry
@@ -43,6 +43,25 @@ def service_registration(
         kinds=tuple(kinds),
         producers=tuple(producers or (producer_id,)),
     )
+
+
+def ensure_service_key(
+    settings: Settings,
+    path: Path,
+    make_registration: Callable[[Signer], KeyRegistration],
+    *,
+    dsn: str,
+    target: str,
+    what: str,
+) -> tuple[Signer, list[str]]:
+    """``provault up``: a service's own key at ``path``, created and registered with the stack's admin key when
+    needed; the key and what was changed, in words (``what`` names the key: "the attestation key")."""
+    signer, created = load_or_create_key(path)
+    changes = [f"created {what} {path}"] if created else []
+    reg = make_registration(signer)
+    if ensure_registered(settings, reg, dsn=dsn, target=target):
+        changes.append(f"registered it for {', '.join(reg.kinds)} as producer {reg.identity['name']}")
+    return signer, changes
 
 
 def registration_prov(reg: KeyRegistration) -> dict[str, Any]:

@@ -155,8 +155,6 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         """The stack's settings: the attestation key and how its events reach the ledger (Gate, Attest)."""
         self._attestor: Signer | None = None
         self._attestor_loading = threading.Lock()
-        self.attestor_recording = threading.Lock()
-        """Held while the attestation key's agent records an event: its spool admits one writer at a time."""
 
     def attestation_key(self) -> Signer:
         """The attestation key (docs/supply-chain.md, "The signer"), loaded on first use and kept; shared by
@@ -363,8 +361,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 as_of_seq = resolve_point(conn, None, as_of_time)
             issued = attest.issue(conn, self.settings, model, as_of_seq=as_of_seq, record=False, signer=key)
         if not request.dry_run:
-            with self.attestor_recording:
-                issued = attest.record_issuing(self.settings, key, issued)
+            issued = attest.record_issuing(self.settings, key, issued)  # one recording at a time: signer.record
         response = query_pb2.AttestResponse(
             envelope_json=issued.envelope_json,
             bundle=issued.evidence.bundle,
@@ -397,8 +394,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         event_id = ""
         if key is not None:
             assert self.settings is not None  # a key is loaded only from settings
-            with self.attestor_recording:
-                event_id = str(record_decision(self.settings, key, decision))
+            event_id = str(record_decision(self.settings, key, decision))
         return query_pb2.GateResponse(
             model_id=decision.model,
             allowed=decision.allowed,

@@ -10,11 +10,10 @@ from pathlib import Path
 from ledger.config import Settings
 from ledger.core.errors import ConfigError, KeyMaterialError
 from ledger.core.keyring import KeyRegistration
-from ledger.core.keys import Signer, load_or_create_key, load_private_key
-from ledger.core.vocab import OPENLINEAGE_KINDS
+from ledger.core.keys import Signer, load_private_key
 from ledger.grpckit.auth import DevModeAuthenticator, TokenAuthenticator
 from ledger.grpckit.tokens import tokens_path
-from ledger.keyadmin import ensure_registered, service_registration
+from ledger.keyadmin import ensure_service_key, service_registration
 from ledger.stack import Endpoints, Stack
 
 from ..runtime import agent_from_settings
@@ -83,14 +82,14 @@ def build_server(settings: Settings, *, signer: Signer, listen: str | None = Non
 
 def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, list[str]]:
     """``provault up``: the endpoint's key, created and registered with the stack's admin key when needed."""
-    path, changes = key_path(settings), []
-    signer, created = load_or_create_key(path)
-    if created:
-        changes.append(f"created the OpenLineage endpoint's key {path}")
-    reg = registration(settings, signer)
-    if ensure_registered(settings, reg, dsn=endpoints.postgres_dsn, target=str(endpoints.ledger_grpc)):
-        changes.append(f"registered it for {', '.join(OPENLINEAGE_KINDS)} as producer {producer_id(settings)}")
-    return signer, changes
+    return ensure_service_key(
+        settings,
+        key_path(settings),
+        lambda signer: registration(settings, signer),
+        dsn=endpoints.postgres_dsn,
+        target=str(endpoints.ledger_grpc),
+        what="the OpenLineage endpoint's key",
+    )
 
 
 def start(stack: Stack, endpoints: Endpoints) -> Endpoints:

@@ -21,8 +21,8 @@ from agents.runtime import Agent, agent_from_settings
 from ledger.config import Settings
 from ledger.core.errors import KeyMaterialError, ProvaultError
 from ledger.core.keyring import KeyRegistration
-from ledger.core.keys import Signer, load_or_create_key, load_private_key
-from ledger.keyadmin import ensure_registered, service_registration
+from ledger.core.keys import Signer, load_private_key
+from ledger.keyadmin import ensure_service_key, service_registration
 from ledger.stack import Endpoints
 
 KINDS = ("attestation.*", "gate.*")
@@ -61,14 +61,14 @@ def load_key(settings: Settings) -> Signer:
 
 def ensure_dev_key(settings: Settings, endpoints: Endpoints) -> tuple[Signer, list[str]]:
     """``provault up``: the attestation key, created and registered with the stack's admin key when needed."""
-    path, changes = key_path(settings), []
-    signer, created = load_or_create_key(path)
-    if created:
-        changes.append(f"created the attestation key {path}")
-    reg = registration(settings, signer)
-    if ensure_registered(settings, reg, dsn=endpoints.postgres_dsn, target=str(endpoints.ledger_grpc)):
-        changes.append(f"registered it for {', '.join(KINDS)} as producer {producer_id(settings)}")
-    return signer, changes
+    return ensure_service_key(
+        settings,
+        key_path(settings),
+        lambda signer: registration(settings, signer),
+        dsn=endpoints.postgres_dsn,
+        target=str(endpoints.ledger_grpc),
+        what="the attestation key",
+    )
 
 
 def recorder(settings: Settings, signer: Signer) -> Agent:
